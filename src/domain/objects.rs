@@ -1,0 +1,602 @@
+//! The CRM's object types and their fields. Each type is described once here; the
+//! store, the REST routes, filters, sorting, search, CSV import and export all read the
+//! same description, so a field added here is everywhere at once.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::access::Resource;
+use super::custom_fields::CustomFieldDef;
+use super::fields::{FieldErrors, FieldKind, FieldValue};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectType {
+    Contact,
+    Company,
+    Lead,
+    Pipeline,
+    Stage,
+    Deal,
+    Activity,
+    Tag,
+    Team,
+    CustomField,
+    AuditEntry,
+}
+
+/// Who may write a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writable {
+    /// Set on create and changed by updates.
+    Always,
+    /// Set on create, fixed afterwards (e.g. an activity's kind).
+    OnCreate,
+    /// Only the server writes it (e.g. a deal's ordering key).
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchRole {
+    None,
+    Title,
+    Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    None,
+    Text(&'static str),
+    Int(i64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    pub required: bool,
+    pub writable: Writable,
+    pub sortable: bool,
+    pub search: SearchRole,
+    pub default: Default,
+}
+
+const fn field(name: &'static str, kind: FieldKind) -> FieldSpec {
+    FieldSpec {
+        name,
+        kind,
+        required: false,
+        writable: Writable::Always,
+        sortable: false,
+        search: SearchRole::None,
+        default: Default::None,
+    }
+}
+
+impl FieldSpec {
+    const fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    const fn sortable(mut self) -> Self {
+        self.sortable = true;
+        self
+    }
+    const fn title(mut self) -> Self {
+        self.search = SearchRole::Title;
+        self
+    }
+    const fn body(mut self) -> Self {
+        self.search = SearchRole::Body;
+        self
+    }
+    const fn on_create(mut self) -> Self {
+        self.writable = Writable::OnCreate;
+        self
+    }
+    const fn server(mut self) -> Self {
+        self.writable = Writable::Never;
+        self
+    }
+    const fn default(mut self, d: Default) -> Self {
+        self.default = d;
+        self
+    }
+}
+
+const NAME: FieldKind = FieldKind::Text { max: 200 };
+const SHORT: FieldKind = FieldKind::Text { max: 100 };
+/// Amounts are integer minor units (cents); the bound keeps sums far from overflow.
+const AMOUNT: FieldKind = FieldKind::Integer { min: 0, max: 1_000_000_000_000_000 };
+
+pub const COMPANY_SIZES: &[&str] = &["1-10", "11-50", "51-200", "201-1000", "1001-5000", "5001+"];
+pub const LEAD_STATUSES: &[&str] = &["new", "contacted", "qualified", "disqualified", "converted"];
+pub const STAGE_KINDS: &[&str] = &["open", "won", "lost"];
+pub const ACTIVITY_KINDS: &[&str] = &["note", "task", "call", "meeting", "email"];
+pub const CUSTOM_FIELD_KINDS: &[&str] = &["text", "number", "date", "bool", "select", "multi_select", "url", "email"];
+pub const CUSTOM_FIELD_OBJECTS: &[&str] = &["contact", "company", "lead", "deal"];
+pub const AUDIT_ACTIONS: &[&str] = &["create", "update", "delete"];
+
+static CONTACT: &[FieldSpec] = &[
+    field("name", NAME).required().sortable().title(),
+    field("emails", FieldKind::Emails).body(),
+    field("phones", FieldKind::Phones).body(),
+    field("title", NAME).body(),
+    field("company_id", FieldKind::Ref(ObjectType::Company)),
+    field("owner_id", FieldKind::Member),
+    field("tags", FieldKind::Labels).body(),
+];
+
+static COMPANY: &[FieldSpec] = &[
+    field("name", NAME).required().sortable().title(),
+    field("domain", FieldKind::Domain).sortable().body(),
+    field("industry", SHORT).sortable().body(),
+    field("size", FieldKind::Choice(COMPANY_SIZES)),
+    field("parent_id", FieldKind::Ref(ObjectType::Company)),
+    field("owner_id", FieldKind::Member),
+    field("tags", FieldKind::Labels).body(),
+];
+
+static LEAD: &[FieldSpec] = &[
+    field("name", NAME).required().sortable().title(),
+    field("email", FieldKind::Email).sortable().body(),
+    field("phone", FieldKind::Phone).body(),
+    field("company_name", NAME).sortable().body(),
+    field("title", NAME).body(),
+    field("source", SHORT),
+    field("status", FieldKind::Choice(LEAD_STATUSES)).required().default(Default::Text("new")),
+    field("owner_id", FieldKind::Member),
+    field("tags", FieldKind::Labels).body(),
+    field("converted_contact_id", FieldKind::Ref(ObjectType::Contact)).server(),
+    field("converted_company_id", FieldKind::Ref(ObjectType::Company)).server(),
+    field("converted_deal_id", FieldKind::Ref(ObjectType::Deal)).server(),
+    field("converted_at", FieldKind::Timestamp).server().sortable(),
+];
+
+static PIPELINE: &[FieldSpec] = &[field("name", NAME).required().sortable()];
+
+static STAGE: &[FieldSpec] = &[
+    field("pipeline_id", FieldKind::Ref(ObjectType::Pipeline)).required().on_create(),
+    field("name", NAME).required().sortable(),
+    field("probability", FieldKind::Integer { min: 0, max: 100 }).required().default(Default::Int(0)),
+    field("kind", FieldKind::Choice(STAGE_KINDS)).required().default(Default::Text("open")),
+    field("position", FieldKind::Integer { min: 0, max: 1000 }).required().sortable().server(),
+];
+
+static DEAL: &[FieldSpec] = &[
+    field("title", NAME).required().sortable().title(),
+    field("amount", AMOUNT).sortable(),
+    field("currency", FieldKind::Currency),
+    field("pipeline_id", FieldKind::Ref(ObjectType::Pipeline)).required(),
+    // Resolved by the store to the pipeline's first stage when omitted.
+    field("stage_id", FieldKind::Ref(ObjectType::Stage)),
+    field("rank", FieldKind::Text { max: 1000 }).server().sortable(),
+    field("owner_id", FieldKind::Member),
+    field("contact_id", FieldKind::Ref(ObjectType::Contact)),
+    field("company_id", FieldKind::Ref(ObjectType::Company)),
+    field("expected_close_date", FieldKind::Date).sortable(),
+    field("tags", FieldKind::Labels).body(),
+];
+
+static ACTIVITY: &[FieldSpec] = &[
+    field("kind", FieldKind::Choice(ACTIVITY_KINDS)).required().on_create(),
+    field("subject", NAME).sortable().title(),
+    field("body", FieldKind::LongText).body(),
+    field("contact_id", FieldKind::Ref(ObjectType::Contact)),
+    field("company_id", FieldKind::Ref(ObjectType::Company)),
+    field("deal_id", FieldKind::Ref(ObjectType::Deal)),
+    field("occurred_at", FieldKind::Timestamp).sortable(),
+    field("due_date", FieldKind::Date).sortable(),
+    field("assignee_id", FieldKind::Member),
+    field("done", FieldKind::Bool).required().default(Default::Int(0)),
+    field("duration_minutes", FieldKind::Integer { min: 0, max: 100_000 }),
+];
+
+static TAG: &[FieldSpec] = &[
+    field("name", FieldKind::Label).required().sortable().on_create(),
+    field("color", FieldKind::Text { max: 20 }),
+];
+
+static TEAM: &[FieldSpec] = &[
+    field("name", NAME).required().sortable(),
+    field("description", FieldKind::Text { max: 1000 }),
+    field("member_ids", FieldKind::Members),
+];
+
+static CUSTOM_FIELD: &[FieldSpec] = &[
+    field("object_type", FieldKind::Choice(CUSTOM_FIELD_OBJECTS)).required().on_create(),
+    field("key", FieldKind::Text { max: 40 }).required().sortable().on_create(),
+    field("label", NAME).required(),
+    field("kind", FieldKind::Choice(CUSTOM_FIELD_KINDS)).required().on_create(),
+    field("options", FieldKind::Labels),
+];
+
+static AUDIT_ENTRY: &[FieldSpec] = &[
+    field("actor_id", FieldKind::Text { max: 100 }).server(),
+    field("action", FieldKind::Choice(AUDIT_ACTIONS)).server(),
+    field("object_type", FieldKind::Text { max: 40 }).server(),
+    field("object_id", FieldKind::Text { max: 100 }).server(),
+    field("changes", FieldKind::Json).server(),
+];
+
+impl ObjectType {
+    pub const ALL: [ObjectType; 11] = [
+        ObjectType::Contact,
+        ObjectType::Company,
+        ObjectType::Lead,
+        ObjectType::Pipeline,
+        ObjectType::Stage,
+        ObjectType::Deal,
+        ObjectType::Activity,
+        ObjectType::Tag,
+        ObjectType::Team,
+        ObjectType::CustomField,
+        ObjectType::AuditEntry,
+    ];
+
+    pub fn fields(self) -> &'static [FieldSpec] {
+        match self {
+            ObjectType::Contact => CONTACT,
+            ObjectType::Company => COMPANY,
+            ObjectType::Lead => LEAD,
+            ObjectType::Pipeline => PIPELINE,
+            ObjectType::Stage => STAGE,
+            ObjectType::Deal => DEAL,
+            ObjectType::Activity => ACTIVITY,
+            ObjectType::Tag => TAG,
+            ObjectType::Team => TEAM,
+            ObjectType::CustomField => CUSTOM_FIELD,
+            ObjectType::AuditEntry => AUDIT_ENTRY,
+        }
+    }
+
+    pub fn field(self, name: &str) -> Option<&'static FieldSpec> {
+        self.fields().iter().find(|f| f.name == name)
+    }
+
+    /// Singular name, used in events, audit entries and search results.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectType::Contact => "contact",
+            ObjectType::Company => "company",
+            ObjectType::Lead => "lead",
+            ObjectType::Pipeline => "pipeline",
+            ObjectType::Stage => "stage",
+            ObjectType::Deal => "deal",
+            ObjectType::Activity => "activity",
+            ObjectType::Tag => "tag",
+            ObjectType::Team => "team",
+            ObjectType::CustomField => "custom_field",
+            ObjectType::AuditEntry => "audit_entry",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    pub fn table(self) -> &'static str {
+        match self {
+            ObjectType::Contact => "contacts",
+            ObjectType::Company => "companies",
+            ObjectType::Lead => "leads",
+            ObjectType::Pipeline => "pipelines",
+            ObjectType::Stage => "stages",
+            ObjectType::Deal => "deals",
+            ObjectType::Activity => "activities",
+            ObjectType::Tag => "tags",
+            ObjectType::Team => "teams",
+            ObjectType::CustomField => "custom_field_defs",
+            ObjectType::AuditEntry => "audit_log",
+        }
+    }
+
+    pub fn resource(self) -> Resource {
+        match self {
+            ObjectType::Contact => Resource::Contacts,
+            ObjectType::Company => Resource::Companies,
+            ObjectType::Lead => Resource::Leads,
+            ObjectType::Pipeline | ObjectType::Stage => Resource::Pipelines,
+            ObjectType::Deal => Resource::Deals,
+            ObjectType::Activity => Resource::Activities,
+            ObjectType::Tag => Resource::Tags,
+            ObjectType::Team => Resource::Teams,
+            ObjectType::CustomField => Resource::CustomFields,
+            ObjectType::AuditEntry => Resource::AuditLog,
+        }
+    }
+
+    pub fn has_custom_fields(self) -> bool {
+        matches!(self, ObjectType::Contact | ObjectType::Company | ObjectType::Lead | ObjectType::Deal)
+    }
+
+    pub fn is_searchable(self) -> bool {
+        self.fields().iter().any(|f| f.search == SearchRole::Title)
+    }
+
+    /// Parses a create or update body. `defs` are the workspace's custom field
+    /// definitions for this type. Every problem is reported, not just the first.
+    pub fn parse_input(self, body: &Map<String, Value>, create: bool, defs: &[CustomFieldDef]) -> Result<Changes, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let mut changes = Changes::default();
+        for (key, value) in body {
+            if key == "custom_fields" && self.has_custom_fields() {
+                match value {
+                    Value::Object(map) => {
+                        for (k, v) in map {
+                            match defs.iter().find(|d| &d.key == k) {
+                                None => errors.add(format!("custom_fields.{k}"), "no such custom field"),
+                                Some(def) => match def.parse_value(v) {
+                                    Ok(v) => {
+                                        changes.custom.insert(k.clone(), v);
+                                    }
+                                    Err(e) => errors.add(format!("custom_fields.{k}"), e),
+                                },
+                            }
+                        }
+                    }
+                    _ => errors.add("custom_fields", "expected an object"),
+                }
+                continue;
+            }
+            let Some(spec) = self.field(key) else {
+                errors.add(key.clone(), "unknown field");
+                continue;
+            };
+            match (spec.writable, create) {
+                (Writable::Never, _) => {
+                    errors.add(key.clone(), "is set by the server");
+                    continue;
+                }
+                (Writable::OnCreate, false) => {
+                    errors.add(key.clone(), "cannot be changed after creation");
+                    continue;
+                }
+                _ => {}
+            }
+            match spec.kind.parse_json(value) {
+                Ok(v) if v.is_null() && spec.required && !create => errors.add(key.clone(), "is required and cannot be cleared"),
+                Ok(v) => changes.values.push((spec, v)),
+                Err(e) => errors.add(key.clone(), e),
+            }
+        }
+        if create {
+            for spec in self.fields() {
+                let given = changes.values.iter().position(|(s, _)| s.name == spec.name);
+                let is_null = given.map(|i| changes.values[i].1.is_null()).unwrap_or(true);
+                if !is_null {
+                    continue;
+                }
+                let default = match spec.default {
+                    Default::None => None,
+                    Default::Text(t) => Some(FieldValue::Text(t.to_string())),
+                    Default::Int(n) if spec.kind == FieldKind::Bool => Some(FieldValue::Bool(n != 0)),
+                    Default::Int(n) => Some(FieldValue::Int(n)),
+                };
+                match (default, given) {
+                    (Some(d), Some(i)) => changes.values[i].1 = d,
+                    (Some(d), None) => changes.values.push((spec, d)),
+                    (None, _) if spec.required && spec.writable != Writable::Never && !self.resolved_by_store(spec.name) => {
+                        errors.add(spec.name, "is required")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        errors.into_result().map(|()| changes)
+    }
+
+    /// Required fields the store fills in when the client leaves them out.
+    fn resolved_by_store(self, field: &str) -> bool {
+        matches!((self, field), (ObjectType::Stage, "pipeline_id"))
+    }
+
+    /// Rules across fields, checked on the record as it would be after a write.
+    pub fn check(self, values: &BTreeMap<&'static str, FieldValue>) -> Result<(), FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let get = |name: &str| values.get(name).cloned().unwrap_or(FieldValue::Null);
+        match self {
+            ObjectType::Deal => {
+                if !get("amount").is_null() && get("currency").is_null() {
+                    errors.add("currency", "is required when an amount is set");
+                }
+            }
+            ObjectType::Activity => {
+                if ["contact_id", "company_id", "deal_id"].iter().all(|f| get(f).is_null()) {
+                    errors.add("contact_id", "an activity must be linked to a contact, a company or a deal");
+                }
+            }
+            ObjectType::CustomField => {
+                let key = get("key");
+                let key = key.as_text().unwrap_or("");
+                let key_ok = key.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !key_ok {
+                    errors.add("key", "must start with a lowercase letter and use only a-z, 0-9 and _");
+                }
+                let kind = get("kind");
+                let needs_options = matches!(kind.as_text(), Some("select") | Some("multi_select"));
+                if needs_options && get("options").as_list().is_empty() {
+                    errors.add("options", "a select field needs at least one option");
+                }
+            }
+            _ => {}
+        }
+        errors.into_result()
+    }
+}
+
+/// A validated set of field assignments for a create or update.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub values: Vec<(&'static FieldSpec, FieldValue)>,
+    /// Custom field values; `null` removes a value.
+    pub custom: Map<String, Value>,
+}
+
+impl Changes {
+    pub fn get(&self, name: &str) -> Option<&FieldValue> {
+        self.values.iter().find(|(s, _)| s.name == name).map(|(_, v)| v)
+    }
+
+    pub fn set(&mut self, ty: ObjectType, name: &str, value: FieldValue) {
+        if let Some(slot) = self.values.iter_mut().find(|(s, _)| s.name == name) {
+            slot.1 = value;
+        } else if let Some(spec) = ty.field(name) {
+            self.values.push((spec, value));
+        }
+    }
+}
+
+/// One stored record of any type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub values: BTreeMap<&'static str, FieldValue>,
+    pub custom: Map<String, Value>,
+}
+
+impl Record {
+    pub fn get(&self, name: &str) -> &FieldValue {
+        static NULL: FieldValue = FieldValue::Null;
+        self.values.get(name).unwrap_or(&NULL)
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.get(name).as_text()
+    }
+
+    /// The record after applying `changes`, as the store would hold it.
+    pub fn merged(&self, changes: &Changes) -> (BTreeMap<&'static str, FieldValue>, Map<String, Value>) {
+        let mut values = self.values.clone();
+        for (spec, v) in &changes.values {
+            values.insert(spec.name, v.clone());
+        }
+        let mut custom = self.custom.clone();
+        for (k, v) in &changes.custom {
+            if v.is_null() {
+                custom.remove(k);
+            } else {
+                custom.insert(k.clone(), v.clone());
+            }
+        }
+        (values, custom)
+    }
+
+    pub fn to_json(&self, ty: ObjectType) -> Value {
+        let mut out = Map::new();
+        out.insert("id".into(), Value::String(self.id.clone()));
+        for spec in ty.fields() {
+            out.insert(spec.name.into(), self.get(spec.name).to_json(spec.kind));
+        }
+        if ty.has_custom_fields() {
+            out.insert("custom_fields".into(), Value::Object(self.custom.clone()));
+        }
+        out.insert("version".into(), Value::from(self.version));
+        let ts = |ms| Value::String(super::fields::format_timestamp(ms));
+        out.insert("created_at".into(), ts(self.created_at));
+        if ty != ObjectType::AuditEntry {
+            out.insert("updated_at".into(), ts(self.updated_at));
+        }
+        Value::Object(out)
+    }
+
+    /// Title and body text for the full-text index.
+    pub fn search_text(&self, ty: ObjectType) -> (String, String) {
+        let mut title = Vec::new();
+        let mut body = Vec::new();
+        for spec in ty.fields() {
+            let target = match spec.search {
+                SearchRole::Title => &mut title,
+                SearchRole::Body => &mut body,
+                SearchRole::None => continue,
+            };
+            match self.get(spec.name) {
+                FieldValue::Text(s) => target.push(s.clone()),
+                FieldValue::List(items) => target.extend(items.iter().cloned()),
+                _ => {}
+            }
+        }
+        for v in self.custom.values() {
+            if let Some(s) = v.as_str() {
+                body.push(s.to_string());
+            }
+        }
+        (title.join(" "), body.join(" "))
+    }
+}
+
+/// The JSON keys of the change between two versions of a record: `{field: [before, after]}`.
+pub fn diff(ty: ObjectType, before: Option<&Record>, after: Option<&Record>) -> Value {
+    let mut out = Map::new();
+    let null = FieldValue::Null;
+    for spec in ty.fields() {
+        let b = before.map(|r| r.get(spec.name)).unwrap_or(&null);
+        let a = after.map(|r| r.get(spec.name)).unwrap_or(&null);
+        if b != a {
+            out.insert(spec.name.into(), Value::Array(vec![b.to_json(spec.kind), a.to_json(spec.kind)]));
+        }
+    }
+    if ty.has_custom_fields() {
+        let empty = Map::new();
+        let bc = before.map(|r| &r.custom).unwrap_or(&empty);
+        let ac = after.map(|r| &r.custom).unwrap_or(&empty);
+        let keys: std::collections::BTreeSet<&String> = bc.keys().chain(ac.keys()).collect();
+        for k in keys {
+            let (b, a) = (bc.get(k).cloned().unwrap_or(Value::Null), ac.get(k).cloned().unwrap_or(Value::Null));
+            if b != a {
+                out.insert(format!("custom_fields.{k}"), Value::Array(vec![b, a]));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_create_reports_every_problem_at_once() {
+        let err = ObjectType::Contact
+            .parse_input(&obj(json!({"emails": ["bad"], "nickname": "x"})), true, &[])
+            .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err:?}");
+        assert!(err.0.contains_key("name"));
+        assert!(err.0.contains_key("nickname"));
+        assert!(err.0.contains_key("emails"));
+    }
+
+    #[test]
+    fn defaults_fill_in_missing_fields_on_create_only() {
+        let c = ObjectType::Lead.parse_input(&obj(json!({"name": "Ada"})), true, &[]).unwrap();
+        assert_eq!(c.get("status"), Some(&FieldValue::Text("new".into())));
+        let u = ObjectType::Lead.parse_input(&obj(json!({"name": "Ada"})), false, &[]).unwrap();
+        assert_eq!(u.get("status"), None);
+    }
+
+    #[test]
+    fn server_and_create_only_fields_are_protected() {
+        let e = ObjectType::Deal.parse_input(&obj(json!({"rank": "a"})), false, &[]).unwrap_err();
+        assert!(e.0.contains_key("rank"));
+        let e = ObjectType::Activity.parse_input(&obj(json!({"kind": "call"})), false, &[]).unwrap_err();
+        assert!(e.0.contains_key("kind"));
+    }
+
+    #[test]
+    fn an_activity_must_be_linked_to_something() {
+        let mut v = BTreeMap::new();
+        v.insert("kind", FieldValue::Text("note".into()));
+        assert!(ObjectType::Activity.check(&v).is_err());
+        v.insert("deal_id", FieldValue::Text("x".into()));
+        assert!(ObjectType::Activity.check(&v).is_ok());
+    }
+}

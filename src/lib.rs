@@ -1,0 +1,4 @@
+//! Shoal: a real-time CRM served by one binary.
+
+pub mod domain;
+pub mod store;

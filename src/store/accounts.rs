@@ -1,0 +1,389 @@
+//! Workspaces, users, memberships, refresh tokens and API keys.
+
+use serde_json::json;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::{new_id, now_ms, Result, Scoped, Sql, Store, StoreError};
+use crate::domain::{FieldValue, ObjectType};
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub struct NewApiKey {
+    pub name: String,
+    pub prefix: String,
+    pub hash: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Rotated { user_id: String, workspace_id: String },
+    /// A token that was already used or revoked: its whole family is now revoked.
+    Reused,
+    Invalid,
+}
+
+const MEMBER_COLS: &str = "m.user_id, u.email, u.name, m.role, m.created_at";
+
+fn member(row: &AnyRow) -> Result<MemberRow> {
+    Ok(MemberRow {
+        user_id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        name: row.try_get(2)?,
+        role: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+    })
+}
+
+const KEY_COLS: &str = "id, workspace_id, name, prefix, scopes, created_by, created_at, last_used_at, revoked_at";
+
+fn api_key(row: &AnyRow) -> Result<ApiKeyRow> {
+    let scopes: String = row.try_get(4)?;
+    Ok(ApiKeyRow {
+        id: row.try_get(0)?,
+        workspace_id: row.try_get(1)?,
+        name: row.try_get(2)?,
+        prefix: row.try_get(3)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        created_by: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        last_used_at: row.try_get(7)?,
+        revoked_at: row.try_get(8)?,
+    })
+}
+
+impl Store {
+    async fn user_by_email_in(&self, conn: &mut AnyConnection, email: &str) -> Result<Option<UserRow>> {
+        let mut sql = Sql::new("SELECT id, email, name, password_hash FROM users WHERE email = ");
+        sql.arg(email);
+        Ok(match sql.query().fetch_optional(conn).await? {
+            Some(r) => Some(UserRow { id: r.try_get(0)?, email: r.try_get(1)?, name: r.try_get(2)?, password_hash: r.try_get(3)? }),
+            None => None,
+        })
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
+        let mut conn = self.pool().acquire().await?;
+        self.user_by_email_in(&mut conn, email).await
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<UserRow>> {
+        let mut sql = Sql::new("SELECT id, email, name, password_hash FROM users WHERE id = ");
+        sql.arg(id);
+        Ok(match sql.query().fetch_optional(self.pool()).await? {
+            Some(r) => Some(UserRow { id: r.try_get(0)?, email: r.try_get(1)?, name: r.try_get(2)?, password_hash: r.try_get(3)? }),
+            None => None,
+        })
+    }
+
+    /// Creates a workspace and its owner. The e-mail must not belong to a user yet.
+    pub async fn create_workspace(&self, workspace_name: &str, email: &str, name: &str, password_hash: &str) -> Result<(String, String)> {
+        let mut w = self.write().await?;
+        if self.user_by_email_in(&mut w.tx, email).await?.is_some() {
+            return Err(StoreError::Duplicate("a user with this email already exists; log in instead".into()));
+        }
+        let (ws, user, now) = (new_id(), new_id(), now_ms());
+        let mut sql = Sql::new("INSERT INTO workspaces (id, name, created_at) VALUES (");
+        sql.arg(&ws).push(", ").arg(workspace_name).push(", ").arg(now).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        let mut sql = Sql::new("INSERT INTO users (id, email, name, password_hash, created_at) VALUES (");
+        sql.arg(&user).push(", ").arg(email).push(", ").arg(name).push(", ").arg(password_hash).push(", ").arg(now).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        let mut sql = Sql::new("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (");
+        sql.arg(&ws).push(", ").arg(&user).push(", 'owner', ").arg(now).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        let scoped = self.scoped(&ws);
+        scoped
+            .audit(&mut w.tx, &format!("user:{user}"), "create", "workspace", &ws, json!({"name": [null, workspace_name]}), now)
+            .await?;
+        w.commit().await?;
+        Ok((ws, user))
+    }
+
+    pub async fn workspace_name(&self, ws: &str) -> Result<Option<String>> {
+        let mut sql = Sql::new("SELECT name FROM workspaces WHERE id = ");
+        sql.arg(ws);
+        Ok(match sql.query().fetch_optional(self.pool()).await? {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    /// The workspaces a user belongs to, oldest membership first.
+    pub async fn workspaces_of(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        let mut sql = Sql::new("SELECT workspace_id, role FROM memberships WHERE user_id = ");
+        sql.arg(user_id).push(" ORDER BY created_at, workspace_id");
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    pub async fn role_of(&self, ws: &str, user_id: &str) -> Result<Option<String>> {
+        let mut sql = Sql::new("SELECT role FROM memberships WHERE workspace_id = ");
+        sql.arg(ws).push(" AND user_id = ").arg(user_id);
+        Ok(match sql.query().fetch_optional(self.pool()).await? {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    pub async fn insert_refresh_token(&self, ws: &str, user: &str, family: &str, hash: &str, expires_at: i64) -> Result<()> {
+        let mut w = self.write().await?;
+        let mut sql = Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
+        sql.arg(new_id()).push(", ").arg(ws).push(", ").arg(user).push(", ").arg(family).push(", ").arg(hash);
+        sql.push(", ").arg(now_ms()).push(", ").arg(expires_at).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        w.commit().await
+    }
+
+    /// Exchanges a refresh token for a new one of the same family. Presenting a token
+    /// twice means it leaked: the whole family is revoked.
+    pub async fn rotate_refresh_token(&self, old_hash: &str, new_hash: &str, expires_at: i64) -> Result<RefreshOutcome> {
+        let now = now_ms();
+        let mut w = self.write().await?;
+        let mut sql = Sql::new("SELECT workspace_id, user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ");
+        sql.arg(old_hash);
+        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else { return Ok(RefreshOutcome::Invalid) };
+        let (ws, user, family): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let expires: i64 = row.try_get(3)?;
+        let used: Option<i64> = row.try_get(4)?;
+        let revoked: Option<i64> = row.try_get(5)?;
+        if used.is_some() || revoked.is_some() {
+            let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+            sql.arg(now).push(" WHERE family_id = ").arg(&family).push(" AND revoked_at IS NULL");
+            sql.query().execute(&mut *w.tx).await?;
+            w.commit().await?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if expires <= now {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        // The membership may have ended since the token was issued.
+        let mut sql = Sql::new("SELECT 1 FROM memberships WHERE workspace_id = ");
+        sql.arg(&ws).push(" AND user_id = ").arg(&user);
+        if sql.query().fetch_optional(&mut *w.tx).await?.is_none() {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let mut sql = Sql::new("UPDATE refresh_tokens SET used_at = ");
+        sql.arg(now).push(" WHERE token_hash = ").arg(old_hash).push(" AND used_at IS NULL");
+        if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
+            return Ok(RefreshOutcome::Reused);
+        }
+        let mut sql = Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
+        sql.arg(new_id()).push(", ").arg(&ws).push(", ").arg(&user).push(", ").arg(&family).push(", ").arg(new_hash);
+        sql.push(", ").arg(now).push(", ").arg(expires_at).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        w.commit().await?;
+        Ok(RefreshOutcome::Rotated { user_id: user, workspace_id: ws })
+    }
+
+    /// Logout: revokes the family of the given refresh token. Returns whether it existed.
+    pub async fn revoke_refresh_family(&self, hash: &str) -> Result<bool> {
+        let mut w = self.write().await?;
+        let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+        sql.arg(now_ms()).push(" WHERE revoked_at IS NULL AND family_id IN (SELECT family_id FROM refresh_tokens WHERE token_hash = ");
+        sql.arg(hash).push(")");
+        let n = sql.query().execute(&mut *w.tx).await?.rows_affected();
+        let mut sql = Sql::new("SELECT 1 FROM refresh_tokens WHERE token_hash = ");
+        sql.arg(hash);
+        let existed = sql.query().fetch_optional(&mut *w.tx).await?.is_some();
+        w.commit().await?;
+        Ok(n > 0 || existed)
+    }
+
+    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>> {
+        let mut sql = Sql::new(format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = "));
+        sql.arg(hash);
+        match sql.query().fetch_optional(self.pool()).await? {
+            Some(r) => Ok(Some(api_key(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a key's use, at most once a minute so busy integrations do not turn
+    /// every read into a write.
+    pub async fn touch_api_key(&self, id: &str) -> Result<()> {
+        let now = now_ms();
+        let mut w = self.write().await?;
+        let mut sql = Sql::new("UPDATE api_keys SET last_used_at = ");
+        sql.arg(now).push(" WHERE id = ").arg(id).push(" AND (last_used_at IS NULL OR last_used_at < ").arg(now - 60_000).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        w.commit().await
+    }
+}
+
+impl Scoped<'_> {
+    pub async fn members(&self) -> Result<Vec<MemberRow>> {
+        let mut sql = Sql::new(format!("SELECT {MEMBER_COLS} FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = "));
+        sql.arg(self.ws).push(" ORDER BY m.created_at, m.user_id");
+        let rows = sql.query().fetch_all(self.store.pool()).await?;
+        rows.iter().map(member).collect()
+    }
+
+    async fn member_in(&self, conn: &mut AnyConnection, user_id: &str) -> Result<Option<MemberRow>> {
+        let mut sql = Sql::new(format!("SELECT {MEMBER_COLS} FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = "));
+        sql.arg(self.ws).push(" AND m.user_id = ").arg(user_id);
+        match sql.query().fetch_optional(conn).await? {
+            Some(r) => Ok(Some(member(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn member(&self, user_id: &str) -> Result<MemberRow> {
+        let mut conn = self.store.pool().acquire().await?;
+        self.member_in(&mut conn, user_id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Adds a user to the workspace, creating the user when the e-mail is new (then
+    /// `new_user` gives the name and password hash).
+    pub async fn add_member(&self, email: &str, new_user: Option<(&str, &str)>, role: &str, actor: &str) -> Result<MemberRow> {
+        let now = now_ms();
+        let mut w = self.store.write().await?;
+        let user_id = match self.store.user_by_email_in(&mut w.tx, email).await? {
+            Some(u) => u.id,
+            None => {
+                let (name, hash) = new_user.ok_or_else(|| StoreError::Invalid(crate::domain::FieldErrors::single("password", "is required for a new user")))?;
+                let id = new_id();
+                let mut sql = Sql::new("INSERT INTO users (id, email, name, password_hash, created_at) VALUES (");
+                sql.arg(&id).push(", ").arg(email).push(", ").arg(name).push(", ").arg(hash).push(", ").arg(now).push(")");
+                sql.query().execute(&mut *w.tx).await?;
+                id
+            }
+        };
+        if self.member_in(&mut w.tx, &user_id).await?.is_some() {
+            return Err(StoreError::Duplicate("this user is already a member".into()));
+        }
+        let mut sql = Sql::new("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (");
+        sql.arg(self.ws).push(", ").arg(&user_id).push(", ").arg(role).push(", ").arg(now).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        self.audit(&mut w.tx, actor, "create", "member", &user_id, json!({"role": [null, role], "email": [null, email]}), now).await?;
+        let m = self.member_in(&mut w.tx, &user_id).await?.ok_or(StoreError::NotFound)?;
+        w.commit().await?;
+        Ok(m)
+    }
+
+    async fn owner_count(&self, conn: &mut AnyConnection) -> Result<i64> {
+        let mut sql = Sql::new("SELECT COUNT(*) FROM memberships WHERE role = 'owner' AND workspace_id = ");
+        sql.arg(self.ws);
+        Ok(sql.query().fetch_one(conn).await?.try_get(0)?)
+    }
+
+    pub async fn set_role(&self, user_id: &str, role: &str, actor: &str) -> Result<MemberRow> {
+        let now = now_ms();
+        let mut w = self.store.write().await?;
+        let before = self.member_in(&mut w.tx, user_id).await?.ok_or(StoreError::NotFound)?;
+        if before.role == "owner" && role != "owner" && self.owner_count(&mut w.tx).await? <= 1 {
+            return Err(StoreError::InUse("a workspace must keep at least one owner".into()));
+        }
+        let mut sql = Sql::new("UPDATE memberships SET role = ");
+        sql.arg(role).push(" WHERE workspace_id = ").arg(self.ws).push(" AND user_id = ").arg(user_id);
+        sql.query().execute(&mut *w.tx).await?;
+        self.audit(&mut w.tx, actor, "update", "member", user_id, json!({"role": [before.role, role]}), now).await?;
+        let m = self.member_in(&mut w.tx, user_id).await?.ok_or(StoreError::NotFound)?;
+        w.commit().await?;
+        Ok(m)
+    }
+
+    /// Removes a member: their sessions in this workspace end, records they owned or
+    /// were assigned lose that link, and they leave every team.
+    pub async fn remove_member(&self, user_id: &str, actor: &str) -> Result<()> {
+        let now = now_ms();
+        let mut w = self.store.write().await?;
+        let before = self.member_in(&mut w.tx, user_id).await?.ok_or(StoreError::NotFound)?;
+        if before.role == "owner" && self.owner_count(&mut w.tx).await? <= 1 {
+            return Err(StoreError::InUse("a workspace must keep at least one owner".into()));
+        }
+        let mut sql = Sql::new("DELETE FROM memberships WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND user_id = ").arg(user_id);
+        sql.query().execute(&mut *w.tx).await?;
+        let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+        sql.arg(now).push(" WHERE revoked_at IS NULL AND workspace_id = ").arg(self.ws).push(" AND user_id = ").arg(user_id);
+        sql.query().execute(&mut *w.tx).await?;
+        for ty in ObjectType::ALL {
+            for spec in ty.fields().iter().filter(|f| f.kind == crate::domain::FieldKind::Member) {
+                let mut sql = Sql::new(format!("UPDATE {} SET {} = NULL, version = version + 1, updated_at = ", ty.table(), spec.name));
+                sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws).push(&format!(" AND {} = ", spec.name)).arg(user_id);
+                sql.query().execute(&mut *w.tx).await?;
+            }
+        }
+        self.rewrite_where_has(&mut w.tx, ObjectType::Team, "member_ids", user_id, now, |v| {
+            if let FieldValue::List(items) = v {
+                items.retain(|x| x != user_id);
+            }
+        })
+        .await?;
+        self.audit(&mut w.tx, actor, "delete", "member", user_id, json!({"role": [before.role, null]}), now).await?;
+        w.commit().await
+    }
+
+    pub async fn create_api_key(&self, key: NewApiKey, actor: &str) -> Result<ApiKeyRow> {
+        let now = now_ms();
+        let id = new_id();
+        let mut w = self.store.write().await?;
+        let mut sql = Sql::new(format!("INSERT INTO api_keys ({KEY_COLS}, key_hash) VALUES ("));
+        sql.arg(&id).push(", ").arg(self.ws).push(", ").arg(&key.name).push(", ").arg(&key.prefix).push(", ");
+        sql.arg(serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into())).push(", ").arg(actor).push(", ").arg(now);
+        sql.push(", NULL, NULL, ").arg(&key.hash).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        self.audit(&mut w.tx, actor, "create", "api_key", &id, json!({"name": [null, key.name], "scopes": [null, key.scopes]}), now)
+            .await?;
+        w.commit().await?;
+        self.api_key(&id).await
+    }
+
+    pub async fn api_key(&self, id: &str) -> Result<ApiKeyRow> {
+        let mut sql = Sql::new(format!("SELECT {KEY_COLS} FROM api_keys WHERE workspace_id = "));
+        sql.arg(self.ws).push(" AND id = ").arg(id);
+        match sql.query().fetch_optional(self.store.pool()).await? {
+            Some(r) => api_key(&r),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        let mut sql = Sql::new(format!("SELECT {KEY_COLS} FROM api_keys WHERE workspace_id = "));
+        sql.arg(self.ws).push(" ORDER BY created_at DESC, id");
+        let rows = sql.query().fetch_all(self.store.pool()).await?;
+        rows.iter().map(api_key).collect()
+    }
+
+    pub async fn revoke_api_key(&self, id: &str, actor: &str) -> Result<()> {
+        let now = now_ms();
+        let mut w = self.store.write().await?;
+        let mut sql = Sql::new("UPDATE api_keys SET revoked_at = ");
+        sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id).push(" AND revoked_at IS NULL");
+        if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.audit(&mut w.tx, actor, "delete", "api_key", id, json!({"revoked_at": [null, now]}), now).await?;
+        w.commit().await
+    }
+}

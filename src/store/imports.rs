@@ -1,0 +1,92 @@
+//! CSV import jobs and their progress.
+
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{new_id, now_ms, Result, Scoped, Sql, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ImportJob {
+    pub id: String,
+    pub object_type: String,
+    pub status: String,
+    pub rows_total: i64,
+    pub rows_done: i64,
+    pub rows_failed: i64,
+    pub errors: Value,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLS: &str = "id, object_type, status, rows_total, rows_done, rows_failed, errors, created_by, created_at, updated_at";
+
+fn job(r: &AnyRow) -> Result<ImportJob> {
+    let errors: String = r.try_get(6)?;
+    Ok(ImportJob {
+        id: r.try_get(0)?,
+        object_type: r.try_get(1)?,
+        status: r.try_get(2)?,
+        rows_total: r.try_get(3)?,
+        rows_done: r.try_get(4)?,
+        rows_failed: r.try_get(5)?,
+        errors: serde_json::from_str(&errors).unwrap_or(Value::Array(vec![])),
+        created_by: r.try_get(7)?,
+        created_at: r.try_get(8)?,
+        updated_at: r.try_get(9)?,
+    })
+}
+
+impl Store {
+    /// Jobs that were running when the process stopped cannot resume their stream;
+    /// mark them failed at start-up so nobody waits on them forever.
+    pub async fn fail_interrupted_imports(&self) -> Result<u64> {
+        let mut w = self.write().await?;
+        let mut sql = Sql::new("UPDATE import_jobs SET status = 'failed', updated_at = ");
+        sql.arg(now_ms()).push(" WHERE status = 'running'");
+        let n = sql.query().execute(&mut *w.tx).await?.rows_affected();
+        w.commit().await?;
+        Ok(n)
+    }
+}
+
+impl Scoped<'_> {
+    pub async fn create_import_job(&self, object_type: &str, rows_total: i64, actor: &str) -> Result<ImportJob> {
+        let now = now_ms();
+        let id = new_id();
+        let mut w = self.store.write().await?;
+        let mut sql = Sql::new(format!("INSERT INTO import_jobs (workspace_id, {COLS}) VALUES ("));
+        sql.arg(self.ws).push(", ").arg(&id).push(", ").arg(object_type).push(", 'running', ").arg(rows_total);
+        sql.push(", 0, 0, '[]', ").arg(actor).push(", ").arg(now).push(", ").arg(now).push(")");
+        sql.query().execute(&mut *w.tx).await?;
+        w.commit().await?;
+        self.import_job(&id).await
+    }
+
+    pub async fn update_import_job(&self, id: &str, status: &str, done: i64, failed: i64, errors: &Value) -> Result<()> {
+        let mut w = self.store.write().await?;
+        let mut sql = Sql::new("UPDATE import_jobs SET status = ");
+        sql.arg(status).push(", rows_done = ").arg(done).push(", rows_failed = ").arg(failed);
+        sql.push(", errors = ").arg(errors.to_string()).push(", updated_at = ").arg(now_ms());
+        sql.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
+        sql.query().execute(&mut *w.tx).await?;
+        w.commit().await
+    }
+
+    pub async fn import_job(&self, id: &str) -> Result<ImportJob> {
+        let mut sql = Sql::new(format!("SELECT {COLS} FROM import_jobs WHERE workspace_id = "));
+        sql.arg(self.ws).push(" AND id = ").arg(id);
+        match sql.query().fetch_optional(self.store.pool()).await? {
+            Some(r) => job(&r),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    pub async fn import_jobs(&self) -> Result<Vec<ImportJob>> {
+        let mut sql = Sql::new(format!("SELECT {COLS} FROM import_jobs WHERE workspace_id = "));
+        sql.arg(self.ws).push(" ORDER BY created_at DESC, id LIMIT 100");
+        let rows = sql.query().fetch_all(self.store.pool()).await?;
+        rows.iter().map(job).collect()
+    }
+}

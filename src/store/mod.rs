@@ -1,0 +1,302 @@
+//! Persistence. One [`Store`] in front of two engines: SQLite (the embedded default)
+//! and PostgreSQL (clusters). Both run the same SQL through sqlx's `Any` driver; the
+//! few places where the dialects differ ask [`Backend`]. Everything a workspace owns
+//! is reached through [`Scoped`], which adds the workspace filter to every query, so a
+//! route cannot forget it.
+
+mod accounts;
+mod idempotency;
+mod imports;
+mod records;
+mod search;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+pub use accounts::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, UserRow};
+pub use idempotency::{IdempotencyBegin, StoredResponse};
+pub use imports::ImportJob;
+pub use records::Page;
+pub use search::SearchHit;
+
+use crate::domain::{Record, FieldErrors};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Failures the callers act on; anything else is `Db` and becomes an opaque 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("the record changed since version {expected}")]
+    Conflict { expected: i64, current: Box<Record> },
+    #[error("invalid: {0:?}")]
+    Invalid(FieldErrors),
+    #[error("already exists: {0}")]
+    Duplicate(String),
+    #[error("in use: {0}")]
+    InUse(String),
+    #[error("store unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error(transparent)]
+    Db(sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(d.message().to_string()),
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A value bound to a query parameter. Nulls carry their column type because
+/// PostgreSQL needs it.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl From<&str> for Arg {
+    fn from(s: &str) -> Self {
+        Arg::Text(Some(s.to_string()))
+    }
+}
+impl From<String> for Arg {
+    fn from(s: String) -> Self {
+        Arg::Text(Some(s))
+    }
+}
+impl From<&String> for Arg {
+    fn from(s: &String) -> Self {
+        Arg::Text(Some(s.clone()))
+    }
+}
+impl From<i64> for Arg {
+    fn from(n: i64) -> Self {
+        Arg::Int(Some(n))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(s: Option<String>) -> Self {
+        Arg::Text(s)
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(n: Option<i64>) -> Self {
+        Arg::Int(n)
+    }
+}
+
+pub(crate) fn bind<'q>(sql: &'q str, args: &[Arg]) -> Query<'q, Any, AnyArguments<'q>> {
+    let mut q = sqlx::query(sql);
+    for a in args {
+        q = match a {
+            Arg::Text(v) => q.bind(v.clone()),
+            Arg::Int(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+/// Collects SQL text and its arguments, numbering `$n` placeholders as it goes.
+#[derive(Debug, Default)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: impl Into<String>) -> Self {
+        Sql { text: text.into(), args: Vec::new() }
+    }
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+    /// Appends a placeholder for `arg`.
+    pub fn arg(&mut self, arg: impl Into<Arg>) -> &mut Self {
+        self.args.push(arg.into());
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        bind(&self.text, &self.args)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite allows one writer at a time and answers a second one with SQLITE_BUSY;
+    /// serialising write transactions here turns that into an orderly wait.
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+/// A write transaction, holding the SQLite writer slot for its lifetime.
+pub(crate) struct WriteTx {
+    pub tx: sqlx::Transaction<'static, Any>,
+    _slot: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await.map_err(StoreError::from)
+    }
+}
+
+impl Store {
+    /// Opens the store named by `database_url`, or a SQLite file in `data_dir`.
+    pub async fn connect(database_url: Option<&str>, data_dir: &Path, max_connections: u32) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = match database_url {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => (u.to_string(), Backend::Postgres),
+            Some(u) if u.starts_with("sqlite:") => (u.to_string(), Backend::Sqlite),
+            Some(_) => anyhow::bail!("database_url must start with postgres:// or sqlite:"),
+            None => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+                (format!("sqlite://{}?mode=rwc", data_dir.join("shoal.db").display()), Backend::Sqlite)
+            }
+        };
+        let mut options = AnyConnectOptions::from_str(&url).context("invalid database_url")?;
+        options = sqlx::ConnectOptions::log_statements(options, tracing::log::LevelFilter::Trace);
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5));
+        if backend == Backend::Sqlite {
+            pool = pool.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers proceed during a write; NORMAL sync is durable in
+                    // WAL mode across process crashes; busy_timeout covers other processes
+                    // (e.g. `shoal migrate`) holding the file.
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to the {} store", backend.name()))?;
+        let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Store { pool, backend, write_lock })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let result = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
+        };
+        result.context("applying migrations failed")
+    }
+
+    /// Is the store answering? Used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn write(&self) -> Result<WriteTx> {
+        let slot = match &self.write_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _slot: slot })
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A server-wide secret, generated once and shared by every node using this store.
+    pub async fn server_secret(&self, key: &str) -> Result<String> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut w = self.write().await?;
+        bind(
+            "INSERT INTO server_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[key.into(), fresh.into()],
+        )
+        .execute(&mut *w.tx)
+        .await?;
+        let value: String = sqlx::query_scalar::<Any, String>("SELECT value FROM server_settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *w.tx)
+            .await?;
+        w.commit().await?;
+        Ok(value)
+    }
+
+    /// Everything that belongs to one workspace is reached through this.
+    pub fn scoped<'a>(&'a self, workspace_id: &'a str) -> Scoped<'a> {
+        Scoped { store: self, ws: workspace_id }
+    }
+}
+
+/// The store seen from inside one workspace.
+#[derive(Clone, Copy)]
+pub struct Scoped<'a> {
+    store: &'a Store,
+    ws: &'a str,
+}
+
+impl<'a> Scoped<'a> {
+    pub fn workspace_id(&self) -> &'a str {
+        self.ws
+    }
+}

@@ -1,0 +1,672 @@
+//! The record engine: create, read, update, delete and list for every object type,
+//! driven by the type's description in `domain::objects`. Each write runs in one
+//! transaction together with its audit entry, its search document and the tag
+//! catalogue, so they can never disagree.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::{new_id, now_ms, Arg, Backend, Result, Scoped, Sql, StoreError};
+use crate::domain::fields::Column;
+use crate::domain::objects::{diff, FieldSpec};
+use crate::domain::query::{encode_cursor, Filter, Op};
+use crate::domain::{rank, Changes, CustomFieldDef, FieldErrors, FieldKind, FieldValue, ListQuery, ObjectType, Record};
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    pub records: Vec<Record>,
+    pub next_cursor: Option<String>,
+}
+
+fn columns(ty: ObjectType) -> String {
+    let mut cols = vec!["id", "version", "created_at", "updated_at"];
+    cols.extend(ty.fields().iter().map(|f| f.name));
+    if ty.has_custom_fields() {
+        cols.push("custom_fields");
+    }
+    cols.join(", ")
+}
+
+fn decode(ty: ObjectType, row: &AnyRow) -> Result<Record> {
+    let mut values = BTreeMap::new();
+    for (i, spec) in ty.fields().iter().enumerate() {
+        let idx = 4 + i;
+        let v = match spec.kind.column() {
+            Column::Int => match row.try_get::<Option<i64>, _>(idx)? {
+                None => FieldValue::Null,
+                Some(n) if spec.kind == FieldKind::Bool => FieldValue::Bool(n != 0),
+                Some(n) => FieldValue::Int(n),
+            },
+            Column::Text => match row.try_get::<Option<String>, _>(idx)? {
+                None if spec.kind.is_list() => FieldValue::List(Vec::new()),
+                None => FieldValue::Null,
+                Some(s) if spec.kind.is_list() => FieldValue::List(serde_json::from_str(&s).unwrap_or_default()),
+                Some(s) => FieldValue::Text(s),
+            },
+        };
+        values.insert(spec.name, v);
+    }
+    let custom = if ty.has_custom_fields() {
+        let raw: String = row.try_get(4 + ty.fields().len())?;
+        serde_json::from_str(&raw).unwrap_or_default()
+    } else {
+        Map::new()
+    };
+    Ok(Record {
+        id: row.try_get(0)?,
+        version: row.try_get(1)?,
+        created_at: row.try_get(2)?,
+        updated_at: row.try_get(3)?,
+        values,
+        custom,
+    })
+}
+
+pub(crate) fn to_arg(spec: &FieldSpec, v: &FieldValue) -> Arg {
+    match (spec.kind.column(), v) {
+        (_, FieldValue::List(items)) => Arg::Text(Some(serde_json::to_string(items).unwrap_or_else(|_| "[]".into()))),
+        (Column::Text, FieldValue::Null) if spec.kind.is_list() => Arg::Text(Some("[]".into())),
+        (Column::Text, FieldValue::Null) => Arg::Text(None),
+        (Column::Int, FieldValue::Null) => Arg::Int(None),
+        (_, FieldValue::Text(s)) => Arg::Text(Some(s.clone())),
+        (_, FieldValue::Int(n)) => Arg::Int(Some(*n)),
+        (_, FieldValue::Bool(b)) => Arg::Int(Some(i64::from(*b))),
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> StoreError {
+    StoreError::Invalid(FieldErrors::single(field, message))
+}
+
+impl Scoped<'_> {
+    fn backend(&self) -> Backend {
+        self.store.backend
+    }
+
+    /// An expression that orders text by bytes on both engines.
+    fn bytewise(&self, expr: &str) -> String {
+        match self.backend() {
+            Backend::Postgres => format!("{expr} COLLATE \"C\""),
+            Backend::Sqlite => expr.to_string(),
+        }
+    }
+
+    pub(crate) async fn fetch(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str) -> Result<Option<Record>> {
+        let mut sql = Sql::new(format!("SELECT {} FROM {} WHERE workspace_id = ", columns(ty), ty.table()));
+        sql.arg(self.ws).push(" AND id = ").arg(id);
+        match sql.query().fetch_optional(conn).await? {
+            Some(row) => Ok(Some(decode(ty, &row)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get(&self, ty: ObjectType, id: &str) -> Result<Record> {
+        let mut conn = self.store.pool().acquire().await?;
+        self.fetch(&mut conn, ty, id).await?.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn list(&self, ty: ObjectType, q: &ListQuery) -> Result<Page> {
+        let mut sql = Sql::new(format!("SELECT {} FROM {} WHERE workspace_id = ", columns(ty), ty.table()));
+        sql.arg(self.ws);
+        for f in &q.filters {
+            sql.push(" AND ");
+            self.filter_sql(&mut sql, f);
+        }
+        let col = q.sort.field.name;
+        let text = q.sort.field.kind.column() == Column::Text;
+        let zero = if text { "''" } else { "0" };
+        let null_flag = format!("(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END)");
+        let value = if text { self.bytewise(&format!("COALESCE({col}, {zero})")) } else { format!("COALESCE({col}, {zero})") };
+        let id = self.bytewise("id");
+        let dir = if q.sort.descending { "DESC" } else { "ASC" };
+        if let Some(after) = &q.after {
+            sql.push(&format!(" AND ({null_flag}, {value}, {id}) {} (", if q.sort.descending { "<" } else { ">" }));
+            sql.arg(i64::from(after.value.is_null())).push(", ");
+            match (&after.value, text) {
+                (FieldValue::Text(s), _) => sql.arg(s),
+                (FieldValue::Int(n), _) => sql.arg(*n),
+                (_, true) => sql.arg(""),
+                (_, false) => sql.arg(0i64),
+            };
+            sql.push(", ").arg(&after.id).push(")");
+        }
+        sql.push(&format!(" ORDER BY {null_flag} {dir}, {value} {dir}, {id} {dir} LIMIT "));
+        sql.arg(i64::try_from(q.limit + 1).unwrap_or(i64::MAX));
+        let rows = sql.query().fetch_all(self.store.pool()).await?;
+        let mut records = rows.iter().map(|r| decode(ty, r)).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if records.len() > q.limit {
+            records.truncate(q.limit);
+            records.last().map(|last| {
+                let v = match col {
+                    "created_at" => FieldValue::Int(last.created_at),
+                    "updated_at" => FieldValue::Int(last.updated_at),
+                    _ => last.get(col).clone(),
+                };
+                encode_cursor(&q.sort, &v, &last.id)
+            })
+        } else {
+            None
+        };
+        Ok(Page { records, next_cursor })
+    }
+
+    fn filter_sql(&self, sql: &mut Sql, f: &Filter) {
+        let col = f.field.name;
+        let arg = |v: &FieldValue| to_arg(f.field, v);
+        match f.op {
+            Op::Eq => {
+                sql.push(&format!("{col} = ")).arg(arg(&f.values[0]));
+            }
+            Op::In => {
+                sql.push(&format!("{col} IN ("));
+                for (i, v) in f.values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.arg(arg(v));
+                }
+                sql.push(")");
+            }
+            Op::Has => {
+                let item = f.values[0].as_text().unwrap_or_default().to_string();
+                match self.backend() {
+                    Backend::Sqlite => sql.push(&format!("EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value = ")).arg(item).push(")"),
+                    Backend::Postgres => sql.push(&format!("({col})::jsonb @> jsonb_build_array(")).arg(item).push("::text)"),
+                };
+            }
+            Op::Contains => {
+                let needle = f.values[0].as_text().unwrap_or_default();
+                let escaped: String = needle
+                    .chars()
+                    .flat_map(|c| if matches!(c, '%' | '_' | '\\') { vec!['\\', c] } else { vec![c] })
+                    .collect();
+                sql.push(&format!("LOWER({col}) LIKE ")).arg(format!("%{escaped}%")).push(" ESCAPE '\\'");
+            }
+            Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+                let op = match f.op {
+                    Op::Gt => ">",
+                    Op::Gte => ">=",
+                    Op::Lt => "<",
+                    _ => "<=",
+                };
+                sql.push(&format!("{col} {op} ")).arg(arg(&f.values[0]));
+            }
+            Op::IsNull if f.field.kind.is_list() => {
+                sql.push(&format!("{col} = '[]'"));
+            }
+            Op::IsNotNull if f.field.kind.is_list() => {
+                sql.push(&format!("{col} <> '[]'"));
+            }
+            Op::IsNull => {
+                sql.push(&format!("{col} IS NULL"));
+            }
+            Op::IsNotNull => {
+                sql.push(&format!("{col} IS NOT NULL"));
+            }
+        }
+    }
+
+    /// The workspace's custom field definitions for one object type.
+    pub async fn custom_field_defs(&self, ty: ObjectType) -> Result<Vec<CustomFieldDef>> {
+        if !ty.has_custom_fields() {
+            return Ok(Vec::new());
+        }
+        let q = ListQuery { limit: 1000, ..ListQuery::newest_first() }.eq(
+            ObjectType::CustomField.field("object_type").ok_or_else(|| anyhow::anyhow!("object_type field"))?,
+            FieldValue::Text(ty.name().into()),
+        );
+        let page = self.list(ObjectType::CustomField, &q).await?;
+        Ok(page.records.iter().filter_map(CustomFieldDef::from_record).map(|(_, d)| d).collect())
+    }
+
+    pub async fn create(&self, ty: ObjectType, changes: Changes, actor: &str) -> Result<Record> {
+        let mut w = self.store.write().await?;
+        let rec = self.create_in(&mut w.tx, ty, changes, actor).await?;
+        w.commit().await?;
+        Ok(rec)
+    }
+
+    pub async fn update(&self, ty: ObjectType, id: &str, expected: Option<i64>, changes: Changes, actor: &str) -> Result<Record> {
+        let mut w = self.store.write().await?;
+        let rec = self.update_in(&mut w.tx, ty, id, expected, changes, actor).await?;
+        w.commit().await?;
+        Ok(rec)
+    }
+
+    pub async fn delete(&self, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<()> {
+        let mut w = self.store.write().await?;
+        self.delete_in(&mut w.tx, ty, id, expected, actor).await?;
+        w.commit().await
+    }
+
+    pub(crate) async fn create_in(&self, conn: &mut AnyConnection, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
+        let id = new_id();
+        let now = now_ms();
+        self.prepare(conn, ty, &id, None, &mut changes).await?;
+        let empty = Record { id: id.clone(), version: 0, created_at: now, updated_at: now, values: BTreeMap::new(), custom: Map::new() };
+        let (values, custom) = empty.merged(&changes);
+        ty.check(&values).map_err(StoreError::Invalid)?;
+        self.check_refs(conn, ty, &id, &changes).await?;
+
+        if ty == ObjectType::AuditEntry {
+            return Err(anyhow::anyhow!("the audit log is written by the store only").into());
+        }
+        let mut sql = Sql::new(format!("INSERT INTO {} (workspace_id, {}) VALUES (", ty.table(), columns(ty)));
+        sql.arg(self.ws).push(", ").arg(&id).push(", 1, ").arg(now).push(", ").arg(now);
+        for spec in ty.fields() {
+            sql.push(", ").arg(to_arg(spec, values.get(spec.name).unwrap_or(&FieldValue::Null)));
+        }
+        if ty.has_custom_fields() {
+            sql.push(", ").arg(Value::Object(custom).to_string());
+        }
+        sql.push(")");
+        sql.query().execute(&mut *conn).await?;
+
+        let rec = self.fetch(conn, ty, &id).await?.ok_or(StoreError::NotFound)?;
+        self.after_write(conn, ty, None, Some(&rec), actor, now).await?;
+        Ok(rec)
+    }
+
+    pub(crate) async fn update_in(
+        &self,
+        conn: &mut AnyConnection,
+        ty: ObjectType,
+        id: &str,
+        expected: Option<i64>,
+        mut changes: Changes,
+        actor: &str,
+    ) -> Result<Record> {
+        let before = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
+        if let Some(v) = expected {
+            if v != before.version {
+                return Err(StoreError::Conflict { expected: v, current: Box::new(before) });
+            }
+        }
+        self.prepare(conn, ty, id, Some(&before), &mut changes).await?;
+        let (values, custom) = before.merged(&changes);
+        if values == before.values && custom == before.custom {
+            return Ok(before);
+        }
+        ty.check(&values).map_err(StoreError::Invalid)?;
+        self.check_refs(conn, ty, id, &changes).await?;
+
+        let now = now_ms().max(before.updated_at);
+        let mut sql = Sql::new(format!("UPDATE {} SET version = version + 1, updated_at = ", ty.table()));
+        sql.arg(now);
+        for spec in ty.fields() {
+            if values.get(spec.name) != before.values.get(spec.name) {
+                sql.push(&format!(", {} = ", spec.name)).arg(to_arg(spec, values.get(spec.name).unwrap_or(&FieldValue::Null)));
+            }
+        }
+        if custom != before.custom {
+            sql.push(", custom_fields = ").arg(Value::Object(custom).to_string());
+        }
+        sql.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
+        sql.push(" AND version = ").arg(before.version);
+        let done = sql.query().execute(&mut *conn).await?;
+        if done.rows_affected() == 0 {
+            let current = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
+            return Err(StoreError::Conflict { expected: before.version, current: Box::new(current) });
+        }
+        let after = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
+        self.after_write(conn, ty, Some(&before), Some(&after), actor, now).await?;
+        Ok(after)
+    }
+
+    pub(crate) async fn delete_in(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<()> {
+        let before = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
+        if let Some(v) = expected {
+            if v != before.version {
+                return Err(StoreError::Conflict { expected: v, current: Box::new(before) });
+            }
+        }
+        let now = now_ms();
+        self.release_references(conn, ty, &before, now).await?;
+        let mut sql = Sql::new(format!("DELETE FROM {} WHERE workspace_id = ", ty.table()));
+        sql.arg(self.ws).push(" AND id = ").arg(id);
+        sql.query().execute(&mut *conn).await?;
+        self.after_write(conn, ty, Some(&before), None, actor, now).await
+    }
+
+    /// Fills in what the store decides: a deal's stage and ordering key, a stage's
+    /// position; and checks rules that need other records.
+    async fn prepare(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str, before: Option<&Record>, changes: &mut Changes) -> Result<()> {
+        match ty {
+            ObjectType::Deal => self.prepare_deal(conn, before, changes).await,
+            ObjectType::Stage if before.is_none() => {
+                let pipeline = changes.get("pipeline_id").and_then(|v| v.as_text()).unwrap_or_default().to_string();
+                let mut sql = Sql::new("SELECT COALESCE(MAX(position) + 1, 0) FROM stages WHERE workspace_id = ");
+                sql.arg(self.ws).push(" AND pipeline_id = ").arg(pipeline);
+                let next: i64 = sql.query().fetch_one(&mut *conn).await?.try_get(0)?;
+                changes.set(ty, "position", FieldValue::Int(next));
+                Ok(())
+            }
+            ObjectType::Company => {
+                let Some(FieldValue::Text(parent)) = changes.get("parent_id").cloned() else { return Ok(()) };
+                let mut cur = parent;
+                for _ in 0..1000 {
+                    if cur == id {
+                        return Err(invalid("parent_id", "a company cannot be its own ancestor"));
+                    }
+                    let mut sql = Sql::new("SELECT parent_id FROM companies WHERE workspace_id = ");
+                    sql.arg(self.ws).push(" AND id = ").arg(&cur);
+                    match sql.query().fetch_optional(&mut *conn).await? {
+                        Some(row) => match row.try_get::<Option<String>, _>(0)? {
+                            Some(p) => cur = p,
+                            None => return Ok(()),
+                        },
+                        None => return Ok(()),
+                    }
+                }
+                Err(invalid("parent_id", "the company hierarchy is too deep"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn prepare_deal(&self, conn: &mut AnyConnection, before: Option<&Record>, changes: &mut Changes) -> Result<()> {
+        let ty = ObjectType::Deal;
+        let old_pipeline = before.and_then(|b| b.text("pipeline_id")).map(str::to_string);
+        let pipeline = match changes.get("pipeline_id") {
+            Some(FieldValue::Text(p)) => p.clone(),
+            _ => old_pipeline.clone().ok_or_else(|| invalid("pipeline_id", "is required"))?,
+        };
+        if !self.exists(conn, ObjectType::Pipeline, &pipeline).await? {
+            return Err(invalid("pipeline_id", "no such pipeline"));
+        }
+        let pipeline_changed = old_pipeline.as_deref() != Some(pipeline.as_str());
+        let stage = match changes.get("stage_id") {
+            Some(FieldValue::Text(s)) => s.clone(),
+            Some(FieldValue::Null) if !pipeline_changed => return Err(invalid("stage_id", "a deal must be in a stage")),
+            _ if pipeline_changed => {
+                let mut sql = Sql::new("SELECT id FROM stages WHERE workspace_id = ");
+                sql.arg(self.ws).push(" AND pipeline_id = ").arg(&pipeline).push(" ORDER BY position LIMIT 1");
+                match sql.query().fetch_optional(&mut *conn).await? {
+                    Some(row) => row.try_get(0)?,
+                    None => return Err(invalid("pipeline_id", "the pipeline has no stages")),
+                }
+            }
+            _ => before.and_then(|b| b.text("stage_id")).unwrap_or_default().to_string(),
+        };
+        let mut sql = Sql::new("SELECT pipeline_id FROM stages WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND id = ").arg(&stage);
+        let stage_pipeline: Option<String> = match sql.query().fetch_optional(&mut *conn).await? {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        };
+        match stage_pipeline {
+            None => return Err(invalid("stage_id", "no such stage")),
+            Some(p) if p != pipeline => return Err(invalid("stage_id", "the stage belongs to another pipeline")),
+            Some(_) => {}
+        }
+        let stage_changed = before.and_then(|b| b.text("stage_id")) != Some(stage.as_str());
+        if changes.get("rank").is_none() && stage_changed {
+            let last = self.last_rank(conn, &stage, before.map(|b| b.id.as_str())).await?;
+            let key = rank::between(last.as_deref(), None).ok_or_else(|| anyhow::anyhow!("rank space exhausted"))?;
+            changes.set(ty, "rank", FieldValue::Text(key));
+        }
+        changes.set(ty, "pipeline_id", FieldValue::Text(pipeline));
+        changes.set(ty, "stage_id", FieldValue::Text(stage));
+        Ok(())
+    }
+
+    async fn last_rank(&self, conn: &mut AnyConnection, stage: &str, except: Option<&str>) -> Result<Option<String>> {
+        let mut sql = Sql::new(format!("SELECT MAX({}) FROM deals WHERE workspace_id = ", self.bytewise("rank")));
+        sql.arg(self.ws).push(" AND stage_id = ").arg(stage);
+        sql.push(" AND id <> ").arg(except.unwrap_or(""));
+        Ok(sql.query().fetch_one(&mut *conn).await?.try_get(0)?)
+    }
+
+    /// Moves a deal to a stage, between two neighbours of that stage (either may be
+    /// omitted: no `after` means first, no `before` means right after `after`, neither
+    /// means last).
+    pub async fn move_deal(
+        &self,
+        id: &str,
+        stage: Option<String>,
+        after: Option<String>,
+        before_id: Option<String>,
+        expected: Option<i64>,
+        actor: &str,
+    ) -> Result<Record> {
+        let mut w = self.store.write().await?;
+        let conn = &mut *w.tx;
+        let deal = self.fetch(conn, ObjectType::Deal, id).await?.ok_or(StoreError::NotFound)?;
+        let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
+        let stage_rec = self.fetch(conn, ObjectType::Stage, &stage).await?.ok_or_else(|| invalid("stage_id", "no such stage"))?;
+        let lo = self.neighbour_rank(conn, &stage, id, after.as_deref(), "after").await?;
+        let hi = self.neighbour_rank(conn, &stage, id, before_id.as_deref(), "before").await?;
+        let (lo, hi) = match (lo, hi) {
+            (Some(lo), Some(hi)) => (Some(lo), Some(hi)),
+            (Some(lo), None) if before_id.is_none() => {
+                let hi = self.adjacent_rank(conn, &stage, &lo, id, true).await?;
+                (Some(lo), hi)
+            }
+            (None, Some(hi)) if after.is_none() => {
+                let lo = self.adjacent_rank(conn, &stage, &hi, id, false).await?;
+                (lo, Some(hi))
+            }
+            (None, None) if after.is_none() && before_id.is_none() => (self.last_rank(conn, &stage, Some(id)).await?, None),
+            // A neighbour named itself: the move is relative to the card's own place.
+            _ => return Err(invalid("after", "a deal cannot be placed next to itself")),
+        };
+        let key = rank::between(lo.as_deref(), hi.as_deref()).ok_or_else(|| invalid("before", "'after' must come before 'before'"))?;
+        let mut changes = Changes::default();
+        changes.set(ObjectType::Deal, "stage_id", FieldValue::Text(stage.clone()));
+        if let Some(FieldValue::Text(p)) = Some(stage_rec.get("pipeline_id").clone()) {
+            changes.set(ObjectType::Deal, "pipeline_id", FieldValue::Text(p));
+        }
+        changes.set(ObjectType::Deal, "rank", FieldValue::Text(key));
+        let rec = self.update_in(conn, ObjectType::Deal, id, expected, changes, actor).await?;
+        w.commit().await?;
+        Ok(rec)
+    }
+
+    async fn neighbour_rank(&self, conn: &mut AnyConnection, stage: &str, moving: &str, nid: Option<&str>, field: &str) -> Result<Option<String>> {
+        let Some(nid) = nid.filter(|n| *n != moving) else { return Ok(None) };
+        let n = self.fetch(conn, ObjectType::Deal, nid).await?.ok_or_else(|| invalid(field, "no such deal"))?;
+        if n.text("stage_id") != Some(stage) {
+            return Err(invalid(field, "that deal is not in the target stage"));
+        }
+        Ok(n.text("rank").map(str::to_string))
+    }
+
+    /// The rank right after (or before) `pivot` in a stage, ignoring the moving deal.
+    async fn adjacent_rank(&self, conn: &mut AnyConnection, stage: &str, pivot: &str, except: &str, next: bool) -> Result<Option<String>> {
+        let r = self.bytewise("rank");
+        let (agg, op) = if next { ("MIN", ">") } else { ("MAX", "<") };
+        let mut sql = Sql::new(format!("SELECT {agg}({r}) FROM deals WHERE workspace_id = "));
+        sql.arg(self.ws).push(" AND stage_id = ").arg(stage).push(&format!(" AND {r} {op} ")).arg(pivot);
+        sql.push(" AND id <> ").arg(except);
+        Ok(sql.query().fetch_one(&mut *conn).await?.try_get(0)?)
+    }
+
+    pub(crate) async fn exists(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str) -> Result<bool> {
+        let mut sql = Sql::new(format!("SELECT 1 FROM {} WHERE workspace_id = ", ty.table()));
+        sql.arg(self.ws).push(" AND id = ").arg(id);
+        Ok(sql.query().fetch_optional(conn).await?.is_some())
+    }
+
+    pub(crate) async fn is_member(&self, conn: &mut AnyConnection, user_id: &str) -> Result<bool> {
+        let mut sql = Sql::new("SELECT 1 FROM memberships WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND user_id = ").arg(user_id);
+        Ok(sql.query().fetch_optional(conn).await?.is_some())
+    }
+
+    /// Every id a write names must be a record (or member) of this workspace.
+    async fn check_refs(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str, changes: &Changes) -> Result<()> {
+        let mut errors = FieldErrors::default();
+        for (spec, value) in &changes.values {
+            match (spec.kind, value) {
+                (FieldKind::Ref(target), FieldValue::Text(rid)) => {
+                    if !self.exists(conn, target, rid).await? || (target == ty && rid == id && ty != ObjectType::Company) {
+                        errors.add(spec.name, format!("no such {}", target.name()));
+                    }
+                }
+                (FieldKind::Member, FieldValue::Text(uid)) => {
+                    if !self.is_member(conn, uid).await? {
+                        errors.add(spec.name, "not a member of this workspace");
+                    }
+                }
+                (FieldKind::Members, FieldValue::List(uids)) => {
+                    for uid in uids {
+                        if !self.is_member(conn, uid).await? {
+                            errors.add(spec.name, format!("{uid} is not a member of this workspace"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        errors.into_result().map_err(StoreError::Invalid)
+    }
+
+    /// Before a record is deleted: refuse if records that cannot live without it
+    /// exist; otherwise clear the references to it.
+    async fn release_references(&self, conn: &mut AnyConnection, ty: ObjectType, rec: &Record, now: i64) -> Result<()> {
+        if ty == ObjectType::Pipeline {
+            if self.count_where(conn, ObjectType::Deal, "pipeline_id", &rec.id).await? > 0 {
+                return Err(StoreError::InUse("the pipeline still has deals; move or delete them first".into()));
+            }
+            let mut sql = Sql::new("DELETE FROM stages WHERE workspace_id = ");
+            sql.arg(self.ws).push(" AND pipeline_id = ").arg(&rec.id);
+            sql.query().execute(&mut *conn).await?;
+        }
+        for other in ObjectType::ALL {
+            for spec in other.fields() {
+                if spec.kind != FieldKind::Ref(ty) || (ty == ObjectType::Pipeline && other == ObjectType::Stage) {
+                    continue;
+                }
+                let blocking = spec.required || (other == ObjectType::Deal && spec.name == "stage_id");
+                if blocking {
+                    if self.count_where(conn, other, spec.name, &rec.id).await? > 0 {
+                        return Err(StoreError::InUse(format!("{} still reference this {}", other.table(), ty.name())));
+                    }
+                } else {
+                    let mut sql = Sql::new(format!("UPDATE {} SET {} = NULL, version = version + 1, updated_at = ", other.table(), spec.name));
+                    sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws).push(&format!(" AND {} = ", spec.name)).arg(&rec.id);
+                    sql.query().execute(&mut *conn).await?;
+                }
+            }
+        }
+        match ty {
+            ObjectType::Tag => {
+                let name = rec.text("name").unwrap_or_default().to_string();
+                for other in ObjectType::ALL.into_iter().filter(|t| t.field("tags").is_some()) {
+                    self.rewrite_where_has(conn, other, "tags", &name, now, |v| {
+                        if let FieldValue::List(items) = v {
+                            items.retain(|t| t != &name);
+                        }
+                    })
+                    .await?;
+                }
+            }
+            ObjectType::CustomField => {
+                if let Some((target, def)) = CustomFieldDef::from_record(rec) {
+                    self.drop_custom_values(conn, target, &def.key, now).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn count_where(&self, conn: &mut AnyConnection, ty: ObjectType, col: &str, value: &str) -> Result<i64> {
+        let mut sql = Sql::new(format!("SELECT COUNT(*) FROM {} WHERE workspace_id = ", ty.table()));
+        sql.arg(self.ws).push(&format!(" AND {col} = ")).arg(value);
+        Ok(sql.query().fetch_one(&mut *conn).await?.try_get(0)?)
+    }
+
+    /// Rewrites one list field of every record whose list holds `item`.
+    pub(crate) async fn rewrite_where_has(
+        &self,
+        conn: &mut AnyConnection,
+        ty: ObjectType,
+        col: &'static str,
+        item: &str,
+        now: i64,
+        edit: impl Fn(&mut FieldValue),
+    ) -> Result<()> {
+        let spec = ty.field(col).ok_or_else(|| anyhow::anyhow!("{} has no field {col}", ty.name()))?;
+        let mut sql = Sql::new(format!("SELECT id, {col} FROM {} WHERE workspace_id = ", ty.table()));
+        sql.arg(self.ws).push(" AND ");
+        self.filter_sql(&mut sql, &Filter { field: spec, op: Op::Has, values: vec![FieldValue::Text(item.to_string())] });
+        let rows = sql.query().fetch_all(&mut *conn).await?;
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            let raw: String = row.try_get(1)?;
+            let mut v = FieldValue::List(serde_json::from_str(&raw).unwrap_or_default());
+            edit(&mut v);
+            let mut upd = Sql::new(format!("UPDATE {} SET {col} = ", ty.table()));
+            upd.arg(to_arg(spec, &v)).push(", version = version + 1, updated_at = ").arg(now);
+            upd.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
+            upd.query().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn drop_custom_values(&self, conn: &mut AnyConnection, ty: ObjectType, key: &str, now: i64) -> Result<()> {
+        let mut sql = Sql::new(format!("SELECT id, custom_fields FROM {} WHERE workspace_id = ", ty.table()));
+        sql.arg(self.ws).push(" AND custom_fields LIKE ").arg(format!("%\"{key}\"%"));
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            let id: String = row.try_get(0)?;
+            let raw: String = row.try_get(1)?;
+            let mut custom: Map<String, Value> = serde_json::from_str(&raw).unwrap_or_default();
+            if custom.remove(key).is_some() {
+                let mut upd = Sql::new(format!("UPDATE {} SET custom_fields = ", ty.table()));
+                upd.arg(Value::Object(custom).to_string()).push(", version = version + 1, updated_at = ").arg(now);
+                upd.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
+                upd.query().execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What every write does besides the row itself: the tag catalogue, the search
+    /// document and the audit entry, in the same transaction.
+    async fn after_write(&self, conn: &mut AnyConnection, ty: ObjectType, before: Option<&Record>, after: Option<&Record>, actor: &str, now: i64) -> Result<()> {
+        if let (Some(after), Some(_)) = (after, ty.field("tags")) {
+            let old = before.map(|b| b.get("tags").as_list().to_vec()).unwrap_or_default();
+            for tag in after.get("tags").as_list().iter().filter(|t| !old.contains(t)) {
+                let mut sql = Sql::new("INSERT INTO tags (id, workspace_id, version, created_at, updated_at, name, color) VALUES (");
+                sql.arg(new_id()).push(", ").arg(self.ws).push(", 1, ").arg(now).push(", ").arg(now).push(", ").arg(tag);
+                sql.push(", NULL) ON CONFLICT (workspace_id, name) DO NOTHING");
+                sql.query().execute(&mut *conn).await?;
+            }
+        }
+        if ty.is_searchable() {
+            let id = before.or(after).map(|r| r.id.as_str()).unwrap_or_default();
+            let mut sql = Sql::new("DELETE FROM search_docs WHERE workspace_id = ");
+            sql.arg(self.ws).push(" AND object_id = ").arg(id);
+            sql.query().execute(&mut *conn).await?;
+            if let Some(after) = after {
+                let (title, body) = after.search_text(ty);
+                let mut sql = Sql::new("INSERT INTO search_docs (workspace_id, object_type, object_id, title, body) VALUES (");
+                sql.arg(self.ws).push(", ").arg(ty.name()).push(", ").arg(id).push(", ").arg(title).push(", ").arg(body).push(")");
+                sql.query().execute(&mut *conn).await?;
+            }
+        }
+        let action = match (before, after) {
+            (None, _) => "create",
+            (Some(_), Some(_)) => "update",
+            (Some(_), None) => "delete",
+        };
+        let object_id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
+        self.audit(conn, actor, action, ty.name(), &object_id, diff(ty, before, after), now).await
+    }
+
+    /// Appends an audit entry.
+    pub(crate) async fn audit(&self, conn: &mut AnyConnection, actor: &str, action: &str, object_type: &str, object_id: &str, changes: Value, now: i64) -> Result<()> {
+        let mut sql = Sql::new(
+            "INSERT INTO audit_log (id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes) VALUES (",
+        );
+        sql.arg(new_id()).push(", ").arg(self.ws).push(", 1, ").arg(now).push(", ").arg(now).push(", ").arg(actor);
+        sql.push(", ").arg(action).push(", ").arg(object_type).push(", ").arg(object_id).push(", ").arg(changes.to_string()).push(")");
+        sql.query().execute(&mut *conn).await?;
+        Ok(())
+    }
+}
