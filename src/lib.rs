@@ -1,4 +1,13 @@
 //! Shoal: a real-time CRM served by one binary.
+//!
+//! `domain` holds pure types and rules; `store` persists them on SQLite or
+//! PostgreSQL; `http` serves the REST API; `startup` assembles the server.
 
+pub mod auth;
+pub mod config;
 pub mod domain;
+pub mod http;
+pub mod startup;
 pub mod store;
+
+pub use startup::Application;

@@ -1,1 +1,135 @@
-fn main() {}
+//! The `shoal` command: serve (the default), migrate, and administration.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shoal::auth::{random_token, PasswordHashing};
+use shoal::config::{Secret, Settings};
+use shoal::domain::EmailAddress;
+use shoal::store::Store;
+use shoal::Application;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "Shoal: a real-time CRM served by one binary.", long_about = None)]
+struct Cli {
+    /// A TOML settings file; its values override the defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default 127.0.0.1; env SHOAL_HOST].
+    #[arg(long, global = true)]
+    host: Option<String>,
+    /// Port to listen on [default 8080; env SHOAL_PORT].
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    /// postgres://… to use PostgreSQL; unset uses the embedded SQLite store [env SHOAL_DATABASE_URL].
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Directory of the embedded store [default ./data; env SHOAL_DATA_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administration tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a workspace and its owner.
+    CreateWorkspace {
+        /// The workspace's name.
+        #[arg(long)]
+        name: String,
+        /// The owner's e-mail address (the login).
+        #[arg(long)]
+        email: String,
+        /// The owner's display name [default: the part of the e-mail before '@'].
+        #[arg(long)]
+        owner_name: Option<String>,
+        /// Read the owner's password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut s = Settings::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(h) = &cli.host {
+        s.host = h.clone();
+    }
+    if let Some(p) = cli.port {
+        s.port = p;
+    }
+    if let Some(u) = &cli.database_url {
+        s.database_url = Some(Secret::new(u.clone()));
+    }
+    if let Some(d) = &cli.data_dir {
+        s.data_dir = d.clone();
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal()).init();
+    let cli = Cli::parse();
+    let settings = settings(&cli)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let (host, embedded) = (settings.host.clone(), settings.is_embedded());
+            let app = Application::build(settings).await?;
+            tracing::info!(url = %format!("http://{host}:{}", app.port()), store = if embedded { "sqlite (embedded)" } else { "external" }, "shoal is listening");
+            app.run_until_stopped().await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            store.close().await;
+            println!("migrations applied ({})", store.backend().name());
+        }
+        Command::Admin { command: AdminCommand::CreateWorkspace { name, email, owner_name, password_stdin } } => {
+            let email = EmailAddress::parse(&email).map_err(anyhow::Error::msg)?;
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
+                let pw = line.trim_end_matches(['\r', '\n']).to_string();
+                anyhow::ensure!(pw.chars().count() >= 10, "the password must be at least 10 characters");
+                (pw, false)
+            } else {
+                (random_token()?, true)
+            };
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            let hash = PasswordHashing::new(settings.argon2_memory_kib, settings.argon2_iterations)?.hash(&password)?;
+            let owner = owner_name.unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("owner").to_string());
+            let (ws, user) = store.create_workspace(&name, email.as_str(), &owner, &hash).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            store.close().await;
+            println!("workspace {ws} created; owner {email} (user {user})");
+            if generated {
+                println!("password (shown once): {password}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn open_store(s: &Settings) -> anyhow::Result<Store> {
+    Store::connect(s.database_url.as_ref().map(|u| u.expose()), &s.data_dir, s.database_max_connections).await
+}

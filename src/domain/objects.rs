@@ -534,10 +534,11 @@ pub fn diff(ty: ObjectType, before: Option<&Record>, after: Option<&Record>) -> 
     let mut out = Map::new();
     let null = FieldValue::Null;
     for spec in ty.fields() {
-        let b = before.map(|r| r.get(spec.name)).unwrap_or(&null);
-        let a = after.map(|r| r.get(spec.name)).unwrap_or(&null);
+        // Compared in wire form, where an absent list and an empty one are the same.
+        let b = before.map(|r| r.get(spec.name)).unwrap_or(&null).to_json(spec.kind);
+        let a = after.map(|r| r.get(spec.name)).unwrap_or(&null).to_json(spec.kind);
         if b != a {
-            out.insert(spec.name.into(), Value::Array(vec![b.to_json(spec.kind), a.to_json(spec.kind)]));
+            out.insert(spec.name.into(), Value::Array(vec![b, a]));
         }
     }
     if ty.has_custom_fields() {

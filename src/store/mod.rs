@@ -9,6 +9,7 @@ mod idempotency;
 mod imports;
 mod records;
 mod search;
+mod workflows;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use imports::ImportJob;
 pub use records::Page;
 pub use search::SearchHit;
+pub use workflows::Conversion;
 
 use crate::domain::{Record, FieldErrors};
 

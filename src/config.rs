@@ -1,0 +1,208 @@
+//! Typed settings, layered: built-in defaults < TOML file (`--config`) < `SHOAL_*`
+//! environment variables < command-line flags. Unknown keys are errors at every layer,
+//! so a misspelt setting is reported instead of silently ignored.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// A secret value: usable by the program, never shown by `Debug` or `Display`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// `postgres://…` for PostgreSQL, `sqlite:…` for a SQLite file elsewhere; unset
+    /// means the embedded SQLite store in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// Most connections the store pool opens.
+    pub database_max_connections: u32,
+    /// Key that signs access tokens; unset means one generated once and kept in the
+    /// store, shared by every node using it.
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Largest request body accepted, in bytes (CSV imports have their own limit).
+    pub max_body_bytes: usize,
+    /// Largest CSV import accepted, in bytes.
+    pub max_import_bytes: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    /// Argon2id memory cost in KiB for password hashes.
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes over memory.
+    pub argon2_iterations: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            database_max_connections: 10,
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            max_body_bytes: 1024 * 1024,
+            max_import_bytes: 20 * 1024 * 1024,
+            http_workers: 0,
+            // OWASP's recommended minimum for argon2id: 19 MiB, 2 passes.
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+/// Every key, with its environment variable name derived as `SHOAL_<KEY>`.
+const KEYS: &[&str] = &[
+    "host",
+    "port",
+    "database_url",
+    "data_dir",
+    "database_max_connections",
+    "jwt_secret",
+    "access_token_ttl_secs",
+    "refresh_token_ttl_secs",
+    "max_body_bytes",
+    "max_import_bytes",
+    "http_workers",
+    "argon2_memory_kib",
+    "argon2_iterations",
+];
+
+/// Environment variables with the prefix that are not settings but still ours.
+const OTHER_ENV: &[&str] = &["SHOAL_LOG"];
+
+impl Settings {
+    /// Loads defaults, then `file`, then the `SHOAL_*` variables in `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Settings> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("SHOAL_") else { continue };
+            if OTHER_ENV.contains(&name.as_str()) || key.starts_with("TEST_") {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            if !KEYS.contains(&key.as_str()) {
+                bail!("unknown setting {name} in the environment; known: {}", env_names().join(", "));
+            }
+            table.insert(key, env_value(&value));
+        }
+        let settings: Settings = Settings::deserialize(toml::Value::Table(table)).map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
+            bail!("token lifetimes must be positive");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        if let Some(s) = &self.jwt_secret {
+            if s.expose().len() < 32 {
+                bail!("jwt_secret must be at least 32 characters");
+            }
+        }
+        if self.argon2_memory_kib < 8 || self.argon2_iterations == 0 {
+            bail!("argon2 cost settings are too low");
+        }
+        Ok(())
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.database_url.is_none()
+    }
+}
+
+fn env_names() -> Vec<String> {
+    KEYS.iter().map(|k| format!("SHOAL_{}", k.to_ascii_uppercase())).collect()
+}
+
+/// Environment values are strings; numbers and booleans are recognised so they can
+/// fill typed settings.
+fn env_value(s: &str) -> toml::Value {
+    if let Ok(n) = s.parse::<i64>() {
+        return toml::Value::Integer(n);
+    }
+    match s {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(s.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_the_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("shoal-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("shoal.toml");
+        std::fs::write(&file, "port = 9000\nhost = \"0.0.0.0\"\n").unwrap();
+        let s = Settings::load(Some(&file), env(&[("SHOAL_PORT", "9100"), ("PATH", "/bin")])).unwrap();
+        assert_eq!(s.port, 9100);
+        assert_eq!(s.host, "0.0.0.0");
+        assert_eq!(s.max_body_bytes, Settings::default().max_body_bytes);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_in_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("shoal-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("shoal.toml");
+        std::fs::write(&file, "prot = 9000\n").unwrap();
+        assert!(Settings::load(Some(&file), env(&[])).is_err());
+        assert!(Settings::load(None, env(&[("SHOAL_PROT", "1")])).is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let s = Settings { jwt_secret: Some(Secret::new("x".repeat(40))), ..Settings::default() };
+        assert!(!format!("{s:?}").contains("xxxx"));
+    }
+}

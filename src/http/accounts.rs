@@ -1,0 +1,354 @@
+//! Sign-up, sessions, the current principal, members and API keys.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Code};
+use super::extract::{path_id, Actor, JsonBody, Principal};
+use super::idempotency::idempotent;
+use super::AppState;
+use crate::auth::{random_token, token_digest, Claims, API_KEY_PREFIX};
+use crate::domain::fields::format_timestamp;
+use crate::domain::{Access, EmailAddress, FieldErrors, Resource, Role, Scope};
+use crate::store::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, StoreError};
+
+type State = web::Data<AppState>;
+type Reply = Result<HttpResponse, ApiError>;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/signup", web::post().to(signup))
+        .route("/auth/login", web::post().to(login))
+        .route("/auth/refresh", web::post().to(refresh))
+        .route("/auth/logout", web::post().to(logout))
+        .route("/me", web::get().to(me))
+        .service(web::resource("/members").route(web::get().to(list_members)).route(web::post().to(add_member)))
+        .service(web::resource("/members/{user_id}").route(web::get().to(get_member)).route(web::patch().to(update_member)).route(web::delete().to(remove_member)))
+        .service(web::resource("/api-keys").route(web::get().to(list_keys)).route(web::post().to(create_key)))
+        .service(web::resource("/api-keys/{id}").route(web::get().to(get_key)).route(web::delete().to(revoke_key)));
+}
+
+fn email(field: &str, raw: &str) -> Result<EmailAddress, ApiError> {
+    EmailAddress::parse(raw).map_err(|e| FieldErrors::single(field, e).into())
+}
+
+fn check_password(p: &str) -> Result<(), ApiError> {
+    let n = p.chars().count();
+    if !(10..=1024).contains(&n) {
+        return Err(FieldErrors::single("password", "must be 10 to 1024 characters").into());
+    }
+    Ok(())
+}
+
+fn check_name(field: &str, s: &str) -> Result<String, ApiError> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().count() > 200 || s.chars().any(char::is_control) {
+        return Err(FieldErrors::single(field, "must be 1 to 200 characters on one line").into());
+    }
+    Ok(s.to_string())
+}
+
+/// Hashing is deliberately slow; it runs off the request threads.
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let hasher = state.passwords.clone();
+    web::block(move || hasher.hash(&password)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
+}
+
+async fn verify_password(state: &AppState, password: String, hash: String) -> Result<bool, ApiError> {
+    let hasher = state.passwords.clone();
+    web::block(move || hasher.verify(&password, &hash)).await.map_err(ApiError::internal)
+}
+
+/// Issues an access token and a refresh token of `family` (new family when None).
+async fn session(state: &AppState, user_id: &str, ws: &str, family: Option<&str>, refresh: Option<String>) -> Result<Value, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let ttl = i64::try_from(state.settings.access_token_ttl_secs).unwrap_or(900);
+    let access = state.tokens.sign(&Claims { sub: user_id.to_string(), ws: ws.to_string(), iat: now, exp: now + ttl });
+    let refresh = match refresh {
+        Some(r) => r,
+        None => {
+            let r = random_token()?;
+            let family = family.map(str::to_string).unwrap_or_else(crate::store::new_id);
+            let expires = crate::store::now_ms() + i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(0) * 1000;
+            state.store.insert_refresh_token(ws, user_id, &family, &token_digest(&r), expires).await?;
+            r
+        }
+    };
+    Ok(json!({
+        "token_type": "Bearer",
+        "access_token": access,
+        "expires_in": ttl,
+        "refresh_token": refresh,
+        "workspace_id": ws,
+        "user_id": user_id,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupRequest {
+    workspace_name: String,
+    name: String,
+    email: String,
+    password: String,
+}
+
+async fn signup(state: State, body: JsonBody) -> Reply {
+    let r: SignupRequest = body.parse()?;
+    let ws_name = check_name("workspace_name", &r.workspace_name)?;
+    let name = check_name("name", &r.name)?;
+    let email = email("email", &r.email)?;
+    check_password(&r.password)?;
+    let hash = hash_password(&state, r.password).await?;
+    let (ws, user) = state.store.create_workspace(&ws_name, email.as_str(), &name, &hash).await?;
+    Ok(HttpResponse::Created().json(session(&state, &user, &ws, None, None).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    email: String,
+    password: String,
+    workspace_id: Option<String>,
+}
+
+async fn login(state: State, body: JsonBody) -> Reply {
+    let r: LoginRequest = body.parse()?;
+    let bad = || ApiError::msg(Code::InvalidCredentials, "wrong email or password");
+    let Ok(email) = EmailAddress::parse(&r.email) else { return Err(bad()) };
+    let user = state.store.user_by_email(email.as_str()).await?;
+    // Without a user, still spend the time of a hash check so that response time
+    // does not reveal which e-mails have accounts.
+    let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| state.dummy_hash.clone());
+    let ok = verify_password(&state, r.password, hash).await?;
+    let user = user.filter(|_| ok).ok_or_else(bad)?;
+    let workspaces = state.store.workspaces_of(&user.id).await?;
+    let ws = match r.workspace_id {
+        Some(w) => workspaces.iter().find(|(id, _)| *id == w).map(|(id, _)| id.clone()).ok_or_else(bad)?,
+        None => workspaces.first().map(|(id, _)| id.clone()).ok_or_else(bad)?,
+    };
+    Ok(HttpResponse::Ok().json(session(&state, &user.id, &ws, None, None).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+async fn refresh(state: State, body: JsonBody) -> Reply {
+    let r: RefreshRequest = body.parse()?;
+    let next = random_token()?;
+    let expires = crate::store::now_ms() + i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(0) * 1000;
+    match state.store.rotate_refresh_token(&token_digest(&r.refresh_token), &token_digest(&next), expires).await? {
+        RefreshOutcome::Rotated { user_id, workspace_id } => Ok(HttpResponse::Ok().json(session(&state, &user_id, &workspace_id, None, Some(next)).await?)),
+        RefreshOutcome::Reused => Err(ApiError::new(Code::RefreshTokenReused)),
+        RefreshOutcome::Invalid => Err(ApiError::msg(Code::InvalidCredentials, "the refresh token is not valid")),
+    }
+}
+
+async fn logout(state: State, body: JsonBody) -> Reply {
+    let r: RefreshRequest = body.parse()?;
+    if state.store.revoke_refresh_family(&token_digest(&r.refresh_token)).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::msg(Code::InvalidCredentials, "the refresh token is not valid"))
+    }
+}
+
+async fn me(state: State, p: Principal) -> Reply {
+    let ws_name = state.store.workspace_name(&p.workspace_id).await?;
+    let workspace = json!({"id": p.workspace_id, "name": ws_name});
+    let body = match &p.actor {
+        Actor::User { id, role } => {
+            let u = state.store.user(id).await?.ok_or_else(|| ApiError::new(Code::InvalidCredentials))?;
+            json!({"kind": "user", "user": {"id": u.id, "email": u.email, "name": u.name}, "role": role.as_str(), "workspace": workspace})
+        }
+        Actor::ApiKey { id, .. } => {
+            let k = p.scoped(&state.store).api_key(id).await?;
+            json!({"kind": "api_key", "api_key": key_json(&k), "workspace": workspace})
+        }
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn member_json(m: &MemberRow) -> Value {
+    json!({"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role, "joined_at": format_timestamp(m.created_at)})
+}
+
+async fn list_members(state: State, p: Principal) -> Reply {
+    p.require(Resource::Members, Access::Read)?;
+    let members = p.scoped(&state.store).members().await?;
+    Ok(HttpResponse::Ok().json(json!({"data": members.iter().map(member_json).collect::<Vec<_>>(), "next_cursor": null})))
+}
+
+async fn get_member(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    p.require(Resource::Members, Access::Read)?;
+    let m = p.scoped(&state.store).member(&path_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(member_json(&m)))
+}
+
+fn parse_role(raw: &str) -> Result<Role, ApiError> {
+    raw.parse().map_err(|e: String| FieldErrors::single("role", e).into())
+}
+
+/// Only owners make, unmake or remove owners.
+fn check_owner_rule(p: &Principal, involves_owner: bool) -> Result<(), ApiError> {
+    let (_, role) = p.user()?;
+    if involves_owner && role != Role::Owner {
+        return Err(ApiError::msg(Code::Forbidden, "only an owner can grant, change or remove the owner role"));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    email: String,
+    role: String,
+    name: Option<String>,
+    password: Option<String>,
+}
+
+async fn add_member(state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
+    p.require(Resource::Members, Access::Write)?;
+    idempotent(&state, &p, &req, &body.0, || async {
+        let r: AddMember = body.parse()?;
+        let role = parse_role(&r.role)?;
+        check_owner_rule(&p, role == Role::Owner)?;
+        let email = email("email", &r.email)?;
+        let existing = state.store.user_by_email(email.as_str()).await?;
+        let mut generated = None;
+        let new_user = match existing {
+            Some(_) => None,
+            None => {
+                let name = check_name("name", r.name.as_deref().unwrap_or(""))?;
+                let password = match r.password {
+                    Some(pw) => {
+                        check_password(&pw)?;
+                        pw
+                    }
+                    None => {
+                        let pw = random_token()?;
+                        generated = Some(pw.clone());
+                        pw
+                    }
+                };
+                Some((name, hash_password(&state, password).await?))
+            }
+        };
+        let m = p
+            .scoped(&state.store)
+            .add_member(email.as_str(), new_user.as_ref().map(|(n, h)| (n.as_str(), h.as_str())), role.as_str(), &p.actor_id())
+            .await?;
+        let mut v = member_json(&m);
+        if let Some(pw) = generated {
+            // Shown once: only its hash is kept.
+            v["initial_password"] = Value::String(pw);
+        }
+        Ok((StatusCode::CREATED, v))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMember {
+    role: String,
+}
+
+async fn update_member(state: State, p: Principal, id: web::Path<String>, body: JsonBody) -> Reply {
+    p.require(Resource::Members, Access::Write)?;
+    let id = path_id(&id)?;
+    let r: UpdateMember = body.parse()?;
+    let role = parse_role(&r.role)?;
+    let scoped = p.scoped(&state.store);
+    let current = scoped.member(&id).await?;
+    check_owner_rule(&p, role == Role::Owner || current.role == "owner")?;
+    let m = scoped.set_role(&id, role.as_str(), &p.actor_id()).await?;
+    Ok(HttpResponse::Ok().json(member_json(&m)))
+}
+
+async fn remove_member(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    p.require(Resource::Members, Access::Write)?;
+    let id = path_id(&id)?;
+    let scoped = p.scoped(&state.store);
+    let current = scoped.member(&id).await?;
+    check_owner_rule(&p, current.role == "owner")?;
+    scoped.remove_member(&id, &p.actor_id()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn key_json(k: &ApiKeyRow) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "scopes": k.scopes,
+        "created_by": k.created_by,
+        "created_at": format_timestamp(k.created_at),
+        "last_used_at": k.last_used_at.map(format_timestamp),
+        "revoked_at": k.revoked_at.map(format_timestamp),
+    })
+}
+
+async fn list_keys(state: State, p: Principal) -> Reply {
+    p.require(Resource::ApiKeys, Access::Read)?;
+    let keys = p.scoped(&state.store).api_keys().await?;
+    Ok(HttpResponse::Ok().json(json!({"data": keys.iter().map(key_json).collect::<Vec<_>>(), "next_cursor": null})))
+}
+
+async fn get_key(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    p.require(Resource::ApiKeys, Access::Read)?;
+    let k = p.scoped(&state.store).api_key(&path_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(key_json(&k)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    scopes: Vec<String>,
+}
+
+async fn create_key(state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
+    p.require(Resource::ApiKeys, Access::Write)?;
+    p.user()?;
+    idempotent(&state, &p, &req, &body.0, || async {
+        let r: CreateKey = body.parse()?;
+        let name = check_name("name", &r.name)?;
+        if r.scopes.is_empty() || r.scopes.len() > 50 {
+            return Err(FieldErrors::single("scopes", "give 1 to 50 scopes such as 'contacts:read'").into());
+        }
+        let mut scopes = Vec::new();
+        for (i, s) in r.scopes.iter().enumerate() {
+            let scope: Scope = s.parse().map_err(|e: String| ApiError::from(FieldErrors::single(format!("scopes[{i}]"), e)))?;
+            if !scopes.contains(&scope.to_string()) {
+                scopes.push(scope.to_string());
+            }
+        }
+        let secret = format!("{API_KEY_PREFIX}{}", random_token()?);
+        let prefix: String = secret.chars().take(API_KEY_PREFIX.len() + 6).collect();
+        let row = p
+            .scoped(&state.store)
+            .create_api_key(NewApiKey { name, prefix, hash: token_digest(&secret), scopes }, &p.actor_id())
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(_) => ApiError::internal(anyhow::anyhow!("api key collision")),
+                other => other.into(),
+            })?;
+        let mut v = key_json(&row);
+        // The only time the key is shown: the store keeps its digest.
+        v["key"] = Value::String(secret);
+        Ok((StatusCode::CREATED, v))
+    })
+    .await
+}
+
+async fn revoke_key(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    p.require(Resource::ApiKeys, Access::Write)?;
+    p.user()?;
+    p.scoped(&state.store).revoke_api_key(&path_id(&id)?, &p.actor_id()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,87 @@
+//! The REST API under `/api/v1`, health endpoints and the OpenAPI document. Routes
+//! parse and authorise; the store does the work.
+
+mod accounts;
+mod csv;
+pub mod error;
+pub mod extract;
+mod idempotency;
+pub mod openapi;
+mod records;
+
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::auth::{PasswordHashing, TokenSigner};
+use crate::config::Settings;
+use crate::store::Store;
+use error::{ApiError, Code};
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub settings: Settings,
+    pub tokens: TokenSigner,
+    pub passwords: PasswordHashing,
+    /// Bounds concurrent CSV imports; when none is free a new import is refused with
+    /// `overloaded` rather than queued without limit.
+    pub import_slots: Arc<Semaphore>,
+    /// A real hash of a random password, checked when a login names an unknown user.
+    pub dummy_hash: String,
+    /// The OpenAPI document, built once at start-up.
+    pub openapi: serde_json::Value,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .service(
+            web::scope("/api/v1")
+                .route("/openapi.json", web::get().to(openapi::document))
+                .configure(accounts::configure)
+                .configure(records::configure)
+                .configure(csv::configure),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": state.store.backend().name()}))),
+        Err(e) => Err(ApiError { cause: Some(e.into()), retry_after_secs: Some(1), ..ApiError::new(Code::Unavailable) }),
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(Code::NotFound))
+}
+
+/// Rewrites error responses produced outside our handlers (unknown method, actix's
+/// own extractor failures) into the error table, so every 4xx and 5xx has one shape.
+pub async fn uniform_errors(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (req, _) = res.into_parts();
+        let err = ApiError::new(Code::from_status(status));
+        let body = HttpResponse::build(status).json(err.body());
+        return Ok(ServiceResponse::new(req, body));
+    }
+    Ok(res.map_into_boxed_body())
+}

@@ -1,0 +1,91 @@
+//! The one start-up seam: [`Application::build`] opens the store, applies migrations,
+//! binds the listener (port 0 picks a free port, for tests) and assembles the server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use tokio::sync::Semaphore;
+
+use crate::auth::{random_token, PasswordHashing, TokenSigner};
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::store::Store;
+
+/// How many CSV imports may run at once on a node.
+const IMPORT_SLOTS: usize = 2;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Store,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = Store::connect(settings.database_url.as_ref().map(|s| s.expose()), &settings.data_dir, settings.database_max_connections).await?;
+        store.migrate().await?;
+        let interrupted = store.fail_interrupted_imports().await?;
+        if interrupted > 0 {
+            tracing::warn!(jobs = interrupted, "marked imports interrupted by the last stop as failed");
+        }
+        let secret = match &settings.jwt_secret {
+            Some(s) => s.expose().to_string(),
+            None => store.server_secret("jwt_secret").await?,
+        };
+        let passwords = PasswordHashing::new(settings.argon2_memory_kib, settings.argon2_iterations)?;
+        let dummy_hash = passwords.hash(&random_token()?)?;
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+        let workers = match settings.http_workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        };
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            tokens: TokenSigner::new(&secret),
+            passwords,
+            import_slots: Arc::new(Semaphore::new(IMPORT_SLOTS)),
+            dummy_hash,
+            openapi: http::openapi::build(),
+            settings,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(http::uniform_errors))
+                .wrap(from_fn(access_log))
+                .configure(http::configure)
+        })
+        .workers(workers)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server, store })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests and closes the
+    /// store.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = self.server.await;
+        self.store.close().await;
+        result.context("the HTTP server failed")
+    }
+}
+
+async fn access_log(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let (method, path) = (req.method().clone(), req.path().to_string());
+    let res = next.call(req).await?;
+    tracing::info!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(res)
+}
