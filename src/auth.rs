@@ -31,7 +31,11 @@ impl PasswordHashing {
     pub fn hash(&self, password: &str) -> anyhow::Result<String> {
         let salt_bytes = random_bytes::<16>()?;
         let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow!("salt: {e}"))?;
-        Ok(self.argon().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow!("hashing: {e}"))?.to_string())
+        Ok(self
+            .argon()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| anyhow!("hashing: {e}"))?
+            .to_string())
     }
 
     /// Checks a password against a stored hash; the hash carries its own parameters.
@@ -87,7 +91,9 @@ const JWT_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 impl TokenSigner {
     pub fn new(secret: &str) -> Self {
-        TokenSigner { key: secret.as_bytes().to_vec() }
+        TokenSigner {
+            key: secret.as_bytes().to_vec(),
+        }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -134,7 +140,12 @@ mod tests {
     use super::*;
 
     fn claims(exp: i64) -> Claims {
-        Claims { sub: "u".into(), ws: "w".into(), iat: 0, exp }
+        Claims {
+            sub: "u".into(),
+            ws: "w".into(),
+            iat: 0,
+            exp,
+        }
     }
 
     #[test]
@@ -151,7 +162,12 @@ mod tests {
         let other = TokenSigner::new("two-secret-two-secret-two-secret");
         let t = s.sign(&claims(100));
         assert_eq!(other.verify(&t, 0), Err(TokenError::BadSignature));
-        let forged = format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), t.split('.').nth(1).unwrap(), "");
+        let forged = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            t.split('.').nth(1).unwrap(),
+            ""
+        );
         assert_eq!(s.verify(&forged, 0), Err(TokenError::Malformed));
         assert_eq!(s.verify("garbage", 0), Err(TokenError::Malformed));
     }

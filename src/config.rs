@@ -108,7 +108,8 @@ impl Settings {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("{} is not valid TOML", path.display()))?
             }
             None => toml::Table::new(),
         };
@@ -202,7 +203,10 @@ mod tests {
 
     #[test]
     fn secrets_never_appear_in_debug_output() {
-        let s = Settings { jwt_secret: Some(Secret::new("x".repeat(40))), ..Settings::default() };
+        let s = Settings {
+            jwt_secret: Some(Secret::new("x".repeat(40))),
+            ..Settings::default()
+        };
         assert!(!format!("{s:?}").contains("xxxx"));
     }
 }

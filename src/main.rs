@@ -87,7 +87,10 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
     let cli = Cli::parse();
     let settings = settings(&cli)?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -104,11 +107,22 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             println!("migrations applied ({})", store.backend().name());
         }
-        Command::Admin { command: AdminCommand::CreateWorkspace { name, email, owner_name, password_stdin } } => {
+        Command::Admin {
+            command:
+                AdminCommand::CreateWorkspace {
+                    name,
+                    email,
+                    owner_name,
+                    password_stdin,
+                },
+        } => {
             let email = EmailAddress::parse(&email).map_err(anyhow::Error::msg)?;
             let (password, generated) = if password_stdin {
                 let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("cannot read the password from stdin")?;
                 let pw = line.trim_end_matches(['\r', '\n']).to_string();
                 anyhow::ensure!(pw.chars().count() >= 10, "the password must be at least 10 characters");
                 (pw, false)
@@ -119,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
             store.migrate().await?;
             let hash = PasswordHashing::new(settings.argon2_memory_kib, settings.argon2_iterations)?.hash(&password)?;
             let owner = owner_name.unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("owner").to_string());
-            let (ws, user) = store.create_workspace(&name, email.as_str(), &owner, &hash).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (ws, user) = store
+                .create_workspace(&name, email.as_str(), &owner, &hash)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             store.close().await;
             println!("workspace {ws} created; owner {email} (user {user})");
             if generated {

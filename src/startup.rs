@@ -28,7 +28,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let store = Store::connect(settings.database_url.as_ref().map(|s| s.expose()), &settings.data_dir, settings.database_max_connections).await?;
+        let store = Store::connect(
+            settings.database_url.as_ref().map(|s| s.expose()),
+            &settings.data_dir,
+            settings.database_max_connections,
+        )
+        .await?;
         store.migrate().await?;
         let interrupted = store.fail_interrupted_imports().await?;
         if interrupted > 0 {

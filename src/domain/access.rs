@@ -35,12 +35,8 @@ impl Role {
         use Resource::*;
         match (self, access) {
             (Role::Owner, _) | (Role::Admin, _) => true,
-            (_, Access::Read) => !matches!(resource, Members | ApiKeys | AuditLog | Exports | Imports)
-                || matches!(resource, Members),
-            (Role::Member, Access::Write) => matches!(
-                resource,
-                Contacts | Companies | Leads | Deals | Activities | Tags | Teams | Imports
-            ),
+            (_, Access::Read) => !matches!(resource, ApiKeys | AuditLog | Exports),
+            (Role::Member, Access::Write) => matches!(resource, Contacts | Companies | Leads | Deals | Activities | Tags | Teams | Imports),
             (Role::Agent, Access::Write) => matches!(resource, Contacts | Companies | Leads | Activities | Tags),
             (Role::Viewer, Access::Write) => false,
         }

@@ -111,7 +111,9 @@ impl CustomFieldDef {
         let v = match self.kind {
             CustomKind::Number => {
                 let n: f64 = cell.parse().map_err(|_| "expected a number".to_string())?;
-                serde_json::Number::from_f64(n).map(Value::Number).ok_or("expected a finite number")?
+                serde_json::Number::from_f64(n)
+                    .map(Value::Number)
+                    .ok_or("expected a finite number")?
             }
             CustomKind::Bool => Value::Bool(matches!(cell, "true" | "1" | "yes")),
             CustomKind::MultiSelect => Value::Array(cell.split(';').map(|s| Value::String(s.trim().to_string())).collect()),
@@ -127,14 +129,21 @@ mod tests {
     use serde_json::json;
 
     fn def(kind: CustomKind) -> CustomFieldDef {
-        CustomFieldDef { key: "k".into(), kind, options: vec!["a".into(), "b".into()] }
+        CustomFieldDef {
+            key: "k".into(),
+            kind,
+            options: vec!["a".into(), "b".into()],
+        }
     }
 
     #[test]
     fn select_values_must_be_among_the_options() {
         assert!(def(CustomKind::Select).parse_value(&json!("a")).is_ok());
         assert!(def(CustomKind::Select).parse_value(&json!("c")).is_err());
-        assert_eq!(def(CustomKind::MultiSelect).parse_value(&json!(["a", "a", "b"])).unwrap(), json!(["a", "b"]));
+        assert_eq!(
+            def(CustomKind::MultiSelect).parse_value(&json!(["a", "a", "b"])).unwrap(),
+            json!(["a", "b"])
+        );
     }
 
     #[test]

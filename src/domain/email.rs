@@ -20,9 +20,7 @@ impl EmailAddress {
         if local.is_empty() || local.len() > 64 {
             return Err(format!("'{}' is not an email address: bad local part", input.trim()));
         }
-        let local_ok = local
-            .chars()
-            .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        let local_ok = local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(format!("'{}' is not an email address: bad local part", input.trim()));
         }
@@ -64,7 +62,18 @@ mod tests {
 
     #[test]
     fn malformed_addresses_are_rejected() {
-        for bad in ["", "plain", "@x.com", "a@", "a@b", "a@@b.com", "a b@c.com", "a@-b.com", "a..b@c.com", "a@b..com"] {
+        for bad in [
+            "",
+            "plain",
+            "@x.com",
+            "a@",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@-b.com",
+            "a..b@c.com",
+            "a@b..com",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

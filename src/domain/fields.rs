@@ -21,7 +21,9 @@ pub enum Column {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     /// Single-line text, trimmed; an empty string means "no value".
-    Text { max: usize },
+    Text {
+        max: usize,
+    },
     /// Free text such as a note body.
     LongText,
     Email,
@@ -29,7 +31,10 @@ pub enum FieldKind {
     Phone,
     /// A bare host name such as `acme.com`.
     Domain,
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     /// ISO 4217 code, three letters.
     Currency,
     /// A calendar date, `YYYY-MM-DD`.
@@ -68,12 +73,7 @@ impl FieldKind {
     pub fn is_text_like(self) -> bool {
         matches!(
             self,
-            FieldKind::Text { .. }
-                | FieldKind::LongText
-                | FieldKind::Email
-                | FieldKind::Url
-                | FieldKind::Phone
-                | FieldKind::Domain
+            FieldKind::Text { .. } | FieldKind::LongText | FieldKind::Email | FieldKind::Url | FieldKind::Phone | FieldKind::Domain
         )
     }
 

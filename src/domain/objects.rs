@@ -107,7 +107,10 @@ impl FieldSpec {
 const NAME: FieldKind = FieldKind::Text { max: 200 };
 const SHORT: FieldKind = FieldKind::Text { max: 100 };
 /// Amounts are integer minor units (cents); the bound keeps sums far from overflow.
-const AMOUNT: FieldKind = FieldKind::Integer { min: 0, max: 1_000_000_000_000_000 };
+const AMOUNT: FieldKind = FieldKind::Integer {
+    min: 0,
+    max: 1_000_000_000_000_000,
+};
 
 pub const COMPANY_SIZES: &[&str] = &["1-10", "11-50", "51-200", "201-1000", "1001-5000", "5001+"];
 pub const LEAD_STATUSES: &[&str] = &["new", "contacted", "qualified", "disqualified", "converted"];
@@ -144,7 +147,9 @@ static LEAD: &[FieldSpec] = &[
     field("company_name", NAME).sortable().body(),
     field("title", NAME).body(),
     field("source", SHORT),
-    field("status", FieldKind::Choice(LEAD_STATUSES)).required().default(Default::Text("new")),
+    field("status", FieldKind::Choice(LEAD_STATUSES))
+        .required()
+        .default(Default::Text("new")),
     field("owner_id", FieldKind::Member),
     field("tags", FieldKind::Labels).body(),
     field("converted_contact_id", FieldKind::Ref(ObjectType::Contact)).server(),
@@ -158,9 +163,16 @@ static PIPELINE: &[FieldSpec] = &[field("name", NAME).required().sortable()];
 static STAGE: &[FieldSpec] = &[
     field("pipeline_id", FieldKind::Ref(ObjectType::Pipeline)).required().on_create(),
     field("name", NAME).required().sortable(),
-    field("probability", FieldKind::Integer { min: 0, max: 100 }).required().default(Default::Int(0)),
-    field("kind", FieldKind::Choice(STAGE_KINDS)).required().default(Default::Text("open")),
-    field("position", FieldKind::Integer { min: 0, max: 1000 }).required().sortable().server(),
+    field("probability", FieldKind::Integer { min: 0, max: 100 })
+        .required()
+        .default(Default::Int(0)),
+    field("kind", FieldKind::Choice(STAGE_KINDS))
+        .required()
+        .default(Default::Text("open")),
+    field("position", FieldKind::Integer { min: 0, max: 1000 })
+        .required()
+        .sortable()
+        .server(),
 ];
 
 static DEAL: &[FieldSpec] = &[
@@ -307,7 +319,10 @@ impl ObjectType {
     }
 
     pub fn has_custom_fields(self) -> bool {
-        matches!(self, ObjectType::Contact | ObjectType::Company | ObjectType::Lead | ObjectType::Deal)
+        matches!(
+            self,
+            ObjectType::Contact | ObjectType::Company | ObjectType::Lead | ObjectType::Deal
+        )
     }
 
     pub fn is_searchable(self) -> bool {
@@ -396,15 +411,11 @@ impl ObjectType {
         let mut errors = FieldErrors::default();
         let get = |name: &str| values.get(name).cloned().unwrap_or(FieldValue::Null);
         match self {
-            ObjectType::Deal => {
-                if !get("amount").is_null() && get("currency").is_null() {
-                    errors.add("currency", "is required when an amount is set");
-                }
+            ObjectType::Deal if !get("amount").is_null() && get("currency").is_null() => {
+                errors.add("currency", "is required when an amount is set");
             }
-            ObjectType::Activity => {
-                if ["contact_id", "company_id", "deal_id"].iter().all(|f| get(f).is_null()) {
-                    errors.add("contact_id", "an activity must be linked to a contact, a company or a deal");
-                }
+            ObjectType::Activity if ["contact_id", "company_id", "deal_id"].iter().all(|f| get(f).is_null()) => {
+                errors.add("contact_id", "an activity must be linked to a contact, a company or a deal");
             }
             ObjectType::CustomField => {
                 let key = get("key");
@@ -525,7 +536,10 @@ impl Record {
                 body.push(s.to_string());
             }
         }
-        (title.join(" "), body.join(" "))
+        // Punctuation separates words for both engines alike: PostgreSQL would
+        // otherwise keep "ada@example.com" as one token while SQLite splits it.
+        let words = |parts: Vec<String>| -> String { parts.join(" ").chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect() };
+        (words(title), words(body))
     }
 }
 
@@ -588,7 +602,9 @@ mod tests {
     fn server_and_create_only_fields_are_protected() {
         let e = ObjectType::Deal.parse_input(&obj(json!({"rank": "a"})), false, &[]).unwrap_err();
         assert!(e.0.contains_key("rank"));
-        let e = ObjectType::Activity.parse_input(&obj(json!({"kind": "call"})), false, &[]).unwrap_err();
+        let e = ObjectType::Activity
+            .parse_input(&obj(json!({"kind": "call"})), false, &[])
+            .unwrap_err();
         assert!(e.0.contains_key("kind"));
     }
 

@@ -89,11 +89,23 @@ pub enum QueryError {
 impl ListQuery {
     /// The default order: newest first, which suits timelines and "recent" lists.
     pub fn newest_first() -> Self {
-        ListQuery { filters: Vec::new(), sort: Sort { field: &CREATED_AT, descending: true }, limit: DEFAULT_LIMIT, after: None }
+        ListQuery {
+            filters: Vec::new(),
+            sort: Sort {
+                field: &CREATED_AT,
+                descending: true,
+            },
+            limit: DEFAULT_LIMIT,
+            after: None,
+        }
     }
 
     pub fn eq(mut self, field: &'static FieldSpec, value: FieldValue) -> Self {
-        self.filters.push(Filter { field, op: Op::Eq, values: vec![value] });
+        self.filters.push(Filter {
+            field,
+            op: Op::Eq,
+            values: vec![value],
+        });
         self
     }
 
@@ -105,7 +117,11 @@ impl ListQuery {
         for (name, raw) in params {
             match name.as_str() {
                 "limit" => {
-                    q.limit = raw.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or(QueryError::InvalidLimit)?;
+                    q.limit = raw
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or(QueryError::InvalidLimit)?;
                 }
                 "cursor" => cursor = Some(raw.clone()),
                 "sort" => {
@@ -120,7 +136,11 @@ impl ListQuery {
                 }
                 "updated_since" => {
                     let ms = parse_timestamp(raw).map_err(|e| QueryError::InvalidFilter(name.clone(), e))?;
-                    q.filters.push(Filter { field: &UPDATED_AT, op: Op::Gt, values: vec![FieldValue::Int(ms)] });
+                    q.filters.push(Filter {
+                        field: &UPDATED_AT,
+                        op: Op::Gt,
+                        values: vec![FieldValue::Int(ms)],
+                    });
                 }
                 _ => q.filters.push(parse_filter(ty, name, raw)?),
             }
@@ -161,7 +181,11 @@ fn parse_filter(ty: ObjectType, name: &str, raw: &str) -> Result<Filter, QueryEr
     let invalid = |msg: String| QueryError::InvalidFilter(name.to_string(), msg);
     let kind = field.kind;
     let one = |s: &str| -> Result<FieldValue, QueryError> {
-        let v = if kind.is_list() { kind.parse_list_item(s).map(FieldValue::Text) } else { kind.parse_str(s) };
+        let v = if kind.is_list() {
+            kind.parse_list_item(s).map(FieldValue::Text)
+        } else {
+            kind.parse_str(s)
+        };
         match v {
             Ok(FieldValue::Null) => Err(invalid("needs a value".into())),
             Ok(v) => Ok(v),
@@ -236,7 +260,12 @@ mod tests {
     fn filters_are_recognised_by_their_suffix() {
         let q = ListQuery::parse(
             ObjectType::Deal,
-            &p(&[("amount_gte", "100"), ("title_contains", "Acme"), ("tags", "vip"), ("sort", "-amount")]),
+            &p(&[
+                ("amount_gte", "100"),
+                ("title_contains", "Acme"),
+                ("tags", "vip"),
+                ("sort", "-amount"),
+            ]),
         )
         .unwrap();
         let ops: Vec<Op> = q.filters.iter().map(|f| f.op).collect();
@@ -246,11 +275,26 @@ mod tests {
 
     #[test]
     fn unknown_parameters_and_bad_values_are_errors() {
-        assert!(matches!(ListQuery::parse(ObjectType::Deal, &p(&[("colour", "red")])), Err(QueryError::UnknownParameter(_))));
-        assert!(matches!(ListQuery::parse(ObjectType::Deal, &p(&[("amount_gte", "lots")])), Err(QueryError::InvalidFilter(..))));
-        assert!(matches!(ListQuery::parse(ObjectType::Deal, &p(&[("sort", "body")])), Err(QueryError::InvalidSort(_))));
-        assert!(matches!(ListQuery::parse(ObjectType::Deal, &p(&[("limit", "0")])), Err(QueryError::InvalidLimit)));
-        assert!(matches!(ListQuery::parse(ObjectType::Deal, &p(&[("cursor", "!!")])), Err(QueryError::InvalidCursor)));
+        assert!(matches!(
+            ListQuery::parse(ObjectType::Deal, &p(&[("colour", "red")])),
+            Err(QueryError::UnknownParameter(_))
+        ));
+        assert!(matches!(
+            ListQuery::parse(ObjectType::Deal, &p(&[("amount_gte", "lots")])),
+            Err(QueryError::InvalidFilter(..))
+        ));
+        assert!(matches!(
+            ListQuery::parse(ObjectType::Deal, &p(&[("sort", "body")])),
+            Err(QueryError::InvalidSort(_))
+        ));
+        assert!(matches!(
+            ListQuery::parse(ObjectType::Deal, &p(&[("limit", "0")])),
+            Err(QueryError::InvalidLimit)
+        ));
+        assert!(matches!(
+            ListQuery::parse(ObjectType::Deal, &p(&[("cursor", "!!")])),
+            Err(QueryError::InvalidCursor)
+        ));
     }
 
     #[test]

@@ -18,15 +18,32 @@ type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/signup", web::post().to(signup))
-        .route("/auth/login", web::post().to(login))
-        .route("/auth/refresh", web::post().to(refresh))
-        .route("/auth/logout", web::post().to(logout))
-        .route("/me", web::get().to(me))
-        .service(web::resource("/members").route(web::get().to(list_members)).route(web::post().to(add_member)))
-        .service(web::resource("/members/{user_id}").route(web::get().to(get_member)).route(web::patch().to(update_member)).route(web::delete().to(remove_member)))
-        .service(web::resource("/api-keys").route(web::get().to(list_keys)).route(web::post().to(create_key)))
-        .service(web::resource("/api-keys/{id}").route(web::get().to(get_key)).route(web::delete().to(revoke_key)));
+    cfg.service(web::resource("/auth/signup").route(web::post().to(signup)))
+        .service(web::resource("/auth/login").route(web::post().to(login)))
+        .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
+        .service(web::resource("/auth/logout").route(web::post().to(logout)))
+        .service(web::resource("/me").route(web::get().to(me)))
+        .service(
+            web::resource("/members")
+                .route(web::get().to(list_members))
+                .route(web::post().to(add_member)),
+        )
+        .service(
+            web::resource("/members/{user_id}")
+                .route(web::get().to(get_member))
+                .route(web::patch().to(update_member))
+                .route(web::delete().to(remove_member)),
+        )
+        .service(
+            web::resource("/api-keys")
+                .route(web::get().to(list_keys))
+                .route(web::post().to(create_key)),
+        )
+        .service(
+            web::resource("/api-keys/{id}")
+                .route(web::get().to(get_key))
+                .route(web::delete().to(revoke_key)),
+        );
 }
 
 fn email(field: &str, raw: &str) -> Result<EmailAddress, ApiError> {
@@ -52,26 +69,39 @@ fn check_name(field: &str, s: &str) -> Result<String, ApiError> {
 /// Hashing is deliberately slow; it runs off the request threads.
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
     let hasher = state.passwords.clone();
-    web::block(move || hasher.hash(&password)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
+    web::block(move || hasher.hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
 }
 
 async fn verify_password(state: &AppState, password: String, hash: String) -> Result<bool, ApiError> {
     let hasher = state.passwords.clone();
-    web::block(move || hasher.verify(&password, &hash)).await.map_err(ApiError::internal)
+    web::block(move || hasher.verify(&password, &hash))
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// Issues an access token and a refresh token of `family` (new family when None).
 async fn session(state: &AppState, user_id: &str, ws: &str, family: Option<&str>, refresh: Option<String>) -> Result<Value, ApiError> {
     let now = chrono::Utc::now().timestamp();
     let ttl = i64::try_from(state.settings.access_token_ttl_secs).unwrap_or(900);
-    let access = state.tokens.sign(&Claims { sub: user_id.to_string(), ws: ws.to_string(), iat: now, exp: now + ttl });
+    let access = state.tokens.sign(&Claims {
+        sub: user_id.to_string(),
+        ws: ws.to_string(),
+        iat: now,
+        exp: now + ttl,
+    });
     let refresh = match refresh {
         Some(r) => r,
         None => {
             let r = random_token()?;
             let family = family.map(str::to_string).unwrap_or_else(crate::store::new_id);
             let expires = crate::store::now_ms() + i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(0) * 1000;
-            state.store.insert_refresh_token(ws, user_id, &family, &token_digest(&r), expires).await?;
+            state
+                .store
+                .insert_refresh_token(ws, user_id, &family, &token_digest(&r), expires)
+                .await?;
             r
         }
     };
@@ -116,16 +146,25 @@ struct LoginRequest {
 async fn login(state: State, body: JsonBody) -> Reply {
     let r: LoginRequest = body.parse()?;
     let bad = || ApiError::msg(Code::InvalidCredentials, "wrong email or password");
-    let Ok(email) = EmailAddress::parse(&r.email) else { return Err(bad()) };
+    let Ok(email) = EmailAddress::parse(&r.email) else {
+        return Err(bad());
+    };
     let user = state.store.user_by_email(email.as_str()).await?;
     // Without a user, still spend the time of a hash check so that response time
     // does not reveal which e-mails have accounts.
-    let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| state.dummy_hash.clone());
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| state.dummy_hash.clone());
     let ok = verify_password(&state, r.password, hash).await?;
     let user = user.filter(|_| ok).ok_or_else(bad)?;
     let workspaces = state.store.workspaces_of(&user.id).await?;
     let ws = match r.workspace_id {
-        Some(w) => workspaces.iter().find(|(id, _)| *id == w).map(|(id, _)| id.clone()).ok_or_else(bad)?,
+        Some(w) => workspaces
+            .iter()
+            .find(|(id, _)| *id == w)
+            .map(|(id, _)| id.clone())
+            .ok_or_else(bad)?,
         None => workspaces.first().map(|(id, _)| id.clone()).ok_or_else(bad)?,
     };
     Ok(HttpResponse::Ok().json(session(&state, &user.id, &ws, None, None).await?))
@@ -141,8 +180,14 @@ async fn refresh(state: State, body: JsonBody) -> Reply {
     let r: RefreshRequest = body.parse()?;
     let next = random_token()?;
     let expires = crate::store::now_ms() + i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(0) * 1000;
-    match state.store.rotate_refresh_token(&token_digest(&r.refresh_token), &token_digest(&next), expires).await? {
-        RefreshOutcome::Rotated { user_id, workspace_id } => Ok(HttpResponse::Ok().json(session(&state, &user_id, &workspace_id, None, Some(next)).await?)),
+    match state
+        .store
+        .rotate_refresh_token(&token_digest(&r.refresh_token), &token_digest(&next), expires)
+        .await?
+    {
+        RefreshOutcome::Rotated { user_id, workspace_id } => {
+            Ok(HttpResponse::Ok().json(session(&state, &user_id, &workspace_id, None, Some(next)).await?))
+        }
         RefreshOutcome::Reused => Err(ApiError::new(Code::RefreshTokenReused)),
         RefreshOutcome::Invalid => Err(ApiError::msg(Code::InvalidCredentials, "the refresh token is not valid")),
     }
@@ -197,7 +242,10 @@ fn parse_role(raw: &str) -> Result<Role, ApiError> {
 fn check_owner_rule(p: &Principal, involves_owner: bool) -> Result<(), ApiError> {
     let (_, role) = p.user()?;
     if involves_owner && role != Role::Owner {
-        return Err(ApiError::msg(Code::Forbidden, "only an owner can grant, change or remove the owner role"));
+        return Err(ApiError::msg(
+            Code::Forbidden,
+            "only an owner can grant, change or remove the owner role",
+        ));
     }
     Ok(())
 }
@@ -240,7 +288,12 @@ async fn add_member(state: State, p: Principal, req: HttpRequest, body: JsonBody
         };
         let m = p
             .scoped(&state.store)
-            .add_member(email.as_str(), new_user.as_ref().map(|(n, h)| (n.as_str(), h.as_str())), role.as_str(), &p.actor_id())
+            .add_member(
+                email.as_str(),
+                new_user.as_ref().map(|(n, h)| (n.as_str(), h.as_str())),
+                role.as_str(),
+                &p.actor_id(),
+            )
             .await?;
         let mut v = member_json(&m);
         if let Some(pw) = generated {
@@ -323,7 +376,9 @@ async fn create_key(state: State, p: Principal, req: HttpRequest, body: JsonBody
         }
         let mut scopes = Vec::new();
         for (i, s) in r.scopes.iter().enumerate() {
-            let scope: Scope = s.parse().map_err(|e: String| ApiError::from(FieldErrors::single(format!("scopes[{i}]"), e)))?;
+            let scope: Scope = s
+                .parse()
+                .map_err(|e: String| ApiError::from(FieldErrors::single(format!("scopes[{i}]"), e)))?;
             if !scopes.contains(&scope.to_string()) {
                 scopes.push(scope.to_string());
             }
@@ -332,7 +387,15 @@ async fn create_key(state: State, p: Principal, req: HttpRequest, body: JsonBody
         let prefix: String = secret.chars().take(API_KEY_PREFIX.len() + 6).collect();
         let row = p
             .scoped(&state.store)
-            .create_api_key(NewApiKey { name, prefix, hash: token_digest(&secret), scopes }, &p.actor_id())
+            .create_api_key(
+                NewApiKey {
+                    name,
+                    prefix,
+                    hash: token_digest(&secret),
+                    scopes,
+                },
+                &p.actor_id(),
+            )
             .await
             .map_err(|e| match e {
                 StoreError::Duplicate(_) => ApiError::internal(anyhow::anyhow!("api key collision")),

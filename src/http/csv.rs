@@ -24,16 +24,23 @@ const MAX_ERRORS: usize = 1000;
 const PROGRESS_EVERY: usize = 100;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/imports").route(web::get().to(list_imports)).route(web::post().to(start_import)))
-        .route("/imports/{id}", web::get().to(get_import))
-        .route("/exports", web::get().to(export));
+    cfg.service(
+        web::resource("/imports")
+            .route(web::get().to(list_imports))
+            .route(web::post().to(start_import)),
+    )
+    .service(web::resource("/imports/{id}").route(web::get().to(get_import)))
+    .service(web::resource("/exports").route(web::get().to(export)));
 }
 
 fn csv_type(raw: Option<&str>) -> Result<ObjectType, ApiError> {
     let raw = raw.ok_or_else(|| ApiError::msg(Code::InvalidQuery, "'object_type' is required"))?;
-    ObjectType::from_name(raw)
-        .filter(|t| t.has_custom_fields())
-        .ok_or_else(|| ApiError::msg(Code::InvalidQuery, format!("'{raw}' cannot be imported or exported; use contact, company, lead or deal")))
+    ObjectType::from_name(raw).filter(|t| t.has_custom_fields()).ok_or_else(|| {
+        ApiError::msg(
+            Code::InvalidQuery,
+            format!("'{raw}' cannot be imported or exported; use contact, company, lead or deal"),
+        )
+    })
 }
 
 fn job_json(j: &ImportJob) -> Value {
@@ -67,6 +74,9 @@ async fn get_import(state: State, p: Principal, id: web::Path<String>) -> Reply 
 enum ColumnTarget {
     Field(&'static str, FieldKind),
     Custom(CustomFieldDef),
+    /// A column an export writes but a create cannot set (id, version, server fields):
+    /// ignored, so an exported file imports as it is.
+    Skip,
 }
 
 fn plan_columns(ty: ObjectType, headers: &csv::StringRecord, defs: &[CustomFieldDef]) -> Result<Vec<ColumnTarget>, ApiError> {
@@ -83,6 +93,8 @@ fn plan_columns(ty: ObjectType, headers: &csv::StringRecord, defs: &[CustomField
         }
         match ty.field(h) {
             Some(spec) if spec.writable != Writable::Never => plan.push(ColumnTarget::Field(spec.name, spec.kind)),
+            Some(_) => plan.push(ColumnTarget::Skip),
+            None if matches!(h, "id" | "version" | "created_at" | "updated_at") => plan.push(ColumnTarget::Skip),
             _ => errors.add(format!("columns[{i}]"), format!("'{h}' is not a writable field of {}", ty.name())),
         }
     }
@@ -102,10 +114,20 @@ fn row_to_body(plan: &[ColumnTarget], row: &csv::StringRecord) -> Result<Map<Str
         match target {
             ColumnTarget::Field(name, kind) => {
                 let v = if kind.is_list() {
-                    Value::Array(cell.split(';').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect())
+                    Value::Array(
+                        cell.split(';')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| Value::String(s.into()))
+                            .collect(),
+                    )
                 } else {
                     match kind {
-                        FieldKind::Integer { .. } => cell.trim().parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(cell.into())),
+                        FieldKind::Integer { .. } => cell
+                            .trim()
+                            .parse::<i64>()
+                            .map(Value::from)
+                            .unwrap_or_else(|_| Value::String(cell.into())),
                         FieldKind::Bool => match cell.trim() {
                             "true" | "1" | "yes" => Value::Bool(true),
                             "false" | "0" | "no" => Value::Bool(false),
@@ -116,6 +138,7 @@ fn row_to_body(plan: &[ColumnTarget], row: &csv::StringRecord) -> Result<Map<Str
                 };
                 body.insert((*name).into(), v);
             }
+            ColumnTarget::Skip => {}
             ColumnTarget::Custom(def) => match def.parse_cell(cell) {
                 Ok(v) => {
                     custom.insert(def.key.clone(), v);
@@ -133,9 +156,11 @@ fn row_to_body(plan: &[ColumnTarget], row: &csv::StringRecord) -> Result<Map<Str
 async fn start_import(state: State, p: Principal, req: HttpRequest, mut payload: web::Payload) -> Reply {
     let params = query_pairs(&req)?;
     let mut object_type = None;
+    let mut wait = false;
     for (k, v) in &params {
         match k.as_str() {
             "object_type" => object_type = Some(v.as_str()),
+            "wait" => wait = v == "true",
             _ => return Err(ApiError::msg(Code::UnknownParameter, format!("unknown query parameter '{k}'"))),
         }
     }
@@ -150,7 +175,10 @@ async fn start_import(state: State, p: Principal, req: HttpRequest, mut payload:
     let scoped = p.scoped(&state.store);
     let defs = scoped.custom_field_defs(ty).await?;
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(body.as_ref());
-    let headers = reader.headers().map_err(|e| ApiError::msg(Code::InvalidBody, format!("the CSV header is unreadable: {e}")))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| ApiError::msg(Code::InvalidBody, format!("the CSV header is unreadable: {e}")))?
+        .clone();
     let plan = plan_columns(ty, &headers, &defs)?;
     let mut rows = Vec::new();
     for r in reader.records() {
@@ -158,21 +186,39 @@ async fn start_import(state: State, p: Principal, req: HttpRequest, mut payload:
         let line = r.position().map(|p| p.line()).unwrap_or(0);
         rows.push((line, r));
         if rows.len() > MAX_ROWS {
-            return Err(ApiError::msg(Code::PayloadTooLarge, format!("an import takes at most {MAX_ROWS} rows")));
+            return Err(ApiError::msg(
+                Code::PayloadTooLarge,
+                format!("an import takes at most {MAX_ROWS} rows"),
+            ));
         }
     }
     let Ok(permit) = state.import_slots.clone().try_acquire_owned() else {
-        return Err(ApiError { retry_after_secs: Some(10), ..ApiError::msg(Code::Overloaded, "too many imports are running; retry later") });
+        return Err(ApiError {
+            retry_after_secs: Some(10),
+            ..ApiError::msg(Code::Overloaded, "too many imports are running; retry later")
+        });
     };
-    let job = scoped.create_import_job(ty.name(), i64::try_from(rows.len()).unwrap_or(i64::MAX), &p.actor_id()).await?;
+    let job = scoped
+        .create_import_job(ty.name(), i64::try_from(rows.len()).unwrap_or(i64::MAX), &p.actor_id())
+        .await?;
     let (store, ws, actor, job_id) = (state.store.clone(), p.workspace_id.clone(), p.actor_id(), job.id.clone());
-    actix_web::rt::spawn(async move {
+    let work = async move {
         let _permit = permit;
         if let Err(e) = run_import(&store, &ws, &actor, &job_id, ty, &plan, &defs, rows).await {
             tracing::error!(job_id = %job_id, error = ?e, "import failed");
-            let _ = store.scoped(&ws).update_import_job(&job_id, "failed", 0, 0, &json!([{"error": "the import stopped on a server error"}])).await;
+            let failed = json!([{"error": "the import stopped on a server error"}]);
+            if let Err(e) = store.scoped(&ws).update_import_job(&job_id, "failed", 0, 0, &failed).await {
+                tracing::error!(job_id = %job_id, error = ?e, "could not mark the import failed");
+            }
         }
-    });
+    };
+    if wait {
+        // `wait=true` answers when the job has finished, for scripts and small files.
+        work.await;
+        let done = scoped.import_job(&job.id).await?;
+        return Ok(HttpResponse::Ok().json(job_json(&done)));
+    }
+    actix_web::rt::spawn(work);
     Ok(HttpResponse::build(StatusCode::ACCEPTED).json(job_json(&job)))
 }
 
@@ -211,10 +257,14 @@ async fn run_import(
             }
         }
         if (i + 1) % PROGRESS_EVERY == 0 {
-            scoped.update_import_job(job_id, "running", done, failed, &Value::Array(errors.clone())).await?;
+            scoped
+                .update_import_job(job_id, "running", done, failed, &Value::Array(errors.clone()))
+                .await?;
         }
     }
-    scoped.update_import_job(job_id, "completed", done, failed, &Value::Array(errors)).await
+    scoped
+        .update_import_job(job_id, "completed", done, failed, &Value::Array(errors))
+        .await
 }
 
 /// Streams every matching record as CSV, one page at a time, so memory does not
@@ -227,7 +277,10 @@ async fn export(state: State, p: Principal, req: HttpRequest) -> Reply {
     p.require(ty.resource(), Access::Read)?;
     params.retain(|(k, _)| k != "object_type");
     if params.iter().any(|(k, _)| k == "cursor" || k == "limit") {
-        return Err(ApiError::msg(Code::UnknownParameter, "exports take filters and sort, not cursor or limit"));
+        return Err(ApiError::msg(
+            Code::UnknownParameter,
+            "exports take filters and sort, not cursor or limit",
+        ));
     }
     let mut q = ListQuery::parse(ty, &params)?;
     q.limit = MAX_LIMIT;
@@ -245,7 +298,14 @@ async fn export(state: State, p: Principal, req: HttpRequest) -> Reply {
         defs: Vec<CustomFieldDef>,
         finished: bool,
     }
-    let start = Cursor { store: state.store.clone(), ws: p.workspace_id.clone(), q, header: Some(header), defs, finished: false };
+    let start = Cursor {
+        store: state.store.clone(),
+        ws: p.workspace_id.clone(),
+        q,
+        header: Some(header),
+        defs,
+        finished: false,
+    };
     let stream = futures_util::stream::unfold(start, move |mut c| async move {
         if c.finished {
             return None;
@@ -275,7 +335,11 @@ async fn export(state: State, p: Principal, req: HttpRequest) -> Reply {
                     Some(other) => other.to_string(),
                 });
             }
-            cells.extend([r.version.to_string(), format_timestamp(r.created_at), format_timestamp(r.updated_at)]);
+            cells.extend([
+                r.version.to_string(),
+                format_timestamp(r.created_at),
+                format_timestamp(r.updated_at),
+            ]);
             if let Err(e) = w.write_record(&cells) {
                 return Some((Err(actix_web::error::ErrorInternalServerError(e)), c));
             }
@@ -287,7 +351,10 @@ async fn export(state: State, p: Principal, req: HttpRequest) -> Reply {
             },
             None => c.finished = true,
         }
-        let bytes = w.into_inner().map(Bytes::from).map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()));
+        let bytes = w
+            .into_inner()
+            .map(Bytes::from)
+            .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()));
         Some((bytes, c))
     });
     Ok(HttpResponse::Ok()

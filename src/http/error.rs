@@ -75,25 +75,61 @@ impl Code {
             Code::MalformedJson => (S::BAD_REQUEST, "malformed_json", "the body is not valid JSON"),
             Code::InvalidBody => (S::BAD_REQUEST, "invalid_body", "the body does not have the expected shape"),
             Code::ValidationFailed => (S::UNPROCESSABLE_ENTITY, "validation_failed", "some fields are invalid"),
-            Code::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json"),
+            Code::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ),
             Code::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than allowed"),
             Code::InvalidQuery => (S::BAD_REQUEST, "invalid_query", "a query parameter has an invalid value"),
             Code::UnknownParameter => (S::BAD_REQUEST, "unknown_parameter", "a query parameter is not recognised"),
-            Code::InvalidCursor => (S::BAD_REQUEST, "invalid_cursor", "the cursor is invalid or belongs to another ordering"),
-            Code::InvalidIdempotencyKey => (S::BAD_REQUEST, "invalid_idempotency_key", "an Idempotency-Key is 1 to 255 visible ASCII characters"),
-            Code::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "send an access token or API key as 'Authorization: Bearer …'"),
+            Code::InvalidCursor => (
+                S::BAD_REQUEST,
+                "invalid_cursor",
+                "the cursor is invalid or belongs to another ordering",
+            ),
+            Code::InvalidIdempotencyKey => (
+                S::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "an Idempotency-Key is 1 to 255 visible ASCII characters",
+            ),
+            Code::Unauthenticated => (
+                S::UNAUTHORIZED,
+                "unauthenticated",
+                "send an access token or API key as 'Authorization: Bearer …'",
+            ),
             Code::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials", "the credentials are not valid"),
             Code::TokenExpired => (S::UNAUTHORIZED, "token_expired", "the access token has expired; refresh it"),
-            Code::RefreshTokenReused => (S::UNAUTHORIZED, "refresh_token_reused", "this refresh token was already used; its session has been revoked"),
+            Code::RefreshTokenReused => (
+                S::UNAUTHORIZED,
+                "refresh_token_reused",
+                "this refresh token was already used; its session has been revoked",
+            ),
             Code::Forbidden => (S::FORBIDDEN, "forbidden", "your role or key scopes do not allow this"),
             Code::NotFound => (S::NOT_FOUND, "not_found", "no such resource"),
             Code::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed here"),
-            Code::VersionConflict => (S::CONFLICT, "version_conflict", "the record changed since the version you based this change on"),
+            Code::VersionConflict => (
+                S::CONFLICT,
+                "version_conflict",
+                "the record changed since the version you based this change on",
+            ),
             Code::AlreadyExists => (S::CONFLICT, "already_exists", "it already exists"),
             Code::InUse => (S::CONFLICT, "in_use", "other records still depend on it"),
-            Code::IdempotencyKeyInProgress => (S::CONFLICT, "idempotency_key_in_progress", "a request with this Idempotency-Key is still running"),
-            Code::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "this Idempotency-Key was used for a different request"),
-            Code::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", "the server is busy; retry after the indicated delay"),
+            Code::IdempotencyKeyInProgress => (
+                S::CONFLICT,
+                "idempotency_key_in_progress",
+                "a request with this Idempotency-Key is still running",
+            ),
+            Code::IdempotencyKeyReused => (
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            ),
+            Code::Overloaded => (
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server is busy; retry after the indicated delay",
+            ),
             Code::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable", "the store is unavailable; retry shortly"),
             Code::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
         }
@@ -132,11 +168,20 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code) -> Self {
-        ApiError { code, message: code.info().2.to_string(), details: None, retry_after_secs: None, cause: None }
+        ApiError {
+            code,
+            message: code.info().2.to_string(),
+            details: None,
+            retry_after_secs: None,
+            cause: None,
+        }
     }
 
     pub fn msg(code: Code, message: impl Into<String>) -> Self {
-        ApiError { message: message.into(), ..Self::new(code) }
+        ApiError {
+            message: message.into(),
+            ..Self::new(code)
+        }
     }
 
     pub fn details(mut self, details: Value) -> Self {
@@ -145,7 +190,10 @@ impl ApiError {
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        ApiError { cause: Some(cause.into()), ..Self::new(Code::Internal) }
+        ApiError {
+            cause: Some(cause.into()),
+            ..Self::new(Code::Internal)
+        }
     }
 
     pub fn body(&self) -> Value {

@@ -44,7 +44,10 @@ impl Principal {
             Ok(())
         } else {
             let verb = if access == Access::Read { "read" } else { "change" };
-            Err(ApiError::msg(Code::Forbidden, format!("you may not {verb} {}", resource.as_str().replace('_', " "))))
+            Err(ApiError::msg(
+                Code::Forbidden,
+                format!("you may not {verb} {}", resource.as_str().replace('_', " ")),
+            ))
         }
     }
 
@@ -52,7 +55,10 @@ impl Principal {
     pub fn user(&self) -> Result<(&str, Role), ApiError> {
         match &self.actor {
             Actor::User { id, role } => Ok((id, *role)),
-            Actor::ApiKey { .. } => Err(ApiError::msg(Code::Forbidden, "this endpoint needs a user's access token, not an API key")),
+            Actor::ApiKey { .. } => Err(ApiError::msg(
+                Code::Forbidden,
+                "this endpoint needs a user's access token, not an API key",
+            )),
         }
     }
 
@@ -70,7 +76,10 @@ impl Principal {
 }
 
 fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| ApiError::new(Code::Unauthenticated))?;
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::new(Code::Unauthenticated))?;
     let value = value.to_str().map_err(|_| ApiError::new(Code::InvalidCredentials))?;
     let token = value
         .strip_prefix("Bearer ")
@@ -86,13 +95,18 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
     let token = bearer(req)?;
     let principal = if token.starts_with(API_KEY_PREFIX) {
         let key = state.store.api_key_by_hash(&token_digest(&token)).await?;
-        let key = key.filter(|k| k.revoked_at.is_none()).ok_or_else(|| ApiError::new(Code::InvalidCredentials))?;
+        let key = key
+            .filter(|k| k.revoked_at.is_none())
+            .ok_or_else(|| ApiError::new(Code::InvalidCredentials))?;
         let stale = key.last_used_at.is_none_or(|t| t < crate::store::now_ms() - 60_000);
         if stale {
             state.store.touch_api_key(&key.id).await?;
         }
         let scopes = key.scopes.iter().filter_map(|s| s.parse().ok()).collect();
-        Principal { workspace_id: key.workspace_id, actor: Actor::ApiKey { id: key.id, scopes } }
+        Principal {
+            workspace_id: key.workspace_id,
+            actor: Actor::ApiKey { id: key.id, scopes },
+        }
     } else {
         let claims = state.tokens.verify(&token, chrono::Utc::now().timestamp()).map_err(|e| match e {
             TokenError::Expired => ApiError::new(Code::TokenExpired),
@@ -104,7 +118,10 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
         let role: Role = role
             .and_then(|r| r.parse().ok())
             .ok_or_else(|| ApiError::msg(Code::InvalidCredentials, "you are no longer a member of this workspace"))?;
-        Principal { workspace_id: claims.ws, actor: Actor::User { id: claims.sub, role } }
+        Principal {
+            workspace_id: claims.ws,
+            actor: Actor::User { id: claims.sub, role },
+        }
     };
     req.extensions_mut().insert(principal.clone());
     Ok(principal)
@@ -117,7 +134,9 @@ impl FromRequest for Principal {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
             authenticate(state, &req).await
         })
     }
@@ -174,7 +193,12 @@ where
         }
     }
     let too_large = || ApiError::msg(Code::PayloadTooLarge, format!("the body is larger than {limit} bytes"));
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(too_large());
         }
@@ -198,7 +222,10 @@ impl FromRequest for JsonBody {
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let limit = req.app_data::<web::Data<AppState>>().map(|s| s.settings.max_body_bytes).unwrap_or(1 << 20);
+            let limit = req
+                .app_data::<web::Data<AppState>>()
+                .map(|s| s.settings.max_body_bytes)
+                .unwrap_or(1 << 20);
             read_body(&req, &mut payload, limit, true).await.map(JsonBody)
         })
     }
@@ -218,7 +245,9 @@ pub fn path_id(raw: &str) -> Result<String, ApiError> {
 
 /// The version a change is based on, from `If-Match` (an ETag such as `"3"`).
 pub fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
-    let Some(v) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
+    let Some(v) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let s = v.to_str().unwrap_or("").trim();
     let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
     s.parse::<i64>()

@@ -56,13 +56,19 @@ where
         IdempotencyBegin::InProgress => Err(ApiError::new(Code::IdempotencyKeyInProgress)),
         IdempotencyBegin::New => match run().await {
             Ok((status, value)) => {
-                let stored = StoredResponse { status: status.as_u16(), body: value.to_string() };
+                let stored = StoredResponse {
+                    status: status.as_u16(),
+                    body: value.to_string(),
+                };
                 scoped.idempotency_finish(&principal, &key, &stored).await?;
                 Ok(HttpResponse::build(status).content_type("application/json").body(stored.body))
             }
             Err(e) if e.code.info().0.is_client_error() => {
                 // A refused request is an outcome too: the retry gets the same answer.
-                let stored = StoredResponse { status: e.code.info().0.as_u16(), body: e.body().to_string() };
+                let stored = StoredResponse {
+                    status: e.code.info().0.as_u16(),
+                    body: e.body().to_string(),
+                };
                 scoped.idempotency_finish(&principal, &key, &stored).await?;
                 Err(e)
             }

@@ -40,11 +40,11 @@ pub struct AppState {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)))
         .service(
             web::scope("/api/v1")
-                .route("/openapi.json", web::get().to(openapi::document))
+                .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
                 .configure(accounts::configure)
                 .configure(records::configure)
                 .configure(csv::configure),
@@ -59,7 +59,11 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.store.ping().await {
         Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": state.store.backend().name()}))),
-        Err(e) => Err(ApiError { cause: Some(e.into()), retry_after_secs: Some(1), ..ApiError::new(Code::Unavailable) }),
+        Err(e) => Err(ApiError {
+            cause: Some(e.into()),
+            retry_after_secs: Some(1),
+            ..ApiError::new(Code::Unavailable)
+        }),
     }
 }
 
@@ -69,7 +73,10 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 
 /// Rewrites error responses produced outside our handlers (unknown method, actix's
 /// own extractor failures) into the error table, so every 4xx and 5xx has one shape.
-pub async fn uniform_errors(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+pub async fn uniform_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let res = next.call(req).await?;
     let status = res.status();
     let is_json = res

@@ -12,10 +12,15 @@ use crate::domain::objects::{FieldSpec, Writable};
 use crate::domain::ObjectType;
 
 fn schema_name(ty: ObjectType) -> String {
-    ty.name().split('_').map(|w| {
-        let mut c = w.chars();
-        c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
-    }).collect()
+    ty.name()
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 fn field_schema(kind: FieldKind) -> Value {
@@ -79,13 +84,28 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
         input.insert("custom_fields".into(), cf);
     }
     props.insert("version".into(), json!({"type": "integer", "readOnly": true}));
-    props.insert("created_at".into(), json!({"type": "string", "format": "date-time", "readOnly": true}));
-    props.insert("updated_at".into(), json!({"type": "string", "format": "date-time", "readOnly": true}));
+    props.insert(
+        "created_at".into(),
+        json!({"type": "string", "format": "date-time", "readOnly": true}),
+    );
+    props.insert(
+        "updated_at".into(),
+        json!({"type": "string", "format": "date-time", "readOnly": true}),
+    );
     out.insert(name.clone(), json!({"type": "object", "properties": props}));
-    out.insert(format!("{name}Create"), json!({"type": "object", "properties": input.clone(), "required": required_in, "additionalProperties": false}));
+    out.insert(
+        format!("{name}Create"),
+        json!({"type": "object", "properties": input.clone(), "required": required_in, "additionalProperties": false}),
+    );
     let mut update = input;
-    update.insert("version".into(), json!({"type": "integer", "description": "the version this change is based on (or send If-Match)"}));
-    out.insert(format!("{name}Update"), json!({"type": "object", "properties": update, "additionalProperties": false}));
+    update.insert(
+        "version".into(),
+        json!({"type": "integer", "description": "the version this change is based on (or send If-Match)"}),
+    );
+    out.insert(
+        format!("{name}Update"),
+        json!({"type": "object", "properties": update, "additionalProperties": false}),
+    );
     out.insert(
         format!("{name}Page"),
         json!({"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}}, "next_cursor": {"type": ["string", "null"]}}}),
@@ -107,7 +127,11 @@ fn list_parameters(ty: ObjectType) -> Vec<Value> {
             continue;
         }
         let item = if k.is_list() { json!({"type": "string"}) } else { field_schema(k) };
-        let what = if k.is_list() { "records whose list holds this item" } else { "equality" };
+        let what = if k.is_list() {
+            "records whose list holds this item"
+        } else {
+            "equality"
+        };
         params.push(json!({"name": spec.name, "in": "query", "schema": item, "description": what}));
         params.push(json!({"name": format!("{}_is_null", spec.name), "in": "query", "schema": {"type": "boolean"}}));
         if !k.is_list() {
@@ -130,16 +154,26 @@ fn errors(codes: &[Code]) -> Map<String, Value> {
     for c in codes {
         let (status, name, message) = c.info();
         let key = status.as_u16().to_string();
-        let entry = out.entry(key).or_insert_with(|| json!({"description": "", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        let entry = out.entry(key).or_insert_with(
+            || json!({"description": "", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+        );
         let d = entry["description"].as_str().unwrap_or("").to_string();
-        entry["description"] = json!(if d.is_empty() { format!("{name}: {message}") } else { format!("{d}; {name}") });
+        entry["description"] = json!(if d.is_empty() {
+            format!("{name}: {message}")
+        } else {
+            format!("{d}; {name}")
+        });
     }
     out
 }
 
 fn op(summary: &str, tag: &str, body: Option<Value>, ok: (&str, Value), codes: &[Code], params: Vec<Value>) -> Value {
     let mut responses = errors(codes);
-    let content = if ok.1.is_null() { json!({}) } else { json!({"application/json": {"schema": ok.1}}) };
+    let content = if ok.1.is_null() {
+        json!({})
+    } else {
+        json!({"application/json": {"schema": ok.1}})
+    };
     responses.insert(ok.0.into(), json!({"description": "success", "content": content}));
     let mut o = json!({"summary": summary, "tags": [tag], "responses": responses});
     if let Some(b) = body {
@@ -159,7 +193,13 @@ fn path_param(name: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}})
 }
 
-const AUTHED: &[Code] = &[Code::Unauthenticated, Code::InvalidCredentials, Code::TokenExpired, Code::Forbidden, Code::Unavailable];
+const AUTHED: &[Code] = &[
+    Code::Unauthenticated,
+    Code::InvalidCredentials,
+    Code::TokenExpired,
+    Code::Forbidden,
+    Code::Unavailable,
+];
 const WRITE: &[Code] = &[
     Code::Unauthenticated,
     Code::InvalidCredentials,
@@ -198,68 +238,417 @@ pub fn build() -> Value {
         let entry = paths.entry(format!("/api/v1{path}")).or_insert_with(|| json!({}));
         entry[method] = o;
     };
-    for (path, ty) in GENERIC.iter().copied().chain([("/pipelines", ObjectType::Pipeline), ("/audit-log", ObjectType::AuditEntry)]) {
+    for (path, ty) in GENERIC
+        .iter()
+        .copied()
+        .chain([("/pipelines", ObjectType::Pipeline), ("/audit-log", ObjectType::AuditEntry)])
+    {
         let n = schema_name(ty);
         let tag = ty.table();
-        add(path, "get", op(&format!("List {}", ty.table()), tag, None, ("200", r(&format!("{n}Page"))), &with(AUTHED, &[Code::InvalidQuery, Code::UnknownParameter, Code::InvalidCursor]), list_parameters(ty)));
+        add(
+            path,
+            "get",
+            op(
+                &format!("List {}", ty.table()),
+                tag,
+                None,
+                ("200", r(&format!("{n}Page"))),
+                &with(AUTHED, &[Code::InvalidQuery, Code::UnknownParameter, Code::InvalidCursor]),
+                list_parameters(ty),
+            ),
+        );
         let one = format!("{path}/{{id}}");
-        add(&one, "get", op(&format!("Get a {}", ty.name()), tag, None, ("200", r(&n)), &with(AUTHED, &[Code::NotFound]), vec![path_param("id")]));
+        add(
+            &one,
+            "get",
+            op(
+                &format!("Get a {}", ty.name()),
+                tag,
+                None,
+                ("200", r(&n)),
+                &with(AUTHED, &[Code::NotFound]),
+                vec![path_param("id")],
+            ),
+        );
         if ty == ObjectType::AuditEntry {
             continue;
         }
         let idem = json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}});
-        add(path, "post", op(&format!("Create a {}", ty.name()), tag, Some(r(&format!("{n}Create"))), ("201", r(&n)), &with(WRITE, &[Code::AlreadyExists, Code::IdempotencyKeyInProgress, Code::IdempotencyKeyReused, Code::InvalidIdempotencyKey]), vec![idem]));
+        add(
+            path,
+            "post",
+            op(
+                &format!("Create a {}", ty.name()),
+                tag,
+                Some(r(&format!("{n}Create"))),
+                ("201", r(&n)),
+                &with(
+                    WRITE,
+                    &[
+                        Code::AlreadyExists,
+                        Code::IdempotencyKeyInProgress,
+                        Code::IdempotencyKeyReused,
+                        Code::InvalidIdempotencyKey,
+                    ],
+                ),
+                vec![idem],
+            ),
+        );
         let if_match = json!({"name": "If-Match", "in": "header", "schema": {"type": "string"}, "description": "the version the change is based on, as an ETag"});
-        add(&one, "patch", op(&format!("Update a {}", ty.name()), tag, Some(r(&format!("{n}Update"))), ("200", r(&n)), &with(WRITE, &[Code::NotFound, Code::VersionConflict]), vec![path_param("id"), if_match.clone()]));
-        add(&one, "delete", op(&format!("Delete a {}", ty.name()), tag, None, ("204", Value::Null), &with(AUTHED, &[Code::NotFound, Code::VersionConflict, Code::InUse]), vec![path_param("id"), if_match]));
+        add(
+            &one,
+            "patch",
+            op(
+                &format!("Update a {}", ty.name()),
+                tag,
+                Some(r(&format!("{n}Update"))),
+                ("200", r(&n)),
+                &with(WRITE, &[Code::NotFound, Code::VersionConflict]),
+                vec![path_param("id"), if_match.clone()],
+            ),
+        );
+        add(
+            &one,
+            "delete",
+            op(
+                &format!("Delete a {}", ty.name()),
+                tag,
+                None,
+                ("204", Value::Null),
+                &with(AUTHED, &[Code::NotFound, Code::VersionConflict, Code::InUse]),
+                vec![path_param("id"), if_match],
+            ),
+        );
     }
     for parent in ["contacts", "companies", "deals"] {
-        add(&format!("/{parent}/{{id}}/timeline"), "get", op("Activities linked to the record, newest first", parent, None, ("200", r("ActivityPage")), &with(AUTHED, &[Code::NotFound, Code::InvalidQuery]), vec![path_param("id")]));
+        add(
+            &format!("/{parent}/{{id}}/timeline"),
+            "get",
+            op(
+                "Activities linked to the record, newest first",
+                parent,
+                None,
+                ("200", r("ActivityPage")),
+                &with(AUTHED, &[Code::NotFound, Code::InvalidQuery]),
+                vec![path_param("id")],
+            ),
+        );
     }
     let stage_in = json!({"type": "object", "properties": {"name": {"type": "string"}, "probability": {"type": "integer"}, "kind": {"enum": ["open", "won", "lost"]}}, "required": ["name"]});
     let mut pipeline_create = r("PipelineCreate");
     pipeline_create = json!({"allOf": [pipeline_create, {"type": "object", "properties": {"stages": {"type": "array", "items": stage_in, "maxItems": 50}}}]});
-    add("/pipelines", "post", op("Create a pipeline with its stages", "pipelines", Some(pipeline_create), ("201", r("Pipeline")), WRITE, vec![]));
-    add("/pipelines/{id}/stages", "get", op("List a pipeline's stages in order", "pipelines", None, ("200", r("StagePage")), &with(AUTHED, &[Code::NotFound]), vec![path_param("id")]));
-    add("/pipelines/{id}/stages", "post", op("Add a stage at the end", "pipelines", Some(r("StageCreate")), ("201", r("Stage")), &with(WRITE, &[Code::NotFound]), vec![path_param("id")]));
-    add("/pipelines/{id}/stages/{stage_id}", "patch", op("Update a stage", "pipelines", Some(r("StageUpdate")), ("200", r("Stage")), &with(WRITE, &[Code::NotFound, Code::VersionConflict]), vec![path_param("id"), path_param("stage_id")]));
-    add("/pipelines/{id}/stages/{stage_id}", "delete", op("Delete a stage without deals", "pipelines", None, ("204", Value::Null), &with(AUTHED, &[Code::NotFound, Code::InUse]), vec![path_param("id"), path_param("stage_id")]));
+    add(
+        "/pipelines",
+        "post",
+        op(
+            "Create a pipeline with its stages",
+            "pipelines",
+            Some(pipeline_create),
+            ("201", r("Pipeline")),
+            WRITE,
+            vec![],
+        ),
+    );
+    add(
+        "/pipelines/{id}/stages",
+        "get",
+        op(
+            "List a pipeline's stages in order",
+            "pipelines",
+            None,
+            ("200", r("StagePage")),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
+    add(
+        "/pipelines/{id}/stages",
+        "post",
+        op(
+            "Add a stage at the end",
+            "pipelines",
+            Some(r("StageCreate")),
+            ("201", r("Stage")),
+            &with(WRITE, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
+    add(
+        "/pipelines/{id}/stages/{stage_id}",
+        "patch",
+        op(
+            "Update a stage",
+            "pipelines",
+            Some(r("StageUpdate")),
+            ("200", r("Stage")),
+            &with(WRITE, &[Code::NotFound, Code::VersionConflict]),
+            vec![path_param("id"), path_param("stage_id")],
+        ),
+    );
+    add(
+        "/pipelines/{id}/stages/{stage_id}",
+        "delete",
+        op(
+            "Delete a stage without deals",
+            "pipelines",
+            None,
+            ("204", Value::Null),
+            &with(AUTHED, &[Code::NotFound, Code::InUse]),
+            vec![path_param("id"), path_param("stage_id")],
+        ),
+    );
     let mv = json!({"type": "object", "additionalProperties": false, "properties": {"stage_id": {"type": "string", "format": "uuid"}, "after": {"type": "string", "format": "uuid"}, "before": {"type": "string", "format": "uuid"}, "version": {"type": "integer"}}});
-    add("/deals/{id}/move", "post", op("Move a deal to a stage, between two neighbours", "deals", Some(mv), ("200", r("Deal")), &with(WRITE, &[Code::NotFound, Code::VersionConflict]), vec![path_param("id")]));
+    add(
+        "/deals/{id}/move",
+        "post",
+        op(
+            "Move a deal to a stage, between two neighbours",
+            "deals",
+            Some(mv),
+            ("200", r("Deal")),
+            &with(WRITE, &[Code::NotFound, Code::VersionConflict]),
+            vec![path_param("id")],
+        ),
+    );
     let conv = json!({"type": "object", "properties": {"deal": r("DealCreate")}, "additionalProperties": false});
-    add("/leads/{id}/convert", "post", op("Convert a lead to a contact, company and optional deal", "leads", Some(conv), ("200", json!({"type": "object"})), &with(WRITE, &[Code::NotFound, Code::AlreadyExists]), vec![path_param("id")]));
+    add(
+        "/leads/{id}/convert",
+        "post",
+        op(
+            "Convert a lead to a contact, company and optional deal",
+            "leads",
+            Some(conv),
+            ("200", json!({"type": "object"})),
+            &with(WRITE, &[Code::NotFound, Code::AlreadyExists]),
+            vec![path_param("id")],
+        ),
+    );
     let q = vec![
         json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string"}}),
         json!({"name": "types", "in": "query", "schema": {"type": "string"}, "description": "comma-separated: contact, company, lead, deal, activity"}),
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}),
     ];
-    add("/search", "get", op("Ranked full-text search", "search", None, ("200", json!({"type": "object"})), &with(AUTHED, &[Code::InvalidQuery]), q));
+    add(
+        "/search",
+        "get",
+        op(
+            "Ranked full-text search",
+            "search",
+            None,
+            ("200", json!({"type": "object"})),
+            &with(AUTHED, &[Code::InvalidQuery]),
+            q,
+        ),
+    );
     let signup = json!({"type": "object", "additionalProperties": false, "required": ["workspace_name", "name", "email", "password"], "properties": {"workspace_name": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string", "format": "email"}, "password": {"type": "string", "minLength": 10}}});
-    add("/auth/signup", "post", op("Create a workspace and its owner", "auth", Some(signup), ("201", r("Session")), &[Code::MalformedJson, Code::ValidationFailed, Code::AlreadyExists], vec![]));
+    add(
+        "/auth/signup",
+        "post",
+        op(
+            "Create a workspace and its owner",
+            "auth",
+            Some(signup),
+            ("201", r("Session")),
+            &[Code::MalformedJson, Code::ValidationFailed, Code::AlreadyExists],
+            vec![],
+        ),
+    );
     let login = json!({"type": "object", "additionalProperties": false, "required": ["email", "password"], "properties": {"email": {"type": "string"}, "password": {"type": "string"}, "workspace_id": {"type": "string"}}});
-    add("/auth/login", "post", op("Log in", "auth", Some(login), ("200", r("Session")), &[Code::MalformedJson, Code::ValidationFailed, Code::InvalidCredentials], vec![]));
+    add(
+        "/auth/login",
+        "post",
+        op(
+            "Log in",
+            "auth",
+            Some(login),
+            ("200", r("Session")),
+            &[Code::MalformedJson, Code::ValidationFailed, Code::InvalidCredentials],
+            vec![],
+        ),
+    );
     let rt = json!({"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}});
-    add("/auth/refresh", "post", op("Exchange a refresh token for a new session", "auth", Some(rt.clone()), ("200", r("Session")), &[Code::InvalidCredentials, Code::RefreshTokenReused], vec![]));
-    add("/auth/logout", "post", op("Revoke a session", "auth", Some(rt), ("204", Value::Null), &[Code::InvalidCredentials], vec![]));
-    add("/me", "get", op("The caller and its workspace", "auth", None, ("200", json!({"type": "object"})), AUTHED, vec![]));
+    add(
+        "/auth/refresh",
+        "post",
+        op(
+            "Exchange a refresh token for a new session",
+            "auth",
+            Some(rt.clone()),
+            ("200", r("Session")),
+            &[Code::InvalidCredentials, Code::RefreshTokenReused],
+            vec![],
+        ),
+    );
+    add(
+        "/auth/logout",
+        "post",
+        op(
+            "Revoke a session",
+            "auth",
+            Some(rt),
+            ("204", Value::Null),
+            &[Code::InvalidCredentials],
+            vec![],
+        ),
+    );
+    add(
+        "/me",
+        "get",
+        op(
+            "The caller and its workspace",
+            "auth",
+            None,
+            ("200", json!({"type": "object"})),
+            AUTHED,
+            vec![],
+        ),
+    );
     let member = json!({"type": "object", "additionalProperties": false, "required": ["email", "role"], "properties": {"email": {"type": "string"}, "role": {"enum": ["owner", "admin", "member", "agent", "viewer"]}, "name": {"type": "string"}, "password": {"type": "string"}}});
-    add("/members", "get", op("List members", "members", None, ("200", json!({"type": "object"})), AUTHED, vec![]));
-    add("/members", "post", op("Add a member (creating the user if new)", "members", Some(member), ("201", json!({"type": "object"})), &with(WRITE, &[Code::AlreadyExists]), vec![]));
-    add("/members/{user_id}", "get", op("Get a member", "members", None, ("200", json!({"type": "object"})), &with(AUTHED, &[Code::NotFound]), vec![path_param("user_id")]));
-    add("/members/{user_id}", "patch", op("Change a member's role", "members", Some(json!({"type": "object", "required": ["role"], "properties": {"role": {"type": "string"}}})), ("200", json!({"type": "object"})), &with(WRITE, &[Code::NotFound, Code::InUse]), vec![path_param("user_id")]));
-    add("/members/{user_id}", "delete", op("Remove a member", "members", None, ("204", Value::Null), &with(AUTHED, &[Code::NotFound, Code::InUse]), vec![path_param("user_id")]));
+    add(
+        "/members",
+        "get",
+        op("List members", "members", None, ("200", json!({"type": "object"})), AUTHED, vec![]),
+    );
+    add(
+        "/members",
+        "post",
+        op(
+            "Add a member (creating the user if new)",
+            "members",
+            Some(member),
+            ("201", json!({"type": "object"})),
+            &with(WRITE, &[Code::AlreadyExists]),
+            vec![],
+        ),
+    );
+    add(
+        "/members/{user_id}",
+        "get",
+        op(
+            "Get a member",
+            "members",
+            None,
+            ("200", json!({"type": "object"})),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![path_param("user_id")],
+        ),
+    );
+    add(
+        "/members/{user_id}",
+        "patch",
+        op(
+            "Change a member's role",
+            "members",
+            Some(json!({"type": "object", "required": ["role"], "properties": {"role": {"type": "string"}}})),
+            ("200", json!({"type": "object"})),
+            &with(WRITE, &[Code::NotFound, Code::InUse]),
+            vec![path_param("user_id")],
+        ),
+    );
+    add(
+        "/members/{user_id}",
+        "delete",
+        op(
+            "Remove a member",
+            "members",
+            None,
+            ("204", Value::Null),
+            &with(AUTHED, &[Code::NotFound, Code::InUse]),
+            vec![path_param("user_id")],
+        ),
+    );
     let key = json!({"type": "object", "additionalProperties": false, "required": ["name", "scopes"], "properties": {"name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string", "examples": ["contacts:read", "deals:write"]}}}});
-    add("/api-keys", "get", op("List API keys", "api-keys", None, ("200", json!({"type": "object"})), AUTHED, vec![]));
-    add("/api-keys", "post", op("Create an API key (the key is shown once)", "api-keys", Some(key), ("201", json!({"type": "object"})), WRITE, vec![]));
-    add("/api-keys/{id}", "get", op("Get an API key", "api-keys", None, ("200", json!({"type": "object"})), &with(AUTHED, &[Code::NotFound]), vec![path_param("id")]));
-    add("/api-keys/{id}", "delete", op("Revoke an API key", "api-keys", None, ("204", Value::Null), &with(AUTHED, &[Code::NotFound]), vec![path_param("id")]));
+    add(
+        "/api-keys",
+        "get",
+        op(
+            "List API keys",
+            "api-keys",
+            None,
+            ("200", json!({"type": "object"})),
+            AUTHED,
+            vec![],
+        ),
+    );
+    add(
+        "/api-keys",
+        "post",
+        op(
+            "Create an API key (the key is shown once)",
+            "api-keys",
+            Some(key),
+            ("201", json!({"type": "object"})),
+            WRITE,
+            vec![],
+        ),
+    );
+    add(
+        "/api-keys/{id}",
+        "get",
+        op(
+            "Get an API key",
+            "api-keys",
+            None,
+            ("200", json!({"type": "object"})),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
+    add(
+        "/api-keys/{id}",
+        "delete",
+        op(
+            "Revoke an API key",
+            "api-keys",
+            None,
+            ("204", Value::Null),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
     let ot = json!({"name": "object_type", "in": "query", "required": true, "schema": {"enum": ["contact", "company", "lead", "deal"]}});
-    let mut imp = op("Import a CSV file as a background job", "imports", None, ("202", json!({"type": "object"})), &with(WRITE, &[Code::Overloaded]), vec![ot.clone()]);
+    let mut imp = op(
+        "Import a CSV file as a background job",
+        "imports",
+        None,
+        ("202", json!({"type": "object"})),
+        &with(WRITE, &[Code::Overloaded]),
+        vec![ot.clone()],
+    );
     imp["requestBody"] = json!({"required": true, "content": {"text/csv": {"schema": {"type": "string"}}}});
     add("/imports", "post", imp);
-    add("/imports", "get", op("Recent import jobs", "imports", None, ("200", json!({"type": "object"})), AUTHED, vec![]));
-    add("/imports/{id}", "get", op("An import job's progress and row errors", "imports", None, ("200", json!({"type": "object"})), &with(AUTHED, &[Code::NotFound]), vec![path_param("id")]));
-    let mut exp = op("Export matching records as CSV (takes the list filters)", "exports", None, ("200", Value::Null), &with(AUTHED, &[Code::InvalidQuery]), vec![ot]);
+    add(
+        "/imports",
+        "get",
+        op(
+            "Recent import jobs",
+            "imports",
+            None,
+            ("200", json!({"type": "object"})),
+            AUTHED,
+            vec![],
+        ),
+    );
+    add(
+        "/imports/{id}",
+        "get",
+        op(
+            "An import job's progress and row errors",
+            "imports",
+            None,
+            ("200", json!({"type": "object"})),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
+    let mut exp = op(
+        "Export matching records as CSV (takes the list filters)",
+        "exports",
+        None,
+        ("200", Value::Null),
+        &with(AUTHED, &[Code::InvalidQuery]),
+        vec![ot],
+    );
     exp["responses"]["200"]["content"] = json!({"text/csv": {"schema": {"type": "string"}}});
     add("/exports", "get", exp);
 

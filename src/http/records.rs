@@ -42,33 +42,57 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         cfg.service(
             web::resource(format!("{path}/{{id}}"))
                 .route(web::get().to(move |s: State, p: Principal, id: web::Path<String>| get(ty, s, p, id)))
-                .route(web::patch().to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest, b: JsonBody| {
-                    update(ty, s, p, id, r, b)
-                }))
+                .route(
+                    web::patch()
+                        .to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest, b: JsonBody| update(ty, s, p, id, r, b)),
+                )
                 .route(web::delete().to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest| delete(ty, s, p, id, r))),
         );
     }
-    for (path, field) in [("/contacts/{id}/timeline", "contact_id"), ("/companies/{id}/timeline", "company_id"), ("/deals/{id}/timeline", "deal_id")] {
-        cfg.route(path, web::get().to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest| timeline(field, s, p, id, r)));
+    for (path, field) in [
+        ("/contacts/{id}/timeline", "contact_id"),
+        ("/companies/{id}/timeline", "company_id"),
+        ("/deals/{id}/timeline", "deal_id"),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(web::get().to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest| timeline(field, s, p, id, r))),
+        );
     }
     let audit = ObjectType::AuditEntry;
-    cfg.route("/audit-log", web::get().to(move |s: State, p: Principal, r: HttpRequest| list(audit, s, p, r)))
-        .route("/audit-log/{id}", web::get().to(move |s: State, p: Principal, id: web::Path<String>| get(audit, s, p, id)));
-    let pipeline = ObjectType::Pipeline;
-    cfg.service(web::resource("/pipelines").route(web::get().to(list_pipelines)).route(web::post().to(create_pipeline)))
+    cfg.service(web::resource("/audit-log").route(web::get().to(move |s: State, p: Principal, r: HttpRequest| list(audit, s, p, r))))
         .service(
-            web::resource("/pipelines/{id}")
-                .route(web::get().to(get_pipeline))
-                .route(web::patch().to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest, b: JsonBody| {
-                    update(pipeline, s, p, id, r, b)
-                }))
-                .route(web::delete().to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest| delete(pipeline, s, p, id, r))),
-        )
-        .service(web::resource("/pipelines/{id}/stages").route(web::get().to(list_stages)).route(web::post().to(create_stage)))
-        .service(web::resource("/pipelines/{id}/stages/{stage_id}").route(web::patch().to(update_stage)).route(web::delete().to(delete_stage)))
-        .route("/deals/{id}/move", web::post().to(move_deal))
-        .route("/leads/{id}/convert", web::post().to(convert_lead))
-        .route("/search", web::get().to(search));
+            web::resource("/audit-log/{id}")
+                .route(web::get().to(move |s: State, p: Principal, id: web::Path<String>| get(audit, s, p, id))),
+        );
+    let pipeline = ObjectType::Pipeline;
+    cfg.service(
+        web::resource("/pipelines")
+            .route(web::get().to(list_pipelines))
+            .route(web::post().to(create_pipeline)),
+    )
+    .service(
+        web::resource("/pipelines/{id}")
+            .route(web::get().to(get_pipeline))
+            .route(
+                web::patch()
+                    .to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest, b: JsonBody| update(pipeline, s, p, id, r, b)),
+            )
+            .route(web::delete().to(move |s: State, p: Principal, id: web::Path<String>, r: HttpRequest| delete(pipeline, s, p, id, r))),
+    )
+    .service(
+        web::resource("/pipelines/{id}/stages")
+            .route(web::get().to(list_stages))
+            .route(web::post().to(create_stage)),
+    )
+    .service(
+        web::resource("/pipelines/{id}/stages/{stage_id}")
+            .route(web::patch().to(update_stage))
+            .route(web::delete().to(delete_stage)),
+    )
+    .service(web::resource("/deals/{id}/move").route(web::post().to(move_deal)))
+    .service(web::resource("/leads/{id}/convert").route(web::post().to(convert_lead)))
+    .service(web::resource("/search").route(web::get().to(search)));
 }
 
 /// Maps store failures, giving version conflicts the current record.
@@ -84,7 +108,9 @@ pub fn store_error(ty: ObjectType) -> impl Fn(StoreError) -> ApiError {
 }
 
 fn record_response(status: StatusCode, ty: ObjectType, rec: &Record) -> HttpResponse {
-    HttpResponse::build(status).insert_header((ETAG, format!("\"{}\"", rec.version))).json(rec.to_json(ty))
+    HttpResponse::build(status)
+        .insert_header((ETAG, format!("\"{}\"", rec.version)))
+        .json(rec.to_json(ty))
 }
 
 pub fn page_json(ty: ObjectType, page: &Page) -> Value {
@@ -146,7 +172,10 @@ fn expected_version(req: &HttpRequest, body: &mut Map<String, Value>) -> Result<
     let header = if_match(req)?;
     let field = match body.remove("version") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| ApiError::from(crate::domain::FieldErrors::single("version", "expected an integer")))?),
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| ApiError::from(crate::domain::FieldErrors::single("version", "expected an integer")))?,
+        ),
     };
     match (header, field) {
         (Some(h), Some(f)) if h != f => Err(ApiError::msg(Code::InvalidBody, "If-Match and the body's version disagree")),
@@ -162,7 +191,10 @@ async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String
     let scoped = p.scoped(&state.store);
     let defs = scoped.custom_field_defs(ty).await?;
     let changes = ty.parse_input(&map, false, &defs)?;
-    let rec = scoped.update(ty, &id, expected, changes, &p.actor_id()).await.map_err(store_error(ty))?;
+    let rec = scoped
+        .update(ty, &id, expected, changes, &p.actor_id())
+        .await
+        .map_err(store_error(ty))?;
     Ok(record_response(StatusCode::OK, ty, &rec))
 }
 
@@ -170,15 +202,29 @@ async fn delete(ty: ObjectType, state: State, p: Principal, id: web::Path<String
     p.require(ty.resource(), Access::Write)?;
     let id = path_id(&id)?;
     let expected = if_match(&req)?;
-    p.scoped(&state.store).delete(ty, &id, expected, &p.actor_id()).await.map_err(store_error(ty))?;
+    p.scoped(&state.store)
+        .delete(ty, &id, expected, &p.actor_id())
+        .await
+        .map_err(store_error(ty))?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn stages_of(state: &AppState, p: &Principal, pipeline_id: &str) -> Result<Vec<Record>, ApiError> {
-    let stage_field = ObjectType::Stage.field("pipeline_id").ok_or_else(|| anyhow::anyhow!("stage has pipeline_id"))?;
-    let position = ObjectType::Stage.field("position").ok_or_else(|| anyhow::anyhow!("stage has position"))?;
-    let mut q = ListQuery { limit: 1000, ..ListQuery::newest_first() }.eq(stage_field, FieldValue::Text(pipeline_id.to_string()));
-    q.sort = crate::domain::query::Sort { field: position, descending: false };
+    let stage_field = ObjectType::Stage
+        .field("pipeline_id")
+        .ok_or_else(|| anyhow::anyhow!("stage has pipeline_id"))?;
+    let position = ObjectType::Stage
+        .field("position")
+        .ok_or_else(|| anyhow::anyhow!("stage has position"))?;
+    let mut q = ListQuery {
+        limit: 1000,
+        ..ListQuery::newest_first()
+    }
+    .eq(stage_field, FieldValue::Text(pipeline_id.to_string()));
+    q.sort = crate::domain::query::Sort {
+        field: position,
+        descending: false,
+    };
     Ok(p.scoped(&state.store).list(ObjectType::Stage, &q).await?.records)
 }
 
@@ -203,7 +249,9 @@ async fn get_pipeline(state: State, p: Principal, id: web::Path<String>) -> Repl
     p.require(ObjectType::Pipeline.resource(), Access::Read)?;
     let pl = p.scoped(&state.store).get(ObjectType::Pipeline, &path_id(&id)?).await?;
     let stages = stages_of(&state, &p, &pl.id).await?;
-    Ok(HttpResponse::Ok().insert_header((ETAG, format!("\"{}\"", pl.version))).json(pipeline_json(&pl, &stages)))
+    Ok(HttpResponse::Ok()
+        .insert_header((ETAG, format!("\"{}\"", pl.version)))
+        .json(pipeline_json(&pl, &stages)))
 }
 
 async fn create_pipeline(state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
@@ -224,7 +272,9 @@ async fn create_pipeline(state: State, p: Principal, req: HttpRequest, body: Jso
                 continue;
             };
             match ObjectType::Stage.parse_input(obj, true, &[]) {
-                Ok(c) if c.get("pipeline_id").is_some_and(|v| !v.is_null()) => errors.add(format!("stages[{i}].pipeline_id"), "is given by the pipeline"),
+                Ok(c) if c.get("pipeline_id").is_some_and(|v| !v.is_null()) => {
+                    errors.add(format!("stages[{i}].pipeline_id"), "is given by the pipeline")
+                }
                 Ok(c) => parsed.push(c),
                 Err(e) => e.0.into_iter().for_each(|(k, v)| errors.add(format!("stages[{i}].{k}"), v)),
             }
@@ -240,7 +290,8 @@ async fn list_stages(state: State, p: Principal, id: web::Path<String>) -> Reply
     p.require(ObjectType::Pipeline.resource(), Access::Read)?;
     let pl = p.scoped(&state.store).get(ObjectType::Pipeline, &path_id(&id)?).await?;
     let stages = stages_of(&state, &p, &pl.id).await?;
-    Ok(HttpResponse::Ok().json(json!({"data": stages.iter().map(|s| s.to_json(ObjectType::Stage)).collect::<Vec<_>>(), "next_cursor": null})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"data": stages.iter().map(|s| s.to_json(ObjectType::Stage)).collect::<Vec<_>>(), "next_cursor": null})))
 }
 
 async fn create_stage(state: State, p: Principal, id: web::Path<String>, req: HttpRequest, body: JsonBody) -> Reply {
@@ -255,7 +306,11 @@ async fn create_stage(state: State, p: Principal, id: web::Path<String>, req: Ht
         }
         let mut changes: Changes = ty.parse_input(&map, true, &[])?;
         changes.set(ty, "pipeline_id", FieldValue::Text(pipeline_id.clone()));
-        let rec = p.scoped(&state.store).create(ty, changes, &p.actor_id()).await.map_err(store_error(ty))?;
+        let rec = p
+            .scoped(&state.store)
+            .create(ty, changes, &p.actor_id())
+            .await
+            .map_err(store_error(ty))?;
         Ok((StatusCode::CREATED, rec.to_json(ty)))
     })
     .await
@@ -278,7 +333,11 @@ async fn update_stage(state: State, p: Principal, ids: web::Path<(String, String
     let mut map = body.object()?;
     let expected = expected_version(&req, &mut map)?;
     let changes = ty.parse_input(&map, false, &[])?;
-    let rec = p.scoped(&state.store).update(ty, &stage, expected, changes, &p.actor_id()).await.map_err(store_error(ty))?;
+    let rec = p
+        .scoped(&state.store)
+        .update(ty, &stage, expected, changes, &p.actor_id())
+        .await
+        .map_err(store_error(ty))?;
     Ok(record_response(StatusCode::OK, ty, &rec))
 }
 
@@ -286,7 +345,10 @@ async fn delete_stage(state: State, p: Principal, ids: web::Path<(String, String
     let ty = ObjectType::Stage;
     p.require(ty.resource(), Access::Write)?;
     let stage = stage_in(&state, &p, &ids.0, &ids.1).await?;
-    p.scoped(&state.store).delete(ty, &stage, if_match(&req)?, &p.actor_id()).await.map_err(store_error(ty))?;
+    p.scoped(&state.store)
+        .delete(ty, &stage, if_match(&req)?, &p.actor_id())
+        .await
+        .map_err(store_error(ty))?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -300,7 +362,8 @@ struct MoveRequest {
 }
 
 fn opt_id(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
-    v.map(|s| parse_id(&s).map_err(|e| ApiError::from(crate::domain::FieldErrors::single(field, e)))).transpose()
+    v.map(|s| parse_id(&s).map_err(|e| ApiError::from(crate::domain::FieldErrors::single(field, e))))
+        .transpose()
 }
 
 async fn move_deal(state: State, p: Principal, id: web::Path<String>, req: HttpRequest, body: JsonBody) -> Reply {
@@ -313,7 +376,11 @@ async fn move_deal(state: State, p: Principal, id: web::Path<String>, req: HttpR
             (Some(h), Some(v)) if h != v => return Err(ApiError::msg(Code::InvalidBody, "If-Match and the body's version disagree")),
             (h, v) => h.or(v),
         };
-        let (stage, after, before) = (opt_id("stage_id", m.stage_id)?, opt_id("after", m.after)?, opt_id("before", m.before)?);
+        let (stage, after, before) = (
+            opt_id("stage_id", m.stage_id)?,
+            opt_id("after", m.after)?,
+            opt_id("before", m.before)?,
+        );
         let rec = p
             .scoped(&state.store)
             .move_deal(&id, stage, after, before, expected, &p.actor_id())
@@ -342,9 +409,9 @@ async fn convert_lead(state: State, p: Principal, id: web::Path<String>, req: Ht
                     d.insert("title".into(), Value::String(title.to_string()));
                 }
                 let defs = scoped.custom_field_defs(ObjectType::Deal).await?;
-                let parsed = ObjectType::Deal.parse_input(&d, true, &defs).map_err(|e| {
-                    crate::domain::FieldErrors(e.0.into_iter().map(|(k, v)| (format!("deal.{k}"), v)).collect())
-                })?;
+                let parsed = ObjectType::Deal
+                    .parse_input(&d, true, &defs)
+                    .map_err(|e| crate::domain::FieldErrors(e.0.into_iter().map(|(k, v)| (format!("deal.{k}"), v)).collect()))?;
                 Some(parsed)
             }
             Some(_) => return Err(crate::domain::FieldErrors::single("deal", "expected an object").into()),
@@ -352,7 +419,11 @@ async fn convert_lead(state: State, p: Principal, id: web::Path<String>, req: Ht
         if let Some(k) = map.keys().next() {
             return Err(crate::domain::FieldErrors::single(k.clone(), "unknown field").into());
         }
-        let c = p.scoped(&state.store).convert_lead(&id, deal, &p.actor_id()).await.map_err(store_error(ObjectType::Lead))?;
+        let c = p
+            .scoped(&state.store)
+            .convert_lead(&id, deal, &p.actor_id())
+            .await
+            .map_err(store_error(ObjectType::Lead))?;
         Ok((
             StatusCode::OK,
             json!({

@@ -46,7 +46,10 @@ pub struct NewApiKey {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefreshOutcome {
-    Rotated { user_id: String, workspace_id: String },
+    Rotated {
+        user_id: String,
+        workspace_id: String,
+    },
     /// A token that was already used or revoked: its whole family is now revoked.
     Reused,
     Invalid,
@@ -86,7 +89,12 @@ impl Store {
         let mut sql = Sql::new("SELECT id, email, name, password_hash FROM users WHERE email = ");
         sql.arg(email);
         Ok(match sql.query().fetch_optional(conn).await? {
-            Some(r) => Some(UserRow { id: r.try_get(0)?, email: r.try_get(1)?, name: r.try_get(2)?, password_hash: r.try_get(3)? }),
+            Some(r) => Some(UserRow {
+                id: r.try_get(0)?,
+                email: r.try_get(1)?,
+                name: r.try_get(2)?,
+                password_hash: r.try_get(3)?,
+            }),
             None => None,
         })
     }
@@ -100,7 +108,12 @@ impl Store {
         let mut sql = Sql::new("SELECT id, email, name, password_hash FROM users WHERE id = ");
         sql.arg(id);
         Ok(match sql.query().fetch_optional(self.pool()).await? {
-            Some(r) => Some(UserRow { id: r.try_get(0)?, email: r.try_get(1)?, name: r.try_get(2)?, password_hash: r.try_get(3)? }),
+            Some(r) => Some(UserRow {
+                id: r.try_get(0)?,
+                email: r.try_get(1)?,
+                name: r.try_get(2)?,
+                password_hash: r.try_get(3)?,
+            }),
             None => None,
         })
     }
@@ -109,21 +122,40 @@ impl Store {
     pub async fn create_workspace(&self, workspace_name: &str, email: &str, name: &str, password_hash: &str) -> Result<(String, String)> {
         let mut w = self.write().await?;
         if self.user_by_email_in(&mut w.tx, email).await?.is_some() {
-            return Err(StoreError::Duplicate("a user with this email already exists; log in instead".into()));
+            return Err(StoreError::Duplicate(
+                "a user with this email already exists; log in instead".into(),
+            ));
         }
         let (ws, user, now) = (new_id(), new_id(), now_ms());
         let mut sql = Sql::new("INSERT INTO workspaces (id, name, created_at) VALUES (");
         sql.arg(&ws).push(", ").arg(workspace_name).push(", ").arg(now).push(")");
         sql.query().execute(&mut *w.tx).await?;
         let mut sql = Sql::new("INSERT INTO users (id, email, name, password_hash, created_at) VALUES (");
-        sql.arg(&user).push(", ").arg(email).push(", ").arg(name).push(", ").arg(password_hash).push(", ").arg(now).push(")");
+        sql.arg(&user)
+            .push(", ")
+            .arg(email)
+            .push(", ")
+            .arg(name)
+            .push(", ")
+            .arg(password_hash)
+            .push(", ")
+            .arg(now)
+            .push(")");
         sql.query().execute(&mut *w.tx).await?;
         let mut sql = Sql::new("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (");
         sql.arg(&ws).push(", ").arg(&user).push(", 'owner', ").arg(now).push(")");
         sql.query().execute(&mut *w.tx).await?;
         let scoped = self.scoped(&ws);
         scoped
-            .audit(&mut w.tx, &format!("user:{user}"), "create", "workspace", &ws, json!({"name": [null, workspace_name]}), now)
+            .audit(
+                &mut w.tx,
+                &format!("user:{user}"),
+                "create",
+                "workspace",
+                &ws,
+                json!({"name": [null, workspace_name]}),
+                now,
+            )
             .await?;
         w.commit().await?;
         Ok((ws, user))
@@ -157,8 +189,17 @@ impl Store {
 
     pub async fn insert_refresh_token(&self, ws: &str, user: &str, family: &str, hash: &str, expires_at: i64) -> Result<()> {
         let mut w = self.write().await?;
-        let mut sql = Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
-        sql.arg(new_id()).push(", ").arg(ws).push(", ").arg(user).push(", ").arg(family).push(", ").arg(hash);
+        let mut sql =
+            Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
+        sql.arg(new_id())
+            .push(", ")
+            .arg(ws)
+            .push(", ")
+            .arg(user)
+            .push(", ")
+            .arg(family)
+            .push(", ")
+            .arg(hash);
         sql.push(", ").arg(now_ms()).push(", ").arg(expires_at).push(")");
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await
@@ -169,16 +210,22 @@ impl Store {
     pub async fn rotate_refresh_token(&self, old_hash: &str, new_hash: &str, expires_at: i64) -> Result<RefreshOutcome> {
         let now = now_ms();
         let mut w = self.write().await?;
-        let mut sql = Sql::new("SELECT workspace_id, user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ");
+        let mut sql =
+            Sql::new("SELECT workspace_id, user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ");
         sql.arg(old_hash);
-        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else { return Ok(RefreshOutcome::Invalid) };
+        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else {
+            return Ok(RefreshOutcome::Invalid);
+        };
         let (ws, user, family): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let expires: i64 = row.try_get(3)?;
         let used: Option<i64> = row.try_get(4)?;
         let revoked: Option<i64> = row.try_get(5)?;
         if used.is_some() || revoked.is_some() {
             let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
-            sql.arg(now).push(" WHERE family_id = ").arg(&family).push(" AND revoked_at IS NULL");
+            sql.arg(now)
+                .push(" WHERE family_id = ")
+                .arg(&family)
+                .push(" AND revoked_at IS NULL");
             sql.query().execute(&mut *w.tx).await?;
             w.commit().await?;
             return Ok(RefreshOutcome::Reused);
@@ -197,19 +244,32 @@ impl Store {
         if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
             return Ok(RefreshOutcome::Reused);
         }
-        let mut sql = Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
-        sql.arg(new_id()).push(", ").arg(&ws).push(", ").arg(&user).push(", ").arg(&family).push(", ").arg(new_hash);
+        let mut sql =
+            Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
+        sql.arg(new_id())
+            .push(", ")
+            .arg(&ws)
+            .push(", ")
+            .arg(&user)
+            .push(", ")
+            .arg(&family)
+            .push(", ")
+            .arg(new_hash);
         sql.push(", ").arg(now).push(", ").arg(expires_at).push(")");
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
-        Ok(RefreshOutcome::Rotated { user_id: user, workspace_id: ws })
+        Ok(RefreshOutcome::Rotated {
+            user_id: user,
+            workspace_id: ws,
+        })
     }
 
     /// Logout: revokes the family of the given refresh token. Returns whether it existed.
     pub async fn revoke_refresh_family(&self, hash: &str) -> Result<bool> {
         let mut w = self.write().await?;
         let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
-        sql.arg(now_ms()).push(" WHERE revoked_at IS NULL AND family_id IN (SELECT family_id FROM refresh_tokens WHERE token_hash = ");
+        sql.arg(now_ms())
+            .push(" WHERE revoked_at IS NULL AND family_id IN (SELECT family_id FROM refresh_tokens WHERE token_hash = ");
         sql.arg(hash).push(")");
         let n = sql.query().execute(&mut *w.tx).await?.rows_affected();
         let mut sql = Sql::new("SELECT 1 FROM refresh_tokens WHERE token_hash = ");
@@ -234,7 +294,12 @@ impl Store {
         let now = now_ms();
         let mut w = self.write().await?;
         let mut sql = Sql::new("UPDATE api_keys SET last_used_at = ");
-        sql.arg(now).push(" WHERE id = ").arg(id).push(" AND (last_used_at IS NULL OR last_used_at < ").arg(now - 60_000).push(")");
+        sql.arg(now)
+            .push(" WHERE id = ")
+            .arg(id)
+            .push(" AND (last_used_at IS NULL OR last_used_at < ")
+            .arg(now - 60_000)
+            .push(")");
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await
     }
@@ -242,14 +307,18 @@ impl Store {
 
 impl Scoped<'_> {
     pub async fn members(&self) -> Result<Vec<MemberRow>> {
-        let mut sql = Sql::new(format!("SELECT {MEMBER_COLS} FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = "));
+        let mut sql = Sql::new(format!(
+            "SELECT {MEMBER_COLS} FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = "
+        ));
         sql.arg(self.ws).push(" ORDER BY m.created_at, m.user_id");
         let rows = sql.query().fetch_all(self.store.pool()).await?;
         rows.iter().map(member).collect()
     }
 
     async fn member_in(&self, conn: &mut AnyConnection, user_id: &str) -> Result<Option<MemberRow>> {
-        let mut sql = Sql::new(format!("SELECT {MEMBER_COLS} FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = "));
+        let mut sql = Sql::new(format!(
+            "SELECT {MEMBER_COLS} FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = "
+        ));
         sql.arg(self.ws).push(" AND m.user_id = ").arg(user_id);
         match sql.query().fetch_optional(conn).await? {
             Some(r) => Ok(Some(member(&r)?)),
@@ -270,10 +339,20 @@ impl Scoped<'_> {
         let user_id = match self.store.user_by_email_in(&mut w.tx, email).await? {
             Some(u) => u.id,
             None => {
-                let (name, hash) = new_user.ok_or_else(|| StoreError::Invalid(crate::domain::FieldErrors::single("password", "is required for a new user")))?;
+                let (name, hash) = new_user
+                    .ok_or_else(|| StoreError::Invalid(crate::domain::FieldErrors::single("password", "is required for a new user")))?;
                 let id = new_id();
                 let mut sql = Sql::new("INSERT INTO users (id, email, name, password_hash, created_at) VALUES (");
-                sql.arg(&id).push(", ").arg(email).push(", ").arg(name).push(", ").arg(hash).push(", ").arg(now).push(")");
+                sql.arg(&id)
+                    .push(", ")
+                    .arg(email)
+                    .push(", ")
+                    .arg(name)
+                    .push(", ")
+                    .arg(hash)
+                    .push(", ")
+                    .arg(now)
+                    .push(")");
                 sql.query().execute(&mut *w.tx).await?;
                 id
             }
@@ -282,9 +361,25 @@ impl Scoped<'_> {
             return Err(StoreError::Duplicate("this user is already a member".into()));
         }
         let mut sql = Sql::new("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (");
-        sql.arg(self.ws).push(", ").arg(&user_id).push(", ").arg(role).push(", ").arg(now).push(")");
+        sql.arg(self.ws)
+            .push(", ")
+            .arg(&user_id)
+            .push(", ")
+            .arg(role)
+            .push(", ")
+            .arg(now)
+            .push(")");
         sql.query().execute(&mut *w.tx).await?;
-        self.audit(&mut w.tx, actor, "create", "member", &user_id, json!({"role": [null, role], "email": [null, email]}), now).await?;
+        self.audit(
+            &mut w.tx,
+            actor,
+            "create",
+            "member",
+            &user_id,
+            json!({"role": [null, role], "email": [null, email]}),
+            now,
+        )
+        .await?;
         let m = self.member_in(&mut w.tx, &user_id).await?.ok_or(StoreError::NotFound)?;
         w.commit().await?;
         Ok(m)
@@ -304,9 +399,22 @@ impl Scoped<'_> {
             return Err(StoreError::InUse("a workspace must keep at least one owner".into()));
         }
         let mut sql = Sql::new("UPDATE memberships SET role = ");
-        sql.arg(role).push(" WHERE workspace_id = ").arg(self.ws).push(" AND user_id = ").arg(user_id);
+        sql.arg(role)
+            .push(" WHERE workspace_id = ")
+            .arg(self.ws)
+            .push(" AND user_id = ")
+            .arg(user_id);
         sql.query().execute(&mut *w.tx).await?;
-        self.audit(&mut w.tx, actor, "update", "member", user_id, json!({"role": [before.role, role]}), now).await?;
+        self.audit(
+            &mut w.tx,
+            actor,
+            "update",
+            "member",
+            user_id,
+            json!({"role": [before.role, role]}),
+            now,
+        )
+        .await?;
         let m = self.member_in(&mut w.tx, user_id).await?.ok_or(StoreError::NotFound)?;
         w.commit().await?;
         Ok(m)
@@ -325,12 +433,24 @@ impl Scoped<'_> {
         sql.arg(self.ws).push(" AND user_id = ").arg(user_id);
         sql.query().execute(&mut *w.tx).await?;
         let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
-        sql.arg(now).push(" WHERE revoked_at IS NULL AND workspace_id = ").arg(self.ws).push(" AND user_id = ").arg(user_id);
+        sql.arg(now)
+            .push(" WHERE revoked_at IS NULL AND workspace_id = ")
+            .arg(self.ws)
+            .push(" AND user_id = ")
+            .arg(user_id);
         sql.query().execute(&mut *w.tx).await?;
         for ty in ObjectType::ALL {
             for spec in ty.fields().iter().filter(|f| f.kind == crate::domain::FieldKind::Member) {
-                let mut sql = Sql::new(format!("UPDATE {} SET {} = NULL, version = version + 1, updated_at = ", ty.table(), spec.name));
-                sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws).push(&format!(" AND {} = ", spec.name)).arg(user_id);
+                let mut sql = Sql::new(format!(
+                    "UPDATE {} SET {} = NULL, version = version + 1, updated_at = ",
+                    ty.table(),
+                    spec.name
+                ));
+                sql.arg(now)
+                    .push(" WHERE workspace_id = ")
+                    .arg(self.ws)
+                    .push(&format!(" AND {} = ", spec.name))
+                    .arg(user_id);
                 sql.query().execute(&mut *w.tx).await?;
             }
         }
@@ -340,7 +460,16 @@ impl Scoped<'_> {
             }
         })
         .await?;
-        self.audit(&mut w.tx, actor, "delete", "member", user_id, json!({"role": [before.role, null]}), now).await?;
+        self.audit(
+            &mut w.tx,
+            actor,
+            "delete",
+            "member",
+            user_id,
+            json!({"role": [before.role, null]}),
+            now,
+        )
+        .await?;
         w.commit().await
     }
 
@@ -349,12 +478,31 @@ impl Scoped<'_> {
         let id = new_id();
         let mut w = self.store.write().await?;
         let mut sql = Sql::new(format!("INSERT INTO api_keys ({KEY_COLS}, key_hash) VALUES ("));
-        sql.arg(&id).push(", ").arg(self.ws).push(", ").arg(&key.name).push(", ").arg(&key.prefix).push(", ");
-        sql.arg(serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into())).push(", ").arg(actor).push(", ").arg(now);
+        sql.arg(&id)
+            .push(", ")
+            .arg(self.ws)
+            .push(", ")
+            .arg(&key.name)
+            .push(", ")
+            .arg(&key.prefix)
+            .push(", ");
+        sql.arg(serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into()))
+            .push(", ")
+            .arg(actor)
+            .push(", ")
+            .arg(now);
         sql.push(", NULL, NULL, ").arg(&key.hash).push(")");
         sql.query().execute(&mut *w.tx).await?;
-        self.audit(&mut w.tx, actor, "create", "api_key", &id, json!({"name": [null, key.name], "scopes": [null, key.scopes]}), now)
-            .await?;
+        self.audit(
+            &mut w.tx,
+            actor,
+            "create",
+            "api_key",
+            &id,
+            json!({"name": [null, key.name], "scopes": [null, key.scopes]}),
+            now,
+        )
+        .await?;
         w.commit().await?;
         self.api_key(&id).await
     }
@@ -379,11 +527,17 @@ impl Scoped<'_> {
         let now = now_ms();
         let mut w = self.store.write().await?;
         let mut sql = Sql::new("UPDATE api_keys SET revoked_at = ");
-        sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id).push(" AND revoked_at IS NULL");
+        sql.arg(now)
+            .push(" WHERE workspace_id = ")
+            .arg(self.ws)
+            .push(" AND id = ")
+            .arg(id)
+            .push(" AND revoked_at IS NULL");
         if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        self.audit(&mut w.tx, actor, "delete", "api_key", id, json!({"revoked_at": [null, now]}), now).await?;
+        self.audit(&mut w.tx, actor, "delete", "api_key", id, json!({"revoked_at": [null, now]}), now)
+            .await?;
         w.commit().await
     }
 }

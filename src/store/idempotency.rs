@@ -29,17 +29,33 @@ impl Scoped<'_> {
         let now = now_ms();
         let mut w = self.store.write().await?;
         let mut sql = Sql::new("DELETE FROM idempotency_keys WHERE workspace_id = ");
-        sql.arg(self.ws).push(" AND principal_id = ").arg(principal).push(" AND created_at < ").arg(now - KEEP_MS);
+        sql.arg(self.ws)
+            .push(" AND principal_id = ")
+            .arg(principal)
+            .push(" AND created_at < ")
+            .arg(now - KEEP_MS);
         sql.query().execute(&mut *w.tx).await?;
         let mut sql = Sql::new("INSERT INTO idempotency_keys (workspace_id, principal_id, key, request_hash, created_at) VALUES (");
-        sql.arg(self.ws).push(", ").arg(principal).push(", ").arg(key).push(", ").arg(request_hash).push(", ").arg(now);
+        sql.arg(self.ws)
+            .push(", ")
+            .arg(principal)
+            .push(", ")
+            .arg(key)
+            .push(", ")
+            .arg(request_hash)
+            .push(", ")
+            .arg(now);
         sql.push(") ON CONFLICT (workspace_id, principal_id, key) DO NOTHING");
         if sql.query().execute(&mut *w.tx).await?.rows_affected() == 1 {
             w.commit().await?;
             return Ok(IdempotencyBegin::New);
         }
         let mut sql = Sql::new("SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE workspace_id = ");
-        sql.arg(self.ws).push(" AND principal_id = ").arg(principal).push(" AND key = ").arg(key);
+        sql.arg(self.ws)
+            .push(" AND principal_id = ")
+            .arg(principal)
+            .push(" AND key = ")
+            .arg(key);
         let row = sql.query().fetch_one(&mut *w.tx).await?;
         w.commit().await?;
         let hash: String = row.try_get(0)?;
@@ -47,9 +63,10 @@ impl Scoped<'_> {
         let body: Option<String> = row.try_get(2)?;
         Ok(match (hash == request_hash, status, body) {
             (false, _, _) => IdempotencyBegin::Mismatch,
-            (true, Some(status), Some(body)) => {
-                IdempotencyBegin::Replay(StoredResponse { status: u16::try_from(status).unwrap_or(200), body })
-            }
+            (true, Some(status), Some(body)) => IdempotencyBegin::Replay(StoredResponse {
+                status: u16::try_from(status).unwrap_or(200),
+                body,
+            }),
             _ => IdempotencyBegin::InProgress,
         })
     }
@@ -58,7 +75,12 @@ impl Scoped<'_> {
         let mut w = self.store.write().await?;
         let mut sql = Sql::new("UPDATE idempotency_keys SET status_code = ");
         sql.arg(i64::from(response.status)).push(", response_body = ").arg(&response.body);
-        sql.push(" WHERE workspace_id = ").arg(self.ws).push(" AND principal_id = ").arg(principal).push(" AND key = ").arg(key);
+        sql.push(" WHERE workspace_id = ")
+            .arg(self.ws)
+            .push(" AND principal_id = ")
+            .arg(principal)
+            .push(" AND key = ")
+            .arg(key);
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await
     }
@@ -67,7 +89,11 @@ impl Scoped<'_> {
     pub async fn idempotency_abandon(&self, principal: &str, key: &str) -> Result<()> {
         let mut w = self.store.write().await?;
         let mut sql = Sql::new("DELETE FROM idempotency_keys WHERE workspace_id = ");
-        sql.arg(self.ws).push(" AND principal_id = ").arg(principal).push(" AND key = ").arg(key);
+        sql.arg(self.ws)
+            .push(" AND principal_id = ")
+            .arg(principal)
+            .push(" AND key = ")
+            .arg(key);
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await
     }

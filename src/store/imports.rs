@@ -57,8 +57,20 @@ impl Scoped<'_> {
         let id = new_id();
         let mut w = self.store.write().await?;
         let mut sql = Sql::new(format!("INSERT INTO import_jobs (workspace_id, {COLS}) VALUES ("));
-        sql.arg(self.ws).push(", ").arg(&id).push(", ").arg(object_type).push(", 'running', ").arg(rows_total);
-        sql.push(", 0, 0, '[]', ").arg(actor).push(", ").arg(now).push(", ").arg(now).push(")");
+        sql.arg(self.ws)
+            .push(", ")
+            .arg(&id)
+            .push(", ")
+            .arg(object_type)
+            .push(", 'running', ")
+            .arg(rows_total);
+        sql.push(", 0, 0, '[]', ")
+            .arg(actor)
+            .push(", ")
+            .arg(now)
+            .push(", ")
+            .arg(now)
+            .push(")");
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
         self.import_job(&id).await
@@ -67,8 +79,15 @@ impl Scoped<'_> {
     pub async fn update_import_job(&self, id: &str, status: &str, done: i64, failed: i64, errors: &Value) -> Result<()> {
         let mut w = self.store.write().await?;
         let mut sql = Sql::new("UPDATE import_jobs SET status = ");
-        sql.arg(status).push(", rows_done = ").arg(done).push(", rows_failed = ").arg(failed);
-        sql.push(", errors = ").arg(errors.to_string()).push(", updated_at = ").arg(now_ms());
+        sql.arg(status)
+            .push(", rows_done = ")
+            .arg(done)
+            .push(", rows_failed = ")
+            .arg(failed);
+        sql.push(", errors = ")
+            .arg(errors.to_string())
+            .push(", updated_at = ")
+            .arg(now_ms());
         sql.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await

@@ -29,7 +29,7 @@ pub use records::Page;
 pub use search::SearchHit;
 pub use workflows::Conversion;
 
-use crate::domain::{Record, FieldErrors};
+use crate::domain::{FieldErrors, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -138,7 +138,10 @@ pub(crate) struct Sql {
 
 impl Sql {
     pub fn new(text: impl Into<String>) -> Self {
-        Sql { text: text.into(), args: Vec::new() }
+        Sql {
+            text: text.into(),
+            args: Vec::new(),
+        }
     }
     pub fn push(&mut self, s: &str) -> &mut Self {
         self.text.push_str(s);
@@ -159,8 +162,10 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Ids are UUIDv7: time-ordered (monotonic within a process), so records created in
+/// the same millisecond still list in creation order when the id breaks the tie.
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().hyphenated().to_string()
+    uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
 #[derive(Clone)]
@@ -199,9 +204,11 @@ impl Store {
             Some(u) if u.starts_with("sqlite:") => (u.to_string(), Backend::Sqlite),
             Some(_) => anyhow::bail!("database_url must start with postgres:// or sqlite:"),
             None => {
-                std::fs::create_dir_all(data_dir)
-                    .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-                (format!("sqlite://{}?mode=rwc", data_dir.join("shoal.db").display()), Backend::Sqlite)
+                std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+                (
+                    format!("sqlite://{}?mode=rwc", data_dir.join("shoal.db").display()),
+                    Backend::Sqlite,
+                )
             }
         };
         let mut options = AnyConnectOptions::from_str(&url).context("invalid database_url")?;
@@ -215,8 +222,10 @@ impl Store {
                     // WAL lets readers proceed during a write; NORMAL sync is durable in
                     // WAL mode across process crashes; busy_timeout covers other processes
                     // (e.g. `shoal migrate`) holding the file.
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
-                        .await?;
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
                     Ok(())
                 })
             });
@@ -286,7 +295,10 @@ impl Store {
 
     /// Everything that belongs to one workspace is reached through this.
     pub fn scoped<'a>(&'a self, workspace_id: &'a str) -> Scoped<'a> {
-        Scoped { store: self, ws: workspace_id }
+        Scoped {
+            store: self,
+            ws: workspace_id,
+        }
     }
 }
 

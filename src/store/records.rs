@@ -120,11 +120,18 @@ impl Scoped<'_> {
         let text = q.sort.field.kind.column() == Column::Text;
         let zero = if text { "''" } else { "0" };
         let null_flag = format!("(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END)");
-        let value = if text { self.bytewise(&format!("COALESCE({col}, {zero})")) } else { format!("COALESCE({col}, {zero})") };
+        let value = if text {
+            self.bytewise(&format!("COALESCE({col}, {zero})"))
+        } else {
+            format!("COALESCE({col}, {zero})")
+        };
         let id = self.bytewise("id");
         let dir = if q.sort.descending { "DESC" } else { "ASC" };
         if let Some(after) = &q.after {
-            sql.push(&format!(" AND ({null_flag}, {value}, {id}) {} (", if q.sort.descending { "<" } else { ">" }));
+            sql.push(&format!(
+                " AND ({null_flag}, {value}, {id}) {} (",
+                if q.sort.descending { "<" } else { ">" }
+            ));
             sql.arg(i64::from(after.value.is_null())).push(", ");
             match (&after.value, text) {
                 (FieldValue::Text(s), _) => sql.arg(s),
@@ -174,7 +181,10 @@ impl Scoped<'_> {
             Op::Has => {
                 let item = f.values[0].as_text().unwrap_or_default().to_string();
                 match self.backend() {
-                    Backend::Sqlite => sql.push(&format!("EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value = ")).arg(item).push(")"),
+                    Backend::Sqlite => sql
+                        .push(&format!("EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value = "))
+                        .arg(item)
+                        .push(")"),
                     Backend::Postgres => sql.push(&format!("({col})::jsonb @> jsonb_build_array(")).arg(item).push("::text)"),
                 };
             }
@@ -184,7 +194,9 @@ impl Scoped<'_> {
                     .chars()
                     .flat_map(|c| if matches!(c, '%' | '_' | '\\') { vec!['\\', c] } else { vec![c] })
                     .collect();
-                sql.push(&format!("LOWER({col}) LIKE ")).arg(format!("%{escaped}%")).push(" ESCAPE '\\'");
+                sql.push(&format!("LOWER({col}) LIKE "))
+                    .arg(format!("%{escaped}%"))
+                    .push(" ESCAPE '\\'");
             }
             Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
                 let op = match f.op {
@@ -215,12 +227,23 @@ impl Scoped<'_> {
         if !ty.has_custom_fields() {
             return Ok(Vec::new());
         }
-        let q = ListQuery { limit: 1000, ..ListQuery::newest_first() }.eq(
-            ObjectType::CustomField.field("object_type").ok_or_else(|| anyhow::anyhow!("object_type field"))?,
+        let q = ListQuery {
+            limit: 1000,
+            ..ListQuery::newest_first()
+        }
+        .eq(
+            ObjectType::CustomField
+                .field("object_type")
+                .ok_or_else(|| anyhow::anyhow!("object_type field"))?,
             FieldValue::Text(ty.name().into()),
         );
         let page = self.list(ObjectType::CustomField, &q).await?;
-        Ok(page.records.iter().filter_map(CustomFieldDef::from_record).map(|(_, d)| d).collect())
+        Ok(page
+            .records
+            .iter()
+            .filter_map(CustomFieldDef::from_record)
+            .map(|(_, d)| d)
+            .collect())
     }
 
     pub async fn create(&self, ty: ObjectType, changes: Changes, actor: &str) -> Result<Record> {
@@ -247,7 +270,14 @@ impl Scoped<'_> {
         let id = new_id();
         let now = now_ms();
         self.prepare(conn, ty, &id, None, &mut changes).await?;
-        let empty = Record { id: id.clone(), version: 0, created_at: now, updated_at: now, values: BTreeMap::new(), custom: Map::new() };
+        let empty = Record {
+            id: id.clone(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            values: BTreeMap::new(),
+            custom: Map::new(),
+        };
         let (values, custom) = empty.merged(&changes);
         ty.check(&values).map_err(StoreError::Invalid)?;
         self.check_refs(conn, ty, &id, &changes).await?;
@@ -283,7 +313,10 @@ impl Scoped<'_> {
         let before = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
         if let Some(v) = expected {
             if v != before.version {
-                return Err(StoreError::Conflict { expected: v, current: Box::new(before) });
+                return Err(StoreError::Conflict {
+                    expected: v,
+                    current: Box::new(before),
+                });
             }
         }
         self.prepare(conn, ty, id, Some(&before), &mut changes).await?;
@@ -294,12 +327,14 @@ impl Scoped<'_> {
         ty.check(&values).map_err(StoreError::Invalid)?;
         self.check_refs(conn, ty, id, &changes).await?;
 
-        let now = now_ms().max(before.updated_at);
+        // Strictly later than the previous write, so `updated_since` never misses it.
+        let now = now_ms().max(before.updated_at + 1);
         let mut sql = Sql::new(format!("UPDATE {} SET version = version + 1, updated_at = ", ty.table()));
         sql.arg(now);
         for spec in ty.fields() {
             if values.get(spec.name) != before.values.get(spec.name) {
-                sql.push(&format!(", {} = ", spec.name)).arg(to_arg(spec, values.get(spec.name).unwrap_or(&FieldValue::Null)));
+                sql.push(&format!(", {} = ", spec.name))
+                    .arg(to_arg(spec, values.get(spec.name).unwrap_or(&FieldValue::Null)));
             }
         }
         if custom != before.custom {
@@ -310,18 +345,31 @@ impl Scoped<'_> {
         let done = sql.query().execute(&mut *conn).await?;
         if done.rows_affected() == 0 {
             let current = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
-            return Err(StoreError::Conflict { expected: before.version, current: Box::new(current) });
+            return Err(StoreError::Conflict {
+                expected: before.version,
+                current: Box::new(current),
+            });
         }
         let after = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
         self.after_write(conn, ty, Some(&before), Some(&after), actor, now).await?;
         Ok(after)
     }
 
-    pub(crate) async fn delete_in(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<()> {
+    pub(crate) async fn delete_in(
+        &self,
+        conn: &mut AnyConnection,
+        ty: ObjectType,
+        id: &str,
+        expected: Option<i64>,
+        actor: &str,
+    ) -> Result<()> {
         let before = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
         if let Some(v) = expected {
             if v != before.version {
-                return Err(StoreError::Conflict { expected: v, current: Box::new(before) });
+                return Err(StoreError::Conflict {
+                    expected: v,
+                    current: Box::new(before),
+                });
             }
         }
         let now = now_ms();
@@ -334,7 +382,14 @@ impl Scoped<'_> {
 
     /// Fills in what the store decides: a deal's stage and ordering key, a stage's
     /// position; and checks rules that need other records.
-    async fn prepare(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str, before: Option<&Record>, changes: &mut Changes) -> Result<()> {
+    async fn prepare(
+        &self,
+        conn: &mut AnyConnection,
+        ty: ObjectType,
+        id: &str,
+        before: Option<&Record>,
+        changes: &mut Changes,
+    ) -> Result<()> {
         match ty {
             ObjectType::Deal => self.prepare_deal(conn, before, changes).await,
             ObjectType::Stage if before.is_none() => {
@@ -346,7 +401,9 @@ impl Scoped<'_> {
                 Ok(())
             }
             ObjectType::Company => {
-                let Some(FieldValue::Text(parent)) = changes.get("parent_id").cloned() else { return Ok(()) };
+                let Some(FieldValue::Text(parent)) = changes.get("parent_id").cloned() else {
+                    return Ok(());
+                };
                 let mut cur = parent;
                 for _ in 0..1000 {
                     if cur == id {
@@ -384,7 +441,10 @@ impl Scoped<'_> {
             Some(FieldValue::Null) if !pipeline_changed => return Err(invalid("stage_id", "a deal must be in a stage")),
             _ if pipeline_changed => {
                 let mut sql = Sql::new("SELECT id FROM stages WHERE workspace_id = ");
-                sql.arg(self.ws).push(" AND pipeline_id = ").arg(&pipeline).push(" ORDER BY position LIMIT 1");
+                sql.arg(self.ws)
+                    .push(" AND pipeline_id = ")
+                    .arg(&pipeline)
+                    .push(" ORDER BY position LIMIT 1");
                 match sql.query().fetch_optional(&mut *conn).await? {
                     Some(row) => row.try_get(0)?,
                     None => return Err(invalid("pipeline_id", "the pipeline has no stages")),
@@ -437,7 +497,10 @@ impl Scoped<'_> {
         let conn = &mut *w.tx;
         let deal = self.fetch(conn, ObjectType::Deal, id).await?.ok_or(StoreError::NotFound)?;
         let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
-        let stage_rec = self.fetch(conn, ObjectType::Stage, &stage).await?.ok_or_else(|| invalid("stage_id", "no such stage"))?;
+        let stage_rec = self
+            .fetch(conn, ObjectType::Stage, &stage)
+            .await?
+            .ok_or_else(|| invalid("stage_id", "no such stage"))?;
         let lo = self.neighbour_rank(conn, &stage, id, after.as_deref(), "after").await?;
         let hi = self.neighbour_rank(conn, &stage, id, before_id.as_deref(), "before").await?;
         let (lo, hi) = match (lo, hi) {
@@ -466,9 +529,19 @@ impl Scoped<'_> {
         Ok(rec)
     }
 
-    async fn neighbour_rank(&self, conn: &mut AnyConnection, stage: &str, moving: &str, nid: Option<&str>, field: &str) -> Result<Option<String>> {
+    async fn neighbour_rank(
+        &self,
+        conn: &mut AnyConnection,
+        stage: &str,
+        moving: &str,
+        nid: Option<&str>,
+        field: &str,
+    ) -> Result<Option<String>> {
         let Some(nid) = nid.filter(|n| *n != moving) else { return Ok(None) };
-        let n = self.fetch(conn, ObjectType::Deal, nid).await?.ok_or_else(|| invalid(field, "no such deal"))?;
+        let n = self
+            .fetch(conn, ObjectType::Deal, nid)
+            .await?
+            .ok_or_else(|| invalid(field, "no such deal"))?;
         if n.text("stage_id") != Some(stage) {
             return Err(invalid(field, "that deal is not in the target stage"));
         }
@@ -480,7 +553,11 @@ impl Scoped<'_> {
         let r = self.bytewise("rank");
         let (agg, op) = if next { ("MIN", ">") } else { ("MAX", "<") };
         let mut sql = Sql::new(format!("SELECT {agg}({r}) FROM deals WHERE workspace_id = "));
-        sql.arg(self.ws).push(" AND stage_id = ").arg(stage).push(&format!(" AND {r} {op} ")).arg(pivot);
+        sql.arg(self.ws)
+            .push(" AND stage_id = ")
+            .arg(stage)
+            .push(&format!(" AND {r} {op} "))
+            .arg(pivot);
         sql.push(" AND id <> ").arg(except);
         Ok(sql.query().fetch_one(&mut *conn).await?.try_get(0)?)
     }
@@ -502,20 +579,18 @@ impl Scoped<'_> {
         let mut errors = FieldErrors::default();
         for (spec, value) in &changes.values {
             match (spec.kind, value) {
-                (FieldKind::Ref(target), FieldValue::Text(rid)) => {
-                    if !self.exists(conn, target, rid).await? || (target == ty && rid == id && ty != ObjectType::Company) {
-                        errors.add(spec.name, format!("no such {}", target.name()));
-                    }
+                (FieldKind::Ref(target), FieldValue::Text(rid))
+                    if !self.exists(conn, target, rid).await? || (target == ty && rid == id && ty != ObjectType::Company) =>
+                {
+                    errors.add(spec.name, format!("no such {}", target.name()));
                 }
-                (FieldKind::Member, FieldValue::Text(uid)) => {
-                    if !self.is_member(conn, uid).await? {
-                        errors.add(spec.name, "not a member of this workspace");
-                    }
+                (FieldKind::Member, FieldValue::Text(uid)) if !self.is_member(conn, uid).await? => {
+                    errors.add(spec.name, "not a member of this workspace");
                 }
                 (FieldKind::Members, FieldValue::List(uids)) => {
-                    for uid in uids {
+                    for (i, uid) in uids.iter().enumerate() {
                         if !self.is_member(conn, uid).await? {
-                            errors.add(spec.name, format!("{uid} is not a member of this workspace"));
+                            errors.add(spec.name, format!("item {i} is not a member of this workspace"));
                         }
                     }
                 }
@@ -547,8 +622,16 @@ impl Scoped<'_> {
                         return Err(StoreError::InUse(format!("{} still reference this {}", other.table(), ty.name())));
                     }
                 } else {
-                    let mut sql = Sql::new(format!("UPDATE {} SET {} = NULL, version = version + 1, updated_at = ", other.table(), spec.name));
-                    sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws).push(&format!(" AND {} = ", spec.name)).arg(&rec.id);
+                    let mut sql = Sql::new(format!(
+                        "UPDATE {} SET {} = NULL, version = version + 1, updated_at = ",
+                        other.table(),
+                        spec.name
+                    ));
+                    sql.arg(now)
+                        .push(" WHERE workspace_id = ")
+                        .arg(self.ws)
+                        .push(&format!(" AND {} = ", spec.name))
+                        .arg(&rec.id);
                     sql.query().execute(&mut *conn).await?;
                 }
             }
@@ -594,7 +677,14 @@ impl Scoped<'_> {
         let spec = ty.field(col).ok_or_else(|| anyhow::anyhow!("{} has no field {col}", ty.name()))?;
         let mut sql = Sql::new(format!("SELECT id, {col} FROM {} WHERE workspace_id = ", ty.table()));
         sql.arg(self.ws).push(" AND ");
-        self.filter_sql(&mut sql, &Filter { field: spec, op: Op::Has, values: vec![FieldValue::Text(item.to_string())] });
+        self.filter_sql(
+            &mut sql,
+            &Filter {
+                field: spec,
+                op: Op::Has,
+                values: vec![FieldValue::Text(item.to_string())],
+            },
+        );
         let rows = sql.query().fetch_all(&mut *conn).await?;
         for row in rows {
             let id: String = row.try_get(0)?;
@@ -618,7 +708,9 @@ impl Scoped<'_> {
             let mut custom: Map<String, Value> = serde_json::from_str(&raw).unwrap_or_default();
             if custom.remove(key).is_some() {
                 let mut upd = Sql::new(format!("UPDATE {} SET custom_fields = ", ty.table()));
-                upd.arg(Value::Object(custom).to_string()).push(", version = version + 1, updated_at = ").arg(now);
+                upd.arg(Value::Object(custom).to_string())
+                    .push(", version = version + 1, updated_at = ")
+                    .arg(now);
                 upd.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
                 upd.query().execute(&mut *conn).await?;
             }
@@ -628,12 +720,28 @@ impl Scoped<'_> {
 
     /// What every write does besides the row itself: the tag catalogue, the search
     /// document and the audit entry, in the same transaction.
-    async fn after_write(&self, conn: &mut AnyConnection, ty: ObjectType, before: Option<&Record>, after: Option<&Record>, actor: &str, now: i64) -> Result<()> {
+    async fn after_write(
+        &self,
+        conn: &mut AnyConnection,
+        ty: ObjectType,
+        before: Option<&Record>,
+        after: Option<&Record>,
+        actor: &str,
+        now: i64,
+    ) -> Result<()> {
         if let (Some(after), Some(_)) = (after, ty.field("tags")) {
             let old = before.map(|b| b.get("tags").as_list().to_vec()).unwrap_or_default();
             for tag in after.get("tags").as_list().iter().filter(|t| !old.contains(t)) {
                 let mut sql = Sql::new("INSERT INTO tags (id, workspace_id, version, created_at, updated_at, name, color) VALUES (");
-                sql.arg(new_id()).push(", ").arg(self.ws).push(", 1, ").arg(now).push(", ").arg(now).push(", ").arg(tag);
+                sql.arg(new_id())
+                    .push(", ")
+                    .arg(self.ws)
+                    .push(", 1, ")
+                    .arg(now)
+                    .push(", ")
+                    .arg(now)
+                    .push(", ")
+                    .arg(tag);
                 sql.push(", NULL) ON CONFLICT (workspace_id, name) DO NOTHING");
                 sql.query().execute(&mut *conn).await?;
             }
@@ -646,7 +754,16 @@ impl Scoped<'_> {
             if let Some(after) = after {
                 let (title, body) = after.search_text(ty);
                 let mut sql = Sql::new("INSERT INTO search_docs (workspace_id, object_type, object_id, title, body) VALUES (");
-                sql.arg(self.ws).push(", ").arg(ty.name()).push(", ").arg(id).push(", ").arg(title).push(", ").arg(body).push(")");
+                sql.arg(self.ws)
+                    .push(", ")
+                    .arg(ty.name())
+                    .push(", ")
+                    .arg(id)
+                    .push(", ")
+                    .arg(title)
+                    .push(", ")
+                    .arg(body)
+                    .push(")");
                 sql.query().execute(&mut *conn).await?;
             }
         }
@@ -656,16 +773,43 @@ impl Scoped<'_> {
             (Some(_), None) => "delete",
         };
         let object_id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
-        self.audit(conn, actor, action, ty.name(), &object_id, diff(ty, before, after), now).await
+        self.audit(conn, actor, action, ty.name(), &object_id, diff(ty, before, after), now)
+            .await
     }
 
     /// Appends an audit entry.
-    pub(crate) async fn audit(&self, conn: &mut AnyConnection, actor: &str, action: &str, object_type: &str, object_id: &str, changes: Value, now: i64) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn audit(
+        &self,
+        conn: &mut AnyConnection,
+        actor: &str,
+        action: &str,
+        object_type: &str,
+        object_id: &str,
+        changes: Value,
+        now: i64,
+    ) -> Result<()> {
         let mut sql = Sql::new(
             "INSERT INTO audit_log (id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes) VALUES (",
         );
-        sql.arg(new_id()).push(", ").arg(self.ws).push(", 1, ").arg(now).push(", ").arg(now).push(", ").arg(actor);
-        sql.push(", ").arg(action).push(", ").arg(object_type).push(", ").arg(object_id).push(", ").arg(changes.to_string()).push(")");
+        sql.arg(new_id())
+            .push(", ")
+            .arg(self.ws)
+            .push(", 1, ")
+            .arg(now)
+            .push(", ")
+            .arg(now)
+            .push(", ")
+            .arg(actor);
+        sql.push(", ")
+            .arg(action)
+            .push(", ")
+            .arg(object_type)
+            .push(", ")
+            .arg(object_id)
+            .push(", ")
+            .arg(changes.to_string())
+            .push(")");
         sql.query().execute(&mut *conn).await?;
         Ok(())
     }

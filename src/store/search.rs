@@ -34,7 +34,9 @@ impl Scoped<'_> {
                     "SELECT d.object_type, d.object_id, d.title, ts_rank(d.tsv, q)::float8 AS score \
                      FROM search_docs d, to_tsquery('simple', ",
                 );
-                sql.arg(q.join(" & ")).push(") q WHERE d.tsv @@ q AND d.workspace_id = ").arg(self.ws);
+                sql.arg(q.join(" & "))
+                    .push(") q WHERE d.tsv @@ q AND d.workspace_id = ")
+                    .arg(self.ws);
                 sql
             }
         };
@@ -51,7 +53,14 @@ impl Scoped<'_> {
         sql.push(" ORDER BY score DESC, d.object_id LIMIT ").arg(limit);
         let rows = sql.query().fetch_all(self.store.pool()).await?;
         rows.iter()
-            .map(|r| Ok(SearchHit { object_type: r.try_get(0)?, id: r.try_get(1)?, title: r.try_get(2)?, score: r.try_get(3)? }))
+            .map(|r| {
+                Ok(SearchHit {
+                    object_type: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    title: r.try_get(2)?,
+                    score: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 }

@@ -70,7 +70,9 @@ impl Scoped<'_> {
                     d.set(ObjectType::Deal, "owner_id", copy("owner_id"));
                 }
                 let deal = self.create_in(&mut w.tx, ObjectType::Deal, d, actor).await.map_err(|e| match e {
-                    StoreError::Invalid(f) => StoreError::Invalid(FieldErrors(f.0.into_iter().map(|(k, v)| (format!("deal.{k}"), v)).collect())),
+                    StoreError::Invalid(f) => {
+                        StoreError::Invalid(FieldErrors(f.0.into_iter().map(|(k, v)| (format!("deal.{k}"), v)).collect()))
+                    }
                     other => other,
                 })?;
                 Some(deal)
@@ -87,8 +89,15 @@ impl Scoped<'_> {
             l.set(ObjectType::Lead, "converted_deal_id", FieldValue::Text(d.id.clone()));
         }
         l.set(ObjectType::Lead, "converted_at", FieldValue::Int(now_ms()));
-        let lead = self.update_in(&mut w.tx, ObjectType::Lead, id, Some(lead.version), l, actor).await?;
+        let lead = self
+            .update_in(&mut w.tx, ObjectType::Lead, id, Some(lead.version), l, actor)
+            .await?;
         w.commit().await?;
-        Ok(Conversion { lead, contact, company, deal })
+        Ok(Conversion {
+            lead,
+            contact,
+            company,
+            deal,
+        })
     }
 }

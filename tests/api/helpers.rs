@@ -1,0 +1,334 @@
+//! Test harness: every test gets its own server on port 0 and its own fresh store
+//! (a temporary SQLite directory, or a new PostgreSQL database).
+
+use std::path::PathBuf;
+
+use awc::http::Method;
+use serde_json::{json, Value};
+use shoal::config::{Secret, Settings};
+use shoal::Application;
+use sqlx::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test body once per store backend, as `<name>::on_sqlite` and
+/// `<name>::on_postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($app: $crate::helpers::TestApp) $body
+                #[actix_web::test]
+                async fn on_sqlite() {
+                    run($crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await).await
+                }
+                #[actix_web::test]
+                async fn on_postgres() {
+                    run($crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await).await
+                }
+            }
+        )*
+    };
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("SHOAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Removes the test's store when the test ends, pass or fail.
+enum Cleanup {
+    Dir(PathBuf),
+    Database(String),
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        match self {
+            Cleanup::Dir(d) => {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            Cleanup::Database(name) => {
+                let name = name.clone();
+                // Drop runs inside the test's runtime; a separate thread with its own
+                // runtime can block on the cleanup.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    rt.block_on(async {
+                        let mut c = sqlx::PgConnection::connect(&postgres_admin_url()).await.ok()?;
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut c)
+                            .await
+                            .ok()
+                    })
+                })
+                .join();
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: awc::Client,
+    _cleanup: Cleanup,
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Response {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn id(&self) -> String {
+        self.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {}", self.text))
+            .to_string()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub refresh: String,
+    pub user_id: String,
+    pub workspace_id: String,
+}
+
+pub fn test_settings() -> Settings {
+    Settings {
+        port: 0,
+        http_workers: 1,
+        database_max_connections: 5,
+        // Cheap hashes keep the suite fast; production uses the defaults.
+        argon2_memory_kib: 64,
+        argon2_iterations: 1,
+        ..Settings::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, test_settings()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, mut settings: Settings) -> TestApp {
+        let cleanup = match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("shoal-test-{}", uuid::Uuid::new_v4().simple()));
+                settings.data_dir = dir.clone();
+                Cleanup::Dir(dir)
+            }
+            Backend::Postgres => {
+                let name = format!("shoal_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = postgres_admin_url();
+                let mut c = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin} for the test suite: {e}"));
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut c)
+                    .await
+                    .expect("create the test database");
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+                settings.database_url = Some(Secret::new(format!("{base}/{name}")));
+                Cleanup::Database(name)
+            }
+        };
+        let app = Application::build(settings).await.expect("the application starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        actix_web::rt::spawn(app.run_until_stopped());
+        let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
+        TestApp {
+            address,
+            client,
+            _cleanup: cleanup,
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Response {
+        let url = if path.starts_with('/') && !path.starts_with("/api/") && path != "/healthz" && path != "/readyz" && path != "/docs" {
+            format!("{}/api/v1{path}", self.address)
+        } else {
+            format!("{}{path}", self.address)
+        };
+        let mut req = self.client.request(method, &url);
+        if let Some(t) = token {
+            req = req.insert_header(("authorization", format!("Bearer {t}")));
+        }
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut res = match body {
+            Some((ct, bytes)) => req.insert_header(("content-type", ct)).send_body(bytes).await,
+            None => req.send().await,
+        }
+        .unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
+        let bytes = res.body().limit(64 * 1024 * 1024).await.expect("read the response body");
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        Response {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token), &[], None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(
+            Method::POST,
+            path,
+            Some(token),
+            &[],
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    pub async fn post_with(&self, path: &str, token: &str, headers: &[(&str, &str)], body: Value) -> Response {
+        self.request(
+            Method::POST,
+            path,
+            Some(token),
+            headers,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(
+            Method::PATCH,
+            path,
+            Some(token),
+            &[],
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.request(Method::DELETE, path, Some(token), &[], None).await
+    }
+
+    pub async fn anonymous_post(&self, path: &str, body: Value) -> Response {
+        self.request(
+            Method::POST,
+            path,
+            None,
+            &[],
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    /// Signs up a new workspace and returns its owner's session.
+    pub async fn signup(&self, workspace: &str) -> Session {
+        let email = format!(
+            "owner-{}@{}.test",
+            uuid::Uuid::new_v4().simple(),
+            workspace.to_lowercase().replace(' ', "-")
+        );
+        let r = self
+            .anonymous_post(
+                "/auth/signup",
+                json!({"workspace_name": workspace, "name": "Owner", "email": email, "password": "correct horse battery"}),
+            )
+            .await
+            .expect(201);
+        session(&r.body)
+    }
+
+    /// Adds a member with `role` to the owner's workspace and logs them in.
+    pub async fn member(&self, owner: &Session, role: &str) -> Session {
+        let email = format!("{role}-{}@example.test", uuid::Uuid::new_v4().simple());
+        self.post(
+            "/members",
+            &owner.token,
+            json!({"email": email, "role": role, "name": role, "password": "correct horse battery"}),
+        )
+        .await
+        .expect(201);
+        let r = self
+            .anonymous_post(
+                "/auth/login",
+                json!({"email": email, "password": "correct horse battery", "workspace_id": owner.workspace_id}),
+            )
+            .await
+            .expect(200);
+        session(&r.body)
+    }
+
+    /// Creates a pipeline with three open stages and a won stage; returns (pipeline, stage ids).
+    pub async fn pipeline(&self, token: &str) -> (String, Vec<String>) {
+        let r = self
+            .post(
+                "/pipelines",
+                token,
+                json!({"name": "Sales", "stages": [
+                    {"name": "Qualified", "probability": 10},
+                    {"name": "Proposal", "probability": 40},
+                    {"name": "Negotiation", "probability": 70},
+                    {"name": "Won", "probability": 100, "kind": "won"}
+                ]}),
+            )
+            .await
+            .expect(201);
+        let stages = r.body["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .map(|s| s["id"].as_str().expect("id").to_string())
+            .collect();
+        (r.id(), stages)
+    }
+}
+
+pub fn session(body: &Value) -> Session {
+    let s = |k: &str| body[k].as_str().unwrap_or_else(|| panic!("no {k} in {body}")).to_string();
+    Session {
+        token: s("access_token"),
+        refresh: s("refresh_token"),
+        user_id: s("user_id"),
+        workspace_id: s("workspace_id"),
+    }
+}
+
+pub fn ids(body: &Value) -> Vec<String> {
+    body["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}

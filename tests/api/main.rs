@@ -1,0 +1,15 @@
+//! The API's integration tests: one binary, each test against a real server on port 0
+//! with a fresh store, on SQLite and on PostgreSQL.
+
+// A panic in a test is a failed assertion with a location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod csv_files;
+mod isolation;
+mod records;
+mod roles;
+mod search;
