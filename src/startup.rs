@@ -59,6 +59,7 @@ impl Application {
             import_slots: Arc::new(Semaphore::new(IMPORT_SLOTS)),
             dummy_hash,
             openapi: http::openapi::build(),
+            docs: http::docs::DocsAssets::load()?,
             settings,
         });
         let server = HttpServer::new(move || {

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod csv;
+pub mod docs;
 pub mod error;
 pub mod extract;
 mod idempotency;
@@ -37,11 +38,15 @@ pub struct AppState {
     pub dummy_hash: String,
     /// The OpenAPI document, built once at start-up.
     pub openapi: serde_json::Value,
+    /// Swagger UI's files for `/docs`.
+    pub docs: docs::DocsAssets,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)))
+        .service(web::resource("/docs").route(web::get().to(docs::page)))
+        .service(web::resource("/docs/{file}").route(web::get().to(docs::asset)))
         .service(
             web::scope("/api/v1")
                 .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))

@@ -48,11 +48,20 @@ fn field_schema(kind: FieldKind) -> Value {
     }
 }
 
-fn nullable(spec: &FieldSpec, s: Value) -> Value {
+/// Optional fields accept and show `null` (OpenAPI 3.1: a type list).
+fn nullable(spec: &FieldSpec, mut s: Value) -> Value {
     if spec.required || spec.kind.is_list() {
-        s
-    } else {
-        json!({"anyOf": [s, {"type": "null"}]})
+        return s;
+    }
+    match s["type"].as_str().map(str::to_string) {
+        Some(t) => {
+            s["type"] = json!([t, "null"]);
+            if let Some(options) = s["enum"].as_array_mut() {
+                options.push(Value::Null);
+            }
+            s
+        }
+        None => json!({"anyOf": [s, {"type": "null"}]}),
     }
 }
 

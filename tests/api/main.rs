@@ -8,7 +8,9 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod cli;
 mod csv_files;
+mod docs;
 mod isolation;
 mod records;
 mod roles;

@@ -1,0 +1,197 @@
+//! The `shoal` command: help, migrations, workspace creation, settings errors and a
+//! clean stop on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn shoal() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    // The suite's own variables are not settings of the server.
+    c.env_remove("SHOAL_TEST_POSTGRES_URL")
+        .env_remove("SHOAL_TEST_REDIS_URL")
+        .env("SHOAL_LOG", "info");
+    c
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        TempDir(std::env::temp_dir().join(format!("shoal-cli-{}", uuid::Uuid::new_v4().simple())))
+    }
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn help_explains_every_command_and_flag() {
+    let out = shoal().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "serve",
+        "migrate",
+        "admin",
+        "--config",
+        "--host",
+        "--port",
+        "--database-url",
+        "--data-dir",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+    let out = shoal().args(["admin", "create-workspace", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in ["--name", "--email", "--owner-name", "--password-stdin"] {
+        assert!(text.contains(word), "create-workspace --help lacks {word}:\n{text}");
+    }
+}
+
+#[test]
+fn migrate_applies_the_schema_to_a_new_store() {
+    let dir = TempDir::new();
+    let out = shoal().args(["migrate", "--data-dir", dir.arg()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied (sqlite)"));
+    assert!(dir.0.join("shoal.db").exists());
+}
+
+#[test]
+fn an_unknown_setting_stops_start_up_with_a_message_naming_it() {
+    let dir = TempDir::new();
+    let out = shoal()
+        .args(["migrate", "--data-dir", dir.arg()])
+        .env("SHOAL_PROT", "9000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SHOAL_PROT"));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("shoal.toml");
+    std::fs::write(&file, "port = 1\nverbosity = 3\n").unwrap();
+    let out = shoal().args(["migrate", "--config", file.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verbosity"));
+}
+
+#[actix_web::test]
+async fn create_workspace_prints_a_generated_password_once_and_it_logs_in() {
+    let dir = TempDir::new();
+    let out = shoal()
+        .args([
+            "admin",
+            "create-workspace",
+            "--name",
+            "Initech",
+            "--email",
+            "Peter@Initech.test",
+            "--data-dir",
+            dir.arg(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let password = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once): "))
+        .expect("a printed password")
+        .to_string();
+
+    let mut settings = test_settings();
+    settings.data_dir = dir.0.clone();
+    let app = shoal::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}/api/v1", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = awc::Client::default();
+    let mut res = client
+        .post(format!("{base}/auth/login"))
+        .send_json(&json!({"email": "peter@initech.test", "password": password}))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let mut me = client
+        .get(format!("{base}/me"))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .unwrap();
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["workspace"]["name"], "Initech");
+    assert_eq!(me["role"], "owner");
+}
+
+#[test]
+fn create_workspace_can_take_the_password_from_standard_input() {
+    let dir = TempDir::new();
+    let mut child = shoal()
+        .args([
+            "admin",
+            "create-workspace",
+            "--name",
+            "A",
+            "--email",
+            "a@a.test",
+            "--password-stdin",
+            "--data-dir",
+            dir.arg(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("password"),
+        "a given password is not echoed"
+    );
+}
+
+#[test]
+fn the_server_answers_then_stops_cleanly_on_sigterm() {
+    let dir = TempDir::new();
+    let mut child = shoal()
+        .args(["--port", "0", "--data-dir", dir.arg()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Read the log until the server says where it listens.
+    let port: u16 = loop {
+        let line = lines.next().expect("the server logs before exiting").unwrap();
+        if line.contains("shoal is listening") {
+            let url = line.split("url=http://127.0.0.1:").nth(1).unwrap();
+            break url.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
