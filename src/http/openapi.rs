@@ -56,7 +56,7 @@ fn nullable(spec: &FieldSpec, mut s: Value) -> Value {
     match s["type"].as_str().map(str::to_string) {
         Some(t) => {
             s["type"] = json!([t, "null"]);
-            if let Some(options) = s["enum"].as_array_mut() {
+            if let Some(options) = s.get_mut("enum").and_then(Value::as_array_mut) {
                 options.push(Value::Null);
             }
             s
@@ -194,6 +194,12 @@ fn op(summary: &str, tag: &str, body: Option<Value>, ok: (&str, Value), codes: &
     o
 }
 
+/// "a contact", "an activity".
+fn a(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {}", noun.replace('_', " "))
+}
+
 fn r(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -271,7 +277,7 @@ pub fn build() -> Value {
             &one,
             "get",
             op(
-                &format!("Get a {}", ty.name()),
+                &format!("Get {}", a(ty.name())),
                 tag,
                 None,
                 ("200", r(&n)),
@@ -287,7 +293,7 @@ pub fn build() -> Value {
             path,
             "post",
             op(
-                &format!("Create a {}", ty.name()),
+                &format!("Create {}", a(ty.name())),
                 tag,
                 Some(r(&format!("{n}Create"))),
                 ("201", r(&n)),
@@ -308,7 +314,7 @@ pub fn build() -> Value {
             &one,
             "patch",
             op(
-                &format!("Update a {}", ty.name()),
+                &format!("Update {}", a(ty.name())),
                 tag,
                 Some(r(&format!("{n}Update"))),
                 ("200", r(&n)),
@@ -320,7 +326,7 @@ pub fn build() -> Value {
             &one,
             "delete",
             op(
-                &format!("Delete a {}", ty.name()),
+                &format!("Delete {}", a(ty.name())),
                 tag,
                 None,
                 ("204", Value::Null),
