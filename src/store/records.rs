@@ -78,6 +78,18 @@ pub(crate) fn to_arg(spec: &FieldSpec, v: &FieldValue) -> Arg {
     }
 }
 
+/// The fields that link an activity to the records whose timeline it is on.
+const ACTIVITY_LINKS: [&str; 3] = ["contact_id", "company_id", "deal_id"];
+
+fn activity_link(ty: ObjectType) -> Option<&'static str> {
+    match ty {
+        ObjectType::Contact => Some("contact_id"),
+        ObjectType::Company => Some("company_id"),
+        ObjectType::Deal => Some("deal_id"),
+        _ => None,
+    }
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> StoreError {
     StoreError::Invalid(FieldErrors::single(field, message))
 }
@@ -373,11 +385,44 @@ impl Scoped<'_> {
             }
         }
         let now = now_ms();
+        // Activities whose only link is this record would be left on no timeline:
+        // they go with it, each with its own audit entry.
+        if let Some(link) = activity_link(ty) {
+            for orphan in self.orphaned_activities(conn, link, id).await? {
+                self.remove_row(conn, ObjectType::Activity, &orphan, actor, now).await?;
+            }
+        }
         self.release_references(conn, ty, &before, now).await?;
+        self.remove_row(conn, ty, &before, actor, now).await
+    }
+
+    async fn remove_row(&self, conn: &mut AnyConnection, ty: ObjectType, rec: &Record, actor: &str, now: i64) -> Result<()> {
         let mut sql = Sql::new(format!("DELETE FROM {} WHERE workspace_id = ", ty.table()));
-        sql.arg(self.ws).push(" AND id = ").arg(id);
+        sql.arg(self.ws).push(" AND id = ").arg(&rec.id);
         sql.query().execute(&mut *conn).await?;
-        self.after_write(conn, ty, Some(&before), None, actor, now).await
+        self.after_write(conn, ty, Some(rec), None, actor, now).await
+    }
+
+    /// Activities linked to the record through `link` and to nothing else.
+    async fn orphaned_activities(&self, conn: &mut AnyConnection, link: &str, id: &str) -> Result<Vec<Record>> {
+        let others: Vec<&str> = ACTIVITY_LINKS.iter().copied().filter(|l| *l != link).collect();
+        let mut sql = Sql::new("SELECT id FROM activities WHERE workspace_id = ");
+        sql.arg(self.ws).push(&format!(" AND {link} = ")).arg(id);
+        for o in others {
+            sql.push(&format!(" AND {o} IS NULL"));
+        }
+        let ids: Vec<String> = sql
+            .query()
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for aid in ids {
+            out.extend(self.fetch(conn, ObjectType::Activity, &aid).await?);
+        }
+        Ok(out)
     }
 
     /// Fills in what the store decides: a deal's stage and ordering key, a stage's

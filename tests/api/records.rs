@@ -298,6 +298,19 @@ on_both_backends! {
         let open = app.get(&format!("/contacts/{contact}/timeline?kind=task&done=false"), &s.token).await.expect(200);
         assert!(ids(&open.body).is_empty());
         app.get(&format!("/contacts/{}/timeline", uuid::Uuid::new_v4()), &s.token).await.expect(404);
+
+        // Deleting the contact takes the activities that were only on its timeline;
+        // one also linked to a deal stays, on the deal's timeline.
+        let (pipeline, _) = app.pipeline(&s.token).await;
+        let deal = app.post("/deals", &s.token, json!({"title": "d", "pipeline_id": pipeline})).await.expect(201).id();
+        let shared = app.post("/activities", &s.token, json!({"kind": "meeting", "contact_id": contact, "deal_id": deal})).await.expect(201).id();
+        app.delete(&format!("/contacts/{contact}"), &s.token).await.expect(204);
+        app.get(&format!("/activities/{}", task.id()), &s.token).await.expect(404);
+        let kept = app.get(&format!("/activities/{shared}"), &s.token).await.expect(200);
+        assert!(kept.body["contact_id"].is_null());
+        assert_eq!(ids(&app.get(&format!("/deals/{deal}/timeline"), &s.token).await.body), vec![shared.clone()]);
+        let log = app.get(&format!("/audit-log?object_id={}", task.id()), &s.token).await.expect(200);
+        assert_eq!(log.body["data"][0]["action"], "delete");
     }
 
     async fn deleting_a_company_clears_the_references_to_it(app) {
