@@ -4,7 +4,7 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::{new_id, now_ms, Result, Scoped, Sql, Store, StoreError};
+use super::{args, insert, new_id, now_ms, Result, Scoped, Sql, Store, StoreError};
 use crate::domain::{FieldValue, ObjectType};
 
 #[derive(Debug, Clone)]
@@ -127,23 +127,19 @@ impl Store {
             ));
         }
         let (ws, user, now) = (new_id(), new_id(), now_ms());
-        let mut sql = Sql::new("INSERT INTO workspaces (id, name, created_at) VALUES (");
-        sql.arg(&ws).push(", ").arg(workspace_name).push(", ").arg(now).push(")");
+        let sql = insert("workspaces", "id, name, created_at", args![&ws, workspace_name, now]);
         sql.query().execute(&mut *w.tx).await?;
-        let mut sql = Sql::new("INSERT INTO users (id, email, name, password_hash, created_at) VALUES (");
-        sql.arg(&user)
-            .push(", ")
-            .arg(email)
-            .push(", ")
-            .arg(name)
-            .push(", ")
-            .arg(password_hash)
-            .push(", ")
-            .arg(now)
-            .push(")");
+        let sql = insert(
+            "users",
+            "id, email, name, password_hash, created_at",
+            args![&user, email, name, password_hash, now],
+        );
         sql.query().execute(&mut *w.tx).await?;
-        let mut sql = Sql::new("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (");
-        sql.arg(&ws).push(", ").arg(&user).push(", 'owner', ").arg(now).push(")");
+        let sql = insert(
+            "memberships",
+            "workspace_id, user_id, role, created_at",
+            args![&ws, &user, "owner", now],
+        );
         sql.query().execute(&mut *w.tx).await?;
         let scoped = self.scoped(&ws);
         scoped
@@ -189,18 +185,11 @@ impl Store {
 
     pub async fn insert_refresh_token(&self, ws: &str, user: &str, family: &str, hash: &str, expires_at: i64) -> Result<()> {
         let mut w = self.write().await?;
-        let mut sql =
-            Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
-        sql.arg(new_id())
-            .push(", ")
-            .arg(ws)
-            .push(", ")
-            .arg(user)
-            .push(", ")
-            .arg(family)
-            .push(", ")
-            .arg(hash);
-        sql.push(", ").arg(now_ms()).push(", ").arg(expires_at).push(")");
+        let sql = insert(
+            "refresh_tokens",
+            "id, workspace_id, user_id, family_id, token_hash, created_at, expires_at",
+            args![new_id(), ws, user, family, hash, now_ms(), expires_at],
+        );
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await
     }
@@ -244,18 +233,11 @@ impl Store {
         if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
             return Ok(RefreshOutcome::Reused);
         }
-        let mut sql =
-            Sql::new("INSERT INTO refresh_tokens (id, workspace_id, user_id, family_id, token_hash, created_at, expires_at) VALUES (");
-        sql.arg(new_id())
-            .push(", ")
-            .arg(&ws)
-            .push(", ")
-            .arg(&user)
-            .push(", ")
-            .arg(&family)
-            .push(", ")
-            .arg(new_hash);
-        sql.push(", ").arg(now).push(", ").arg(expires_at).push(")");
+        let sql = insert(
+            "refresh_tokens",
+            "id, workspace_id, user_id, family_id, token_hash, created_at, expires_at",
+            args![new_id(), &ws, &user, &family, new_hash, now, expires_at],
+        );
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
         Ok(RefreshOutcome::Rotated {
@@ -342,17 +324,11 @@ impl Scoped<'_> {
                 let (name, hash) = new_user
                     .ok_or_else(|| StoreError::Invalid(crate::domain::FieldErrors::single("password", "is required for a new user")))?;
                 let id = new_id();
-                let mut sql = Sql::new("INSERT INTO users (id, email, name, password_hash, created_at) VALUES (");
-                sql.arg(&id)
-                    .push(", ")
-                    .arg(email)
-                    .push(", ")
-                    .arg(name)
-                    .push(", ")
-                    .arg(hash)
-                    .push(", ")
-                    .arg(now)
-                    .push(")");
+                let sql = insert(
+                    "users",
+                    "id, email, name, password_hash, created_at",
+                    args![&id, email, name, hash, now],
+                );
                 sql.query().execute(&mut *w.tx).await?;
                 id
             }
@@ -360,15 +336,11 @@ impl Scoped<'_> {
         if self.member_in(&mut w.tx, &user_id).await?.is_some() {
             return Err(StoreError::Duplicate("this user is already a member".into()));
         }
-        let mut sql = Sql::new("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (");
-        sql.arg(self.ws)
-            .push(", ")
-            .arg(&user_id)
-            .push(", ")
-            .arg(role)
-            .push(", ")
-            .arg(now)
-            .push(")");
+        let sql = insert(
+            "memberships",
+            "workspace_id, user_id, role, created_at",
+            args![self.ws, &user_id, role, now],
+        );
         sql.query().execute(&mut *w.tx).await?;
         self.audit(
             &mut w.tx,
@@ -477,21 +449,23 @@ impl Scoped<'_> {
         let now = now_ms();
         let id = new_id();
         let mut w = self.store.write().await?;
-        let mut sql = Sql::new(format!("INSERT INTO api_keys ({KEY_COLS}, key_hash) VALUES ("));
-        sql.arg(&id)
-            .push(", ")
-            .arg(self.ws)
-            .push(", ")
-            .arg(&key.name)
-            .push(", ")
-            .arg(&key.prefix)
-            .push(", ");
-        sql.arg(serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into()))
-            .push(", ")
-            .arg(actor)
-            .push(", ")
-            .arg(now);
-        sql.push(", NULL, NULL, ").arg(&key.hash).push(")");
+        let scopes = serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into());
+        let sql = insert(
+            "api_keys",
+            &format!("{KEY_COLS}, key_hash"),
+            args![
+                &id,
+                self.ws,
+                &key.name,
+                &key.prefix,
+                scopes,
+                actor,
+                now,
+                None::<i64>,
+                None::<i64>,
+                &key.hash
+            ],
+        );
         sql.query().execute(&mut *w.tx).await?;
         self.audit(
             &mut w.tx,

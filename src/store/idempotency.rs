@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{now_ms, Result, Scoped, Sql};
+use super::{args, insert, now_ms, Result, Scoped, Sql};
 
 const KEEP_MS: i64 = 24 * 3600 * 1000;
 
@@ -35,17 +35,12 @@ impl Scoped<'_> {
             .push(" AND created_at < ")
             .arg(now - KEEP_MS);
         sql.query().execute(&mut *w.tx).await?;
-        let mut sql = Sql::new("INSERT INTO idempotency_keys (workspace_id, principal_id, key, request_hash, created_at) VALUES (");
-        sql.arg(self.ws)
-            .push(", ")
-            .arg(principal)
-            .push(", ")
-            .arg(key)
-            .push(", ")
-            .arg(request_hash)
-            .push(", ")
-            .arg(now);
-        sql.push(") ON CONFLICT (workspace_id, principal_id, key) DO NOTHING");
+        let mut sql = insert(
+            "idempotency_keys",
+            "workspace_id, principal_id, key, request_hash, created_at",
+            args![self.ws, principal, key, request_hash, now],
+        );
+        sql.push(" ON CONFLICT (workspace_id, principal_id, key) DO NOTHING");
         if sql.query().execute(&mut *w.tx).await?.rows_affected() == 1 {
             w.commit().await?;
             return Ok(IdempotencyBegin::New);

@@ -4,7 +4,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{new_id, now_ms, Result, Scoped, Sql, Store, StoreError};
+use super::{args, insert, new_id, now_ms, Result, Scoped, Sql, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct ImportJob {
@@ -56,21 +56,11 @@ impl Scoped<'_> {
         let now = now_ms();
         let id = new_id();
         let mut w = self.store.write().await?;
-        let mut sql = Sql::new(format!("INSERT INTO import_jobs (workspace_id, {COLS}) VALUES ("));
-        sql.arg(self.ws)
-            .push(", ")
-            .arg(&id)
-            .push(", ")
-            .arg(object_type)
-            .push(", 'running', ")
-            .arg(rows_total);
-        sql.push(", 0, 0, '[]', ")
-            .arg(actor)
-            .push(", ")
-            .arg(now)
-            .push(", ")
-            .arg(now)
-            .push(")");
+        let sql = insert(
+            "import_jobs",
+            &format!("workspace_id, {COLS}"),
+            args![self.ws, &id, object_type, "running", rows_total, 0i64, 0i64, "[]", actor, now, now],
+        );
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
         self.import_job(&id).await

@@ -112,10 +112,34 @@ impl From<Option<String>> for Arg {
         Arg::Text(s)
     }
 }
+impl From<&&str> for Arg {
+    fn from(s: &&str) -> Self {
+        Arg::Text(Some(s.to_string()))
+    }
+}
 impl From<Option<i64>> for Arg {
     fn from(n: Option<i64>) -> Self {
         Arg::Int(n)
     }
+}
+
+/// `vec![Arg::from(a), Arg::from(b), …]`.
+macro_rules! args {
+    ($($v:expr),* $(,)?) => { vec![$($crate::store::Arg::from($v)),*] };
+}
+pub(crate) use args;
+
+/// `INSERT INTO table (columns) VALUES ($1, …)`, one placeholder per value.
+pub(crate) fn insert(table: &str, columns: &str, values: Vec<Arg>) -> Sql {
+    let mut sql = Sql::new(format!("INSERT INTO {table} ({columns}) VALUES ("));
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.arg(v);
+    }
+    sql.push(")");
+    sql
 }
 
 pub(crate) fn bind<'q>(sql: &'q str, args: &[Arg]) -> Query<'q, Any, AnyArguments<'q>> {

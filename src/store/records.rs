@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::{new_id, now_ms, Arg, Backend, Result, Scoped, Sql, StoreError};
+use super::{args, insert, new_id, now_ms, Arg, Backend, Result, Scoped, Sql, StoreError};
 use crate::domain::fields::Column;
 use crate::domain::objects::{diff, FieldSpec};
 use crate::domain::query::{encode_cursor, Filter, Op};
@@ -297,15 +297,16 @@ impl Scoped<'_> {
         if ty == ObjectType::AuditEntry {
             return Err(anyhow::anyhow!("the audit log is written by the store only").into());
         }
-        let mut sql = Sql::new(format!("INSERT INTO {} (workspace_id, {}) VALUES (", ty.table(), columns(ty)));
-        sql.arg(self.ws).push(", ").arg(&id).push(", 1, ").arg(now).push(", ").arg(now);
-        for spec in ty.fields() {
-            sql.push(", ").arg(to_arg(spec, values.get(spec.name).unwrap_or(&FieldValue::Null)));
-        }
+        let mut values_args = args![self.ws, &id, 1i64, now, now];
+        values_args.extend(
+            ty.fields()
+                .iter()
+                .map(|spec| to_arg(spec, values.get(spec.name).unwrap_or(&FieldValue::Null))),
+        );
         if ty.has_custom_fields() {
-            sql.push(", ").arg(Value::Object(custom).to_string());
+            values_args.push(Arg::from(Value::Object(custom).to_string()));
         }
-        sql.push(")");
+        let sql = insert(ty.table(), &format!("workspace_id, {}", columns(ty)), values_args);
         sql.query().execute(&mut *conn).await?;
 
         let rec = self.fetch(conn, ty, &id).await?.ok_or(StoreError::NotFound)?;
@@ -777,17 +778,12 @@ impl Scoped<'_> {
         if let (Some(after), Some(_)) = (after, ty.field("tags")) {
             let old = before.map(|b| b.get("tags").as_list().to_vec()).unwrap_or_default();
             for tag in after.get("tags").as_list().iter().filter(|t| !old.contains(t)) {
-                let mut sql = Sql::new("INSERT INTO tags (id, workspace_id, version, created_at, updated_at, name, color) VALUES (");
-                sql.arg(new_id())
-                    .push(", ")
-                    .arg(self.ws)
-                    .push(", 1, ")
-                    .arg(now)
-                    .push(", ")
-                    .arg(now)
-                    .push(", ")
-                    .arg(tag);
-                sql.push(", NULL) ON CONFLICT (workspace_id, name) DO NOTHING");
+                let mut sql = insert(
+                    "tags",
+                    "id, workspace_id, version, created_at, updated_at, name",
+                    args![new_id(), self.ws, 1i64, now, now, tag],
+                );
+                sql.push(" ON CONFLICT (workspace_id, name) DO NOTHING");
                 sql.query().execute(&mut *conn).await?;
             }
         }
@@ -798,17 +794,11 @@ impl Scoped<'_> {
             sql.query().execute(&mut *conn).await?;
             if let Some(after) = after {
                 let (title, body) = after.search_text(ty);
-                let mut sql = Sql::new("INSERT INTO search_docs (workspace_id, object_type, object_id, title, body) VALUES (");
-                sql.arg(self.ws)
-                    .push(", ")
-                    .arg(ty.name())
-                    .push(", ")
-                    .arg(id)
-                    .push(", ")
-                    .arg(title)
-                    .push(", ")
-                    .arg(body)
-                    .push(")");
+                let sql = insert(
+                    "search_docs",
+                    "workspace_id, object_type, object_id, title, body",
+                    args![self.ws, ty.name(), id, title, body],
+                );
                 sql.query().execute(&mut *conn).await?;
             }
         }
@@ -834,27 +824,22 @@ impl Scoped<'_> {
         changes: Value,
         now: i64,
     ) -> Result<()> {
-        let mut sql = Sql::new(
-            "INSERT INTO audit_log (id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes) VALUES (",
+        let sql = insert(
+            "audit_log",
+            "id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes",
+            args![
+                new_id(),
+                self.ws,
+                1i64,
+                now,
+                now,
+                actor,
+                action,
+                object_type,
+                object_id,
+                changes.to_string()
+            ],
         );
-        sql.arg(new_id())
-            .push(", ")
-            .arg(self.ws)
-            .push(", 1, ")
-            .arg(now)
-            .push(", ")
-            .arg(now)
-            .push(", ")
-            .arg(actor);
-        sql.push(", ")
-            .arg(action)
-            .push(", ")
-            .arg(object_type)
-            .push(", ")
-            .arg(object_id)
-            .push(", ")
-            .arg(changes.to_string())
-            .push(")");
         sql.query().execute(&mut *conn).await?;
         Ok(())
     }
