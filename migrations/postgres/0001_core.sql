@@ -78,10 +78,21 @@ CREATE TABLE event_log (
     type TEXT NOT NULL,
     payload TEXT NOT NULL,
     actor TEXT,
+    -- The client's mutation id, echoed so a client can recognise its own changes.
+    cause TEXT,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (topic, seq)
 );
 CREATE INDEX event_log_workspace ON event_log (workspace_id, created_at);
+
+-- The last seq handed out per topic. Taking the next one locks the row until the
+-- transaction ends, so concurrent writers of one topic commit in seq order, and a
+-- rolled-back seq is never seen by anyone.
+CREATE TABLE topic_seqs (
+    topic TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    seq BIGINT NOT NULL
+);
 
 CREATE TABLE companies (
     id TEXT PRIMARY KEY,

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod custom_fields;
 pub mod email;
+pub mod events;
 pub mod fields;
 pub mod objects;
 pub mod query;
@@ -12,6 +13,7 @@ pub mod rank;
 pub use access::{Access, Resource, Role, Scope};
 pub use custom_fields::CustomFieldDef;
 pub use email::EmailAddress;
+pub use events::{Event, Topic};
 pub use fields::{FieldErrors, FieldKind, FieldValue};
 pub use objects::{Changes, FieldSpec, ObjectType, Record};
 pub use query::ListQuery;

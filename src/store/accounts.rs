@@ -191,7 +191,7 @@ impl Store {
             args![new_id(), ws, user, family, hash, now_ms(), expires_at],
         );
         sql.query().execute(&mut *w.tx).await?;
-        w.commit().await
+        w.commit().await.map(drop)
     }
 
     /// Exchanges a refresh token for a new one of the same family. Presenting a token
@@ -283,7 +283,7 @@ impl Store {
             .arg(now - 60_000)
             .push(")");
         sql.query().execute(&mut *w.tx).await?;
-        w.commit().await
+        w.commit().await.map(drop)
     }
 }
 
@@ -442,7 +442,7 @@ impl Scoped<'_> {
             now,
         )
         .await?;
-        w.commit().await
+        w.commit().await.map(drop)
     }
 
     pub async fn create_api_key(&self, key: NewApiKey, actor: &str) -> Result<ApiKeyRow> {
@@ -512,6 +512,6 @@ impl Scoped<'_> {
         }
         self.audit(&mut w.tx, actor, "delete", "api_key", id, json!({"revoked_at": [null, now]}), now)
             .await?;
-        w.commit().await
+        w.commit().await.map(drop)
     }
 }

@@ -77,7 +77,7 @@ impl Scoped<'_> {
             .push(" AND key = ")
             .arg(key);
         sql.query().execute(&mut *w.tx).await?;
-        w.commit().await
+        w.commit().await.map(drop)
     }
 
     /// Forgets a key whose request failed on the server's side, so a retry runs again.
@@ -90,6 +90,6 @@ impl Scoped<'_> {
             .push(" AND key = ")
             .arg(key);
         sql.query().execute(&mut *w.tx).await?;
-        w.commit().await
+        w.commit().await.map(drop)
     }
 }

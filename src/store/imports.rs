@@ -80,7 +80,7 @@ impl Scoped<'_> {
             .arg(now_ms());
         sql.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
         sql.query().execute(&mut *w.tx).await?;
-        w.commit().await
+        w.commit().await.map(drop)
     }
 
     pub async fn import_job(&self, id: &str) -> Result<ImportJob> {

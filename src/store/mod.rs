@@ -5,6 +5,7 @@
 //! route cannot forget it.
 
 mod accounts;
+mod events;
 mod idempotency;
 mod imports;
 mod records;
@@ -29,7 +30,7 @@ pub use records::Page;
 pub use search::SearchHit;
 pub use workflows::Conversion;
 
-use crate::domain::{FieldErrors, Record};
+use crate::domain::{Event, FieldErrors, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -199,6 +200,8 @@ pub struct Store {
     /// SQLite allows one writer at a time and answers a second one with SQLITE_BUSY;
     /// serialising write transactions here turns that into an orderly wait.
     write_lock: Option<Arc<Mutex<()>>>,
+    /// Set once the node's topic directory runs; before that, events are only logged.
+    publisher: Arc<std::sync::OnceLock<Publisher>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -207,15 +210,40 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A write transaction, holding the SQLite writer slot for its lifetime.
-pub(crate) struct WriteTx {
-    pub tx: sqlx::Transaction<'static, Any>,
+/// Where committed events go: the node's topic directory. Bounded; when it is full an
+/// event is dropped here and its topic's subscribers receive it from the event log
+/// when the next event reveals the gap.
+pub type Publisher = tokio::sync::mpsc::Sender<Event>;
+
+/// A write transaction, holding the SQLite writer slot for its lifetime. The events its
+/// writes make are published only once it has committed.
+pub struct WriteTx {
+    pub(crate) tx: sqlx::Transaction<'static, Any>,
     _slot: Option<OwnedMutexGuard<()>>,
+    /// Events written in this transaction, in seq order per topic.
+    pub(crate) events: Vec<Event>,
+    /// The client's mutation id, recorded on the events.
+    pub(crate) cause: Option<String>,
+    publisher: Option<Publisher>,
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await.map_err(StoreError::from)
+    /// Commits; then, and only then, publishes the events. Returns them.
+    pub async fn commit(self) -> Result<Vec<Event>> {
+        self.tx.commit().await.map_err(StoreError::from)?;
+        if let Some(p) = &self.publisher {
+            for e in &self.events {
+                if p.try_send(e.clone()).is_err() {
+                    tracing::warn!(topic = %e.topic, seq = e.seq, "event queue full; subscribers will catch up from the log");
+                }
+            }
+        }
+        Ok(self.events)
+    }
+
+    /// Records `cause` on the events this transaction makes.
+    pub fn caused_by(&mut self, cause: Option<String>) {
+        self.cause = cause;
     }
 }
 
@@ -259,7 +287,12 @@ impl Store {
             .await
             .with_context(|| format!("cannot connect to the {} store", backend.name()))?;
         let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Store { pool, backend, write_lock })
+        Ok(Store {
+            pool,
+            backend,
+            write_lock,
+            publisher: Arc::new(std::sync::OnceLock::new()),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -284,13 +317,24 @@ impl Store {
         self.pool.close().await;
     }
 
-    pub(crate) async fn write(&self) -> Result<WriteTx> {
+    pub async fn write(&self) -> Result<WriteTx> {
         let slot = match &self.write_lock {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _slot: slot })
+        Ok(WriteTx {
+            tx,
+            _slot: slot,
+            events: Vec::new(),
+            cause: None,
+            publisher: self.publisher.get().cloned(),
+        })
+    }
+
+    /// Sends every committed event to `publisher` from now on.
+    pub fn publish_to(&self, publisher: Publisher) {
+        let _ = self.publisher.set(publisher);
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

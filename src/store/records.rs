@@ -5,15 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::{args, insert, new_id, now_ms, Arg, Backend, Result, Scoped, Sql, StoreError};
+use super::{args, insert, new_id, now_ms, Arg, Backend, Result, Scoped, Sql, StoreError, WriteTx};
 use crate::domain::fields::Column;
 use crate::domain::objects::{diff, FieldSpec};
 use crate::domain::query::{encode_cursor, Filter, Op};
-use crate::domain::{rank, Changes, CustomFieldDef, FieldErrors, FieldKind, FieldValue, ListQuery, ObjectType, Record};
+use crate::domain::{rank, Changes, CustomFieldDef, FieldErrors, FieldKind, FieldValue, ListQuery, ObjectType, Record, Topic};
 
 /// One page of a list.
 #[derive(Debug)]
@@ -260,28 +260,28 @@ impl Scoped<'_> {
 
     pub async fn create(&self, ty: ObjectType, changes: Changes, actor: &str) -> Result<Record> {
         let mut w = self.store.write().await?;
-        let rec = self.create_in(&mut w.tx, ty, changes, actor).await?;
+        let rec = self.create_in(&mut w, ty, changes, actor).await?;
         w.commit().await?;
         Ok(rec)
     }
 
     pub async fn update(&self, ty: ObjectType, id: &str, expected: Option<i64>, changes: Changes, actor: &str) -> Result<Record> {
         let mut w = self.store.write().await?;
-        let rec = self.update_in(&mut w.tx, ty, id, expected, changes, actor).await?;
+        let rec = self.update_in(&mut w, ty, id, expected, changes, actor).await?;
         w.commit().await?;
         Ok(rec)
     }
 
     pub async fn delete(&self, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<()> {
         let mut w = self.store.write().await?;
-        self.delete_in(&mut w.tx, ty, id, expected, actor).await?;
-        w.commit().await
+        self.delete_in(&mut w, ty, id, expected, actor).await?;
+        w.commit().await.map(drop)
     }
 
-    pub(crate) async fn create_in(&self, conn: &mut AnyConnection, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
+    pub(crate) async fn create_in(&self, w: &mut WriteTx, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
         let id = new_id();
         let now = now_ms();
-        self.prepare(conn, ty, &id, None, &mut changes).await?;
+        self.prepare(&mut w.tx, ty, &id, None, &mut changes).await?;
         let empty = Record {
             id: id.clone(),
             version: 0,
@@ -292,7 +292,7 @@ impl Scoped<'_> {
         };
         let (values, custom) = empty.merged(&changes);
         ty.check(&values).map_err(StoreError::Invalid)?;
-        self.check_refs(conn, ty, &id, &changes).await?;
+        self.check_refs(&mut w.tx, ty, &id, &changes).await?;
 
         if ty == ObjectType::AuditEntry {
             return Err(anyhow::anyhow!("the audit log is written by the store only").into());
@@ -307,23 +307,23 @@ impl Scoped<'_> {
             values_args.push(Arg::from(Value::Object(custom).to_string()));
         }
         let sql = insert(ty.table(), &format!("workspace_id, {}", columns(ty)), values_args);
-        sql.query().execute(&mut *conn).await?;
+        sql.query().execute(&mut *w.tx).await?;
 
-        let rec = self.fetch(conn, ty, &id).await?.ok_or(StoreError::NotFound)?;
-        self.after_write(conn, ty, None, Some(&rec), actor, now).await?;
+        let rec = self.fetch(&mut w.tx, ty, &id).await?.ok_or(StoreError::NotFound)?;
+        self.after_write(w, ty, None, Some(&rec), actor, now).await?;
         Ok(rec)
     }
 
     pub(crate) async fn update_in(
         &self,
-        conn: &mut AnyConnection,
+        w: &mut WriteTx,
         ty: ObjectType,
         id: &str,
         expected: Option<i64>,
         mut changes: Changes,
         actor: &str,
     ) -> Result<Record> {
-        let before = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
+        let before = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
         if let Some(v) = expected {
             if v != before.version {
                 return Err(StoreError::Conflict {
@@ -332,13 +332,13 @@ impl Scoped<'_> {
                 });
             }
         }
-        self.prepare(conn, ty, id, Some(&before), &mut changes).await?;
+        self.prepare(&mut w.tx, ty, id, Some(&before), &mut changes).await?;
         let (values, custom) = before.merged(&changes);
         if values == before.values && custom == before.custom {
             return Ok(before);
         }
         ty.check(&values).map_err(StoreError::Invalid)?;
-        self.check_refs(conn, ty, id, &changes).await?;
+        self.check_refs(&mut w.tx, ty, id, &changes).await?;
 
         // Strictly later than the previous write, so `updated_since` never misses it.
         let now = now_ms().max(before.updated_at + 1);
@@ -355,28 +355,21 @@ impl Scoped<'_> {
         }
         sql.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
         sql.push(" AND version = ").arg(before.version);
-        let done = sql.query().execute(&mut *conn).await?;
+        let done = sql.query().execute(&mut *w.tx).await?;
         if done.rows_affected() == 0 {
-            let current = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
+            let current = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
             return Err(StoreError::Conflict {
                 expected: before.version,
                 current: Box::new(current),
             });
         }
-        let after = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
-        self.after_write(conn, ty, Some(&before), Some(&after), actor, now).await?;
+        let after = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
+        self.after_write(w, ty, Some(&before), Some(&after), actor, now).await?;
         Ok(after)
     }
 
-    pub(crate) async fn delete_in(
-        &self,
-        conn: &mut AnyConnection,
-        ty: ObjectType,
-        id: &str,
-        expected: Option<i64>,
-        actor: &str,
-    ) -> Result<()> {
-        let before = self.fetch(conn, ty, id).await?.ok_or(StoreError::NotFound)?;
+    pub(crate) async fn delete_in(&self, w: &mut WriteTx, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<()> {
+        let before = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
         if let Some(v) = expected {
             if v != before.version {
                 return Err(StoreError::Conflict {
@@ -389,19 +382,19 @@ impl Scoped<'_> {
         // Activities whose only link is this record would be left on no timeline:
         // they go with it, each with its own audit entry.
         if let Some(link) = activity_link(ty) {
-            for orphan in self.orphaned_activities(conn, link, id).await? {
-                self.remove_row(conn, ObjectType::Activity, &orphan, actor, now).await?;
+            for orphan in self.orphaned_activities(&mut w.tx, link, id).await? {
+                self.remove_row(w, ObjectType::Activity, &orphan, actor, now).await?;
             }
         }
-        self.release_references(conn, ty, &before, now).await?;
-        self.remove_row(conn, ty, &before, actor, now).await
+        self.release_references(&mut w.tx, ty, &before, now).await?;
+        self.remove_row(w, ty, &before, actor, now).await
     }
 
-    async fn remove_row(&self, conn: &mut AnyConnection, ty: ObjectType, rec: &Record, actor: &str, now: i64) -> Result<()> {
+    async fn remove_row(&self, w: &mut WriteTx, ty: ObjectType, rec: &Record, actor: &str, now: i64) -> Result<()> {
         let mut sql = Sql::new(format!("DELETE FROM {} WHERE workspace_id = ", ty.table()));
         sql.arg(self.ws).push(" AND id = ").arg(&rec.id);
-        sql.query().execute(&mut *conn).await?;
-        self.after_write(conn, ty, Some(rec), None, actor, now).await
+        sql.query().execute(&mut *w.tx).await?;
+        self.after_write(w, ty, Some(rec), None, actor, now).await
     }
 
     /// Activities linked to the record through `link` and to nothing else.
@@ -540,7 +533,7 @@ impl Scoped<'_> {
         actor: &str,
     ) -> Result<Record> {
         let mut w = self.store.write().await?;
-        let conn = &mut *w.tx;
+        let conn: &mut AnyConnection = &mut w.tx;
         let deal = self.fetch(conn, ObjectType::Deal, id).await?.ok_or(StoreError::NotFound)?;
         let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
         let stage_rec = self
@@ -570,7 +563,7 @@ impl Scoped<'_> {
             changes.set(ObjectType::Deal, "pipeline_id", FieldValue::Text(p));
         }
         changes.set(ObjectType::Deal, "rank", FieldValue::Text(key));
-        let rec = self.update_in(conn, ObjectType::Deal, id, expected, changes, actor).await?;
+        let rec = self.update_in(&mut w, ObjectType::Deal, id, expected, changes, actor).await?;
         w.commit().await?;
         Ok(rec)
     }
@@ -768,7 +761,7 @@ impl Scoped<'_> {
     /// document and the audit entry, in the same transaction.
     async fn after_write(
         &self,
-        conn: &mut AnyConnection,
+        w: &mut WriteTx,
         ty: ObjectType,
         before: Option<&Record>,
         after: Option<&Record>,
@@ -784,14 +777,14 @@ impl Scoped<'_> {
                     args![new_id(), self.ws, 1i64, now, now, tag],
                 );
                 sql.push(" ON CONFLICT (workspace_id, name) DO NOTHING");
-                sql.query().execute(&mut *conn).await?;
+                sql.query().execute(&mut *w.tx).await?;
             }
         }
         if ty.is_searchable() {
             let id = before.or(after).map(|r| r.id.as_str()).unwrap_or_default();
             let mut sql = Sql::new("DELETE FROM search_docs WHERE workspace_id = ");
             sql.arg(self.ws).push(" AND object_id = ").arg(id);
-            sql.query().execute(&mut *conn).await?;
+            sql.query().execute(&mut *w.tx).await?;
             if let Some(after) = after {
                 let (title, body) = after.search_text(ty);
                 let sql = insert(
@@ -799,7 +792,7 @@ impl Scoped<'_> {
                     "workspace_id, object_type, object_id, title, body",
                     args![self.ws, ty.name(), id, title, body],
                 );
-                sql.query().execute(&mut *conn).await?;
+                sql.query().execute(&mut *w.tx).await?;
             }
         }
         let action = match (before, after) {
@@ -808,8 +801,62 @@ impl Scoped<'_> {
             (Some(_), None) => "delete",
         };
         let object_id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
-        self.audit(conn, actor, action, ty.name(), &object_id, diff(ty, before, after), now)
-            .await
+        let changes = diff(ty, before, after);
+        self.audit(&mut w.tx, actor, action, ty.name(), &object_id, changes.clone(), now)
+            .await?;
+        self.publish_change(w, ty, before, after, changes, actor, now).await
+    }
+
+    /// The events of a write: one on the record's topic (a deal that changes pipeline
+    /// also leaves the old board), and a personal one for a member newly made owner or
+    /// assignee of the record.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_change(
+        &self,
+        w: &mut WriteTx,
+        ty: ObjectType,
+        before: Option<&Record>,
+        after: Option<&Record>,
+        changes: Value,
+        actor: &str,
+        now: i64,
+    ) -> Result<()> {
+        let kind = crate::domain::events::kind_of(ty, before, after, &changes);
+        let record = after.or(before).map(|r| r.to_json(ty)).unwrap_or(Value::Null);
+        let id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
+        let data = json!({"object_type": ty.name(), "id": id, "record": record, "changes": changes});
+        let new_topic = after.and_then(|r| Topic::of(self.ws, ty, r));
+        let old_topic = before.and_then(|r| Topic::of(self.ws, ty, r));
+        if let Some(old) = &old_topic {
+            if new_topic.as_ref() != Some(old) {
+                // Leaving this topic: for its subscribers the record is gone.
+                let gone = format!("{}.deleted", ty.name());
+                w.append_event(self.ws, &old.key(), &gone, data.clone(), actor, now).await?;
+            }
+        }
+        if let Some(topic) = &new_topic {
+            let kind = if old_topic.is_some() && old_topic.as_ref() != Some(topic) {
+                format!("{}.created", ty.name())
+            } else {
+                kind
+            };
+            w.append_event(self.ws, &topic.key(), &kind, data, actor, now).await?;
+        }
+        for field in ["owner_id", "assignee_id"] {
+            let Some(FieldValue::Text(user)) = after.map(|r| r.get(field).clone()) else {
+                continue;
+            };
+            if before.map(|b| b.get(field)) == Some(&FieldValue::Text(user.clone())) {
+                continue;
+            }
+            let topic = Topic::User {
+                workspace_id: self.ws.to_string(),
+                user_id: user,
+            };
+            let note = json!({"object_type": ty.name(), "id": id, "field": field, "record": after.map(|r| r.to_json(ty))});
+            w.append_event(self.ws, &topic.key(), "assigned", note, actor, now).await?;
+        }
+        Ok(())
     }
 
     /// Appends an audit entry.

@@ -16,11 +16,11 @@ impl Scoped<'_> {
     /// Creates a pipeline together with its stages, in the order given.
     pub async fn create_pipeline(&self, pipeline: Changes, stages: Vec<Changes>, actor: &str) -> Result<(Record, Vec<Record>)> {
         let mut w = self.store.write().await?;
-        let p = self.create_in(&mut w.tx, ObjectType::Pipeline, pipeline, actor).await?;
+        let p = self.create_in(&mut w, ObjectType::Pipeline, pipeline, actor).await?;
         let mut created = Vec::with_capacity(stages.len());
         for mut s in stages {
             s.set(ObjectType::Stage, "pipeline_id", FieldValue::Text(p.id.clone()));
-            created.push(self.create_in(&mut w.tx, ObjectType::Stage, s, actor).await?);
+            created.push(self.create_in(&mut w, ObjectType::Stage, s, actor).await?);
         }
         w.commit().await?;
         Ok((p, created))
@@ -41,7 +41,7 @@ impl Scoped<'_> {
                 c.set(ObjectType::Company, "name", FieldValue::Text(name.to_string()));
                 c.set(ObjectType::Company, "owner_id", copy("owner_id"));
                 c.set(ObjectType::Company, "tags", copy("tags"));
-                Some(self.create_in(&mut w.tx, ObjectType::Company, c, actor).await?)
+                Some(self.create_in(&mut w, ObjectType::Company, c, actor).await?)
             }
             None => None,
         };
@@ -59,7 +59,7 @@ impl Scoped<'_> {
         if let Some(co) = &company {
             c.set(ObjectType::Contact, "company_id", FieldValue::Text(co.id.clone()));
         }
-        let contact = self.create_in(&mut w.tx, ObjectType::Contact, c, actor).await?;
+        let contact = self.create_in(&mut w, ObjectType::Contact, c, actor).await?;
         let deal = match deal {
             Some(mut d) => {
                 d.set(ObjectType::Deal, "contact_id", FieldValue::Text(contact.id.clone()));
@@ -69,7 +69,7 @@ impl Scoped<'_> {
                 if d.get("owner_id").is_none() {
                     d.set(ObjectType::Deal, "owner_id", copy("owner_id"));
                 }
-                let deal = self.create_in(&mut w.tx, ObjectType::Deal, d, actor).await.map_err(|e| match e {
+                let deal = self.create_in(&mut w, ObjectType::Deal, d, actor).await.map_err(|e| match e {
                     StoreError::Invalid(f) => {
                         StoreError::Invalid(FieldErrors(f.0.into_iter().map(|(k, v)| (format!("deal.{k}"), v)).collect()))
                     }
@@ -89,9 +89,7 @@ impl Scoped<'_> {
             l.set(ObjectType::Lead, "converted_deal_id", FieldValue::Text(d.id.clone()));
         }
         l.set(ObjectType::Lead, "converted_at", FieldValue::Int(now_ms()));
-        let lead = self
-            .update_in(&mut w.tx, ObjectType::Lead, id, Some(lead.version), l, actor)
-            .await?;
+        let lead = self.update_in(&mut w, ObjectType::Lead, id, Some(lead.version), l, actor).await?;
         w.commit().await?;
         Ok(Conversion {
             lead,
