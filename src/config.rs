@@ -59,6 +59,8 @@ pub struct Settings {
     pub argon2_memory_kib: u32,
     /// Argon2id passes over memory.
     pub argon2_iterations: u32,
+    /// A topic actor with no subscribers is stopped after this many idle seconds.
+    pub passivate_after_secs: u64,
 }
 
 impl Default for Settings {
@@ -78,6 +80,7 @@ impl Default for Settings {
             // OWASP's recommended minimum for argon2id: 19 MiB, 2 passes.
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            passivate_after_secs: 300,
         }
     }
 }
@@ -97,6 +100,7 @@ const KEYS: &[&str] = &[
     "http_workers",
     "argon2_memory_kib",
     "argon2_iterations",
+    "passivate_after_secs",
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -24,6 +24,8 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Store,
+    /// The thread the topic actors run on; stopped with the server.
+    actors: actix::Arbiter,
 }
 
 impl Application {
@@ -52,7 +54,11 @@ impl Application {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             n => n,
         };
+        // Topic actors live on their own arbiter (thread), apart from HTTP workers.
+        let actors = actix::Arbiter::new();
+        let directory = crate::actors::Directory::start(store.clone(), actors.handle(), Duration::from_secs(settings.passivate_after_secs));
         let state = web::Data::new(AppState {
+            directory,
             store: store.clone(),
             tokens: TokenSigner::new(&secret),
             passwords,
@@ -72,7 +78,12 @@ impl Application {
         .workers(workers)
         .listen(listener)?
         .run();
-        Ok(Application { port, server, store })
+        Ok(Application {
+            port,
+            server,
+            store,
+            actors,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -83,6 +94,7 @@ impl Application {
     /// store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
+        self.actors.stop();
         self.store.close().await;
         result.context("the HTTP server failed")
     }

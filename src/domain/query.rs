@@ -100,6 +100,13 @@ impl ListQuery {
         }
     }
 
+    /// The same query, continuing after a page's `next_cursor`.
+    pub fn continue_after(&self, next_cursor: &str) -> Result<Self, QueryError> {
+        let mut q = self.clone();
+        q.after = Some(decode_cursor(next_cursor, &self.sort)?);
+        Ok(q)
+    }
+
     pub fn eq(mut self, field: &'static FieldSpec, value: FieldValue) -> Self {
         self.filters.push(Filter {
             field,

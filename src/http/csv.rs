@@ -345,8 +345,8 @@ async fn export(state: State, p: Principal, req: HttpRequest) -> Reply {
             }
         }
         match page.next_cursor {
-            Some(next) => match ListQuery::parse(ty, &[("sort".into(), c.q.sort.key()), ("cursor".into(), next)]) {
-                Ok(nq) => c.q.after = nq.after,
+            Some(next) => match c.q.continue_after(&next) {
+                Ok(nq) => c.q = nq,
                 Err(_) => c.finished = true,
             },
             None => c.finished = true,

@@ -92,9 +92,15 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
     if let Some(p) = req.extensions().get::<Principal>() {
         return Ok(p.clone());
     }
-    let token = bearer(req)?;
+    let principal = principal_for_token(state, &bearer(req)?).await?;
+    req.extensions_mut().insert(principal.clone());
+    Ok(principal)
+}
+
+/// Who a bearer credential (access token or API key) stands for.
+pub async fn principal_for_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let principal = if token.starts_with(API_KEY_PREFIX) {
-        let key = state.store.api_key_by_hash(&token_digest(&token)).await?;
+        let key = state.store.api_key_by_hash(&token_digest(token)).await?;
         let key = key
             .filter(|k| k.revoked_at.is_none())
             .ok_or_else(|| ApiError::new(Code::InvalidCredentials))?;
@@ -108,7 +114,7 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
             actor: Actor::ApiKey { id: key.id, scopes },
         }
     } else {
-        let claims = state.tokens.verify(&token, chrono::Utc::now().timestamp()).map_err(|e| match e {
+        let claims = state.tokens.verify(token, chrono::Utc::now().timestamp()).map_err(|e| match e {
             TokenError::Expired => ApiError::new(Code::TokenExpired),
             _ => ApiError::new(Code::InvalidCredentials),
         })?;
@@ -123,7 +129,6 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
             actor: Actor::User { id: claims.sub, role },
         }
     };
-    req.extensions_mut().insert(principal.clone());
     Ok(principal)
 }
 
@@ -241,6 +246,19 @@ pub fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError>
 /// Path ids are UUIDs; anything else names nothing.
 pub fn path_id(raw: &str) -> Result<String, ApiError> {
     crate::domain::fields::parse_id(raw).map_err(|_| ApiError::new(Code::NotFound))
+}
+
+/// The client's id for a mutation (`X-Mutation-Id`), echoed as `cause` on the events
+/// it makes so the client can tell its own changes from others'.
+pub fn mutation_id(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get("x-mutation-id") else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|s| Some(s.to_string()))
+        .ok_or_else(|| ApiError::msg(Code::InvalidBody, "X-Mutation-Id is 1 to 100 visible ASCII characters"))
 }
 
 /// The version a change is based on, from `If-Match` (an ETag such as `"3"`).

@@ -8,7 +8,7 @@ pub mod error;
 pub mod extract;
 mod idempotency;
 pub mod openapi;
-mod records;
+pub mod records;
 
 use std::sync::Arc;
 
@@ -40,6 +40,8 @@ pub struct AppState {
     pub openapi: serde_json::Value,
     /// Swagger UI's files for `/docs`.
     pub docs: docs::DocsAssets,
+    /// The node's topic actors.
+    pub directory: crate::actors::Directory,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -52,7 +54,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
                 .configure(accounts::configure)
                 .configure(records::configure)
-                .configure(csv::configure),
+                .configure(csv::configure)
+                .configure(crate::ws::configure),
         )
         .default_service(web::to(not_found));
 }

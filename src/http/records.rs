@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, Code};
-use super::extract::{if_match, path_id, query_pairs, JsonBody, Principal};
+use super::extract::{if_match, mutation_id, path_id, query_pairs, JsonBody, Principal};
 use super::idempotency::idempotent;
 use super::AppState;
 use crate::domain::fields::parse_id;
@@ -158,7 +158,8 @@ async fn create(ty: ObjectType, state: State, p: Principal, req: HttpRequest, bo
     p.require(ty.resource(), Access::Write)?;
     idempotent(&state, &p, &req, &body.0, || async {
         let map = body.object()?;
-        let scoped = p.scoped(&state.store);
+        let cause = mutation_id(&req)?;
+        let scoped = p.scoped(&state.store).with_cause(cause.as_deref());
         let defs = scoped.custom_field_defs(ty).await?;
         let changes = ty.parse_input(&map, true, &defs)?;
         let rec = scoped.create(ty, changes, &p.actor_id()).await.map_err(store_error(ty))?;
@@ -188,7 +189,8 @@ async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String
     let id = path_id(&id)?;
     let mut map = body.object()?;
     let expected = expected_version(&req, &mut map)?;
-    let scoped = p.scoped(&state.store);
+    let cause = mutation_id(&req)?;
+    let scoped = p.scoped(&state.store).with_cause(cause.as_deref());
     let defs = scoped.custom_field_defs(ty).await?;
     let changes = ty.parse_input(&map, false, &defs)?;
     let rec = scoped
@@ -381,12 +383,14 @@ async fn move_deal(state: State, p: Principal, id: web::Path<String>, req: HttpR
             opt_id("after", m.after)?,
             opt_id("before", m.before)?,
         );
+        let cause = mutation_id(&req)?;
         let rec = p
             .scoped(&state.store)
+            .with_cause(cause.as_deref())
             .move_deal(&id, stage, after, before, expected, &p.actor_id())
             .await
             .map_err(store_error(ty))?;
-        Ok((StatusCode::OK, rec.to_json(ty)))
+        Ok((StatusCode::OK, rec.0.to_json(ty)))
     })
     .await
 }

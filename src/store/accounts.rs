@@ -317,7 +317,7 @@ impl Scoped<'_> {
     /// `new_user` gives the name and password hash).
     pub async fn add_member(&self, email: &str, new_user: Option<(&str, &str)>, role: &str, actor: &str) -> Result<MemberRow> {
         let now = now_ms();
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let user_id = match self.store.user_by_email_in(&mut w.tx, email).await? {
             Some(u) => u.id,
             None => {
@@ -365,7 +365,7 @@ impl Scoped<'_> {
 
     pub async fn set_role(&self, user_id: &str, role: &str, actor: &str) -> Result<MemberRow> {
         let now = now_ms();
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let before = self.member_in(&mut w.tx, user_id).await?.ok_or(StoreError::NotFound)?;
         if before.role == "owner" && role != "owner" && self.owner_count(&mut w.tx).await? <= 1 {
             return Err(StoreError::InUse("a workspace must keep at least one owner".into()));
@@ -396,7 +396,7 @@ impl Scoped<'_> {
     /// were assigned lose that link, and they leave every team.
     pub async fn remove_member(&self, user_id: &str, actor: &str) -> Result<()> {
         let now = now_ms();
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let before = self.member_in(&mut w.tx, user_id).await?.ok_or(StoreError::NotFound)?;
         if before.role == "owner" && self.owner_count(&mut w.tx).await? <= 1 {
             return Err(StoreError::InUse("a workspace must keep at least one owner".into()));
@@ -448,7 +448,7 @@ impl Scoped<'_> {
     pub async fn create_api_key(&self, key: NewApiKey, actor: &str) -> Result<ApiKeyRow> {
         let now = now_ms();
         let id = new_id();
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let scopes = serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into());
         let sql = insert(
             "api_keys",
@@ -499,7 +499,7 @@ impl Scoped<'_> {
 
     pub async fn revoke_api_key(&self, id: &str, actor: &str) -> Result<()> {
         let now = now_ms();
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let mut sql = Sql::new("UPDATE api_keys SET revoked_at = ");
         sql.arg(now)
             .push(" WHERE workspace_id = ")

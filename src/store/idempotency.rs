@@ -27,7 +27,7 @@ pub enum IdempotencyBegin {
 impl Scoped<'_> {
     pub async fn idempotency_begin(&self, principal: &str, key: &str, request_hash: &str) -> Result<IdempotencyBegin> {
         let now = now_ms();
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let mut sql = Sql::new("DELETE FROM idempotency_keys WHERE workspace_id = ");
         sql.arg(self.ws)
             .push(" AND principal_id = ")
@@ -67,7 +67,7 @@ impl Scoped<'_> {
     }
 
     pub async fn idempotency_finish(&self, principal: &str, key: &str, response: &StoredResponse) -> Result<()> {
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let mut sql = Sql::new("UPDATE idempotency_keys SET status_code = ");
         sql.arg(i64::from(response.status)).push(", response_body = ").arg(&response.body);
         sql.push(" WHERE workspace_id = ")
@@ -82,7 +82,7 @@ impl Scoped<'_> {
 
     /// Forgets a key whose request failed on the server's side, so a retry runs again.
     pub async fn idempotency_abandon(&self, principal: &str, key: &str) -> Result<()> {
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let mut sql = Sql::new("DELETE FROM idempotency_keys WHERE workspace_id = ");
         sql.arg(self.ws)
             .push(" AND principal_id = ")

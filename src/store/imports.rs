@@ -55,7 +55,7 @@ impl Scoped<'_> {
     pub async fn create_import_job(&self, object_type: &str, rows_total: i64, actor: &str) -> Result<ImportJob> {
         let now = now_ms();
         let id = new_id();
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let sql = insert(
             "import_jobs",
             &format!("workspace_id, {COLS}"),
@@ -67,7 +67,7 @@ impl Scoped<'_> {
     }
 
     pub async fn update_import_job(&self, id: &str, status: &str, done: i64, failed: i64, errors: &Value) -> Result<()> {
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let mut sql = Sql::new("UPDATE import_jobs SET status = ");
         sql.arg(status)
             .push(", rows_done = ")

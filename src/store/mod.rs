@@ -366,6 +366,7 @@ impl Store {
         Scoped {
             store: self,
             ws: workspace_id,
+            cause: None,
         }
     }
 }
@@ -375,10 +376,23 @@ impl Store {
 pub struct Scoped<'a> {
     store: &'a Store,
     ws: &'a str,
+    /// The client's mutation id for the writes made through this handle.
+    cause: Option<&'a str>,
 }
 
 impl<'a> Scoped<'a> {
     pub fn workspace_id(&self) -> &'a str {
         self.ws
+    }
+
+    /// Writes through the returned handle carry `cause` on their events.
+    pub fn with_cause(self, cause: Option<&'a str>) -> Scoped<'a> {
+        Scoped { cause, ..self }
+    }
+
+    pub(crate) async fn begin(&self) -> Result<WriteTx> {
+        let mut w = self.store.write().await?;
+        w.cause = self.cause.map(str::to_string);
+        Ok(w)
     }
 }

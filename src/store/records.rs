@@ -13,7 +13,7 @@ use super::{args, insert, new_id, now_ms, Arg, Backend, Result, Scoped, Sql, Sto
 use crate::domain::fields::Column;
 use crate::domain::objects::{diff, FieldSpec};
 use crate::domain::query::{encode_cursor, Filter, Op};
-use crate::domain::{rank, Changes, CustomFieldDef, FieldErrors, FieldKind, FieldValue, ListQuery, ObjectType, Record, Topic};
+use crate::domain::{rank, Changes, CustomFieldDef, Event, FieldErrors, FieldKind, FieldValue, ListQuery, ObjectType, Record, Topic};
 
 /// One page of a list.
 #[derive(Debug)]
@@ -259,23 +259,41 @@ impl Scoped<'_> {
     }
 
     pub async fn create(&self, ty: ObjectType, changes: Changes, actor: &str) -> Result<Record> {
-        let mut w = self.store.write().await?;
+        Ok(self.create_tracked(ty, changes, actor).await?.0)
+    }
+
+    /// Creates a record; also returns the events the write made.
+    pub async fn create_tracked(&self, ty: ObjectType, changes: Changes, actor: &str) -> Result<(Record, Vec<Event>)> {
+        let mut w = self.begin().await?;
         let rec = self.create_in(&mut w, ty, changes, actor).await?;
-        w.commit().await?;
-        Ok(rec)
+        Ok((rec, w.commit().await?))
     }
 
     pub async fn update(&self, ty: ObjectType, id: &str, expected: Option<i64>, changes: Changes, actor: &str) -> Result<Record> {
-        let mut w = self.store.write().await?;
+        Ok(self.update_tracked(ty, id, expected, changes, actor).await?.0)
+    }
+
+    pub async fn update_tracked(
+        &self,
+        ty: ObjectType,
+        id: &str,
+        expected: Option<i64>,
+        changes: Changes,
+        actor: &str,
+    ) -> Result<(Record, Vec<Event>)> {
+        let mut w = self.begin().await?;
         let rec = self.update_in(&mut w, ty, id, expected, changes, actor).await?;
-        w.commit().await?;
-        Ok(rec)
+        Ok((rec, w.commit().await?))
     }
 
     pub async fn delete(&self, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<()> {
-        let mut w = self.store.write().await?;
+        self.delete_tracked(ty, id, expected, actor).await.map(drop)
+    }
+
+    pub async fn delete_tracked(&self, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<Vec<Event>> {
+        let mut w = self.begin().await?;
         self.delete_in(&mut w, ty, id, expected, actor).await?;
-        w.commit().await.map(drop)
+        w.commit().await
     }
 
     pub(crate) async fn create_in(&self, w: &mut WriteTx, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
@@ -531,8 +549,8 @@ impl Scoped<'_> {
         before_id: Option<String>,
         expected: Option<i64>,
         actor: &str,
-    ) -> Result<Record> {
-        let mut w = self.store.write().await?;
+    ) -> Result<(Record, Vec<Event>)> {
+        let mut w = self.begin().await?;
         let conn: &mut AnyConnection = &mut w.tx;
         let deal = self.fetch(conn, ObjectType::Deal, id).await?.ok_or(StoreError::NotFound)?;
         let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
@@ -564,8 +582,7 @@ impl Scoped<'_> {
         }
         changes.set(ObjectType::Deal, "rank", FieldValue::Text(key));
         let rec = self.update_in(&mut w, ObjectType::Deal, id, expected, changes, actor).await?;
-        w.commit().await?;
-        Ok(rec)
+        Ok((rec, w.commit().await?))
     }
 
     async fn neighbour_rank(

@@ -15,7 +15,7 @@ pub struct Conversion {
 impl Scoped<'_> {
     /// Creates a pipeline together with its stages, in the order given.
     pub async fn create_pipeline(&self, pipeline: Changes, stages: Vec<Changes>, actor: &str) -> Result<(Record, Vec<Record>)> {
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let p = self.create_in(&mut w, ObjectType::Pipeline, pipeline, actor).await?;
         let mut created = Vec::with_capacity(stages.len());
         for mut s in stages {
@@ -29,7 +29,7 @@ impl Scoped<'_> {
     /// Turns a lead into a contact, a company (when the lead names one) and, if asked,
     /// a deal; the lead is marked converted and points at what it became.
     pub async fn convert_lead(&self, id: &str, deal: Option<Changes>, actor: &str) -> Result<Conversion> {
-        let mut w = self.store.write().await?;
+        let mut w = self.begin().await?;
         let lead = self.fetch(&mut w.tx, ObjectType::Lead, id).await?.ok_or(StoreError::NotFound)?;
         if lead.text("status") == Some("converted") {
             return Err(StoreError::Duplicate("this lead was already converted".into()));

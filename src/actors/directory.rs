@@ -1,0 +1,123 @@
+//! The node's directory of topic actors: activates a topic's actor on first use, hands
+//! it committed events, forgets it when it passivates.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use super::topic::{Publish, TopicActor};
+use crate::domain::{Event, Topic};
+use crate::store::Store;
+
+/// Committed events waiting for their topic actor. When full, the store drops the
+/// newest event (see `store::Publisher`): its topic recovers it from the log.
+pub const EVENT_QUEUE: usize = 65_536;
+
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    actors: Mutex<HashMap<String, Addr<TopicActor>>>,
+    store: Store,
+    /// Topic actors run on their own thread, apart from the HTTP workers.
+    arbiter: ArbiterHandle,
+    passivate_after: Duration,
+    activations: AtomicU64,
+    restarts: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryStats {
+    pub active: usize,
+    pub activations: u64,
+    pub restarts: u64,
+}
+
+impl Directory {
+    /// Starts the directory and its dispatcher, and connects the store's committed
+    /// events to it.
+    pub fn start(store: Store, arbiter: ArbiterHandle, passivate_after: Duration) -> Directory {
+        let dir = Directory {
+            inner: Arc::new(Inner {
+                actors: Mutex::new(HashMap::new()),
+                store: store.clone(),
+                arbiter,
+                passivate_after,
+                activations: AtomicU64::new(0),
+                restarts: AtomicU64::new(0),
+            }),
+        };
+        let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
+        store.publish_to(tx);
+        let d = dir.clone();
+        dir.inner.arbiter.spawn(async move {
+            while let Some(e) = rx.recv().await {
+                d.dispatch(e);
+            }
+        });
+        dir
+    }
+
+    fn dispatch(&self, e: Event) {
+        let addr = self.lock().get(&e.topic).cloned();
+        if let Some(addr) = addr {
+            // A full mailbox drops the event; the topic fills the gap from the log.
+            if addr.try_send(Publish(e)).is_err() {
+                tracing::debug!("topic mailbox full; event left to gap recovery");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Addr<TopicActor>>> {
+        self.inner.actors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The topic's actor, activated if needed. `workspace_id` is the caller's, already
+    /// checked to own the topic.
+    pub fn get(&self, topic: &Topic, workspace_id: &str) -> Addr<TopicActor> {
+        let key = topic.key();
+        let mut actors = self.lock();
+        if let Some(addr) = actors.get(&key) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        self.inner.activations.fetch_add(1, Ordering::Relaxed);
+        let actor = TopicActor::new(
+            topic.clone(),
+            workspace_id.to_string(),
+            self.inner.store.clone(),
+            self.clone(),
+            self.inner.passivate_after,
+        );
+        let addr = TopicActor::start_in_arbiter(&self.inner.arbiter, move |_| actor);
+        actors.insert(key, addr.clone());
+        addr
+    }
+
+    /// Called by a stopping actor; keeps a newer actor of the same topic.
+    pub(crate) fn forget(&self, key: &str, addr: &Addr<TopicActor>) {
+        let mut actors = self.lock();
+        if actors.get(key) == Some(addr) {
+            actors.remove(key);
+        }
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.inner.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> DirectoryStats {
+        DirectoryStats {
+            active: self.lock().len(),
+            activations: self.inner.activations.load(Ordering::Relaxed),
+            restarts: self.inner.restarts.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The live side of the server: one actor per topic (a board, a workspace, a member's
+//! notifications), activated on first use and passivated when idle, and the node's
+//! directory that finds them and hands them committed events.
+
+mod directory;
+mod topic;
+
+pub use directory::{Directory, DirectoryStats};
+pub use topic::{Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
+
+/// How many recent events a topic keeps in memory for resuming clients.
+pub const RING: usize = 1024;
+/// A resume that misses more events than this gets a snapshot instead of a replay.
+pub const MAX_REPLAY: i64 = 500;

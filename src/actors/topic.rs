@@ -1,0 +1,553 @@
+//! A topic actor: the single place that orders a topic's events and fans them out.
+//!
+//! It delivers events strictly in seq order: one that arrives early waits for the gap
+//! before it to be filled, from the event log if the missing event does not arrive
+//! soon. It keeps the last events in a ring for resuming clients, the presence of the
+//! topic's viewers, and, for a board, the board itself (stages and deals) so that a
+//! new subscriber gets a snapshot without touching the store.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, Notify};
+
+use super::directory::Directory;
+use super::{MAX_REPLAY, RING};
+use crate::domain::query::{ListQuery, Sort};
+use crate::domain::{Event, FieldValue, ObjectType, Topic};
+use crate::store::Store;
+
+/// How long a missing event may be awaited before it is read from the log.
+const GAP_WAIT: Duration = Duration::from_millis(150);
+/// Presence without a heartbeat expires after this long.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+
+/// A frame for one connection's outbound queue, already serialised once for all
+/// subscribers.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Frame { topic: Arc<str>, text: Arc<str> },
+}
+
+/// Raised by a topic when a connection's queue is full: the connection empties its
+/// queue and tells the client to resync.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    raised: AtomicBool,
+    pub notify: Notify,
+}
+
+impl Overflow {
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+    pub fn take(&self) -> bool {
+        self.raised.swap(false, Ordering::SeqCst)
+    }
+}
+
+struct Subscriber {
+    user_id: String,
+    tx: mpsc::Sender<Outbound>,
+    overflow: Arc<Overflow>,
+}
+
+struct PresenceEntry {
+    user_id: String,
+    state: Value,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Loading its seq and state; messages wait.
+    Loading,
+    Ready,
+}
+
+pub struct TopicActor {
+    topic: Topic,
+    key: Arc<str>,
+    workspace_id: String,
+    store: Store,
+    directory: Directory,
+    phase: Phase,
+    /// The last seq delivered to subscribers.
+    seq: i64,
+    /// Recent events as sent, for replay.
+    ring: VecDeque<(i64, Arc<str>)>,
+    /// Events that arrived before the ones preceding them.
+    early: BTreeMap<i64, Event>,
+    gap_check_scheduled: bool,
+    subscribers: HashMap<u64, Subscriber>,
+    presence: HashMap<u64, PresenceEntry>,
+    /// For boards: the stages and deals, by id, as of `seq`.
+    board: Option<Board>,
+    last_active: Instant,
+    passivate_after: Duration,
+}
+
+#[derive(Default)]
+struct Board {
+    stages: HashMap<String, Value>,
+    deals: HashMap<String, Value>,
+}
+
+impl Board {
+    fn apply(&mut self, e: &Event) {
+        let id = e.data["id"].as_str().unwrap_or_default().to_string();
+        let map = match e.data["object_type"].as_str() {
+            Some("deal") => &mut self.deals,
+            Some("stage") => &mut self.stages,
+            _ => return,
+        };
+        if e.kind.ends_with(".deleted") {
+            map.remove(&id);
+        } else if e.data["record"].is_object() {
+            map.insert(id, e.data["record"].clone());
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        let mut stages: Vec<&Value> = self.stages.values().collect();
+        stages.sort_by_key(|s| s["position"].as_i64().unwrap_or(0));
+        let mut deals: Vec<&Value> = self.deals.values().collect();
+        deals.sort_by(|a, b| {
+            a["rank"]
+                .as_str()
+                .cmp(&b["rank"].as_str())
+                .then(a["id"].as_str().cmp(&b["id"].as_str()))
+        });
+        json!({"stages": stages, "deals": deals})
+    }
+}
+
+impl TopicActor {
+    pub fn new(topic: Topic, workspace_id: String, store: Store, directory: Directory, passivate_after: Duration) -> Self {
+        let board = matches!(topic, Topic::Board { .. }).then(Board::default);
+        TopicActor {
+            key: topic.key().into(),
+            topic,
+            workspace_id,
+            store,
+            directory,
+            phase: Phase::Loading,
+            seq: 0,
+            ring: VecDeque::with_capacity(RING),
+            early: BTreeMap::new(),
+            gap_check_scheduled: false,
+            subscribers: HashMap::new(),
+            presence: HashMap::new(),
+            board,
+            last_active: Instant::now(),
+            passivate_after,
+        }
+    }
+
+    /// Reads the topic's seq, then its state: any change committed in between is in
+    /// the state and arrives again as an event, and applying an event twice is
+    /// harmless (records are replaced whole).
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Loading;
+        let (store, key, ws, topic) = (
+            self.store.clone(),
+            self.key.to_string(),
+            self.workspace_id.clone(),
+            self.topic.clone(),
+        );
+        let fut = async move {
+            let seq = store.topic_seq(&key).await?;
+            let board = match &topic {
+                Topic::Board { pipeline_id } => Some(load_board(&store, &ws, pipeline_id).await?),
+                _ => None,
+            };
+            Ok::<_, crate::store::StoreError>((seq, board))
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok((seq, board)) => {
+                act.seq = seq;
+                act.board = board;
+                act.ring.clear();
+                act.early.retain(|s, _| *s > seq);
+                act.phase = Phase::Ready;
+                act.drain_early(ctx);
+            }
+            Err(e) => {
+                tracing::error!(topic = %act.key, error = %e, "topic could not load; stopping it");
+                act.resync_all("unavailable");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn deliver(&mut self, ctx: &mut Context<Self>, e: Event) {
+        if e.seq <= self.seq {
+            return;
+        }
+        if e.seq > self.seq + 1 {
+            self.early.insert(e.seq, e);
+            self.schedule_gap_check(ctx);
+            return;
+        }
+        self.seq = e.seq;
+        if let Some(b) = &mut self.board {
+            b.apply(&e);
+        }
+        let text: Arc<str> = e.frame().to_string().into();
+        if self.ring.len() == RING {
+            self.ring.pop_front();
+        }
+        self.ring.push_back((e.seq, text.clone()));
+        self.broadcast(text);
+        self.drain_early(ctx);
+    }
+
+    fn drain_early(&mut self, ctx: &mut Context<Self>) {
+        while let Some(entry) = self.early.first_entry() {
+            if *entry.key() > self.seq + 1 {
+                break;
+            }
+            let e = entry.remove();
+            self.deliver(ctx, e);
+        }
+    }
+
+    fn schedule_gap_check(&mut self, ctx: &mut Context<Self>) {
+        if self.gap_check_scheduled {
+            return;
+        }
+        self.gap_check_scheduled = true;
+        ctx.run_later(GAP_WAIT, |act, ctx| {
+            act.gap_check_scheduled = false;
+            if act.early.is_empty() {
+                return;
+            }
+            let (store, key, since) = (act.store.clone(), act.key.to_string(), act.seq);
+            let limit = act.early.keys().next_back().map(|last| last - since).unwrap_or(1);
+            ctx.spawn(
+                async move { store.events_after(&key, since, limit).await }
+                    .into_actor(act)
+                    .map(|res, act, ctx| match res {
+                        Ok(events) => events.into_iter().for_each(|e| act.deliver(ctx, e)),
+                        Err(e) => {
+                            tracing::warn!(topic = %act.key, error = %e, "could not fill a gap from the event log; retrying");
+                            act.schedule_gap_check(ctx);
+                        }
+                    }),
+            );
+        });
+    }
+
+    fn broadcast(&mut self, text: Arc<str>) {
+        let frame = Outbound::Frame {
+            topic: self.key.clone(),
+            text,
+        };
+        self.subscribers.retain(|_, s| match s.tx.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                s.overflow.raise();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// Tells every subscriber to resync and forgets them; used when the topic's state
+    /// can no longer be trusted.
+    fn resync_all(&mut self, reason: &str) {
+        let text: Arc<str> = json!({"type": "resync", "topic": &*self.key, "reason": reason}).to_string().into();
+        for (_, s) in self.subscribers.drain() {
+            if s.tx
+                .try_send(Outbound::Frame {
+                    topic: self.key.clone(),
+                    text: text.clone(),
+                })
+                .is_err()
+            {
+                s.overflow.raise();
+            }
+        }
+        self.presence.clear();
+    }
+
+    fn presence_frame(&self) -> Arc<str> {
+        let mut members: Vec<Value> = self
+            .presence
+            .values()
+            .map(|p| json!({"user_id": p.user_id, "state": p.state}))
+            .collect();
+        members.sort_by(|a, b| a["user_id"].as_str().cmp(&b["user_id"].as_str()));
+        json!({"type": "presence", "topic": &*self.key, "members": members})
+            .to_string()
+            .into()
+    }
+
+    fn snapshot_frame(&self) -> Arc<str> {
+        let state = self.board.as_ref().map(Board::snapshot).unwrap_or_else(|| json!({}));
+        json!({"type": "snapshot", "topic": &*self.key, "seq": self.seq, "state": state})
+            .to_string()
+            .into()
+    }
+
+    /// Runs a handler's work, turning a panic into a rebuild of the actor from the store
+    /// instead of the loss of the node.
+    fn guarded(&mut self, ctx: &mut Context<Self>, work: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        if catch_unwind(AssertUnwindSafe(|| work(self, ctx))).is_err() {
+            self.directory.count_restart();
+            tracing::error!(topic = %self.key, "topic actor failed; rebuilding it from the store");
+            self.resync_all("restarted");
+            self.early.clear();
+            self.load(ctx);
+        }
+    }
+}
+
+async fn load_board(store: &Store, ws: &str, pipeline_id: &str) -> Result<Board, crate::store::StoreError> {
+    let scoped = store.scoped(ws);
+    let mut board = Board::default();
+    for ty in [ObjectType::Stage, ObjectType::Deal] {
+        let field = ty
+            .field("pipeline_id")
+            .ok_or_else(|| anyhow::anyhow!("{} has pipeline_id", ty.name()))?;
+        let mut q = ListQuery {
+            limit: crate::domain::query::MAX_LIMIT,
+            ..ListQuery::newest_first()
+        }
+        .eq(field, FieldValue::Text(pipeline_id.to_string()));
+        q.sort = Sort {
+            field: &crate::domain::query::CREATED_AT,
+            descending: false,
+        };
+        loop {
+            let page = scoped.list(ty, &q).await?;
+            let map = if ty == ObjectType::Deal {
+                &mut board.deals
+            } else {
+                &mut board.stages
+            };
+            for r in &page.records {
+                map.insert(r.id.clone(), r.to_json(ty));
+            }
+            let Some(next) = page.next_cursor else { break };
+            q = q.continue_after(&next).map_err(|e| anyhow::anyhow!("cursor: {e:?}"))?;
+        }
+    }
+    Ok(board)
+}
+
+impl Actor for TopicActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Commands and publishes wait in a bounded mailbox; senders block when it is
+        // full (REST and WebSocket callers await, the directory drops and the topic
+        // catches up from the log).
+        ctx.set_mailbox_capacity(1024);
+        self.load(ctx);
+        ctx.run_interval(Duration::from_secs(5), |act, ctx| {
+            let now = Instant::now();
+            let before = act.presence.len();
+            act.presence.retain(|_, p| p.expires > now);
+            if act.presence.len() != before {
+                let f = act.presence_frame();
+                act.broadcast(f);
+            }
+            if act.subscribers.is_empty() && act.last_active.elapsed() > act.passivate_after {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.directory.forget(&self.key, &ctx.address());
+        self.resync_all("closed");
+    }
+}
+
+/// A committed event of this topic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish(pub Event);
+
+impl Handler<Publish> for TopicActor {
+    type Result = ();
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |act, ctx| {
+            if act.phase == Phase::Loading {
+                act.early.insert(msg.0.seq, msg.0);
+            } else {
+                act.deliver(ctx, msg.0);
+            }
+        });
+    }
+}
+
+/// Subscribe a connection; the reply comes after the replay or snapshot has been
+/// queued, and every later event follows it in order.
+#[derive(Message)]
+#[rtype(result = "SubscribeReply")]
+pub struct Subscribe {
+    pub conn: u64,
+    pub user_id: String,
+    pub since: Option<i64>,
+    pub tx: mpsc::Sender<Outbound>,
+    pub overflow: Arc<Overflow>,
+}
+
+#[derive(Debug, Clone, MessageResponse)]
+pub enum SubscribeReply {
+    /// Subscribed; the client is now at `seq`.
+    Ok {
+        seq: i64,
+        replayed: usize,
+        snapshot: bool,
+    },
+    Unavailable,
+}
+
+impl Handler<Subscribe> for TopicActor {
+    type Result = ResponseActFuture<Self, SubscribeReply>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        let since = msg.since.filter(|s| *s >= 0 && *s <= self.seq);
+        let missed = since.map(|s| self.seq - s);
+        let in_ring = since.is_some_and(|s| self.ring.front().map(|(first, _)| *first <= s + 1).unwrap_or(s == self.seq));
+        // Too many missed (or a position this topic never had): a snapshot is cheaper.
+        let replay_from_log = matches!(missed, Some(m) if m <= MAX_REPLAY) && !in_ring;
+        let (store, key, seq) = (self.store.clone(), self.key.to_string(), self.seq);
+        let fetch = async move {
+            match (replay_from_log, since) {
+                (true, Some(s)) => store.events_after(&key, s, seq - s).await.map(Some),
+                _ => Ok(None),
+            }
+        };
+        Box::pin(fetch.into_actor(self).map(move |fetched, act, _ctx| {
+            let key = act.key.clone();
+            let send = |text: Arc<str>| msg.tx.try_send(Outbound::Frame { topic: key.clone(), text }).is_ok();
+            let (mut replayed, mut snapshot) = (0, false);
+            let ok = match (since, fetched) {
+                (Some(s), Ok(None)) if in_ring => {
+                    let frames: Vec<Arc<str>> = act.ring.iter().filter(|(q, _)| *q > s).map(|(_, t)| t.clone()).collect();
+                    replayed = frames.len();
+                    frames.into_iter().all(send)
+                }
+                (Some(_), Ok(Some(events))) => {
+                    // The log was read while events kept arriving; send what the log
+                    // had up to our position, then the ring covers the rest.
+                    let upto = act.seq;
+                    let mut ok = true;
+                    let mut last = since.unwrap_or(0);
+                    for e in events.iter().filter(|e| e.seq <= upto) {
+                        ok &= send(e.frame().to_string().into());
+                        last = e.seq;
+                        replayed += 1;
+                    }
+                    let from = last;
+                    for (q, t) in act.ring.iter().filter(|(q, _)| *q > from) {
+                        ok &= send(t.clone());
+                        last = *q;
+                        replayed += 1;
+                    }
+                    ok && last == upto
+                }
+                (_, Err(e)) => {
+                    tracing::warn!(topic = %act.key, error = %e, "replay failed");
+                    return SubscribeReply::Unavailable;
+                }
+                _ => {
+                    snapshot = true;
+                    send(act.snapshot_frame())
+                }
+            };
+            if !ok {
+                msg.overflow.raise();
+                return SubscribeReply::Ok {
+                    seq: act.seq,
+                    replayed,
+                    snapshot,
+                };
+            }
+            if !act.presence.is_empty() {
+                send(act.presence_frame());
+            }
+            act.subscribers.insert(
+                msg.conn,
+                Subscriber {
+                    user_id: msg.user_id,
+                    tx: msg.tx,
+                    overflow: msg.overflow,
+                },
+            );
+            SubscribeReply::Ok {
+                seq: act.seq,
+                replayed,
+                snapshot,
+            }
+        }))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub conn: u64,
+}
+
+impl Handler<Unsubscribe> for TopicActor {
+    type Result = ();
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
+        self.subscribers.remove(&msg.conn);
+        if self.presence.remove(&msg.conn).is_some() {
+            let f = self.presence_frame();
+            self.broadcast(f);
+        }
+        self.last_active = Instant::now();
+    }
+}
+
+/// A connection's presence on the topic (viewing, dragging a card, replying…);
+/// `None` leaves. Re-sent as a heartbeat, or it expires.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Presence {
+    pub conn: u64,
+    pub state: Option<Map<String, Value>>,
+}
+
+impl Handler<Presence> for TopicActor {
+    type Result = bool;
+    fn handle(&mut self, msg: Presence, _: &mut Context<Self>) -> bool {
+        let Some(user_id) = self.subscribers.get(&msg.conn).map(|s| s.user_id.clone()) else {
+            return false;
+        };
+        let changed = match msg.state {
+            None => self.presence.remove(&msg.conn).is_some(),
+            Some(state) => {
+                let state = Value::Object(state);
+                let same = self.presence.get(&msg.conn).is_some_and(|p| p.state == state);
+                self.presence.insert(
+                    msg.conn,
+                    PresenceEntry {
+                        user_id,
+                        state,
+                        expires: Instant::now() + PRESENCE_TTL,
+                    },
+                );
+                !same
+            }
+        };
+        if changed {
+            let f = self.presence_frame();
+            self.broadcast(f);
+        }
+        true
+    }
+}

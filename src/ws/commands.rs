@@ -1,0 +1,134 @@
+//! Commands sent over the WebSocket: the same operations as the REST API, named
+//! `<type>.<verb>`, validated by the same rules and acknowledged with the seq of their
+//! event once committed.
+
+use serde_json::{Map, Value};
+
+use crate::domain::fields::parse_id;
+use crate::domain::{Access, FieldErrors, ObjectType, Topic};
+use crate::http::error::{ApiError, Code};
+use crate::http::extract::Principal;
+use crate::http::records::store_error;
+use crate::http::AppState;
+
+fn field_id(args: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_id(s).map(Some).map_err(|e| FieldErrors::single(name, e).into()),
+        Some(_) => Err(FieldErrors::single(name, "expected an id").into()),
+    }
+}
+
+fn version(args: &Map<String, Value>) -> Result<Option<i64>, ApiError> {
+    match args.get("version") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| FieldErrors::single("version", "expected an integer").into()),
+    }
+}
+
+fn only(args: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+    match args.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(FieldErrors::single(k.clone(), "unknown field").into()),
+        None => Ok(()),
+    }
+}
+
+/// Runs one command; returns the seq of its event on `topic`.
+pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &str, mut args: Map<String, Value>) -> Result<i64, ApiError> {
+    if id.is_empty() || id.len() > 100 {
+        return Err(ApiError::msg(Code::InvalidBody, "a command id is 1 to 100 characters"));
+    }
+    let topic = super::authorize(state, p, topic).await?;
+    let (type_name, verb) = op
+        .split_once('.')
+        .ok_or_else(|| ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'")))?;
+    let ty = ObjectType::from_name(type_name)
+        .filter(|t| !matches!(t, ObjectType::AuditEntry | ObjectType::Pipeline))
+        .ok_or_else(|| ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'")))?;
+    let fits = match &topic {
+        Topic::Board { .. } => matches!(ty, ObjectType::Deal | ObjectType::Stage),
+        Topic::Workspace { .. } => !matches!(ty, ObjectType::Deal | ObjectType::Stage),
+        Topic::User { .. } => false,
+    };
+    if !fits {
+        return Err(ApiError::msg(Code::InvalidBody, format!("'{op}' is not a command of this topic")));
+    }
+    p.require(ty.resource(), Access::Write)?;
+    let actor = p.actor_id();
+    let scoped = p.scoped(&state.store).with_cause(Some(id));
+    let board = match &topic {
+        Topic::Board { pipeline_id } => Some(pipeline_id.clone()),
+        _ => None,
+    };
+    // A board's records must stay on that board.
+    let on_board = |rec: &crate::domain::Record| board.is_none() || rec.text("pipeline_id") == board.as_deref();
+    let events = match verb {
+        "create" => {
+            if let Some(b) = &board {
+                match args.get("pipeline_id") {
+                    None => {
+                        args.insert("pipeline_id".into(), Value::String(b.clone()));
+                    }
+                    Some(v) if v.as_str() == Some(b.as_str()) => {}
+                    Some(_) => return Err(FieldErrors::single("pipeline_id", "must be this board's pipeline").into()),
+                }
+            }
+            let defs = scoped.custom_field_defs(ty).await?;
+            let changes = ty.parse_input(&args, true, &defs)?;
+            scoped.create_tracked(ty, changes, &actor).await.map_err(store_error(ty))?.1
+        }
+        "update" => {
+            only(&args, &["id", "version", "changes"])?;
+            let rid = field_id(&args, "id")?.ok_or_else(|| ApiError::from(FieldErrors::single("id", "is required")))?;
+            let current = scoped.get(ty, &rid).await?;
+            if !on_board(&current) {
+                return Err(ApiError::new(Code::NotFound));
+            }
+            let changes = match args.get("changes") {
+                Some(Value::Object(c)) => c.clone(),
+                _ => return Err(FieldErrors::single("changes", "expected an object of fields").into()),
+            };
+            let defs = scoped.custom_field_defs(ty).await?;
+            let parsed = ty.parse_input(&changes, false, &defs)?;
+            scoped
+                .update_tracked(ty, &rid, version(&args)?, parsed, &actor)
+                .await
+                .map_err(store_error(ty))?
+                .1
+        }
+        "move" if ty == ObjectType::Deal => {
+            only(&args, &["id", "version", "stage_id", "after", "before"])?;
+            let rid = field_id(&args, "id")?.ok_or_else(|| ApiError::from(FieldErrors::single("id", "is required")))?;
+            if !on_board(&scoped.get(ty, &rid).await?) {
+                return Err(ApiError::new(Code::NotFound));
+            }
+            let (stage, after, before) = (field_id(&args, "stage_id")?, field_id(&args, "after")?, field_id(&args, "before")?);
+            scoped
+                .move_deal(&rid, stage, after, before, version(&args)?, &actor)
+                .await
+                .map_err(store_error(ty))?
+                .1
+        }
+        "delete" => {
+            only(&args, &["id", "version"])?;
+            let rid = field_id(&args, "id")?.ok_or_else(|| ApiError::from(FieldErrors::single("id", "is required")))?;
+            if !on_board(&scoped.get(ty, &rid).await?) {
+                return Err(ApiError::new(Code::NotFound));
+            }
+            scoped
+                .delete_tracked(ty, &rid, version(&args)?, &actor)
+                .await
+                .map_err(store_error(ty))?
+        }
+        _ => return Err(ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'"))),
+    };
+    let key = topic.key();
+    // A command that changed nothing made no event; its position is the topic's seq.
+    match events.iter().rev().find(|e| e.topic == key) {
+        Some(e) => Ok(e.seq),
+        None => Ok(state.store.topic_seq(&key).await?),
+    }
+}

@@ -1,0 +1,313 @@
+//! `GET /api/v1/ws`: the real-time endpoint. One task per connection runs a loop over
+//! the socket, the connection's bounded outbound queue, the overflow signal and a
+//! heartbeat. Subscriptions go to topic actors; commands are the same operations as
+//! the REST API's, acknowledged once durable.
+
+mod commands;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::actors::{Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
+use crate::domain::{Access, Resource, Topic};
+use crate::http::error::{ApiError, Code};
+use crate::http::extract::{principal_for_token, Actor, Principal};
+use crate::http::AppState;
+use protocol::{error_frame, nack_frame, ClientMessage};
+
+/// Frames waiting to be written to one client. When full, the connection is told to
+/// resync: memory per connection stays bounded whatever the client's speed.
+pub const OUTBOUND_QUEUE: usize = 1024;
+/// Largest client message.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Most topics one connection may follow.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// A connection that sends nothing (not even a pong) for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/ws").route(web::get().to(endpoint)));
+}
+
+/// Browsers cannot set headers on a WebSocket, so the credential may also come as
+/// `?access_token=`.
+fn credential(req: &HttpRequest) -> Result<String, ApiError> {
+    if let Some(h) = req.headers().get("authorization") {
+        let v = h.to_str().map_err(|_| ApiError::new(Code::InvalidCredentials))?;
+        return v
+            .strip_prefix("Bearer ")
+            .map(|t| t.trim().to_string())
+            .ok_or_else(|| ApiError::new(Code::Unauthenticated));
+    }
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v))
+        .ok_or_else(|| ApiError::new(Code::Unauthenticated))
+}
+
+async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let principal = principal_for_token(&state, &credential(&req)?).await?;
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::msg(Code::InvalidBody, e.to_string()))?;
+    let stream = stream
+        .max_frame_size(MAX_FRAME)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME);
+    actix_web::rt::spawn(async move {
+        let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let mut conn = Connection {
+            id,
+            state,
+            principal,
+            session,
+            subs: HashMap::new(),
+            tx,
+            overflow: Arc::new(Overflow::default()),
+        };
+        let reason = conn.run(stream, rx).await;
+        conn.leave_all();
+        tracing::debug!(conn = id, reason, "websocket closed");
+    });
+    Ok(response)
+}
+
+pub(crate) struct Connection {
+    id: u64,
+    state: web::Data<AppState>,
+    principal: Principal,
+    session: Session,
+    /// Followed topics and their actors.
+    subs: HashMap<String, Addr<TopicActor>>,
+    tx: mpsc::Sender<Outbound>,
+    overflow: Arc<Overflow>,
+}
+
+impl Connection {
+    async fn run(&mut self, mut stream: actix_ws::AggregatedMessageStream, mut rx: mpsc::Receiver<Outbound>) -> &'static str {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    let ok = match msg {
+                        Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            self.send(error_frame(&ApiError::msg(Code::InvalidBody, "send JSON text frames"))).await
+                        }
+                        Some(Ok(AggregatedMessage::Ping(b))) => self.session.pong(&b).await.is_ok(),
+                        Some(Ok(AggregatedMessage::Pong(_))) => true,
+                        Some(Ok(AggregatedMessage::Close(_))) | None => return "client closed",
+                        Some(Err(e)) => {
+                            let reason = CloseReason { code: CloseCode::Size, description: Some(e.to_string()) };
+                            let _ = self.session.clone().close(Some(reason)).await;
+                            return "protocol error";
+                        }
+                    };
+                    if !ok {
+                        return "socket closed";
+                    }
+                }
+                Some(out) = rx.recv() => {
+                    let Outbound::Frame { topic, text } = out;
+                    // Frames of a topic being resynced are stale; the client will resume.
+                    if self.subs.contains_key(&*topic) && self.session.text(&*text).await.is_err() {
+                        return "socket closed";
+                    }
+                }
+                _ = self.overflow.notify.notified() => {
+                    if self.overflow.take() && !self.resync(&mut rx).await {
+                        return "socket closed";
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT {
+                        let _ = self.session.clone().close(Some(CloseCode::Away.into())).await;
+                        return "idle";
+                    }
+                    if self.session.ping(b"").await.is_err() {
+                        return "socket closed";
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, text: String) -> bool {
+        self.session.text(text).await.is_ok()
+    }
+
+    /// The outbound queue overflowed: empty it, leave every topic, and tell the client
+    /// to resume each one from its last seq.
+    async fn resync(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> bool {
+        let topics: Vec<String> = self.subs.keys().cloned().collect();
+        self.leave_all();
+        while rx.try_recv().is_ok() {}
+        for topic in topics {
+            if !self
+                .send(json!({"type": "resync", "topic": topic, "reason": "slow_consumer"}).to_string())
+                .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn leave_all(&mut self) {
+        for (_, addr) in self.subs.drain() {
+            // Best effort: a topic that is gone has already forgotten us.
+            let _ = addr.try_send(Unsubscribe { conn: self.id });
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> bool {
+        let msg = match ClientMessage::parse(text) {
+            Ok(m) => m,
+            Err(e) => return self.send(error_frame(&e)).await,
+        };
+        match msg {
+            ClientMessage::Ping {} => self.send(json!({"type": "pong"}).to_string()).await,
+            ClientMessage::Subscribe { topic, since_seq } => match self.subscribe(&topic, since_seq).await {
+                Ok(()) => true,
+                Err(e) => self.send(error_frame(&e.details(json!({"topic": topic})))).await,
+            },
+            ClientMessage::Unsubscribe { topic } => {
+                if let Some(addr) = self.subs.remove(&topic) {
+                    let _ = addr.send(Unsubscribe { conn: self.id }).await;
+                }
+                self.send(json!({"type": "unsubscribed", "topic": topic}).to_string()).await
+            }
+            ClientMessage::Presence { topic, state } => {
+                let too_big = state
+                    .as_ref()
+                    .is_some_and(|s| serde_json::to_string(s).map(|t| t.len()).unwrap_or(0) > 1024);
+                let Some(addr) = self.subs.get(&topic).cloned() else {
+                    return self
+                        .send(error_frame(&ApiError::msg(
+                            Code::InvalidBody,
+                            format!("subscribe to {topic} before sending presence"),
+                        )))
+                        .await;
+                };
+                if too_big {
+                    return self
+                        .send(error_frame(&ApiError::msg(
+                            Code::PayloadTooLarge,
+                            "a presence state is at most 1 KiB",
+                        )))
+                        .await;
+                }
+                match addr.send(Presence { conn: self.id, state }).await {
+                    Ok(_) => true,
+                    Err(_) => self.send(error_frame(&ApiError::new(Code::Unavailable))).await,
+                }
+            }
+            ClientMessage::Command { id, topic, op, args } => {
+                let frame = match commands::run(&self.state, &self.principal, &id, &topic, &op, args).await {
+                    Ok(seq) => json!({"type": "ack", "id": id, "seq": seq}).to_string(),
+                    Err(e) => nack_frame(&id, &e),
+                };
+                self.send(frame).await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, raw: &str, since: Option<i64>) -> Result<(), ApiError> {
+        let topic = authorize(&self.state, &self.principal, raw).await?;
+        let key = topic.key();
+        if !self.subs.contains_key(&key) && self.subs.len() >= MAX_SUBSCRIPTIONS {
+            return Err(ApiError::msg(
+                Code::InvalidBody,
+                format!("a connection follows at most {MAX_SUBSCRIPTIONS} topics"),
+            ));
+        }
+        if let Some(old) = self.subs.remove(&key) {
+            let _ = old.send(Unsubscribe { conn: self.id }).await;
+        }
+        let addr = self.state.directory.get(&topic, &self.principal.workspace_id);
+        // Accept the topic's frames from now on: the replay is queued before any
+        // later event.
+        self.subs.insert(key.clone(), addr.clone());
+        let user_id = match &self.principal.actor {
+            Actor::User { id, .. } => id.clone(),
+            Actor::ApiKey { id, .. } => format!("api_key:{id}"),
+        };
+        let msg = Subscribe {
+            conn: self.id,
+            user_id,
+            since,
+            tx: self.tx.clone(),
+            overflow: self.overflow.clone(),
+        };
+        match addr.send(msg).await {
+            Ok(SubscribeReply::Ok { seq, replayed, snapshot }) => {
+                let f = json!({"type": "subscribed", "topic": key, "seq": seq, "replayed": replayed, "snapshot": snapshot});
+                // Sent through the queue so that it follows the replay.
+                let _ = self.tx.try_send(Outbound::Frame {
+                    topic: key.clone().into(),
+                    text: f.to_string().into(),
+                });
+                Ok(())
+            }
+            Ok(SubscribeReply::Unavailable) | Err(_) => {
+                self.subs.remove(&key);
+                Err(ApiError {
+                    retry_after_secs: Some(1),
+                    ..ApiError::new(Code::Unavailable)
+                })
+            }
+        }
+    }
+}
+
+/// Parses a topic name and checks the principal may follow it: it must belong to the
+/// principal's workspace and hold only what the principal may read.
+pub async fn authorize(state: &AppState, p: &Principal, raw: &str) -> Result<Topic, ApiError> {
+    let topic =
+        Topic::parse(raw).ok_or_else(|| ApiError::msg(Code::InvalidBody, format!("'{raw}' is not a topic such as board:<pipeline id>")))?;
+    match &topic {
+        Topic::Board { pipeline_id } => {
+            p.require(Resource::Pipelines, Access::Read)?;
+            p.require(Resource::Deals, Access::Read)?;
+            // Another workspace's pipeline does not exist from here.
+            p.scoped(&state.store).get(crate::domain::ObjectType::Pipeline, pipeline_id).await?;
+        }
+        Topic::Workspace { workspace_id } => {
+            if *workspace_id != p.workspace_id {
+                return Err(ApiError::new(Code::NotFound));
+            }
+            for r in [
+                Resource::Contacts,
+                Resource::Companies,
+                Resource::Leads,
+                Resource::Activities,
+                Resource::Tags,
+                Resource::Teams,
+                Resource::CustomFields,
+            ] {
+                p.require(r, Access::Read)?;
+            }
+        }
+        Topic::User { workspace_id, user_id } => {
+            let own = matches!(&p.actor, Actor::User { id, .. } if id == user_id);
+            if *workspace_id != p.workspace_id || !own {
+                return Err(ApiError::msg(Code::Forbidden, "only its own member may follow a personal topic"));
+            }
+        }
+    }
+    Ok(topic)
+}
