@@ -61,6 +61,9 @@ pub struct Settings {
     pub argon2_iterations: u32,
     /// A topic actor with no subscribers is stopped after this many idle seconds.
     pub passivate_after_secs: u64,
+    /// Frames one WebSocket connection may have waiting; past that the client is told
+    /// to resync.
+    pub ws_outbound_queue: usize,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             passivate_after_secs: 300,
+            ws_outbound_queue: 1024,
         }
     }
 }
@@ -101,6 +105,7 @@ const KEYS: &[&str] = &[
     "argon2_memory_kib",
     "argon2_iterations",
     "passivate_after_secs",
+    "ws_outbound_queue",
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.
@@ -144,6 +149,9 @@ impl Settings {
             if s.expose().len() < 32 {
                 bail!("jwt_secret must be at least 32 characters");
             }
+        }
+        if self.ws_outbound_queue < 16 {
+            bail!("ws_outbound_queue must be at least 16");
         }
         if self.argon2_memory_kib < 8 || self.argon2_iterations == 0 {
             bail!("argon2 cost settings are too low");

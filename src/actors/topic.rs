@@ -417,10 +417,14 @@ impl Handler<Subscribe> for TopicActor {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
-        let since = msg.since.filter(|s| *s >= 0 && *s <= self.seq);
+        // A position this topic never had, or more missed events than the client's
+        // queue can take at once: a snapshot is the way back.
+        let room = i64::try_from(msg.tx.capacity()).unwrap_or(i64::MAX) - 2;
+        let since = msg
+            .since
+            .filter(|s| *s >= 0 && *s <= self.seq && self.seq - *s <= room.min(MAX_REPLAY));
         let missed = since.map(|s| self.seq - s);
         let in_ring = since.is_some_and(|s| self.ring.front().map(|(first, _)| *first <= s + 1).unwrap_or(s == self.seq));
-        // Too many missed (or a position this topic never had): a snapshot is cheaper.
         let replay_from_log = matches!(missed, Some(m) if m <= MAX_REPLAY) && !in_ring;
         let (store, key, seq) = (self.store.clone(), self.key.to_string(), self.seq);
         let fetch = async move {

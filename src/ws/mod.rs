@@ -25,9 +25,6 @@ use crate::http::extract::{principal_for_token, Actor, Principal};
 use crate::http::AppState;
 use protocol::{error_frame, nack_frame, ClientMessage};
 
-/// Frames waiting to be written to one client. When full, the connection is told to
-/// resync: memory per connection stays bounded whatever the client's speed.
-pub const OUTBOUND_QUEUE: usize = 1024;
 /// Largest client message.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Most topics one connection may follow.
@@ -67,7 +64,9 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         .max_continuation_size(MAX_FRAME);
     actix_web::rt::spawn(async move {
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        // Frames waiting to be written to this client. When full, the client is told to
+        // resync: memory per connection stays bounded whatever the client's speed.
+        let (tx, rx) = mpsc::channel(state.settings.ws_outbound_queue);
         let mut conn = Connection {
             id,
             state,

@@ -47,11 +47,13 @@ pub fn postgres_admin_url() -> String {
 enum Cleanup {
     Dir(PathBuf),
     Database(String),
+    None,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         match self {
+            Cleanup::None => {}
             Cleanup::Dir(d) => {
                 let _ = std::fs::remove_dir_all(d);
             }
@@ -78,6 +80,8 @@ impl Drop for Cleanup {
 pub struct TestApp {
     pub address: String,
     pub client: awc::Client,
+    /// What the server was started with, so a second node can share its store.
+    pub settings: Settings,
     _cleanup: Cleanup,
 }
 
@@ -115,6 +119,13 @@ pub struct Session {
     pub refresh: String,
     pub user_id: String,
     pub workspace_id: String,
+}
+
+async fn start(settings: Settings) -> String {
+    let app = Application::build(settings).await.expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    address
 }
 
 pub fn test_settings() -> Settings {
@@ -156,14 +167,25 @@ impl TestApp {
                 Cleanup::Database(name)
             }
         };
-        let app = Application::build(settings).await.expect("the application starts");
-        let address = format!("http://127.0.0.1:{}", app.port());
-        actix_web::rt::spawn(app.run_until_stopped());
+        let address = start(settings.clone()).await;
         let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
         TestApp {
             address,
             client,
+            settings,
             _cleanup: cleanup,
+        }
+    }
+
+    /// Another server on the same store, as a restarted or second node would be.
+    pub async fn another_node(&self) -> TestApp {
+        let address = start(self.settings.clone()).await;
+        let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
+        TestApp {
+            address,
+            client,
+            settings: self.settings.clone(),
+            _cleanup: Cleanup::None,
         }
     }
 
@@ -333,4 +355,91 @@ pub fn ids(body: &Value) -> Vec<String> {
         .as_array()
         .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(String::from)).collect())
         .unwrap_or_default()
+}
+
+/// A WebSocket client speaking the real-time protocol.
+pub struct Ws {
+    framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+}
+
+impl TestApp {
+    pub async fn ws(&self, token: &str) -> Ws {
+        let url = format!("{}/api/v1/ws", self.address.replace("http://", "ws://"));
+        let (_, framed) = self
+            .client
+            .ws(url)
+            .max_frame_size(16 * 1024 * 1024)
+            .bearer_auth(token)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("websocket connect failed: {e}"));
+        Ws { framed }
+    }
+}
+
+impl Ws {
+    pub async fn send(&mut self, v: Value) {
+        use futures_util::SinkExt;
+        self.framed
+            .send(awc::ws::Message::Text(v.to_string().into()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// The next JSON frame; fails the test if none arrives within 20 seconds.
+    pub async fn recv(&mut self) -> Value {
+        use futures_util::{SinkExt, StreamExt};
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(20), self.framed.next())
+                .await
+                .expect("a frame within 20 s")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match frame {
+                awc::ws::Frame::Text(b) => return serde_json::from_slice(&b).expect("JSON frame"),
+                awc::ws::Frame::Ping(p) => self.framed.send(awc::ws::Message::Pong(p)).await.expect("pong"),
+                awc::ws::Frame::Close(r) => panic!("closed by the server: {r:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Frames until one of type `t` (inclusive); returns them all.
+    pub async fn until(&mut self, t: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let f = self.recv().await;
+            let done = f["type"] == t;
+            seen.push(f);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Subscribes and returns the frames up to and including `subscribed`.
+    pub async fn subscribe(&mut self, topic: &str, since: Option<i64>) -> Vec<Value> {
+        let mut m = json!({"type": "subscribe", "topic": topic});
+        if let Some(s) = since {
+            m["since_seq"] = json!(s);
+        }
+        self.send(m).await;
+        self.until("subscribed").await
+    }
+
+    pub async fn close(mut self) {
+        use futures_util::SinkExt;
+        let _ = self.framed.send(awc::ws::Message::Close(None)).await;
+    }
+}
+
+impl Ws {
+    /// Sends raw text, for malformed messages.
+    pub async fn framed_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.framed
+            .send(awc::ws::Message::Text(text.to_string().into()))
+            .await
+            .expect("send a frame");
+    }
 }

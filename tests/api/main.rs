@@ -12,6 +12,7 @@ mod cli;
 mod csv_files;
 mod docs;
 mod isolation;
+mod realtime;
 mod records;
 mod roles;
 mod search;
