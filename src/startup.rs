@@ -56,7 +56,20 @@ impl Application {
         };
         // Topic actors live on their own arbiter (thread), apart from HTTP workers.
         let actors = actix::Arbiter::new();
-        let directory = crate::actors::Directory::start(store.clone(), actors.handle(), Duration::from_secs(settings.passivate_after_secs));
+        let persister = {
+            let store = store.clone();
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            actors.spawn(async move {
+                let _ = tx.send(crate::actors::Persister::start(store));
+            });
+            rx.recv().context("the actor thread did not start")?
+        };
+        let directory = crate::actors::Directory::start(
+            store.clone(),
+            actors.handle(),
+            persister,
+            Duration::from_secs(settings.passivate_after_secs),
+        );
         let state = web::Data::new(AppState {
             directory,
             store: store.clone(),

@@ -28,6 +28,7 @@ struct Inner {
     /// Topic actors run on their own thread, apart from the HTTP workers.
     arbiter: ArbiterHandle,
     passivate_after: Duration,
+    persister: super::Persister,
     activations: AtomicU64,
     restarts: AtomicU64,
 }
@@ -42,13 +43,14 @@ pub struct DirectoryStats {
 impl Directory {
     /// Starts the directory and its dispatcher, and connects the store's committed
     /// events to it.
-    pub fn start(store: Store, arbiter: ArbiterHandle, passivate_after: Duration) -> Directory {
+    pub fn start(store: Store, arbiter: ArbiterHandle, persister: super::Persister, passivate_after: Duration) -> Directory {
         let dir = Directory {
             inner: Arc::new(Inner {
                 actors: Mutex::new(HashMap::new()),
                 store: store.clone(),
                 arbiter,
                 passivate_after,
+                persister,
                 activations: AtomicU64::new(0),
                 restarts: AtomicU64::new(0),
             }),
@@ -94,6 +96,7 @@ impl Directory {
             workspace_id.to_string(),
             self.inner.store.clone(),
             self.clone(),
+            self.inner.persister.clone(),
             self.inner.passivate_after,
         );
         let addr = TopicActor::start_in_arbiter(&self.inner.arbiter, move |_| actor);
@@ -111,6 +114,10 @@ impl Directory {
 
     pub(crate) fn count_restart(&self) {
         self.inner.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn persister(&self) -> &super::Persister {
+        &self.inner.persister
     }
 
     pub fn stats(&self) -> DirectoryStats {

@@ -3,10 +3,12 @@
 //! directory that finds them and hands them committed events.
 
 mod directory;
+pub mod persister;
 mod topic;
 
 pub use directory::{Directory, DirectoryStats};
-pub use topic::{Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
+pub use persister::Persister;
+pub use topic::{Ordered, Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
 
 /// How many recent events a topic keeps in memory for resuming clients.
 pub const RING: usize = 1024;

@@ -91,6 +91,8 @@ pub struct TopicActor {
     board: Option<Board>,
     last_active: Instant,
     passivate_after: Duration,
+    /// Where this board's writes go, in the order they arrive here.
+    persister: super::Persister,
 }
 
 #[derive(Default)]
@@ -129,7 +131,14 @@ impl Board {
 }
 
 impl TopicActor {
-    pub fn new(topic: Topic, workspace_id: String, store: Store, directory: Directory, passivate_after: Duration) -> Self {
+    pub fn new(
+        topic: Topic,
+        workspace_id: String,
+        store: Store,
+        directory: Directory,
+        persister: super::Persister,
+        passivate_after: Duration,
+    ) -> Self {
         let board = matches!(topic, Topic::Board { .. }).then(Board::default);
         TopicActor {
             key: topic.key().into(),
@@ -147,6 +156,7 @@ impl TopicActor {
             board,
             last_active: Instant::now(),
             passivate_after,
+            persister,
         }
     }
 
@@ -368,6 +378,23 @@ impl Actor for TopicActor {
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         self.directory.forget(&self.key, &ctx.address());
         self.resync_all("closed");
+    }
+}
+
+/// A write of this board, to be queued for the persister behind every earlier one:
+/// the actor is the board's single writer.
+#[derive(Message)]
+#[rtype(result = "Result<(), super::persister::Refused>")]
+pub struct Ordered(pub Submit);
+
+/// Queues one write on the persister.
+pub type Submit = Box<dyn FnOnce(&super::Persister) -> Result<(), super::persister::Refused> + Send>;
+
+impl Handler<Ordered> for TopicActor {
+    type Result = Result<(), super::persister::Refused>;
+    fn handle(&mut self, msg: Ordered, _: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        (msg.0)(&self.persister)
     }
 }
 

@@ -4,16 +4,17 @@
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, Code};
 use super::extract::{path_id, query_pairs, read_body, Principal};
-use super::AppState;
+use super::{writes, AppState};
 use crate::domain::fields::format_timestamp;
 use crate::domain::objects::Writable;
 use crate::domain::query::{ListQuery, MAX_LIMIT};
 use crate::domain::{Access, CustomFieldDef, FieldErrors, FieldKind, ObjectType, Resource};
-use crate::store::{ImportJob, Store, StoreError};
+use crate::store::{ImportJob, Store};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
@@ -201,10 +202,16 @@ async fn start_import(state: State, p: Principal, req: HttpRequest, mut payload:
     let job = scoped
         .create_import_job(ty.name(), i64::try_from(rows.len()).unwrap_or(i64::MAX), &p.actor_id())
         .await?;
-    let (store, ws, actor, job_id) = (state.store.clone(), p.workspace_id.clone(), p.actor_id(), job.id.clone());
+    let (store, ws, job_id, st, principal) = (
+        state.store.clone(),
+        p.workspace_id.clone(),
+        job.id.clone(),
+        state.clone(),
+        p.clone(),
+    );
     let work = async move {
         let _permit = permit;
-        if let Err(e) = run_import(&store, &ws, &actor, &job_id, ty, &plan, &defs, rows).await {
+        if let Err(e) = run_import(st, principal, &job_id, ty, &plan, &defs, rows).await {
             tracing::error!(job_id = %job_id, error = ?e, "import failed");
             let failed = json!([{"error": "the import stopped on a server error"}]);
             if let Err(e) = store.scoped(&ws).update_import_job(&job_id, "failed", 0, 0, &failed).await {
@@ -222,33 +229,52 @@ async fn start_import(state: State, p: Principal, req: HttpRequest, mut payload:
     Ok(HttpResponse::build(StatusCode::ACCEPTED).json(job_json(&job)))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Creates the rows through the normal write path, up to `IN_FLIGHT` at a time so
+/// that they share group commits, in file order.
 async fn run_import(
-    store: &Store,
-    ws: &str,
-    actor: &str,
+    state: web::Data<AppState>,
+    p: Principal,
     job_id: &str,
     ty: ObjectType,
     plan: &[ColumnTarget],
     defs: &[CustomFieldDef],
     rows: Vec<(u64, csv::StringRecord)>,
-) -> Result<(), StoreError> {
-    let scoped = store.scoped(ws);
+) -> Result<(), ApiError> {
+    const IN_FLIGHT: usize = 64;
+    let scoped = state.store.scoped(&p.workspace_id);
     let (mut done, mut failed) = (0i64, 0i64);
     let mut errors: Vec<Value> = Vec::new();
-    for (i, (line, row)) in rows.iter().enumerate() {
-        let outcome = match row_to_body(plan, row) {
-            Ok(body) => match ty.parse_input(&body, true, defs) {
-                Ok(changes) => match scoped.create(ty, changes, actor).await {
-                    Ok(_) => Ok(()),
-                    Err(StoreError::Invalid(f)) => Err(json!(f.0)),
-                    Err(StoreError::Duplicate(m)) | Err(StoreError::InUse(m)) => Err(json!({"row": m})),
-                    Err(other) => return Err(other),
-                },
-                Err(f) => Err(json!(f.0)),
-            },
-            Err(f) => Err(json!(f.0)),
-        };
+    let outcomes = futures_util::stream::iter(rows.iter())
+        .map(|(line, row)| {
+            let (state, p) = (&state, &p);
+            async move {
+                let changes = match row_to_body(plan, row).and_then(|body| ty.parse_input(&body, true, defs)) {
+                    Ok(c) => c,
+                    Err(f) => return Ok((*line, Err(json!(f.0)))),
+                };
+                loop {
+                    match writes::create(state, p, None, ty, changes.clone()).await {
+                        Ok(_) => return Ok((*line, Ok(()))),
+                        // The persister is full: this background job waits its turn.
+                        Err(e) if e.code == Code::Overloaded => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                        Err(e) if e.code.info().0.is_client_error() => {
+                            let detail = e
+                                .details
+                                .as_ref()
+                                .and_then(|d| d.get("fields"))
+                                .cloned()
+                                .unwrap_or_else(|| json!({"row": e.message}));
+                            return Ok((*line, Err(detail)));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        })
+        .buffered(IN_FLIGHT);
+    futures_util::pin_mut!(outcomes);
+    while let Some(outcome) = outcomes.next().await {
+        let (line, outcome) = outcome?;
         done += 1;
         if let Err(fields) = outcome {
             failed += 1;
@@ -256,7 +282,7 @@ async fn run_import(
                 errors.push(json!({"line": line, "errors": fields}));
             }
         }
-        if (i + 1) % PROGRESS_EVERY == 0 {
+        if done % PROGRESS_EVERY as i64 == 0 {
             scoped
                 .update_import_job(job_id, "running", done, failed, &Value::Array(errors.clone()))
                 .await?;
@@ -264,7 +290,8 @@ async fn run_import(
     }
     scoped
         .update_import_job(job_id, "completed", done, failed, &Value::Array(errors))
-        .await
+        .await?;
+    Ok(())
 }
 
 /// Streams every matching record as CSV, one page at a time, so memory does not

@@ -9,6 +9,7 @@ pub mod extract;
 mod idempotency;
 pub mod openapi;
 pub mod records;
+pub mod writes;
 
 use std::sync::Arc;
 

@@ -11,11 +11,11 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, Code};
 use super::extract::{if_match, mutation_id, path_id, query_pairs, JsonBody, Principal};
 use super::idempotency::idempotent;
-use super::AppState;
+use super::{writes, AppState};
 use crate::domain::fields::parse_id;
 use crate::domain::query::ListQuery;
 use crate::domain::{Access, Changes, FieldValue, ObjectType, Record};
-use crate::store::{Page, StoreError};
+use crate::store::{DealMove, Page, StoreError};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
@@ -158,11 +158,9 @@ async fn create(ty: ObjectType, state: State, p: Principal, req: HttpRequest, bo
     p.require(ty.resource(), Access::Write)?;
     idempotent(&state, &p, &req, &body.0, || async {
         let map = body.object()?;
-        let cause = mutation_id(&req)?;
-        let scoped = p.scoped(&state.store).with_cause(cause.as_deref());
-        let defs = scoped.custom_field_defs(ty).await?;
+        let defs = p.scoped(&state.store).custom_field_defs(ty).await?;
         let changes = ty.parse_input(&map, true, &defs)?;
-        let rec = scoped.create(ty, changes, &p.actor_id()).await.map_err(store_error(ty))?;
+        let (rec, _) = writes::create(&state, &p, mutation_id(&req)?, ty, changes).await?;
         Ok((StatusCode::CREATED, rec.to_json(ty)))
     })
     .await
@@ -189,25 +187,16 @@ async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String
     let id = path_id(&id)?;
     let mut map = body.object()?;
     let expected = expected_version(&req, &mut map)?;
-    let cause = mutation_id(&req)?;
-    let scoped = p.scoped(&state.store).with_cause(cause.as_deref());
-    let defs = scoped.custom_field_defs(ty).await?;
+    let defs = p.scoped(&state.store).custom_field_defs(ty).await?;
     let changes = ty.parse_input(&map, false, &defs)?;
-    let rec = scoped
-        .update(ty, &id, expected, changes, &p.actor_id())
-        .await
-        .map_err(store_error(ty))?;
+    let (rec, _) = writes::update(&state, &p, mutation_id(&req)?, ty, &id, expected, changes).await?;
     Ok(record_response(StatusCode::OK, ty, &rec))
 }
 
 async fn delete(ty: ObjectType, state: State, p: Principal, id: web::Path<String>, req: HttpRequest) -> Reply {
     p.require(ty.resource(), Access::Write)?;
     let id = path_id(&id)?;
-    let expected = if_match(&req)?;
-    p.scoped(&state.store)
-        .delete(ty, &id, expected, &p.actor_id())
-        .await
-        .map_err(store_error(ty))?;
+    writes::delete(&state, &p, mutation_id(&req)?, ty, &id, if_match(&req)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -308,11 +297,7 @@ async fn create_stage(state: State, p: Principal, id: web::Path<String>, req: Ht
         }
         let mut changes: Changes = ty.parse_input(&map, true, &[])?;
         changes.set(ty, "pipeline_id", FieldValue::Text(pipeline_id.clone()));
-        let rec = p
-            .scoped(&state.store)
-            .create(ty, changes, &p.actor_id())
-            .await
-            .map_err(store_error(ty))?;
+        let (rec, _) = writes::create(&state, &p, mutation_id(&req)?, ty, changes).await?;
         Ok((StatusCode::CREATED, rec.to_json(ty)))
     })
     .await
@@ -335,11 +320,7 @@ async fn update_stage(state: State, p: Principal, ids: web::Path<(String, String
     let mut map = body.object()?;
     let expected = expected_version(&req, &mut map)?;
     let changes = ty.parse_input(&map, false, &[])?;
-    let rec = p
-        .scoped(&state.store)
-        .update(ty, &stage, expected, changes, &p.actor_id())
-        .await
-        .map_err(store_error(ty))?;
+    let (rec, _) = writes::update(&state, &p, mutation_id(&req)?, ty, &stage, expected, changes).await?;
     Ok(record_response(StatusCode::OK, ty, &rec))
 }
 
@@ -347,10 +328,7 @@ async fn delete_stage(state: State, p: Principal, ids: web::Path<(String, String
     let ty = ObjectType::Stage;
     p.require(ty.resource(), Access::Write)?;
     let stage = stage_in(&state, &p, &ids.0, &ids.1).await?;
-    p.scoped(&state.store)
-        .delete(ty, &stage, if_match(&req)?, &p.actor_id())
-        .await
-        .map_err(store_error(ty))?;
+    writes::delete(&state, &p, mutation_id(&req)?, ty, &stage, if_match(&req)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -383,14 +361,14 @@ async fn move_deal(state: State, p: Principal, id: web::Path<String>, req: HttpR
             opt_id("after", m.after)?,
             opt_id("before", m.before)?,
         );
-        let cause = mutation_id(&req)?;
-        let rec = p
-            .scoped(&state.store)
-            .with_cause(cause.as_deref())
-            .move_deal(&id, stage, after, before, expected, &p.actor_id())
-            .await
-            .map_err(store_error(ty))?;
-        Ok((StatusCode::OK, rec.0.to_json(ty)))
+        let m = DealMove {
+            stage,
+            after,
+            before,
+            expected,
+        };
+        let (rec, _) = writes::move_deal(&state, &p, mutation_id(&req)?, &id, m).await?;
+        Ok((StatusCode::OK, rec.to_json(ty)))
     })
     .await
 }

@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 pub use accounts::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, UserRow};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use imports::ImportJob;
-pub use records::Page;
+pub use records::{DealMove, Page};
 pub use search::SearchHit;
 pub use workflows::Conversion;
 
@@ -245,6 +245,32 @@ impl WriteTx {
     pub fn caused_by(&mut self, cause: Option<String>) {
         self.cause = cause;
     }
+
+    pub fn events_len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Forgets events of a write that was rolled back to its savepoint.
+    pub fn truncate_events(&mut self, len: usize) {
+        self.events.truncate(len);
+    }
+
+    /// Marks a point the transaction can roll back to without ending.
+    pub async fn savepoint(&mut self) -> Result<()> {
+        sqlx::query("SAVEPOINT write").execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    pub async fn release_savepoint(&mut self) -> Result<()> {
+        sqlx::query("RELEASE SAVEPOINT write").execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    pub async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        sqlx::query("ROLLBACK TO SAVEPOINT write").execute(&mut *self.tx).await?;
+        sqlx::query("RELEASE SAVEPOINT write").execute(&mut *self.tx).await?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -366,7 +392,6 @@ impl Store {
         Scoped {
             store: self,
             ws: workspace_id,
-            cause: None,
         }
     }
 }
@@ -376,8 +401,6 @@ impl Store {
 pub struct Scoped<'a> {
     store: &'a Store,
     ws: &'a str,
-    /// The client's mutation id for the writes made through this handle.
-    cause: Option<&'a str>,
 }
 
 impl<'a> Scoped<'a> {
@@ -385,14 +408,7 @@ impl<'a> Scoped<'a> {
         self.ws
     }
 
-    /// Writes through the returned handle carry `cause` on their events.
-    pub fn with_cause(self, cause: Option<&'a str>) -> Scoped<'a> {
-        Scoped { cause, ..self }
-    }
-
     pub(crate) async fn begin(&self) -> Result<WriteTx> {
-        let mut w = self.store.write().await?;
-        w.cause = self.cause.map(str::to_string);
-        Ok(w)
+        self.store.write().await
     }
 }

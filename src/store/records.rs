@@ -13,7 +13,17 @@ use super::{args, insert, new_id, now_ms, Arg, Backend, Result, Scoped, Sql, Sto
 use crate::domain::fields::Column;
 use crate::domain::objects::{diff, FieldSpec};
 use crate::domain::query::{encode_cursor, Filter, Op};
-use crate::domain::{rank, Changes, CustomFieldDef, Event, FieldErrors, FieldKind, FieldValue, ListQuery, ObjectType, Record, Topic};
+use crate::domain::{rank, Changes, CustomFieldDef, FieldErrors, FieldKind, FieldValue, ListQuery, ObjectType, Record, Topic};
+
+/// Where a deal goes: a stage (default: its own) and the neighbours it goes between.
+#[derive(Debug, Clone, Default)]
+pub struct DealMove {
+    pub stage: Option<String>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+    /// The deal's version the move is based on.
+    pub expected: Option<i64>,
+}
 
 /// One page of a list.
 #[derive(Debug)]
@@ -258,44 +268,6 @@ impl Scoped<'_> {
             .collect())
     }
 
-    pub async fn create(&self, ty: ObjectType, changes: Changes, actor: &str) -> Result<Record> {
-        Ok(self.create_tracked(ty, changes, actor).await?.0)
-    }
-
-    /// Creates a record; also returns the events the write made.
-    pub async fn create_tracked(&self, ty: ObjectType, changes: Changes, actor: &str) -> Result<(Record, Vec<Event>)> {
-        let mut w = self.begin().await?;
-        let rec = self.create_in(&mut w, ty, changes, actor).await?;
-        Ok((rec, w.commit().await?))
-    }
-
-    pub async fn update(&self, ty: ObjectType, id: &str, expected: Option<i64>, changes: Changes, actor: &str) -> Result<Record> {
-        Ok(self.update_tracked(ty, id, expected, changes, actor).await?.0)
-    }
-
-    pub async fn update_tracked(
-        &self,
-        ty: ObjectType,
-        id: &str,
-        expected: Option<i64>,
-        changes: Changes,
-        actor: &str,
-    ) -> Result<(Record, Vec<Event>)> {
-        let mut w = self.begin().await?;
-        let rec = self.update_in(&mut w, ty, id, expected, changes, actor).await?;
-        Ok((rec, w.commit().await?))
-    }
-
-    pub async fn delete(&self, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<()> {
-        self.delete_tracked(ty, id, expected, actor).await.map(drop)
-    }
-
-    pub async fn delete_tracked(&self, ty: ObjectType, id: &str, expected: Option<i64>, actor: &str) -> Result<Vec<Event>> {
-        let mut w = self.begin().await?;
-        self.delete_in(&mut w, ty, id, expected, actor).await?;
-        w.commit().await
-    }
-
     pub(crate) async fn create_in(&self, w: &mut WriteTx, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
         let id = new_id();
         let now = now_ms();
@@ -538,19 +510,13 @@ impl Scoped<'_> {
         Ok(sql.query().fetch_one(&mut *conn).await?.try_get(0)?)
     }
 
-    /// Moves a deal to a stage, between two neighbours of that stage (either may be
-    /// omitted: no `after` means first, no `before` means right after `after`, neither
-    /// means last).
-    pub async fn move_deal(
-        &self,
-        id: &str,
-        stage: Option<String>,
-        after: Option<String>,
-        before_id: Option<String>,
-        expected: Option<i64>,
-        actor: &str,
-    ) -> Result<(Record, Vec<Event>)> {
-        let mut w = self.begin().await?;
+    pub(crate) async fn move_deal_in(&self, w: &mut WriteTx, id: &str, m: DealMove, actor: &str) -> Result<Record> {
+        let DealMove {
+            stage,
+            after,
+            before: before_id,
+            expected,
+        } = m;
         let conn: &mut AnyConnection = &mut w.tx;
         let deal = self.fetch(conn, ObjectType::Deal, id).await?.ok_or(StoreError::NotFound)?;
         let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
@@ -581,8 +547,7 @@ impl Scoped<'_> {
             changes.set(ObjectType::Deal, "pipeline_id", FieldValue::Text(p));
         }
         changes.set(ObjectType::Deal, "rank", FieldValue::Text(key));
-        let rec = self.update_in(&mut w, ObjectType::Deal, id, expected, changes, actor).await?;
-        Ok((rec, w.commit().await?))
+        self.update_in(w, ObjectType::Deal, id, expected, changes, actor).await
     }
 
     async fn neighbour_rank(

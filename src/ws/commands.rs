@@ -8,8 +8,8 @@ use crate::domain::fields::parse_id;
 use crate::domain::{Access, FieldErrors, ObjectType, Topic};
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::Principal;
-use crate::http::records::store_error;
-use crate::http::AppState;
+use crate::http::{writes, AppState};
+use crate::store::DealMove;
 
 fn field_id(args: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
     match args.get(name) {
@@ -57,8 +57,8 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
         return Err(ApiError::msg(Code::InvalidBody, format!("'{op}' is not a command of this topic")));
     }
     p.require(ty.resource(), Access::Write)?;
-    let actor = p.actor_id();
-    let scoped = p.scoped(&state.store).with_cause(Some(id));
+    let scoped = p.scoped(&state.store);
+    let cause = Some(id.to_string());
     let board = match &topic {
         Topic::Board { pipeline_id } => Some(pipeline_id.clone()),
         _ => None,
@@ -78,7 +78,7 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
             }
             let defs = scoped.custom_field_defs(ty).await?;
             let changes = ty.parse_input(&args, true, &defs)?;
-            scoped.create_tracked(ty, changes, &actor).await.map_err(store_error(ty))?.1
+            writes::create(state, p, cause, ty, changes).await?.1
         }
         "update" => {
             only(&args, &["id", "version", "changes"])?;
@@ -93,11 +93,7 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
             };
             let defs = scoped.custom_field_defs(ty).await?;
             let parsed = ty.parse_input(&changes, false, &defs)?;
-            scoped
-                .update_tracked(ty, &rid, version(&args)?, parsed, &actor)
-                .await
-                .map_err(store_error(ty))?
-                .1
+            writes::update(state, p, cause, ty, &rid, version(&args)?, parsed).await?.1
         }
         "move" if ty == ObjectType::Deal => {
             only(&args, &["id", "version", "stage_id", "after", "before"])?;
@@ -106,11 +102,13 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
                 return Err(ApiError::new(Code::NotFound));
             }
             let (stage, after, before) = (field_id(&args, "stage_id")?, field_id(&args, "after")?, field_id(&args, "before")?);
-            scoped
-                .move_deal(&rid, stage, after, before, version(&args)?, &actor)
-                .await
-                .map_err(store_error(ty))?
-                .1
+            let m = DealMove {
+                stage,
+                after,
+                before,
+                expected: version(&args)?,
+            };
+            writes::move_deal(state, p, cause, &rid, m).await?.1
         }
         "delete" => {
             only(&args, &["id", "version"])?;
@@ -118,10 +116,7 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
             if !on_board(&scoped.get(ty, &rid).await?) {
                 return Err(ApiError::new(Code::NotFound));
             }
-            scoped
-                .delete_tracked(ty, &rid, version(&args)?, &actor)
-                .await
-                .map_err(store_error(ty))?
+            writes::delete(state, p, cause, ty, &rid, version(&args)?).await?
         }
         _ => return Err(ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'"))),
     };
