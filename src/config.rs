@@ -109,7 +109,7 @@ const KEYS: &[&str] = &[
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.
-const OTHER_ENV: &[&str] = &["SHOAL_LOG"];
+const OTHER_ENV: &[&str] = &["SHOAL_LOG", "SHOAL_TOKEN"];
 
 impl Settings {
     /// Loads defaults, then `file`, then the `SHOAL_*` variables in `env`.

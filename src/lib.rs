@@ -10,6 +10,7 @@ pub mod domain;
 pub mod http;
 pub mod startup;
 pub mod store;
+pub mod watch;
 pub mod ws;
 
 pub use startup::Application;

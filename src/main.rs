@@ -40,6 +40,21 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Follow a board live and print its events, one per line.
+    Watch {
+        /// The pipeline whose board to follow.
+        #[arg(long, value_name = "PIPELINE_ID")]
+        board: String,
+        /// The server's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An access token or API key [env SHOAL_TOKEN].
+        #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Print the protocol's JSON frames as they come.
+        #[arg(long)]
+        raw: bool,
+    },
     /// Administration tasks.
     Admin {
         #[command(subcommand)]
@@ -100,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(url = %format!("http://{host}:{}", app.port()), store = if embedded { "sqlite (embedded)" } else { "external" }, "shoal is listening");
             app.run_until_stopped().await?;
             tracing::info!("stopped");
+        }
+        Command::Watch { board, url, token, raw } => {
+            shoal::watch::watch(&url, &token, &board, raw).await?;
         }
         Command::Migrate => {
             let store = open_store(&settings).await?;

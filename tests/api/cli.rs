@@ -195,3 +195,41 @@ fn the_server_answers_then_stops_cleanly_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
+
+#[actix_web::test]
+async fn watch_prints_a_boards_events_as_they_happen() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let s = app.signup("Acme").await;
+    let (pipeline, stages) = app.pipeline(&s.token).await;
+    let deal = app
+        .post("/deals", &s.token, json!({"title": "Big one", "pipeline_id": pipeline}))
+        .await
+        .expect(201)
+        .id();
+    let mut child = shoal()
+        .args(["watch", "--url", &app.address, "--board", &pipeline])
+        .env("SHOAL_TOKEN", &s.token)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || rx.recv_timeout(std::time::Duration::from_secs(20)).expect("watch prints a line");
+    assert!(next_line().starts_with("snapshot at #"));
+    assert!(next_line().starts_with("subscribed to board:"));
+    app.post(&format!("/deals/{deal}/move"), &s.token, json!({"stage_id": stages[2]}))
+        .await
+        .expect(200);
+    let line = next_line();
+    assert!(line.contains("deal.moved \"Big one\""), "{line}");
+    assert!(line.contains(&format!("by user:{}", s.user_id)), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
