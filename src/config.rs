@@ -42,6 +42,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Most connections the store pool opens.
     pub database_max_connections: u32,
+    /// How long a request waits for a store connection before it is answered
+    /// `unavailable`, in milliseconds.
+    pub database_acquire_timeout_ms: u64,
     /// Key that signs access tokens; unset means one generated once and kept in the
     /// store, shared by every node using it.
     pub jwt_secret: Option<Secret>,
@@ -74,6 +77,7 @@ impl Default for Settings {
             database_url: None,
             data_dir: PathBuf::from("./data"),
             database_max_connections: 10,
+            database_acquire_timeout_ms: 5000,
             jwt_secret: None,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
@@ -96,6 +100,7 @@ const KEYS: &[&str] = &[
     "database_url",
     "data_dir",
     "database_max_connections",
+    "database_acquire_timeout_ms",
     "jwt_secret",
     "access_token_ttl_secs",
     "refresh_token_ttl_secs",
@@ -112,6 +117,10 @@ const KEYS: &[&str] = &[
 const OTHER_ENV: &[&str] = &["SHOAL_LOG", "SHOAL_TOKEN"];
 
 impl Settings {
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.database_acquire_timeout_ms)
+    }
+
     /// Loads defaults, then `file`, then the `SHOAL_*` variables in `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Settings> {
         let mut table = match file {

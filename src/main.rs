@@ -166,5 +166,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn open_store(s: &Settings) -> anyhow::Result<Store> {
-    Store::connect(s.database_url.as_ref().map(|u| u.expose()), &s.data_dir, s.database_max_connections).await
+    Store::connect(
+        s.database_url.as_ref().map(|u| u.expose()),
+        &s.data_dir,
+        s.database_max_connections,
+        s.acquire_timeout(),
+    )
+    .await
 }

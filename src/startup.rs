@@ -34,6 +34,7 @@ impl Application {
             settings.database_url.as_ref().map(|s| s.expose()),
             &settings.data_dir,
             settings.database_max_connections,
+            settings.acquire_timeout(),
         )
         .await?;
         store.migrate().await?;

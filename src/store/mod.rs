@@ -71,10 +71,25 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(e),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e),
             sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(d.message().to_string()),
+            sqlx::Error::Database(d) if d.code().is_some_and(|c| store_is_down(&c)) => StoreError::Unavailable(e),
             _ => StoreError::Db(e),
         }
+    }
+}
+
+/// Error codes that say the store cannot serve now (rather than that the request is
+/// wrong): SQLite's busy, locked, read-only, I/O, full and cannot-open; PostgreSQL's
+/// connection, resource, operator-intervention and system error classes.
+fn store_is_down(code: &str) -> bool {
+    match code.parse::<i64>() {
+        Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14),
+        Err(_) => ["08", "53", "57", "58"].iter().any(|class| code.starts_with(class)),
     }
 }
 
@@ -275,7 +290,12 @@ impl WriteTx {
 
 impl Store {
     /// Opens the store named by `database_url`, or a SQLite file in `data_dir`.
-    pub async fn connect(database_url: Option<&str>, data_dir: &Path, max_connections: u32) -> anyhow::Result<Store> {
+    pub async fn connect(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let (url, backend) = match database_url {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => (u.to_string(), Backend::Postgres),
@@ -293,7 +313,7 @@ impl Store {
         options = sqlx::ConnectOptions::log_statements(options, tracing::log::LevelFilter::Trace);
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(5));
+            .acquire_timeout(acquire_timeout);
         if backend == Backend::Sqlite {
             pool = pool.after_connect(|conn, _| {
                 Box::pin(async move {

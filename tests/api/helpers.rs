@@ -177,6 +177,18 @@ impl TestApp {
         }
     }
 
+    /// Another server with other settings (such as another way to the same store).
+    pub async fn node_with(&self, settings: Settings) -> TestApp {
+        let address = start(settings.clone()).await;
+        let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
+        TestApp {
+            address,
+            client,
+            settings,
+            _cleanup: Cleanup::None,
+        }
+    }
+
     /// Another server on the same store, as a restarted or second node would be.
     pub async fn another_node(&self) -> TestApp {
         let address = start(self.settings.clone()).await;

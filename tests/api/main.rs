@@ -13,6 +13,7 @@ mod crash;
 mod csv_files;
 mod docs;
 mod isolation;
+mod outage;
 mod realtime;
 mod records;
 mod roles;
