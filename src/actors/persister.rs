@@ -125,6 +125,7 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
     let mut w = match store.write().await {
         Ok(w) => w,
         Err(e) => {
+            store.note_failure();
             let shared = Arc::new(e);
             for j in batch {
                 let _ = j.reply.send(Err(share(&shared)));
@@ -153,6 +154,9 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
             },
             Err(e) => Err(e),
         };
+        if let Err(StoreError::Unavailable(_)) = &result {
+            store.note_failure();
+        }
         outcomes.push((j.reply, result));
     }
     match w.commit().await {
@@ -162,6 +166,7 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
             }
         }
         Err(e) => {
+            store.note_failure();
             tracing::warn!(error = %e, "batch commit failed");
             let shared = Arc::new(e);
             for (reply, _) in outcomes {

@@ -14,6 +14,7 @@ mod workflows;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +218,9 @@ pub struct Store {
     write_lock: Option<Arc<Mutex<()>>>,
     /// Set once the node's topic directory runs; before that, events are only logged.
     publisher: Arc<std::sync::OnceLock<Publisher>>,
+    /// When the store last failed to serve (ms since the epoch); older connections are
+    /// replaced before use.
+    last_failure: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -314,6 +318,20 @@ impl Store {
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(acquire_timeout);
+        // A connection that comes back still inside a transaction (its rollback failed,
+        // as it can when the disk fails under it) would keep an old snapshot: close it
+        // rather than hand it out again.
+        pool = pool.after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }));
+        // Connections opened before the store last failed may be stuck in the failure
+        // (SQLite opens a file it could not write as read-only for good): replace them,
+        // so that service resumes by itself once the store does.
+        let last_failure = Arc::new(AtomicI64::new(0));
+        let failure = last_failure.clone();
+        pool = pool.before_acquire(move |_, meta| {
+            let opened = now_ms() - i64::try_from(meta.age.as_millis()).unwrap_or(i64::MAX);
+            let fresh = opened > failure.load(Ordering::Relaxed);
+            Box::pin(async move { Ok(fresh) })
+        });
         if backend == Backend::Sqlite {
             pool = pool.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -338,7 +356,13 @@ impl Store {
             backend,
             write_lock,
             publisher: Arc::new(std::sync::OnceLock::new()),
+            last_failure,
         })
+    }
+
+    /// Records that the store failed to serve, so pooled connections are renewed.
+    pub fn note_failure(&self) {
+        self.last_failure.store(now_ms(), Ordering::Relaxed);
     }
 
     pub fn backend(&self) -> Backend {
@@ -368,7 +392,7 @@ impl Store {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let tx = self.pool.begin().await?;
+        let tx = self.pool.begin().await.inspect_err(|_| self.note_failure())?;
         Ok(WriteTx {
             tx,
             _slot: slot,
