@@ -9,6 +9,7 @@ mod helpers;
 mod auth;
 mod bad_input;
 mod cli;
+mod convergence;
 mod crash;
 mod csv_files;
 mod docs;
