@@ -103,6 +103,14 @@ struct Board {
 
 impl Board {
     fn apply(&mut self, e: &Event) {
+        if e.kind == "stage.rebalanced" {
+            for (deal, rank) in e.data["ranks"].as_object().into_iter().flatten() {
+                if let Some(d) = self.deals.get_mut(deal) {
+                    d["rank"] = rank.clone();
+                }
+            }
+            return;
+        }
         let id = e.data["id"].as_str().unwrap_or_default().to_string();
         let map = match e.data["object_type"].as_str() {
             Some("deal") => &mut self.deals,

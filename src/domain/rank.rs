@@ -29,8 +29,47 @@ pub fn between(lo: Option<&str>, hi: Option<&str>) -> Option<String> {
     }
     let lo: Vec<usize> = lo.bytes().filter_map(value).collect();
     let hi: Option<Vec<usize>> = hi.map(|h| h.bytes().filter_map(value).collect());
-    let digits = midpoint(&lo, hi.as_deref());
+    // At an open end, step by one digit instead of halving the gap: appending or
+    // prepending repeatedly then grows keys by a digit every ~30 cards, not every ~6.
+    let digits = match (&lo[..], hi.as_deref()) {
+        // After `lo`: raise its first digit that can be raised (keeping the prefix).
+        ([_, ..], None) => match lo.iter().position(|d| d + 1 < BASE) {
+            Some(i) => lo[..i].iter().copied().chain([lo[i] + 1]).collect(),
+            None => lo.iter().copied().chain([BASE / 2]).collect(),
+        },
+        // Before `hi`: lower its first digit that can be lowered without ending in 0.
+        ([], Some(h)) => match h.iter().position(|d| *d > 1) {
+            Some(i) => h[..i].iter().copied().chain([h[i] - 1]).collect(),
+            None => midpoint(&lo, Some(h)),
+        },
+        (_, hi) => midpoint(&lo, hi),
+    };
     Some(digits.into_iter().map(|d| DIGITS[d] as char).collect())
+}
+
+/// `n` short keys in increasing order, evenly spread over the middle half of the key
+/// space so that there is room before, between and after them: a rebalanced column.
+pub fn spread(n: usize) -> Vec<String> {
+    // Enough digits that neighbours are at least a few apart.
+    let mut len = 1;
+    while BASE.pow(len as u32) < 4 * (n + 1) {
+        len += 1;
+    }
+    let space = BASE.pow(len as u32);
+    (1..=n)
+        .map(|i| {
+            let mut v = space / 4 + i * (space / 2) / (n + 1);
+            let mut digits = vec![0; len];
+            for d in digits.iter_mut().rev() {
+                *d = v % BASE;
+                v /= BASE;
+            }
+            while digits.len() > 1 && digits.last() == Some(&0) {
+                digits.pop();
+            }
+            digits.into_iter().map(|d| DIGITS[d] as char).collect()
+        })
+        .collect()
 }
 
 /// Digits of a fraction strictly between `lo` (missing digits read as 0) and `hi`
@@ -109,6 +148,32 @@ mod tests {
             let n = between(Some(&k), None).unwrap();
             assert!(n > k);
             k = n;
+        }
+    }
+
+    #[test]
+    fn appending_a_thousand_cards_keeps_keys_short() {
+        let mut k = between(None, None).unwrap();
+        for _ in 0..1000 {
+            k = between(Some(&k), None).unwrap();
+        }
+        assert!(k.len() <= 40, "{}", k.len());
+        let mut k = between(None, None).unwrap();
+        for _ in 0..1000 {
+            let p = between(None, Some(&k)).unwrap();
+            assert!(p < k && is_valid(&p));
+            k = p;
+        }
+    }
+
+    #[test]
+    fn spread_keys_are_valid_increasing_and_leave_room_at_both_ends() {
+        for n in [1, 2, 10, 61, 62, 500, 5000] {
+            let keys = spread(n);
+            assert_eq!(keys.len(), n);
+            assert!(keys.iter().all(|k| is_valid(k) && k.len() <= 3), "{n}");
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "{n}");
+            assert!(between(None, Some(&keys[0])).is_some() && between(Some(&keys[n - 1]), None).is_some());
         }
     }
 

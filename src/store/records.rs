@@ -88,6 +88,10 @@ pub(crate) fn to_arg(spec: &FieldSpec, v: &FieldValue) -> Arg {
     }
 }
 
+/// Keys longer than this are a sign that cards were squeezed between the same
+/// neighbours many times: the column gets fresh, evenly spread keys.
+const REBALANCE_AT: usize = 16;
+
 /// The fields that link an activity to the records whose timeline it is on.
 const ACTIVITY_LINKS: [&str; 3] = ["contact_id", "company_id", "deal_id"];
 
@@ -540,7 +544,11 @@ impl Scoped<'_> {
             // A neighbour named itself: the move is relative to the card's own place.
             _ => return Err(invalid("after", "a deal cannot be placed next to itself")),
         };
-        let key = rank::between(lo.as_deref(), hi.as_deref()).ok_or_else(|| invalid("before", "'after' must come before 'before'"))?;
+        let mut key = rank::between(lo.as_deref(), hi.as_deref()).ok_or_else(|| invalid("before", "'after' must come before 'before'"))?;
+        if key.len() > REBALANCE_AT {
+            let pipeline = stage_rec.text("pipeline_id").unwrap_or_default().to_string();
+            key = self.rebalance(w, &pipeline, &stage, id, lo.as_deref(), actor).await?;
+        }
         let mut changes = Changes::default();
         changes.set(ObjectType::Deal, "stage_id", FieldValue::Text(stage.clone()));
         if let Some(FieldValue::Text(p)) = Some(stage_rec.get("pipeline_id").clone()) {
@@ -548,6 +556,46 @@ impl Scoped<'_> {
         }
         changes.set(ObjectType::Deal, "rank", FieldValue::Text(key));
         self.update_in(w, ObjectType::Deal, id, expected, changes, actor).await
+    }
+
+    /// Gives a stage's deals short, evenly spread keys in their current order, leaving
+    /// a place for `moving` right after the key `after`; returns that place's key. The
+    /// whole change is one `stage.rebalanced` event.
+    async fn rebalance(
+        &self,
+        w: &mut WriteTx,
+        pipeline: &str,
+        stage: &str,
+        moving: &str,
+        after: Option<&str>,
+        actor: &str,
+    ) -> Result<String> {
+        let mut sql = Sql::new("SELECT id, rank FROM deals WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND stage_id = ").arg(stage).push(" AND id <> ").arg(moving);
+        sql.push(&format!(" ORDER BY {}, id", self.bytewise("rank")));
+        let rows = sql.query().fetch_all(&mut *w.tx).await?;
+        let mut order: Vec<(String, String)> = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?;
+        let at = after.map(|a| order.iter().filter(|(_, r)| r.as_str() <= a).count()).unwrap_or(0);
+        order.insert(at, (moving.to_string(), String::new()));
+        let keys = rank::spread(order.len());
+        let now = now_ms();
+        let mut ranks = Map::new();
+        for ((id, _), key) in order.iter().zip(&keys) {
+            if id == moving {
+                continue;
+            }
+            let mut upd = Sql::new("UPDATE deals SET rank = ");
+            upd.arg(key).push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
+            upd.query().execute(&mut *w.tx).await?;
+            ranks.insert(id.clone(), Value::String(key.clone()));
+        }
+        let topic = Topic::Board {
+            pipeline_id: pipeline.to_string(),
+        }
+        .key();
+        let data = json!({"object_type": "stage", "id": stage, "ranks": ranks});
+        w.append_event(self.ws, &topic, "stage.rebalanced", data, actor, now).await?;
+        Ok(keys[at].clone())
     }
 
     async fn neighbour_rank(

@@ -46,7 +46,11 @@ impl View {
                 let seq = f["seq"].as_i64().unwrap();
                 assert_eq!(seq, self.seq + 1, "events arrive without gaps: {f}");
                 self.seq = seq;
-                if f["data"]["object_type"] == "deal" {
+                if f["kind"] == "stage.rebalanced" {
+                    for (deal, rank) in f["data"]["ranks"].as_object().unwrap() {
+                        self.deals.get_mut(deal).unwrap()["rank"] = rank.clone();
+                    }
+                } else if f["data"]["object_type"] == "deal" {
                     let id = f["data"]["id"].as_str().unwrap().to_string();
                     if f["kind"].as_str().unwrap().ends_with(".deleted") {
                         self.deals.remove(&id);

@@ -184,15 +184,33 @@ on_both_backends! {
         let b = app.post("/deals", &s.token, json!({"title": "b", "pipeline_id": pipeline})).await.expect(201).id();
         let c = app.post("/deals", &s.token, json!({"title": "c", "pipeline_id": pipeline})).await.expect(201).id();
         let d = app.post("/deals", &s.token, json!({"title": "d", "pipeline_id": pipeline})).await.expect(201).id();
-        // c and d take turns squeezing in right after a.
-        for i in 0..60 {
+        let mut ws = app.ws(&s.token).await;
+        ws.subscribe(&format!("board:{pipeline}"), None).await;
+        // c and d take turns squeezing in right after a, far more often than the gap
+        // between two keys can be halved in a key of reasonable length.
+        for i in 0..300 {
             let mover = if i % 2 == 0 { &c } else { &d };
             app.post(&format!("/deals/{mover}/move"), &s.token, json!({"after": a})).await.expect(200);
         }
         let list = app.get("/deals?sort=rank", &s.token).await.expect(200);
         let titles: Vec<&str> = list.body["data"].as_array().unwrap().iter().map(|d| d["title"].as_str().unwrap()).collect();
         assert_eq!(titles, vec!["a", "d", "c", "b"]);
+        let longest = list.body["data"].as_array().unwrap().iter().map(|d| d["rank"].as_str().unwrap().len()).max().unwrap();
+        assert!(longest <= 17, "keys stay short: {longest}");
         let _ = b;
+        // Rebalancing the column was one event each time, not one per card.
+        let mut rebalanced = 0;
+        loop {
+            let f = ws.recv().await;
+            if f["kind"] == "stage.rebalanced" {
+                rebalanced += 1;
+                assert_eq!(f["data"]["ranks"].as_object().unwrap().len(), 3);
+            }
+            if f["data"]["id"] == d.as_str() && f["cause"].is_null() && f["data"]["record"]["rank"] == list.body["data"][1]["rank"] {
+                break;
+            }
+        }
+        assert!(rebalanced > 0);
     }
 
     async fn a_deal_must_be_in_a_stage_of_its_own_pipeline(app) {
