@@ -116,6 +116,16 @@ impl Directory {
         self.inner.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Makes the topic's actor, if active, panic in a handler.
+    #[cfg(feature = "fault-injection")]
+    pub async fn crash(&self, topic: &str) -> bool {
+        let addr = self.lock().get(topic).cloned();
+        match addr {
+            Some(a) => a.send(super::topic::Crash).await.is_ok(),
+            None => false,
+        }
+    }
+
     pub fn persister(&self) -> &super::Persister {
         &self.inner.persister
     }

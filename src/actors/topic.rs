@@ -406,6 +406,20 @@ impl Handler<Ordered> for TopicActor {
     }
 }
 
+/// Makes the actor panic inside a handler, to test that it is rebuilt.
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Crash> for TopicActor {
+    type Result = ();
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |_, _| panic!("injected fault"));
+    }
+}
+
 /// A committed event of this topic.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -48,6 +48,7 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)))
         .service(web::resource("/docs").route(web::get().to(docs::page)))
         .service(web::resource("/docs/{file}").route(web::get().to(docs::asset)))
         .service(
@@ -56,7 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(accounts::configure)
                 .configure(records::configure)
                 .configure(csv::configure)
-                .configure(crate::ws::configure),
+                .configure(crate::ws::configure)
+                .configure(faults),
         )
         .default_service(web::to(not_found));
 }
@@ -75,6 +77,48 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         }),
     }
 }
+
+/// Prometheus metrics of the node.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let d = state.directory.stats();
+    let body = format!(
+        "# HELP shoal_topic_actors_active Topic actors running on this node.\n\
+         # TYPE shoal_topic_actors_active gauge\n\
+         shoal_topic_actors_active {}\n\
+         # HELP shoal_topic_activations_total Topic actors activated since start.\n\
+         # TYPE shoal_topic_activations_total counter\n\
+         shoal_topic_activations_total {}\n\
+         # HELP shoal_topic_restarts_total Topic actors rebuilt after a failure.\n\
+         # TYPE shoal_topic_restarts_total counter\n\
+         shoal_topic_restarts_total {}\n\
+         # HELP shoal_persister_queue_depth Writes waiting for a batch.\n\
+         # TYPE shoal_persister_queue_depth gauge\n\
+         shoal_persister_queue_depth {}\n",
+        d.active,
+        d.activations,
+        d.restarts,
+        state.directory.persister().depth(),
+    );
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+}
+
+/// Test-only routes that make the server fail on purpose.
+#[cfg(feature = "fault-injection")]
+fn faults(cfg: &mut web::ServiceConfig) {
+    async fn crash(state: web::Data<AppState>, p: extract::Principal, topic: web::Path<String>) -> Result<HttpResponse, ApiError> {
+        p.user()?;
+        let topic = crate::ws::authorize(&state, &p, &topic).await?;
+        if state.directory.crash(&topic.key()).await {
+            Ok(HttpResponse::NoContent().finish())
+        } else {
+            Err(ApiError::new(Code::NotFound))
+        }
+    }
+    cfg.service(web::resource("/_faults/crash/{topic}").route(web::post().to(crash)));
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn faults(_: &mut web::ServiceConfig) {}
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(Code::NotFound))

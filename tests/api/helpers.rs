@@ -209,13 +209,17 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<(&str, Vec<u8>)>,
     ) -> Response {
-        let url =
-            if path.starts_with('/') && !path.starts_with("/api/") && path != "/healthz" && path != "/readyz" && !path.starts_with("/docs")
-            {
-                format!("{}/api/v1{path}", self.address)
-            } else {
-                format!("{}{path}", self.address)
-            };
+        let url = if path.starts_with('/')
+            && !path.starts_with("/api/")
+            && path != "/metrics"
+            && path != "/healthz"
+            && path != "/readyz"
+            && !path.starts_with("/docs")
+        {
+            format!("{}/api/v1{path}", self.address)
+        } else {
+            format!("{}{path}", self.address)
+        };
         let mut req = self.client.request(method, &url);
         if let Some(t) = token {
             req = req.insert_header(("authorization", format!("Bearer {t}")));

@@ -269,3 +269,29 @@ async fn a_slow_reader_is_told_to_resync_and_can_resume() {
         assert_eq!(got.last().unwrap()["seq"].as_i64().unwrap(), end);
     }
 }
+
+on_both_backends! {
+    async fn a_board_actor_that_fails_is_rebuilt_and_its_viewers_resync(app) {
+        let a = app.signup("Acme").await;
+        let (pipeline, stages) = app.pipeline(&a.token).await;
+        let deal = app.post("/deals", &a.token, json!({"title": "d", "pipeline_id": pipeline})).await.expect(201).id();
+        let topic = format!("board:{pipeline}");
+        let mut w = app.ws(&a.token).await;
+        let seq = subscribed_seq(&w.subscribe(&topic, None).await);
+
+        app.post(&format!("/_faults/crash/{topic}"), &a.token, json!({})).await.expect(204);
+        let resync = w.until("resync").await.pop().unwrap();
+        assert_eq!((resync["topic"].as_str(), resync["reason"].as_str()), (Some(topic.as_str()), Some("restarted")));
+        let metrics = app.request(awc::http::Method::GET, "/metrics", None, &[], None).await.expect(200);
+        assert!(metrics.text.contains("shoal_topic_restarts_total 1"), "{}", metrics.text);
+
+        // The node carries on: the board resumes from where the client was.
+        app.post(&format!("/deals/{deal}/move"), &a.token, json!({"stage_id": stages[1]})).await.expect(200);
+        let frames = w.subscribe(&topic, Some(seq)).await;
+        let got = events(&frames);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0]["seq"].as_i64(), got[0]["kind"].as_str()), (Some(seq + 1), Some("deal.moved")));
+        let snapshot = w.subscribe(&topic, None).await;
+        assert_eq!(snapshot[0]["state"]["deals"][0]["stage_id"], stages[1].as_str());
+    }
+}
