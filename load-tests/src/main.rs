@@ -20,7 +20,11 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { url: "http://127.0.0.1:8080".into(), viewers: 20, moves: 500 };
+    let mut a = Args {
+        url: "http://127.0.0.1:8080".into(),
+        viewers: 20,
+        moves: 500,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -32,7 +36,10 @@ fn args() -> Args {
         }
     }
     let host = a.url.trim_start_matches("http://").split([':', '/']).next().unwrap_or("");
-    assert!(host == "localhost" || host.starts_with("127."), "load tests only target this machine's loopback addresses");
+    assert!(
+        host == "localhost" || host.starts_with("127."),
+        "load tests only target this machine's loopback addresses"
+    );
     assert!(a.viewers <= 2000 && a.moves <= 100_000, "bounded runs only");
     a
 }
@@ -53,14 +60,37 @@ async fn main() {
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let api = format!("{}/api/v1", a.url);
     let email = format!("load-{}@load.test", uuid::Uuid::new_v4().simple());
-    let s = post(&client, &format!("{api}/auth/signup"), "", json!({"workspace_name": "Load", "name": "Load", "email": email, "password": "correct horse battery"})).await;
+    let s = post(
+        &client,
+        &format!("{api}/auth/signup"),
+        "",
+        json!({"workspace_name": "Load", "name": "Load", "email": email, "password": "correct horse battery"}),
+    )
+    .await;
     let token = s["access_token"].as_str().unwrap().to_string();
-    let p = post(&client, &format!("{api}/pipelines"), &token, json!({"name": "Load", "stages": [{"name": "A"}, {"name": "B"}, {"name": "C"}, {"name": "D"}]})).await;
+    let p = post(
+        &client,
+        &format!("{api}/pipelines"),
+        &token,
+        json!({"name": "Load", "stages": [{"name": "A"}, {"name": "B"}, {"name": "C"}, {"name": "D"}]}),
+    )
+    .await;
     let pipeline = p["id"].as_str().unwrap().to_string();
-    let stages: Vec<String> = p["stages"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let stages: Vec<String> = p["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
     let mut deals = Vec::new();
     for i in 0..10 {
-        let d = post(&client, &format!("{api}/deals"), &token, json!({"title": format!("deal {i}"), "pipeline_id": pipeline})).await;
+        let d = post(
+            &client,
+            &format!("{api}/deals"),
+            &token,
+            json!({"title": format!("deal {i}"), "pipeline_id": pipeline}),
+        )
+        .await;
         deals.push(d["id"].as_str().unwrap().to_string());
     }
 
@@ -69,8 +99,18 @@ async fn main() {
     let ws_url = format!("{}/api/v1/ws", a.url.replacen("http", "ws", 1));
     let mut viewers = Vec::new();
     for _ in 0..a.viewers {
-        let (_, mut ws) = client.ws(&ws_url).bearer_auth(&token).max_frame_size(1 << 24).connect().await.expect("connect");
-        ws.send(awc::ws::Message::Text(json!({"type": "subscribe", "topic": topic}).to_string().into())).await.unwrap();
+        let (_, mut ws) = client
+            .ws(&ws_url)
+            .bearer_auth(&token)
+            .max_frame_size(1 << 24)
+            .connect()
+            .await
+            .expect("connect");
+        ws.send(awc::ws::Message::Text(
+            json!({"type": "subscribe", "topic": topic}).to_string().into(),
+        ))
+        .await
+        .unwrap();
         loop {
             if let Some(Ok(awc::ws::Frame::Text(t))) = ws.next().await {
                 if serde_json::from_slice::<Value>(&t).unwrap()["type"] == "subscribed" {
@@ -137,7 +177,14 @@ async fn main() {
     }
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("viewers {}, moves {}, moves/s {:.0}, events delivered {}, missing {}", a.viewers, moves, moves as f64 / elapsed.as_secs_f64(), latencies.len(), missing);
+    println!(
+        "viewers {}, moves {}, moves/s {:.0}, events delivered {}, missing {}",
+        a.viewers,
+        moves,
+        moves as f64 / elapsed.as_secs_f64(),
+        latencies.len(),
+        missing
+    );
     if !latencies.is_empty() {
         println!(
             "move -> viewer latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod auth;
+mod backpressure;
 mod bad_input;
 mod cli;
 mod convergence;
