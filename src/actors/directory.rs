@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+use super::tenant::{MembershipChanged, RoleOf, TenantActor};
 use super::topic::{Publish, TopicActor};
 use crate::domain::{Event, Topic};
 use crate::store::Store;
@@ -24,6 +25,7 @@ pub struct Directory {
 
 struct Inner {
     actors: Mutex<HashMap<String, Addr<TopicActor>>>,
+    tenants: Mutex<HashMap<String, Addr<TenantActor>>>,
     store: Store,
     /// Topic actors run on their own thread, apart from the HTTP workers.
     arbiter: ArbiterHandle,
@@ -47,6 +49,7 @@ impl Directory {
         let dir = Directory {
             inner: Arc::new(Inner {
                 actors: Mutex::new(HashMap::new()),
+                tenants: Mutex::new(HashMap::new()),
                 store: store.clone(),
                 arbiter,
                 passivate_after,
@@ -102,6 +105,40 @@ impl Directory {
         let addr = TopicActor::start_in_arbiter(&self.inner.arbiter, move |_| actor);
         actors.insert(key, addr.clone());
         addr
+    }
+
+    fn tenant(&self, workspace_id: &str) -> Addr<TenantActor> {
+        let mut tenants = self.inner.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(addr) = tenants.get(workspace_id) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let actor = TenantActor::new(workspace_id.to_string(), self.inner.store.clone(), self.clone());
+        let addr = TenantActor::start_in_arbiter(&self.inner.arbiter, move |_| actor);
+        tenants.insert(workspace_id.to_string(), addr.clone());
+        addr
+    }
+
+    /// A user's role in a workspace, from the workspace's tenant actor.
+    pub async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<crate::domain::Role>, crate::store::StoreError> {
+        match self.tenant(workspace_id).send(RoleOf(user_id.to_string())).await {
+            Ok(r) => r,
+            // The tenant stopped between lookup and send: ask the store directly.
+            Err(_) => Ok(self.inner.store.role_of(workspace_id, user_id).await?.and_then(|r| r.parse().ok())),
+        }
+    }
+
+    /// Tells the workspace's tenant that a user's membership changed.
+    pub async fn membership_changed(&self, workspace_id: &str, user_id: &str) {
+        let _ = self.tenant(workspace_id).send(MembershipChanged(user_id.to_string())).await;
+    }
+
+    pub(crate) fn forget_tenant(&self, workspace_id: &str, addr: &Addr<TenantActor>) {
+        let mut tenants = self.inner.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        if tenants.get(workspace_id) == Some(addr) {
+            tenants.remove(workspace_id);
+        }
     }
 
     /// Called by a stopping actor; keeps a newer actor of the same topic.

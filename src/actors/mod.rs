@@ -4,6 +4,7 @@
 
 mod directory;
 pub mod persister;
+pub mod tenant;
 mod topic;
 
 pub use directory::{Directory, DirectoryStats};

@@ -295,6 +295,7 @@ async fn add_member(state: State, p: Principal, req: HttpRequest, body: JsonBody
                 &p.actor_id(),
             )
             .await?;
+        state.directory.membership_changed(&p.workspace_id, &m.user_id).await;
         let mut v = member_json(&m);
         if let Some(pw) = generated {
             // Shown once: only its hash is kept.
@@ -320,6 +321,7 @@ async fn update_member(state: State, p: Principal, id: web::Path<String>, body: 
     let current = scoped.member(&id).await?;
     check_owner_rule(&p, role == Role::Owner || current.role == "owner")?;
     let m = scoped.set_role(&id, role.as_str(), &p.actor_id()).await?;
+    state.directory.membership_changed(&p.workspace_id, &id).await;
     Ok(HttpResponse::Ok().json(member_json(&m)))
 }
 
@@ -330,6 +332,7 @@ async fn remove_member(state: State, p: Principal, id: web::Path<String>) -> Rep
     let current = scoped.member(&id).await?;
     check_owner_rule(&p, current.role == "owner")?;
     scoped.remove_member(&id, &p.actor_id()).await?;
+    state.directory.membership_changed(&p.workspace_id, &id).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

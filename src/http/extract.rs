@@ -118,11 +118,13 @@ pub async fn principal_for_token(state: &AppState, token: &str) -> Result<Princi
             TokenError::Expired => ApiError::new(Code::TokenExpired),
             _ => ApiError::new(Code::InvalidCredentials),
         })?;
-        // The role is read on every request so that a removed member or a changed
-        // role takes effect at once, not when the token expires.
-        let role = state.store.role_of(&claims.ws, &claims.sub).await?;
-        let role: Role = role
-            .and_then(|r| r.parse().ok())
+        // The role comes from the workspace's tenant actor, which hears of membership
+        // changes on this node at once: a removed member or a changed role takes
+        // effect on the next request, not when the token expires.
+        let role: Role = state
+            .directory
+            .role_of(&claims.ws, &claims.sub)
+            .await?
             .ok_or_else(|| ApiError::msg(Code::InvalidCredentials, "you are no longer a member of this workspace"))?;
         Principal {
             workspace_id: claims.ws,
