@@ -57,7 +57,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[actix_rt::main]
 async fn main() {
     let a = args();
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    // One connection per viewer, plus the writer's.
+    let connector = awc::Connector::new().limit(a.viewers + 8);
+    let client = awc::Client::builder()
+        .connector(connector)
+        .timeout(Duration::from_secs(30))
+        .finish();
     let api = format!("{}/api/v1", a.url);
     let email = format!("load-{}@load.test", uuid::Uuid::new_v4().simple());
     let s = post(
