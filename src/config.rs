@@ -62,6 +62,10 @@ pub struct Settings {
     pub argon2_memory_kib: u32,
     /// Argon2id passes over memory.
     pub argon2_iterations: u32,
+    /// `redis://…` to fan events out to the other nodes of a cluster; unset for one node.
+    pub redis_url: Option<Secret>,
+    /// The Redis pub/sub channel the nodes of one cluster share.
+    pub redis_channel: String,
     /// A topic actor with no subscribers is stopped after this many idle seconds.
     pub passivate_after_secs: u64,
     /// Frames one WebSocket connection may have waiting; past that the client is told
@@ -87,6 +91,8 @@ impl Default for Settings {
             // OWASP's recommended minimum for argon2id: 19 MiB, 2 passes.
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            redis_url: None,
+            redis_channel: "shoal:events".into(),
             passivate_after_secs: 300,
             ws_outbound_queue: 1024,
         }
@@ -109,6 +115,8 @@ const KEYS: &[&str] = &[
     "http_workers",
     "argon2_memory_kib",
     "argon2_iterations",
+    "redis_url",
+    "redis_channel",
     "passivate_after_secs",
     "ws_outbound_queue",
 ];

@@ -5,6 +5,7 @@
 
 pub mod actors;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -71,8 +71,19 @@ impl Application {
             persister,
             Duration::from_secs(settings.passivate_after_secs),
         );
+        let bus = match &settings.redis_url {
+            Some(url) => Some(crate::bus::RedisBus::start(
+                url.expose(),
+                &settings.redis_channel,
+                directory.clone(),
+                &actors.handle(),
+            )?),
+            None => None,
+        };
+        directory.listen(&store, bus.clone());
         let state = web::Data::new(AppState {
             directory,
+            bus,
             store: store.clone(),
             tokens: TokenSigner::new(&secret),
             passwords,

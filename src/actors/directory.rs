@@ -43,10 +43,9 @@ pub struct DirectoryStats {
 }
 
 impl Directory {
-    /// Starts the directory and its dispatcher, and connects the store's committed
-    /// events to it.
+    /// A directory whose actors run on `arbiter`; `listen` connects it to the store.
     pub fn start(store: Store, arbiter: ArbiterHandle, persister: super::Persister, passivate_after: Duration) -> Directory {
-        let dir = Directory {
+        Directory {
             inner: Arc::new(Inner {
                 actors: Mutex::new(HashMap::new()),
                 tenants: Mutex::new(HashMap::new()),
@@ -57,19 +56,34 @@ impl Directory {
                 activations: AtomicU64::new(0),
                 restarts: AtomicU64::new(0),
             }),
-        };
+        }
+    }
+
+    /// Connects the store's committed events to this node's topics and, when the node
+    /// is in a cluster, to the other nodes.
+    pub fn listen(&self, store: &Store, bus: Option<crate::bus::RedisBus>) {
         let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
         store.publish_to(tx);
-        let d = dir.clone();
-        dir.inner.arbiter.spawn(async move {
+        let d = self.clone();
+        self.inner.arbiter.spawn(async move {
             while let Some(e) = rx.recv().await {
+                if let Some(bus) = &bus {
+                    bus.publish(&e);
+                }
                 d.dispatch(e);
             }
         });
-        dir
     }
 
-    fn dispatch(&self, e: Event) {
+    /// Makes every active topic read what it may have missed from the log.
+    pub fn catch_up_all(&self) {
+        for addr in self.lock().values() {
+            let _ = addr.try_send(super::topic::CatchUp);
+        }
+    }
+
+    /// Hands an event to its topic's actor, if it is active on this node.
+    pub fn dispatch(&self, e: Event) {
         let addr = self.lock().get(&e.topic).cloned();
         if let Some(addr) = addr {
             // A full mailbox drops the event; the topic fills the gap from the log.

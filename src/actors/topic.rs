@@ -420,6 +420,30 @@ impl Handler<Crash> for TopicActor {
     }
 }
 
+/// Read the log for events this topic may have missed (another node's, while the
+/// bus was down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUp;
+
+impl Handler<CatchUp> for TopicActor {
+    type Result = ();
+    fn handle(&mut self, _: CatchUp, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        let (store, key, since) = (self.store.clone(), self.key.to_string(), self.seq);
+        ctx.spawn(
+            async move { store.events_after(&key, since, MAX_REPLAY).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(events) => events.into_iter().for_each(|e| act.deliver(ctx, e)),
+                    Err(e) => tracing::warn!(topic = %act.key, error = %e, "catch-up from the log failed"),
+                }),
+        );
+    }
+}
+
 /// A committed event of this topic.
 #[derive(Message)]
 #[rtype(result = "()")]

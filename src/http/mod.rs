@@ -43,6 +43,8 @@ pub struct AppState {
     pub docs: docs::DocsAssets,
     /// The node's topic actors.
     pub directory: crate::actors::Directory,
+    /// The other nodes, when this node is in a cluster.
+    pub bus: Option<crate::bus::RedisBus>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -68,14 +70,24 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.store.ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": state.store.backend().name()}))),
-        Err(e) => Err(ApiError {
+    if let Err(e) = state.store.ping().await {
+        return Err(ApiError {
             cause: Some(e.into()),
             retry_after_secs: Some(1),
             ..ApiError::new(Code::Unavailable)
-        }),
+        });
     }
+    let redis = match &state.bus {
+        Some(bus) if !bus.ping().await => {
+            return Err(ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::msg(Code::Unavailable, "redis is unreachable")
+            });
+        }
+        Some(_) => "ok",
+        None => "not used",
+    };
+    Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": state.store.backend().name(), "redis": redis})))
 }
 
 /// Prometheus metrics of the node.

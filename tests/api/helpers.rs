@@ -459,3 +459,40 @@ impl Ws {
             .expect("send a frame");
     }
 }
+
+/// A TCP proxy in front of a server (PostgreSQL, Redis) that can cut every connection
+/// and refuse new ones, as a stopped or unreachable server would.
+pub struct Proxy {
+    pub port: u16,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (down, state) = tokio::sync::watch::channel(false);
+        actix_web::rt::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *state.borrow() {
+                    continue; // dropped: the connection is refused
+                }
+                let (target, mut state) = (target.clone(), state.clone());
+                actix_web::rt::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = state.wait_for(|d| *d) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, down }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+}

@@ -10,6 +10,7 @@ mod auth;
 mod backpressure;
 mod bad_input;
 mod cli;
+mod cluster;
 mod convergence;
 mod crash;
 mod csv_files;

@@ -5,48 +5,8 @@
 use std::process::Command;
 
 use serde_json::json;
-use tokio::io::copy_bidirectional;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::helpers::*;
-
-/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new
-/// ones, as a stopped or unreachable database would.
-struct Proxy {
-    port: u16,
-    down: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (down, state) = watch::channel(false);
-        actix_web::rt::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if *state.borrow() {
-                    continue; // dropped: the connection is refused
-                }
-                let (target, mut state) = (target.clone(), state.clone());
-                actix_web::rt::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = copy_bidirectional(&mut client, &mut server) => {}
-                        _ = state.wait_for(|d| *d) => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, down }
-    }
-
-    fn set_down(&self, down: bool) {
-        self.down.send_replace(down);
-    }
-}
 
 /// Makes the SQLite files unwritable (as root, permissions do not stop writes; the
 /// immutable attribute does), and writable again when dropped.

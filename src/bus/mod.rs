@@ -1,0 +1,151 @@
+//! Fan-out between nodes through Redis pub/sub. Each node publishes the events it
+//! commits and delivers the events other nodes publish to its own topic actors, which
+//! put them in seq order and fill any gap from the shared event log. Redis is a fast
+//! path, not the source of truth: when it is down, nodes keep serving, and when it
+//! returns every active topic catches up from the log.
+
+use std::time::{Duration, Instant};
+
+use actix::ArbiterHandle;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::actors::Directory;
+use crate::domain::Event;
+
+/// Events waiting to be published. When full (Redis slow or down), an event is not
+/// published; other nodes get it from the event log with the next event of its topic
+/// or when their subscription comes back.
+pub const PUBLISH_QUEUE: usize = 65_536;
+const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct RedisBus {
+    client: redis::Client,
+    node: String,
+    tx: mpsc::Sender<Event>,
+}
+
+impl RedisBus {
+    /// Starts the publisher and the subscriber on `arbiter`.
+    pub fn start(url: &str, channel: &str, directory: Directory, arbiter: &ArbiterHandle) -> anyhow::Result<RedisBus> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        arbiter.spawn(publish(client.clone(), channel.to_string(), node.clone(), rx));
+        arbiter.spawn(subscribe(client.clone(), channel.to_string(), node.clone(), directory));
+        Ok(RedisBus { client, node, tx })
+    }
+
+    /// Queues a committed event for the other nodes.
+    pub fn publish(&self, e: &Event) {
+        if self.tx.try_send(e.clone()).is_err() {
+            tracing::debug!(topic = %e.topic, "redis publish queue full; other nodes will read the log");
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Is Redis answering? For `/readyz`.
+    pub async fn ping(&self) -> bool {
+        let check = async {
+            let mut c = self.client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(1), check).await, Ok(Some(_)))
+    }
+}
+
+fn wire(node: &str, e: &Event) -> String {
+    json!({"node": node, "topic": e.topic, "seq": e.seq, "kind": e.kind, "data": e.data, "actor": e.actor, "cause": e.cause, "ts": e.ts})
+        .to_string()
+}
+
+fn unwire(text: &str) -> Option<(String, Event)> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let e = Event {
+        topic: v["topic"].as_str()?.to_string(),
+        seq: v["seq"].as_i64()?,
+        kind: v["kind"].as_str()?.to_string(),
+        data: v["data"].clone(),
+        actor: v["actor"].as_str().unwrap_or_default().to_string(),
+        cause: v["cause"].as_str().map(str::to_string),
+        ts: v["ts"].as_i64()?,
+    };
+    Some((v["node"].as_str()?.to_string(), e))
+}
+
+async fn publish(client: redis::Client, channel: String, node: String, mut rx: mpsc::Receiver<Event>) {
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut last_attempt: Option<Instant> = None;
+    while let Some(e) = rx.recv().await {
+        if conn.is_none() && last_attempt.is_none_or(|t| t.elapsed() >= RETRY) {
+            last_attempt = Some(Instant::now());
+            match client.get_multiplexed_async_connection().await {
+                Ok(c) => {
+                    tracing::info!("connected to redis for publishing");
+                    conn = Some(c);
+                }
+                Err(err) => tracing::warn!(error = %err, "redis unreachable; events are not fanned out to other nodes"),
+            }
+        }
+        // Without a connection the event is skipped: other nodes read it from the log.
+        let Some(c) = conn.as_mut() else { continue };
+        let sent = redis::cmd("PUBLISH").arg(&channel).arg(wire(&node, &e)).query_async::<i64>(c).await;
+        if let Err(err) = sent {
+            tracing::warn!(error = %err, "redis publish failed; reconnecting");
+            conn = None;
+        }
+    }
+}
+
+async fn subscribe(client: redis::Client, channel: String, node: String, directory: Directory) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut ps) => match ps.subscribe(&channel).await {
+                Ok(()) => {
+                    tracing::info!(%channel, "subscribed to redis");
+                    // Whatever was published while we were away is in the log.
+                    directory.catch_up_all();
+                    let mut messages = ps.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(text) = msg.get_payload::<String>() else { continue };
+                        match unwire(&text) {
+                            Some((from, e)) if from != node => directory.dispatch(e),
+                            Some(_) => {}
+                            None => tracing::warn!("ignored a malformed event from redis"),
+                        }
+                    }
+                    tracing::warn!("redis subscription lost; retrying");
+                }
+                Err(err) => tracing::warn!(error = %err, "redis subscribe failed; retrying"),
+            },
+            Err(err) => tracing::warn!(error = %err, "redis unreachable; retrying"),
+        }
+        // Back off before reconnecting, so a Redis outage is not a busy loop.
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_cross_the_wire_unchanged() {
+        let e = Event {
+            topic: "board:x".into(),
+            seq: 7,
+            kind: "deal.moved".into(),
+            data: json!({"id": "d"}),
+            actor: "user:u".into(),
+            cause: Some("m1".into()),
+            ts: 42,
+        };
+        assert_eq!(unwire(&wire("n1", &e)), Some(("n1".to_string(), e)));
+        assert_eq!(unwire("{}"), None);
+    }
+}
