@@ -33,6 +33,8 @@ struct Inner {
     persister: super::Persister,
     activations: AtomicU64,
     restarts: AtomicU64,
+    /// The other nodes, when in a cluster.
+    bus: std::sync::OnceLock<crate::bus::RedisBus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,7 @@ impl Directory {
                 persister,
                 activations: AtomicU64::new(0),
                 restarts: AtomicU64::new(0),
+                bus: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -62,6 +65,9 @@ impl Directory {
     /// Connects the store's committed events to this node's topics and, when the node
     /// is in a cluster, to the other nodes.
     pub fn listen(&self, store: &Store, bus: Option<crate::bus::RedisBus>) {
+        if let Some(b) = &bus {
+            let _ = self.inner.bus.set(b.clone());
+        }
         let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
         store.publish_to(tx);
         let d = self.clone();
@@ -73,6 +79,21 @@ impl Directory {
                 d.dispatch(e);
             }
         });
+    }
+
+    /// Shares this node's viewers of a topic with the other nodes.
+    pub(crate) fn share_presence(&self, topic: &str, members: Vec<serde_json::Value>) {
+        if let Some(bus) = self.inner.bus.get() {
+            bus.publish_presence(topic, members);
+        }
+    }
+
+    /// Another node's viewers of a topic.
+    pub fn dispatch_presence(&self, topic: &str, node: String, members: Vec<serde_json::Value>) {
+        let addr = self.lock().get(topic).cloned();
+        if let Some(addr) = addr {
+            let _ = addr.try_send(super::topic::RemotePresence { node, members });
+        }
     }
 
     /// Makes every active topic read what it may have missed from the log.

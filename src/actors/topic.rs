@@ -87,6 +87,10 @@ pub struct TopicActor {
     gap_check_scheduled: bool,
     subscribers: HashMap<u64, Subscriber>,
     presence: HashMap<u64, PresenceEntry>,
+    /// Viewers on other nodes, per node, until their heartbeat lapses.
+    remote_presence: HashMap<String, (Vec<Value>, Instant)>,
+    /// When this node last told the others who views the topic here.
+    presence_shared: Instant,
     /// For boards: the stages and deals, by id, as of `seq`.
     board: Option<Board>,
     last_active: Instant,
@@ -161,6 +165,8 @@ impl TopicActor {
             gap_check_scheduled: false,
             subscribers: HashMap::new(),
             presence: HashMap::new(),
+            remote_presence: HashMap::new(),
+            presence_shared: Instant::now(),
             board,
             last_active: Instant::now(),
             passivate_after,
@@ -295,16 +301,35 @@ impl TopicActor {
         self.presence.clear();
     }
 
-    fn presence_frame(&self) -> Arc<str> {
-        let mut members: Vec<Value> = self
-            .presence
+    fn local_members(&self) -> Vec<Value> {
+        self.presence
             .values()
             .map(|p| json!({"user_id": p.user_id, "state": p.state}))
-            .collect();
-        members.sort_by(|a, b| a["user_id"].as_str().cmp(&b["user_id"].as_str()));
+            .collect()
+    }
+
+    fn presence_frame(&self) -> Arc<str> {
+        let mut members = self.local_members();
+        for (list, _) in self.remote_presence.values() {
+            members.extend(list.iter().cloned());
+        }
+        members.sort_by(|a, b| {
+            a["user_id"]
+                .as_str()
+                .cmp(&b["user_id"].as_str())
+                .then(a["state"].to_string().cmp(&b["state"].to_string()))
+        });
         json!({"type": "presence", "topic": &*self.key, "members": members})
             .to_string()
             .into()
+    }
+
+    /// Presence changed here: tell this node's followers and the other nodes.
+    fn presence_changed(&mut self) {
+        let f = self.presence_frame();
+        self.broadcast(f);
+        self.directory.share_presence(&self.key, self.local_members());
+        self.presence_shared = Instant::now();
     }
 
     fn snapshot_frame(&self) -> Arc<str> {
@@ -373,9 +398,17 @@ impl Actor for TopicActor {
             let now = Instant::now();
             let before = act.presence.len();
             act.presence.retain(|_, p| p.expires > now);
+            let remote_before = act.remote_presence.len();
+            act.remote_presence.retain(|_, (_, expires)| *expires > now);
             if act.presence.len() != before {
+                act.presence_changed();
+            } else if act.remote_presence.len() != remote_before {
                 let f = act.presence_frame();
                 act.broadcast(f);
+            } else if !act.presence.is_empty() && act.presence_shared.elapsed() > PRESENCE_TTL / 3 {
+                // A heartbeat, so the other nodes keep showing this node's viewers.
+                act.directory.share_presence(&act.key, act.local_members());
+                act.presence_shared = now;
             }
             if act.subscribers.is_empty() && act.last_active.elapsed() > act.passivate_after {
                 ctx.stop();
@@ -552,7 +585,7 @@ impl Handler<Subscribe> for TopicActor {
                     snapshot,
                 };
             }
-            if !act.presence.is_empty() {
+            if !act.presence.is_empty() || !act.remote_presence.is_empty() {
                 send(act.presence_frame());
             }
             act.subscribers.insert(
@@ -583,8 +616,7 @@ impl Handler<Unsubscribe> for TopicActor {
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
         self.subscribers.remove(&msg.conn);
         if self.presence.remove(&msg.conn).is_some() {
-            let f = self.presence_frame();
-            self.broadcast(f);
+            self.presence_changed();
         }
         self.last_active = Instant::now();
     }
@@ -622,9 +654,33 @@ impl Handler<Presence> for TopicActor {
             }
         };
         if changed {
+            self.presence_changed();
+        }
+        true
+    }
+}
+
+/// Another node's viewers of this topic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemotePresence {
+    pub node: String,
+    pub members: Vec<Value>,
+}
+
+impl Handler<RemotePresence> for TopicActor {
+    type Result = ();
+    fn handle(&mut self, msg: RemotePresence, _: &mut Context<Self>) {
+        let previous = if msg.members.is_empty() {
+            self.remote_presence.remove(&msg.node).map(|(m, _)| m)
+        } else {
+            self.remote_presence
+                .insert(msg.node, (msg.members.clone(), Instant::now() + PRESENCE_TTL))
+                .map(|(m, _)| m)
+        };
+        if previous.unwrap_or_default() != msg.members {
             let f = self.presence_frame();
             self.broadcast(f);
         }
-        true
     }
 }

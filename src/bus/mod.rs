@@ -24,7 +24,17 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct RedisBus {
     client: redis::Client,
     node: String,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+/// What a node tells the others.
+enum Outgoing {
+    Event(Event),
+    /// This node's viewers of a topic, as they are now.
+    Presence {
+        topic: String,
+        members: Vec<Value>,
+    },
 }
 
 impl RedisBus {
@@ -40,9 +50,18 @@ impl RedisBus {
 
     /// Queues a committed event for the other nodes.
     pub fn publish(&self, e: &Event) {
-        if self.tx.try_send(e.clone()).is_err() {
+        if self.tx.try_send(Outgoing::Event(e.clone())).is_err() {
             tracing::debug!(topic = %e.topic, "redis publish queue full; other nodes will read the log");
         }
+    }
+
+    /// Tells the other nodes who views `topic` here. Lost when the queue is full; the
+    /// next heartbeat repeats it.
+    pub fn publish_presence(&self, topic: &str, members: Vec<Value>) {
+        let _ = self.tx.try_send(Outgoing::Presence {
+            topic: topic.to_string(),
+            members,
+        });
     }
 
     pub fn node(&self) -> &str {
@@ -60,8 +79,31 @@ impl RedisBus {
 }
 
 fn wire(node: &str, e: &Event) -> String {
-    json!({"node": node, "topic": e.topic, "seq": e.seq, "kind": e.kind, "data": e.data, "actor": e.actor, "cause": e.cause, "ts": e.ts})
+    json!({"type": "event", "node": node, "topic": e.topic, "seq": e.seq, "kind": e.kind, "data": e.data, "actor": e.actor, "cause": e.cause, "ts": e.ts})
         .to_string()
+}
+
+/// A message from another node.
+#[derive(Debug, PartialEq)]
+enum Incoming {
+    Event(Event),
+    Presence { topic: String, members: Vec<Value> },
+}
+
+fn unwire_any(text: &str) -> Option<(String, Incoming)> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let node = v["node"].as_str()?.to_string();
+    match v["type"].as_str()? {
+        "event" => unwire(text).map(|(n, e)| (n, Incoming::Event(e))),
+        "presence" => Some((
+            node,
+            Incoming::Presence {
+                topic: v["topic"].as_str()?.to_string(),
+                members: v["members"].as_array()?.clone(),
+            },
+        )),
+        _ => None,
+    }
 }
 
 fn unwire(text: &str) -> Option<(String, Event)> {
@@ -78,10 +120,10 @@ fn unwire(text: &str) -> Option<(String, Event)> {
     Some((v["node"].as_str()?.to_string(), e))
 }
 
-async fn publish(client: redis::Client, channel: String, node: String, mut rx: mpsc::Receiver<Event>) {
+async fn publish(client: redis::Client, channel: String, node: String, mut rx: mpsc::Receiver<Outgoing>) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut last_attempt: Option<Instant> = None;
-    while let Some(e) = rx.recv().await {
+    while let Some(out) = rx.recv().await {
         if conn.is_none() && last_attempt.is_none_or(|t| t.elapsed() >= RETRY) {
             last_attempt = Some(Instant::now());
             match client.get_multiplexed_async_connection().await {
@@ -94,7 +136,13 @@ async fn publish(client: redis::Client, channel: String, node: String, mut rx: m
         }
         // Without a connection the event is skipped: other nodes read it from the log.
         let Some(c) = conn.as_mut() else { continue };
-        let sent = redis::cmd("PUBLISH").arg(&channel).arg(wire(&node, &e)).query_async::<i64>(c).await;
+        let text = match &out {
+            Outgoing::Event(e) => wire(&node, e),
+            Outgoing::Presence { topic, members } => {
+                json!({"type": "presence", "node": node, "topic": topic, "members": members}).to_string()
+            }
+        };
+        let sent = redis::cmd("PUBLISH").arg(&channel).arg(text).query_async::<i64>(c).await;
         if let Err(err) = sent {
             tracing::warn!(error = %err, "redis publish failed; reconnecting");
             conn = None;
@@ -113,10 +161,11 @@ async fn subscribe(client: redis::Client, channel: String, node: String, directo
                     let mut messages = ps.on_message();
                     while let Some(msg) = messages.next().await {
                         let Ok(text) = msg.get_payload::<String>() else { continue };
-                        match unwire(&text) {
-                            Some((from, e)) if from != node => directory.dispatch(e),
-                            Some(_) => {}
-                            None => tracing::warn!("ignored a malformed event from redis"),
+                        match unwire_any(&text) {
+                            Some((from, _)) if from == node => {}
+                            Some((_, Incoming::Event(e))) => directory.dispatch(e),
+                            Some((from, Incoming::Presence { topic, members })) => directory.dispatch_presence(&topic, from, members),
+                            None => tracing::warn!("ignored a malformed message from redis"),
                         }
                     }
                     tracing::warn!("redis subscription lost; retrying");
@@ -147,5 +196,16 @@ mod tests {
         };
         assert_eq!(unwire(&wire("n1", &e)), Some(("n1".to_string(), e)));
         assert_eq!(unwire("{}"), None);
+        let p = json!({"type": "presence", "node": "n2", "topic": "board:x", "members": [{"user_id": "u"}]}).to_string();
+        assert_eq!(
+            unwire_any(&p),
+            Some((
+                "n2".to_string(),
+                Incoming::Presence {
+                    topic: "board:x".into(),
+                    members: vec![json!({"user_id": "u"})]
+                }
+            ))
+        );
     }
 }

@@ -129,3 +129,50 @@ async fn when_redis_comes_back_viewers_on_other_nodes_catch_up_from_the_log() {
     let expected: Vec<(i64, String)> = (0..5).map(|i| (start + 1 + i as i64, format!("m{i}"))).collect();
     assert_eq!(seen, expected);
 }
+
+#[actix_web::test]
+async fn viewers_connected_to_every_node_are_listed_in_presence() {
+    let (a, b, _c) = three_nodes().await;
+    let owner = a.signup("Acme").await;
+    let other = a.member(&owner, "member").await;
+    let (pipeline, _) = a.pipeline(&owner.token).await;
+    let topic = format!("board:{pipeline}");
+    let mut on_a = a.ws(&owner.token).await;
+    let mut on_b = b.ws(&other.token).await;
+    on_a.subscribe(&topic, None).await;
+    on_b.subscribe(&topic, None).await;
+    on_b.send(json!({"type": "presence", "topic": topic, "state": {"viewing": true}}))
+        .await;
+    // B's own frame comes first; A hears of B's viewer through Redis.
+    let p = on_a.until("presence").await.pop().unwrap();
+    assert_eq!(p["members"], json!([{"user_id": other.user_id, "state": {"viewing": true}}]));
+    on_a.send(json!({"type": "presence", "topic": topic, "state": {"dragging": "x"}}))
+        .await;
+    loop {
+        let p = on_b.until("presence").await.pop().unwrap();
+        if p["members"].as_array().unwrap().len() == 2 {
+            let users: Vec<&str> = p["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["user_id"].as_str().unwrap())
+                .collect();
+            assert!(users.contains(&owner.user_id.as_str()) && users.contains(&other.user_id.as_str()));
+            break;
+        }
+    }
+    // Leaving on B clears B's viewer on A.
+    on_b.send(json!({"type": "unsubscribe", "topic": topic})).await;
+    loop {
+        let p = on_a.until("presence").await.pop().unwrap();
+        let users: Vec<&str> = p["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap())
+            .collect();
+        if users == vec![owner.user_id.as_str()] {
+            break;
+        }
+    }
+}
