@@ -58,15 +58,11 @@ async fn a_move_made_through_one_node_reaches_viewers_on_the_others_in_order() {
     for i in 0..20 {
         let node = if i % 2 == 0 { &c } else { &b };
         let r = node
-            .request(
-                awc::http::Method::POST,
+            .post_with(
                 &format!("/deals/{deal}/move"),
-                Some(&s.token),
+                &s.token,
                 &[("x-mutation-id", &format!("m{i}"))],
-                Some((
-                    "application/json",
-                    json!({"stage_id": stages[(i + 1) % 4]}).to_string().into_bytes(),
-                )),
+                json!({"stage_id": stages[(i + 1) % 4]}),
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
@@ -104,15 +100,11 @@ async fn when_redis_comes_back_viewers_on_other_nodes_catch_up_from_the_log() {
     // Writes keep working on every node while Redis is away.
     for i in 0..5 {
         let r = c
-            .request(
-                awc::http::Method::POST,
+            .post_with(
                 &format!("/deals/{deal}/move"),
-                Some(&s.token),
+                &s.token,
                 &[("x-mutation-id", &format!("m{i}"))],
-                Some((
-                    "application/json",
-                    json!({"stage_id": stages[(i + 1) % 4]}).to_string().into_bytes(),
-                )),
+                json!({"stage_id": stages[(i + 1) % 4]}),
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text);

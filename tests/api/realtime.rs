@@ -38,7 +38,7 @@ on_both_backends! {
         for i in 0..10 {
             let cmd = json!({"type": "command", "id": format!("a-{i}"), "topic": topic, "op": "deal.move", "args": {"id": deals[0], "stage_id": stages[(i + 1) % 4]}});
             wa.send(cmd).await;
-            let r = app.request(awc::http::Method::POST, &format!("/deals/{}/move", deals[1]), Some(&b.token), &[("x-mutation-id", &format!("b-{i}"))], Some(("application/json", json!({"stage_id": stages[(i + 1) % 4]}).to_string().into_bytes()))).await;
+            let r = app.post_with(&format!("/deals/{}/move", deals[1]), &b.token, &[("x-mutation-id", &format!("b-{i}"))], json!({"stage_id": stages[(i + 1) % 4]})).await;
             assert_eq!(r.status, 200, "{}", r.text);
         }
         let (mut seen_a, mut acks) = (Vec::new(), Vec::new());
