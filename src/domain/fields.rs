@@ -230,13 +230,6 @@ impl FieldValue {
         }
     }
 
-    pub fn as_int(&self) -> Option<i64> {
-        match self {
-            FieldValue::Int(n) => Some(*n),
-            _ => None,
-        }
-    }
-
     pub fn as_list(&self) -> &[String] {
         match self {
             FieldValue::List(v) => v,

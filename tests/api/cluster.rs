@@ -28,6 +28,31 @@ async fn three_nodes_via(redis: String) -> (TestApp, TestApp, TestApp) {
     (a, b, c)
 }
 
+/// A workspace on `node` with a pipeline and one deal; returns (session, stages, deal, topic).
+async fn board(node: &TestApp) -> (Session, Vec<String>, String, String) {
+    let s = node.signup("Acme").await;
+    let (pipeline, stages) = node.pipeline(&s.token).await;
+    let deal = node
+        .post("/deals", &s.token, json!({"title": "d", "pipeline_id": pipeline}))
+        .await
+        .expect(201)
+        .id();
+    (s, stages, deal, format!("board:{pipeline}"))
+}
+
+/// Moves the deal through `node`, tagged with mutation id `id`.
+async fn move_via(node: &TestApp, s: &Session, deal: &str, stage: &str, id: &str) {
+    let r = node
+        .post_with(
+            &format!("/deals/{deal}/move"),
+            &s.token,
+            &[("x-mutation-id", id)],
+            json!({"stage_id": stage}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 fn events(frames: &[Value]) -> Vec<(i64, String)> {
     frames
         .iter()
@@ -41,14 +66,7 @@ async fn a_move_made_through_one_node_reaches_viewers_on_the_others_in_order() {
     let (a, b, c) = three_nodes().await;
     let ready = a.request(awc::http::Method::GET, "/readyz", None, &[], None).await.expect(200);
     assert_eq!(ready.body["redis"], "ok");
-    let s = a.signup("Acme").await;
-    let (pipeline, stages) = a.pipeline(&s.token).await;
-    let deal = a
-        .post("/deals", &s.token, json!({"title": "d", "pipeline_id": pipeline}))
-        .await
-        .expect(201)
-        .id();
-    let topic = format!("board:{pipeline}");
+    let (s, stages, deal, topic) = board(&a).await;
     let mut on_a = a.ws(&s.token).await;
     let mut on_c = c.ws(&s.token).await;
     let start = on_a.subscribe(&topic, None).await.last().unwrap()["seq"].as_i64().unwrap();
@@ -57,15 +75,7 @@ async fn a_move_made_through_one_node_reaches_viewers_on_the_others_in_order() {
     // Moves through C and B, alternating.
     for i in 0..20 {
         let node = if i % 2 == 0 { &c } else { &b };
-        let r = node
-            .post_with(
-                &format!("/deals/{deal}/move"),
-                &s.token,
-                &[("x-mutation-id", &format!("m{i}"))],
-                json!({"stage_id": stages[(i + 1) % 4]}),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text);
+        move_via(node, &s, &deal, &stages[(i + 1) % 4], &format!("m{i}")).await;
     }
     let mut seen_a = Vec::new();
     while seen_a.len() < 20 {
@@ -85,29 +95,14 @@ async fn when_redis_comes_back_viewers_on_other_nodes_catch_up_from_the_log() {
     let target = redis_url().trim_start_matches("redis://").trim_end_matches('/').to_string();
     let proxy = Proxy::start(target).await;
     let (a, _b, c) = three_nodes_via(format!("redis://127.0.0.1:{}", proxy.port)).await;
-    let s = a.signup("Acme").await;
-    let (pipeline, stages) = a.pipeline(&s.token).await;
-    let deal = a
-        .post("/deals", &s.token, json!({"title": "d", "pipeline_id": pipeline}))
-        .await
-        .expect(201)
-        .id();
-    let topic = format!("board:{pipeline}");
+    let (s, stages, deal, topic) = board(&a).await;
     let mut on_a = a.ws(&s.token).await;
     let start = on_a.subscribe(&topic, None).await.last().unwrap()["seq"].as_i64().unwrap();
 
     proxy.set_down(true);
     // Writes keep working on every node while Redis is away.
     for i in 0..5 {
-        let r = c
-            .post_with(
-                &format!("/deals/{deal}/move"),
-                &s.token,
-                &[("x-mutation-id", &format!("m{i}"))],
-                json!({"stage_id": stages[(i + 1) % 4]}),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text);
+        move_via(&c, &s, &deal, &stages[(i + 1) % 4], &format!("m{i}")).await;
     }
     let ready = a.request(awc::http::Method::GET, "/readyz", None, &[], None).await;
     assert_eq!((ready.status, ready.code()), (503, "unavailable"));

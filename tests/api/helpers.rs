@@ -246,20 +246,10 @@ impl TestApp {
         self.request(Method::GET, path, Some(token), &[], None).await
     }
 
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+    /// A JSON request with a bearer token and extra headers.
+    pub async fn send_json(&self, method: Method, path: &str, token: &str, headers: &[(&str, &str)], body: Value) -> Response {
         self.request(
-            Method::POST,
-            path,
-            Some(token),
-            &[],
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-        .await
-    }
-
-    pub async fn post_with(&self, path: &str, token: &str, headers: &[(&str, &str)], body: Value) -> Response {
-        self.request(
-            Method::POST,
+            method,
             path,
             Some(token),
             headers,
@@ -268,15 +258,16 @@ impl TestApp {
         .await
     }
 
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.send_json(Method::POST, path, token, &[], body).await
+    }
+
+    pub async fn post_with(&self, path: &str, token: &str, headers: &[(&str, &str)], body: Value) -> Response {
+        self.send_json(Method::POST, path, token, headers, body).await
+    }
+
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
-        self.request(
-            Method::PATCH,
-            path,
-            Some(token),
-            &[],
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-        .await
+        self.send_json(Method::PATCH, path, token, &[], body).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Response {
