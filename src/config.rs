@@ -64,8 +64,15 @@ pub struct Settings {
     pub argon2_iterations: u32,
     /// `redis://…` to fan events out to the other nodes of a cluster; unset for one node.
     pub redis_url: Option<Secret>,
-    /// The Redis pub/sub channel the nodes of one cluster share.
+    /// The Redis pub/sub channel the nodes of one cluster share; it also prefixes the
+    /// cluster's Redis keys (board leases).
     pub redis_channel: String,
+    /// The base URL other nodes reach this node at, for forwarded writes (cluster
+    /// mode). Unset: `http://<host>:<port>`, which needs a host other nodes can reach.
+    pub advertise_url: Option<String>,
+    /// How long a board's lease lasts without renewal, in milliseconds: the time for
+    /// another node to take over a board whose owner died. Renewed every third of it.
+    pub lease_ttl_ms: u64,
     /// A topic actor with no subscribers is stopped after this many idle seconds.
     pub passivate_after_secs: u64,
     /// Frames one WebSocket connection may have waiting; past that the client is told
@@ -93,6 +100,8 @@ impl Default for Settings {
             argon2_iterations: 2,
             redis_url: None,
             redis_channel: "shoal:events".into(),
+            advertise_url: None,
+            lease_ttl_ms: 5000,
             passivate_after_secs: 300,
             ws_outbound_queue: 1024,
         }
@@ -117,6 +126,8 @@ const KEYS: &[&str] = &[
     "argon2_iterations",
     "redis_url",
     "redis_channel",
+    "advertise_url",
+    "lease_ttl_ms",
     "passivate_after_secs",
     "ws_outbound_queue",
 ];
@@ -167,6 +178,14 @@ impl Settings {
                 bail!("jwt_secret must be at least 32 characters");
             }
         }
+        if self.lease_ttl_ms < 300 {
+            bail!("lease_ttl_ms must be at least 300");
+        }
+        if let Some(url) = &self.advertise_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+                bail!("advertise_url must be an http(s) URL without a trailing slash, such as http://10.0.0.5:8080");
+            }
+        }
         if self.ws_outbound_queue < 16 {
             bail!("ws_outbound_queue must be at least 16");
         }
@@ -174,6 +193,10 @@ impl Settings {
             bail!("argon2 cost settings are too low");
         }
         Ok(())
+    }
+
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ttl_ms)
     }
 
     pub fn is_embedded(&self) -> bool {

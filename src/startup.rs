@@ -72,12 +72,22 @@ impl Application {
             Duration::from_secs(settings.passivate_after_secs),
         );
         let bus = match &settings.redis_url {
-            Some(url) => Some(crate::bus::RedisBus::start(
-                url.expose(),
-                &settings.redis_channel,
-                directory.clone(),
-                &actors.handle(),
-            )?),
+            Some(url) => {
+                let advertise_url = match &settings.advertise_url {
+                    Some(u) => u.clone(),
+                    None if listener.local_addr()?.ip().is_unspecified() => {
+                        anyhow::bail!("set advertise_url: other nodes cannot reach a node listening on {}", settings.host)
+                    }
+                    None => format!("http://{}", listener.local_addr()?),
+                };
+                let membership = crate::bus::Membership {
+                    url: url.expose(),
+                    channel: &settings.redis_channel,
+                    advertise_url: &advertise_url,
+                    lease_ttl: settings.lease_ttl(),
+                };
+                Some(crate::bus::RedisBus::start(membership, directory.clone(), &actors.handle())?)
+            }
             None => None,
         };
         directory.listen(&store, bus.clone());

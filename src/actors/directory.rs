@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use super::tenant::{MembershipChanged, RoleOf, TenantActor};
 use super::topic::{Publish, TopicActor};
+use crate::bus::Leases;
 use crate::domain::{Event, Topic};
 use crate::store::Store;
 
@@ -35,6 +36,21 @@ struct Inner {
     restarts: AtomicU64,
     /// The other nodes, when in a cluster.
     bus: std::sync::OnceLock<crate::bus::RedisBus>,
+    /// Board leases, when in a cluster.
+    leases: std::sync::OnceLock<Arc<Leases>>,
+    /// The last known owner of each board this node routed a write for: `None` is this
+    /// node. Trusted without asking Redis for a third of the lease time, and used as
+    /// it is while Redis is unreachable.
+    owners: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+/// Where a board's writes go.
+pub enum Route {
+    /// This node owns the board; `fresh` when the lease was just read as ours, so the
+    /// actor may claim the board in the store.
+    Here { addr: Addr<TopicActor>, fresh: bool },
+    /// The owner takes forwarded writes at this address.
+    There(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +74,8 @@ impl Directory {
                 activations: AtomicU64::new(0),
                 restarts: AtomicU64::new(0),
                 bus: std::sync::OnceLock::new(),
+                leases: std::sync::OnceLock::new(),
+                owners: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -67,6 +85,7 @@ impl Directory {
     pub fn listen(&self, store: &Store, bus: Option<crate::bus::RedisBus>) {
         if let Some(b) = &bus {
             let _ = self.inner.bus.set(b.clone());
+            let _ = self.inner.leases.set(b.leases());
         }
         let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
         store.publish_to(tx);
@@ -140,6 +159,68 @@ impl Directory {
         let addr = TopicActor::start_in_arbiter(&self.inner.arbiter, move |_| actor);
         actors.insert(key, addr.clone());
         addr
+    }
+
+    /// This node's board leases, when it is in a cluster.
+    pub(crate) fn leases(&self) -> Option<Arc<Leases>> {
+        self.inner.leases.get().cloned()
+    }
+
+    /// Where a board's writes go: this node when it holds the board's lease or takes
+    /// it now, else the holder. `None` when the owner cannot be known (Redis down and
+    /// no owner seen before).
+    pub async fn route(&self, topic: &Topic, workspace_id: &str) -> Option<Route> {
+        let Some(leases) = self.leases() else {
+            return Some(Route::Here {
+                addr: self.get(topic, workspace_id),
+                fresh: false,
+            });
+        };
+        let key = topic.key();
+        let known = self.owners().get(&key).cloned();
+        let trusted = known.as_ref().filter(|(_, seen)| seen.elapsed() < leases.ttl / 3);
+        let (owner, fresh) = match trusted {
+            Some((owner, _)) => (owner.clone(), false),
+            None => match leases.acquire(&key).await {
+                Ok(holder) => {
+                    let owner = (!leases.is_mine(&holder)).then_some(holder.url);
+                    self.owners().insert(key.clone(), (owner.clone(), Instant::now()));
+                    (owner, true)
+                }
+                Err(e) => {
+                    // Redis is down: keep writing where the board was, as this node last
+                    // saw it or else as the store recorded its last claim; the store's
+                    // fence keeps that safe.
+                    tracing::warn!(topic = %key, error = %e, "cannot read the board's lease; using its last known owner");
+                    match known {
+                        Some((owner, _)) => (owner, false),
+                        None => {
+                            // This node's own last claim may be taken up again: a
+                            // newer claim elsewhere would fence it.
+                            let url = self.inner.store.topic_owner(&key).await.ok()??;
+                            let mine = url == leases.url();
+                            ((!mine).then_some(url), mine)
+                        }
+                    }
+                }
+            },
+        };
+        Some(match owner {
+            None => Route::Here {
+                addr: self.get(topic, workspace_id),
+                fresh,
+            },
+            Some(url) => Route::There(url),
+        })
+    }
+
+    /// Forgets where a board was owned, after a write found it elsewhere.
+    pub fn forget_owner(&self, key: &str) {
+        self.owners().remove(key);
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Instant)>> {
+        self.inner.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tenant(&self, workspace_id: &str) -> Addr<TenantActor> {

@@ -7,9 +7,9 @@ pub mod persister;
 pub mod tenant;
 mod topic;
 
-pub use directory::{Directory, DirectoryStats};
+pub use directory::{Directory, DirectoryStats, Route};
 pub use persister::Persister;
-pub use topic::{Ordered, Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
+pub use topic::{Disown, Ordered, Outbound, Overflow, Own, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
 
 /// How many recent events a topic keeps in memory for resuming clients.
 pub const RING: usize = 1024;

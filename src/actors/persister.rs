@@ -23,6 +23,8 @@ type Run = Box<dyn for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<(), S
 
 struct Job {
     cause: Option<String>,
+    /// The board topic and token this write is fenced on (cluster mode).
+    fence: Option<(String, i64)>,
     run: Run,
     reply: oneshot::Sender<Result<Vec<Event>, StoreError>>,
 }
@@ -32,6 +34,9 @@ struct Job {
 pub enum Refused {
     #[error("the persister is overloaded")]
     Overloaded,
+    /// The board's actor here does not own the board (cluster mode).
+    #[error("another node owns this board")]
+    NotOwner,
 }
 
 /// A write that has been queued; await it for its outcome.
@@ -82,6 +87,16 @@ impl Persister {
         T: Send + 'static,
         F: for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<T, StoreError>> + Send + 'static,
     {
+        self.submit_fenced(cause, None, f)
+    }
+
+    /// Queues a write whose events on the fence's topic are only written while the
+    /// fence's token is the topic's current one; otherwise it fails with `Fenced`.
+    pub fn submit_fenced<T, F>(&self, cause: Option<String>, fence: Option<(String, i64)>, f: F) -> Result<Pending<T>, Refused>
+    where
+        T: Send + 'static,
+        F: for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<T, StoreError>> + Send + 'static,
+    {
         let slot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         let run: Run = Box::new(move |w: &mut WriteTx| {
@@ -93,7 +108,9 @@ impl Persister {
             })
         });
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { cause, run, reply }).map_err(|_| Refused::Overloaded)?;
+        self.tx
+            .try_send(Job { cause, fence, run, reply })
+            .map_err(|_| Refused::Overloaded)?;
         Ok(Pending { reply: rx, slot })
     }
 
@@ -137,6 +154,7 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
     for j in batch {
         let mark = w.events_len();
         w.caused_by(j.cause);
+        w.fenced_by(j.fence);
         let result = match w.savepoint().await {
             Ok(()) => match (j.run)(&mut w).await {
                 Ok(()) => w.release_savepoint().await.map(|()| mark..w.events_len()),

@@ -97,6 +97,9 @@ pub struct TopicActor {
     passivate_after: Duration,
     /// Where this board's writes go, in the order they arrive here.
     persister: super::Persister,
+    /// In a cluster, the board's fencing token while this node owns it. A node alone
+    /// owns every board without a token.
+    owner: Option<i64>,
 }
 
 #[derive(Default)]
@@ -171,7 +174,37 @@ impl TopicActor {
             last_active: Instant::now(),
             passivate_after,
             persister,
+            owner: None,
         }
+    }
+
+    fn clustered(&self) -> bool {
+        self.directory.leases().is_some()
+    }
+
+    /// Keeps this node's lease of the board while it owns it; steps down when another
+    /// node holds the lease. While Redis is unreachable it keeps the board: the store's
+    /// fence stops it should another node take over meanwhile.
+    fn renew_lease(&mut self, ctx: &mut Context<Self>) {
+        let (Some(leases), Some(fence)) = (self.directory.leases(), self.owner) else {
+            return;
+        };
+        let key = self.key.to_string();
+        ctx.spawn(
+            async move { leases.renew(&key, fence).await }
+                .into_actor(self)
+                .map(move |res, act, _| match res {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if act.owner == Some(fence) {
+                            tracing::warn!(topic = %act.key, "another node took this board over");
+                            act.owner = None;
+                            act.directory.forget_owner(&act.key);
+                        }
+                    }
+                    Err(e) => tracing::warn!(topic = %act.key, error = %e, "cannot renew the board's lease; keeping it"),
+                }),
+        );
     }
 
     /// Reads the topic's seq, then its state: any change committed in between is in
@@ -394,6 +427,9 @@ impl Actor for TopicActor {
         // catches up from the log).
         ctx.set_mailbox_capacity(1024);
         self.load(ctx);
+        if let Some(leases) = self.directory.leases() {
+            ctx.run_interval(leases.ttl / 3, |act, ctx| act.renew_lease(ctx));
+        }
         ctx.run_interval(Duration::from_secs(5), |act, ctx| {
             let now = Instant::now();
             let before = act.presence.len();
@@ -418,6 +454,15 @@ impl Actor for TopicActor {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         self.directory.forget(&self.key, &ctx.address());
+        if let (Some(leases), Some(_)) = (self.directory.leases(), self.owner.take()) {
+            // Passivated: let the next writer's node take the board at once.
+            let key = self.key.to_string();
+            actix::spawn(async move {
+                if let Err(e) = leases.release(&key).await {
+                    tracing::debug!(topic = %key, error = %e, "lease not released; it expires");
+                }
+            });
+        }
         self.resync_all("closed");
     }
 }
@@ -428,14 +473,73 @@ impl Actor for TopicActor {
 #[rtype(result = "Result<(), super::persister::Refused>")]
 pub struct Ordered(pub Submit);
 
-/// Queues one write on the persister.
-pub type Submit = Box<dyn FnOnce(&super::Persister) -> Result<(), super::persister::Refused> + Send>;
+/// Queues one write on the persister, fenced with the board's topic and token when
+/// the node is in a cluster.
+pub type Submit = Box<dyn FnOnce(&super::Persister, Option<(String, i64)>) -> Result<(), super::persister::Refused> + Send>;
 
 impl Handler<Ordered> for TopicActor {
     type Result = Result<(), super::persister::Refused>;
     fn handle(&mut self, msg: Ordered, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
-        (msg.0)(&self.persister)
+        if !self.clustered() {
+            return (msg.0)(&self.persister, None);
+        }
+        match self.owner {
+            Some(token) => (msg.0)(&self.persister, Some((self.key.to_string(), token))),
+            None => Err(super::persister::Refused::NotOwner),
+        }
+    }
+}
+
+/// This node holds the board's lease: become its owner, claiming it in the store.
+/// Later messages wait until the claim is done and the board caught up from the log.
+#[derive(Message)]
+#[rtype(result = "Result<(), crate::store::StoreError>")]
+pub struct Own;
+
+impl Handler<Own> for TopicActor {
+    type Result = AtomicResponse<Self, Result<(), crate::store::StoreError>>;
+    fn handle(&mut self, _: Own, _: &mut Context<Self>) -> Self::Result {
+        if self.owner.is_some() || !self.clustered() {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+        }
+        let (store, key, ws) = (self.store.clone(), self.key.to_string(), self.workspace_id.clone());
+        let url = self.directory.leases().map(|l| l.url().to_string()).unwrap_or_default();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let fence = store.claim_fence(&key, &ws, &url).await?;
+                // Nothing the previous owner wrote can commit after the claim; read it all.
+                let seq = store.topic_seq(&key).await?;
+                Ok::<_, crate::store::StoreError>((fence, seq))
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                let (fence, seq) = res?;
+                tracing::info!(topic = %act.key, fence, "this node owns the board now");
+                act.owner = Some(fence);
+                act.renew_lease(ctx);
+                if seq > act.seq {
+                    ctx.notify(CatchUp);
+                }
+                Ok(())
+            }),
+        ))
+    }
+}
+
+/// A write fenced with `token` was refused by the store: another node owns the board.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disown(pub i64);
+
+impl Handler<Disown> for TopicActor {
+    type Result = ();
+    fn handle(&mut self, msg: Disown, _: &mut Context<Self>) {
+        if self.owner == Some(msg.0) {
+            tracing::warn!(topic = %self.key, "the store refused this node's fence; another node owns the board");
+            self.owner = None;
+            self.directory.forget_owner(&self.key);
+        }
     }
 }
 

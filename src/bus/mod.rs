@@ -4,6 +4,7 @@
 //! path, not the source of truth: when it is down, nodes keep serving, and when it
 //! returns every active topic catches up from the log.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::ArbiterHandle;
@@ -13,6 +14,9 @@ use tokio::sync::mpsc;
 
 use crate::actors::Directory;
 use crate::domain::Event;
+
+pub mod lease;
+pub use lease::{Holder, Leases};
 
 /// Events waiting to be published. When full (Redis slow or down), an event is not
 /// published; other nodes get it from the event log with the next event of its topic
@@ -25,6 +29,7 @@ pub struct RedisBus {
     client: redis::Client,
     node: String,
     tx: mpsc::Sender<Outgoing>,
+    leases: Arc<Leases>,
 }
 
 /// What a node tells the others.
@@ -37,15 +42,31 @@ enum Outgoing {
     },
 }
 
+/// How a node joins a cluster.
+pub struct Membership<'a> {
+    pub url: &'a str,
+    /// The pub/sub channel; it also prefixes the cluster's keys.
+    pub channel: &'a str,
+    /// Where the other nodes reach this one.
+    pub advertise_url: &'a str,
+    pub lease_ttl: Duration,
+}
+
 impl RedisBus {
     /// Starts the publisher and the subscriber on `arbiter`.
-    pub fn start(url: &str, channel: &str, directory: Directory, arbiter: &ArbiterHandle) -> anyhow::Result<RedisBus> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
+    pub fn start(m: Membership<'_>, directory: Directory, arbiter: &ArbiterHandle) -> anyhow::Result<RedisBus> {
+        let client = redis::Client::open(m.url).map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
         let node = uuid::Uuid::new_v4().simple().to_string();
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-        arbiter.spawn(publish(client.clone(), channel.to_string(), node.clone(), rx));
-        arbiter.spawn(subscribe(client.clone(), channel.to_string(), node.clone(), directory));
-        Ok(RedisBus { client, node, tx })
+        arbiter.spawn(publish(client.clone(), m.channel.to_string(), node.clone(), rx));
+        arbiter.spawn(subscribe(client.clone(), m.channel.to_string(), node.clone(), directory));
+        let leases = Arc::new(Leases::new(client.clone(), m.channel, &node, m.advertise_url, m.lease_ttl));
+        Ok(RedisBus { client, node, tx, leases })
+    }
+
+    /// This node's board leases.
+    pub fn leases(&self) -> Arc<Leases> {
+        self.leases.clone()
     }
 
     /// Queues a committed event for the other nodes.
@@ -79,8 +100,10 @@ impl RedisBus {
 }
 
 fn wire(node: &str, e: &Event) -> String {
-    json!({"type": "event", "node": node, "topic": e.topic, "seq": e.seq, "kind": e.kind, "data": e.data, "actor": e.actor, "cause": e.cause, "ts": e.ts})
-        .to_string()
+    let mut v = e.to_wire();
+    v["type"] = json!("event");
+    v["node"] = json!(node);
+    v.to_string()
 }
 
 /// A message from another node.
@@ -108,16 +131,7 @@ fn unwire_any(text: &str) -> Option<(String, Incoming)> {
 
 fn unwire(text: &str) -> Option<(String, Event)> {
     let v: Value = serde_json::from_str(text).ok()?;
-    let e = Event {
-        topic: v["topic"].as_str()?.to_string(),
-        seq: v["seq"].as_i64()?,
-        kind: v["kind"].as_str()?.to_string(),
-        data: v["data"].clone(),
-        actor: v["actor"].as_str().unwrap_or_default().to_string(),
-        cause: v["cause"].as_str().map(str::to_string),
-        ts: v["ts"].as_i64()?,
-    };
-    Some((v["node"].as_str()?.to_string(), e))
+    Some((v["node"].as_str()?.to_string(), Event::from_wire(&v)?))
 }
 
 async fn publish(client: redis::Client, channel: String, node: String, mut rx: mpsc::Receiver<Outgoing>) {

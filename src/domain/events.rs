@@ -88,6 +88,23 @@ impl Event {
             "ts": format_timestamp(self.ts),
         })
     }
+
+    /// The event between nodes: as stored, with the commit time in milliseconds.
+    pub fn to_wire(&self) -> Value {
+        json!({"topic": self.topic, "seq": self.seq, "kind": self.kind, "data": self.data, "actor": self.actor, "cause": self.cause, "ts": self.ts})
+    }
+
+    pub fn from_wire(v: &Value) -> Option<Event> {
+        Some(Event {
+            topic: v["topic"].as_str()?.to_string(),
+            seq: v["seq"].as_i64()?,
+            kind: v["kind"].as_str()?.to_string(),
+            data: v["data"].clone(),
+            actor: v["actor"].as_str().unwrap_or_default().to_string(),
+            cause: v["cause"].as_str().map(str::to_string),
+            ts: v["ts"].as_i64()?,
+        })
+    }
 }
 
 /// The kind of event a write of `ty` makes: created, updated (or, for a deal whose only

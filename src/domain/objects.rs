@@ -450,6 +450,47 @@ impl Changes {
         self.values.iter().find(|(s, _)| s.name == name).map(|(_, v)| v)
     }
 
+    /// The changes between nodes, already validated: `{"values": {field: value},
+    /// "custom": {key: value}}`.
+    pub fn to_wire(&self) -> Value {
+        let values: Map<String, Value> = self
+            .values
+            .iter()
+            .map(|(spec, v)| {
+                let v = match v {
+                    FieldValue::Null => Value::Null,
+                    FieldValue::Text(s) => Value::from(s.as_str()),
+                    FieldValue::Int(i) => Value::from(*i),
+                    FieldValue::Bool(b) => Value::from(*b),
+                    FieldValue::List(items) => Value::from(items.clone()),
+                };
+                (spec.name.to_string(), v)
+            })
+            .collect();
+        serde_json::json!({"values": values, "custom": self.custom})
+    }
+
+    /// Reads `to_wire`'s form back for `ty`; `None` when it names a field `ty` lacks.
+    pub fn from_wire(ty: ObjectType, v: &Value) -> Option<Changes> {
+        let mut changes = Changes {
+            custom: v["custom"].as_object().cloned().unwrap_or_default(),
+            ..Changes::default()
+        };
+        for (name, value) in v["values"].as_object()? {
+            let spec = ty.field(name)?;
+            let value = match value {
+                Value::Null => FieldValue::Null,
+                Value::String(s) => FieldValue::Text(s.clone()),
+                Value::Bool(b) => FieldValue::Bool(*b),
+                Value::Number(n) => FieldValue::Int(n.as_i64()?),
+                Value::Array(items) => FieldValue::List(items.iter().map(|i| i.as_str().map(str::to_string)).collect::<Option<_>>()?),
+                Value::Object(_) => return None,
+            };
+            changes.values.push((spec, value));
+        }
+        Some(changes)
+    }
+
     pub fn set(&mut self, ty: ObjectType, name: &str, value: FieldValue) {
         if let Some(slot) = self.values.iter_mut().find(|(s, _)| s.name == name) {
             slot.1 = value;

@@ -139,6 +139,11 @@ impl Code {
         self.info().1
     }
 
+    /// The code with this stable name, as another node reported it.
+    pub fn parse(name: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     pub fn from_status(status: StatusCode) -> Code {
         match status.as_u16() {
             400 => Code::InvalidBody,
@@ -261,6 +266,12 @@ impl From<StoreError> for ApiError {
                 retry_after_secs: Some(1),
                 cause: Some(cause.into()),
                 ..ApiError::new(Code::Unavailable)
+            },
+            // Ownership moved while the write waited; the write path retries with the
+            // new owner, so a client sees this only when that keeps failing.
+            StoreError::Fenced(topic) => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::msg(Code::Unavailable, format!("{topic} is moving to another node; retry shortly"))
             },
             StoreError::Db(cause) => ApiError::internal(cause),
             StoreError::Other(cause) => ApiError::internal(cause),

@@ -6,6 +6,7 @@ mod csv;
 pub mod docs;
 pub mod error;
 pub mod extract;
+mod forward;
 mod idempotency;
 pub mod openapi;
 pub mod records;
@@ -53,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .service(web::resource("/docs").route(web::get().to(docs::page)))
         .service(web::resource("/docs/{file}").route(web::get().to(docs::asset)))
+        .configure(forward::configure)
         .service(
             web::scope("/api/v1")
                 .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))

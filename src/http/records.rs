@@ -108,9 +108,16 @@ pub fn store_error(ty: ObjectType) -> impl Fn(StoreError) -> ApiError {
 }
 
 fn record_response(status: StatusCode, ty: ObjectType, rec: &Record) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((ETAG, format!("\"{}\"", rec.version)))
-        .json(rec.to_json(ty))
+    written_response(status, rec.to_json(ty))
+}
+
+/// A record as a write answered it, in JSON, with its version as the ETag.
+fn written_response(status: StatusCode, rec: Value) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    if let Some(v) = rec["version"].as_i64() {
+        res.insert_header((ETAG, format!("\"{v}\"")));
+    }
+    res.json(rec)
 }
 
 pub fn page_json(ty: ObjectType, page: &Page) -> Value {
@@ -161,7 +168,7 @@ async fn create(ty: ObjectType, state: State, p: Principal, req: HttpRequest, bo
         let defs = p.scoped(&state.store).custom_field_defs(ty).await?;
         let changes = ty.parse_input(&map, true, &defs)?;
         let (rec, _) = writes::create(&state, &p, mutation_id(&req)?, ty, changes).await?;
-        Ok((StatusCode::CREATED, rec.to_json(ty)))
+        Ok((StatusCode::CREATED, rec))
     })
     .await
 }
@@ -190,7 +197,7 @@ async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String
     let defs = p.scoped(&state.store).custom_field_defs(ty).await?;
     let changes = ty.parse_input(&map, false, &defs)?;
     let (rec, _) = writes::update(&state, &p, mutation_id(&req)?, ty, &id, expected, changes).await?;
-    Ok(record_response(StatusCode::OK, ty, &rec))
+    Ok(written_response(StatusCode::OK, rec))
 }
 
 async fn delete(ty: ObjectType, state: State, p: Principal, id: web::Path<String>, req: HttpRequest) -> Reply {
@@ -298,7 +305,7 @@ async fn create_stage(state: State, p: Principal, id: web::Path<String>, req: Ht
         let mut changes: Changes = ty.parse_input(&map, true, &[])?;
         changes.set(ty, "pipeline_id", FieldValue::Text(pipeline_id.clone()));
         let (rec, _) = writes::create(&state, &p, mutation_id(&req)?, ty, changes).await?;
-        Ok((StatusCode::CREATED, rec.to_json(ty)))
+        Ok((StatusCode::CREATED, rec))
     })
     .await
 }
@@ -321,7 +328,7 @@ async fn update_stage(state: State, p: Principal, ids: web::Path<(String, String
     let expected = expected_version(&req, &mut map)?;
     let changes = ty.parse_input(&map, false, &[])?;
     let (rec, _) = writes::update(&state, &p, mutation_id(&req)?, ty, &stage, expected, changes).await?;
-    Ok(record_response(StatusCode::OK, ty, &rec))
+    Ok(written_response(StatusCode::OK, rec))
 }
 
 async fn delete_stage(state: State, p: Principal, ids: web::Path<(String, String)>, req: HttpRequest) -> Reply {
@@ -368,7 +375,7 @@ async fn move_deal(state: State, p: Principal, id: web::Path<String>, req: HttpR
             expected,
         };
         let (rec, _) = writes::move_deal(&state, &p, mutation_id(&req)?, &id, m).await?;
-        Ok((StatusCode::OK, rec.to_json(ty)))
+        Ok((StatusCode::OK, rec))
     })
     .await
 }
@@ -401,20 +408,8 @@ async fn convert_lead(state: State, p: Principal, id: web::Path<String>, req: Ht
         if let Some(k) = map.keys().next() {
             return Err(crate::domain::FieldErrors::single(k.clone(), "unknown field").into());
         }
-        let c = p
-            .scoped(&state.store)
-            .convert_lead(&id, deal, &p.actor_id())
-            .await
-            .map_err(store_error(ObjectType::Lead))?;
-        Ok((
-            StatusCode::OK,
-            json!({
-                "lead": c.lead.to_json(ObjectType::Lead),
-                "contact": c.contact.to_json(ObjectType::Contact),
-                "company": c.company.map(|r| r.to_json(ObjectType::Company)),
-                "deal": c.deal.map(|r| r.to_json(ObjectType::Deal)),
-            }),
-        ))
+        let (conversion, _) = writes::convert_lead(&state, &p, mutation_id(&req)?, &id, deal).await?;
+        Ok((StatusCode::OK, conversion))
     })
     .await
 }

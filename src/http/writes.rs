@@ -1,19 +1,177 @@
-//! The write path of records. Every create, update, delete and move goes to the
-//! persister, which commits it in a batch and answers once it is durable. Writes of a
-//! board (its pipeline, stages and deals) first pass through the board's actor, its
-//! single writer, which queues them in arrival order. REST and WebSocket commands both
-//! come through here, so they are one stream.
+//! The write path of records. Every create, update, delete, move and conversion goes to
+//! the persister, which commits it in a batch and answers once it is durable. Writes of
+//! a board (its pipeline, stages and deals) first pass through the board's actor, its
+//! single writer, which queues them in arrival order; in a cluster that actor lives on
+//! the board's owner node, and other nodes forward the write to it. REST, WebSocket and
+//! CSV writes all come through here, so they are one stream.
+
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
 
 use super::error::{ApiError, Code};
 use super::extract::Principal;
+use super::forward;
 use super::records::store_error;
 use super::AppState;
 use crate::actors::persister::{job, Refused};
-use crate::actors::Ordered;
-use crate::domain::{Changes, Event, FieldValue, ObjectType, Record, Topic};
-use crate::store::{DealMove, StoreError, WriteTx};
+use crate::actors::{Disown, Ordered, Own, Route};
+use crate::domain::{Changes, Event, FieldValue, ObjectType, Topic};
+use crate::store::{DealMove, Store, StoreError, WriteTx};
+
+/// What a write answers: the record (or conversion) as JSON, and its events.
+pub type Written = (Value, Vec<Event>);
+
+/// A write, as data, so that it can run here or on the board's owner node and be
+/// tried again when the board changes owner before it ran.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Create {
+        ty: ObjectType,
+        changes: Changes,
+    },
+    Update {
+        ty: ObjectType,
+        id: String,
+        expected: Option<i64>,
+        changes: Changes,
+    },
+    Delete {
+        ty: ObjectType,
+        id: String,
+        expected: Option<i64>,
+    },
+    Move {
+        id: String,
+        to: DealMove,
+    },
+    /// A lead becoming a contact, maybe a company and maybe a deal.
+    Convert {
+        lead_id: String,
+        deal: Option<Changes>,
+    },
+}
+
+impl Write {
+    /// The type whose errors the write reports.
+    fn ty(&self) -> ObjectType {
+        match self {
+            Write::Create { ty, .. } | Write::Update { ty, .. } | Write::Delete { ty, .. } => *ty,
+            Write::Move { .. } => ObjectType::Deal,
+            Write::Convert { .. } => ObjectType::Lead,
+        }
+    }
+
+    pub fn to_wire(&self) -> Value {
+        match self {
+            Write::Create { ty, changes } => json!({"op": "create", "type": ty.name(), "changes": changes.to_wire()}),
+            Write::Update { ty, id, expected, changes } => {
+                json!({"op": "update", "type": ty.name(), "id": id, "expected": expected, "changes": changes.to_wire()})
+            }
+            Write::Delete { ty, id, expected } => json!({"op": "delete", "type": ty.name(), "id": id, "expected": expected}),
+            Write::Move { id, to } => json!({
+                "op": "move", "id": id, "stage": to.stage, "after": to.after, "before": to.before, "expected": to.expected,
+            }),
+            Write::Convert { lead_id, deal } => json!({"op": "convert", "id": lead_id, "deal": deal.as_ref().map(Changes::to_wire)}),
+        }
+    }
+
+    pub fn from_wire(v: &Value) -> Option<Write> {
+        let ty = || ObjectType::from_name(v["type"].as_str()?);
+        let id = || v["id"].as_str().map(str::to_string);
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        let expected = v["expected"].as_i64();
+        Some(match v["op"].as_str()? {
+            "create" => {
+                let ty = ty()?;
+                Write::Create {
+                    ty,
+                    changes: Changes::from_wire(ty, &v["changes"])?,
+                }
+            }
+            "update" => {
+                let ty = ty()?;
+                Write::Update {
+                    ty,
+                    id: id()?,
+                    expected,
+                    changes: Changes::from_wire(ty, &v["changes"])?,
+                }
+            }
+            "delete" => Write::Delete {
+                ty: ty()?,
+                id: id()?,
+                expected,
+            },
+            "move" => Write::Move {
+                id: id()?,
+                to: DealMove {
+                    stage: text("stage"),
+                    after: text("after"),
+                    before: text("before"),
+                    expected,
+                },
+            },
+            "convert" => Write::Convert {
+                lead_id: id()?,
+                deal: match &v["deal"] {
+                    Value::Null => None,
+                    d => Some(Changes::from_wire(ObjectType::Deal, d)?),
+                },
+            },
+            _ => return None,
+        })
+    }
+
+    /// The write as a persister job answering the written record's JSON.
+    fn job(
+        self,
+        store: Store,
+        author: Author,
+    ) -> impl for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<Value, StoreError>> + Send + 'static {
+        job(move |w: &mut WriteTx| -> BoxFuture<'_, Result<Value, StoreError>> {
+            Box::pin(async move {
+                let s = store.scoped(&author.workspace_id);
+                let actor = &author.actor;
+                Ok(match self {
+                    Write::Create { ty, changes } => s.create_in(w, ty, changes, actor).await?.to_json(ty),
+                    Write::Update { ty, id, expected, changes } => s.update_in(w, ty, &id, expected, changes, actor).await?.to_json(ty),
+                    Write::Delete { ty, id, expected } => {
+                        s.delete_in(w, ty, &id, expected, actor).await?;
+                        Value::Null
+                    }
+                    Write::Move { id, to } => s.move_deal_in(w, &id, to, actor).await?.to_json(ObjectType::Deal),
+                    Write::Convert { lead_id, deal } => {
+                        let c = s.convert_lead_in(w, &lead_id, deal, actor).await?;
+                        json!({
+                            "lead": c.lead.to_json(ObjectType::Lead),
+                            "contact": c.contact.to_json(ObjectType::Contact),
+                            "company": c.company.map(|r| r.to_json(ObjectType::Company)),
+                            "deal": c.deal.map(|r| r.to_json(ObjectType::Deal)),
+                        })
+                    }
+                })
+            })
+        })
+    }
+}
+
+/// Who writes: the workspace and the actor recorded on the changes.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub workspace_id: String,
+    pub actor: String,
+}
+
+impl Author {
+    fn of(p: &Principal) -> Author {
+        Author {
+            workspace_id: p.workspace_id.clone(),
+            actor: p.actor_id(),
+        }
+    }
+}
 
 fn overloaded(_: Refused) -> ApiError {
     ApiError {
@@ -22,56 +180,32 @@ fn overloaded(_: Refused) -> ApiError {
     }
 }
 
-/// Queues `f` (behind the board's earlier writes when `board` is given) and waits
-/// for its batch to commit.
-async fn route<T, F>(
-    state: &AppState,
-    p: &Principal,
-    board: Option<String>,
-    cause: Option<String>,
-    f: F,
-) -> Result<Result<(T, Vec<Event>), StoreError>, ApiError>
-where
-    T: Send + 'static,
-    F: for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<T, StoreError>> + Send + 'static,
-{
-    let pending = match board {
-        None => state.directory.persister().submit(cause, f).map_err(overloaded)?,
-        Some(pipeline_id) => {
-            let addr = state.directory.get(&Topic::Board { pipeline_id }, &p.workspace_id);
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let submit = Box::new(move |persister: &crate::actors::Persister| {
-                let pending = persister.submit(cause, f)?;
-                let _ = tx.send(pending);
-                Ok(())
-            });
-            addr.send(Ordered(submit))
-                .await
-                .map_err(|_| ApiError {
-                    retry_after_secs: Some(1),
-                    ..ApiError::new(Code::Unavailable)
-                })?
-                .map_err(overloaded)?;
-            rx.await.map_err(|_| ApiError::new(Code::Unavailable))?
-        }
-    };
-    Ok(pending.outcome().await)
+fn moving(key: &str) -> ApiError {
+    ApiError {
+        retry_after_secs: Some(1),
+        ..ApiError::msg(Code::Unavailable, format!("{key} is moving to another node; retry shortly"))
+    }
 }
 
-/// The board a write of `ty` belongs to, checked to be in the caller's workspace
-/// before its actor is woken.
-async fn board_of(
-    state: &AppState,
-    p: &Principal,
-    ty: ObjectType,
-    id: Option<&str>,
-    changes: Option<&Changes>,
-) -> Result<Option<String>, ApiError> {
-    let scoped = p.scoped(&state.store);
-    let pipeline = match (ty, id) {
-        (ObjectType::Pipeline, Some(id)) => Some(id.to_string()),
-        (ObjectType::Deal | ObjectType::Stage, Some(id)) => scoped.get(ty, id).await?.text("pipeline_id").map(str::to_string),
-        (ObjectType::Deal | ObjectType::Stage, None) => match changes.and_then(|c| c.get("pipeline_id")) {
+/// The board a write belongs to, checked to be in the author's workspace before its
+/// actor is woken.
+async fn board_of(state: &AppState, author: &Author, write: &Write) -> Result<Option<String>, ApiError> {
+    let scoped = state.store.scoped(&author.workspace_id);
+    let pipeline = match write {
+        Write::Create {
+            ty: ObjectType::Deal | ObjectType::Stage,
+            changes,
+        } => match changes.get("pipeline_id") {
+            Some(FieldValue::Text(p)) => Some(p.clone()),
+            _ => None,
+        },
+        Write::Update { ty, id, .. } | Write::Delete { ty, id, .. } => match ty {
+            ObjectType::Pipeline => Some(id.clone()),
+            ObjectType::Deal | ObjectType::Stage => scoped.get(*ty, id).await?.text("pipeline_id").map(str::to_string),
+            _ => None,
+        },
+        Write::Move { id, .. } => scoped.get(ObjectType::Deal, id).await?.text("pipeline_id").map(str::to_string),
+        Write::Convert { deal: Some(d), .. } => match d.get("pipeline_id") {
             Some(FieldValue::Text(p)) => Some(p.clone()),
             _ => None,
         },
@@ -88,19 +222,134 @@ async fn board_of(
     }
 }
 
-pub async fn create(
+/// Runs a write and waits until it is durable.
+pub async fn execute(state: &AppState, author: Author, cause: Option<String>, write: Write) -> Result<Written, ApiError> {
+    match board_of(state, &author, &write).await? {
+        None => {
+            let ty = write.ty();
+            let pending = state
+                .directory
+                .persister()
+                .submit(cause, write.job(state.store.clone(), author))
+                .map_err(overloaded)?;
+            pending.outcome().await.map_err(store_error(ty))
+        }
+        Some(pipeline_id) => on_board(state, author, cause, pipeline_id, write, false)
+            .await
+            .map_err(|e| match e {
+                BoardError::Api(e) => e,
+                BoardError::NotOwner(key) => moving(&key),
+            }),
+    }
+}
+
+/// Why a board's write did not run.
+pub enum BoardError {
+    Api(ApiError),
+    /// This node does not own the board (answered to a node that forwarded the write).
+    NotOwner(String),
+}
+
+impl From<ApiError> for BoardError {
+    fn from(e: ApiError) -> Self {
+        BoardError::Api(e)
+    }
+}
+
+/// How one attempt at a board's write ended.
+pub(crate) enum Attempt {
+    Done(Result<Written, ApiError>),
+    /// The write did not run because the board is not where it was looked for.
+    Moved,
+}
+
+/// A board's write: queued by the board's actor when this node owns the board, else
+/// forwarded to the owner. `forwarded`: another node sent it here as to the owner; it is
+/// not sent on again, so a write crosses at most one hop. While the board changes owner
+/// (the old one died and its lease has yet to lapse) the write waits, up to a lease
+/// time and a bit, and then is refused as `unavailable`.
+pub async fn on_board(
     state: &AppState,
-    p: &Principal,
+    author: Author,
     cause: Option<String>,
-    ty: ObjectType,
-    changes: Changes,
-) -> Result<(Record, Vec<Event>), ApiError> {
-    let board = board_of(state, p, ty, None, Some(&changes)).await?;
-    let (store, ws, actor) = (state.store.clone(), p.workspace_id.clone(), p.actor_id());
-    let f = job(move |w: &mut WriteTx| -> BoxFuture<'_, Result<Record, StoreError>> {
-        Box::pin(async move { store.scoped(&ws).create_in(w, ty, changes, &actor).await })
+    pipeline_id: String,
+    write: Write,
+    forwarded: bool,
+) -> Result<Written, BoardError> {
+    let topic = Topic::Board { pipeline_id };
+    let key = topic.key();
+    let patience = state.directory.leases().map(|l| l.ttl + Duration::from_secs(2)).unwrap_or_default();
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let attempt = match state.directory.route(&topic, &author.workspace_id).await {
+            None => return Err(ApiError::msg(Code::Unavailable, "the board's owner cannot be found while Redis is unreachable").into()),
+            Some(Route::Here { addr, fresh }) => here(state, &addr, fresh, author.clone(), cause.clone(), write.clone()).await,
+            Some(Route::There(_)) if forwarded => return Err(BoardError::NotOwner(key)),
+            Some(Route::There(url)) => forward::send(state, &url, &author, cause.as_deref(), &topic, &write).await,
+        };
+        match attempt {
+            Attempt::Done(result) => return Ok(result?),
+            Attempt::Moved => {
+                state.directory.forget_owner(&key);
+                if Instant::now() >= deadline {
+                    return Err(BoardError::NotOwner(key));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+        }
+    }
+}
+
+/// Queues the write on this node's actor of the board.
+async fn here(
+    state: &AppState,
+    addr: &actix::Addr<crate::actors::TopicActor>,
+    fresh: bool,
+    author: Author,
+    cause: Option<String>,
+    write: Write,
+) -> Attempt {
+    if fresh {
+        match addr.send(Own).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Attempt::Done(Err(e.into())),
+            Err(_) => return Attempt::Moved,
+        }
+    }
+    let ty = write.ty();
+    let f = write.job(state.store.clone(), author);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let submit = Box::new(move |persister: &crate::actors::Persister, fence: Option<(String, i64)>| {
+        let token = fence.as_ref().map(|(_, t)| *t);
+        let pending = persister.submit_fenced(cause, fence, f)?;
+        let _ = tx.send((pending, token));
+        Ok(())
     });
-    route(state, p, board, cause, f).await?.map_err(store_error(ty))
+    match addr.send(Ordered(submit)).await {
+        // The actor stopped (passivated) before it took the write.
+        Err(_) => return Attempt::Moved,
+        Ok(Err(Refused::NotOwner)) => return Attempt::Moved,
+        Ok(Err(refused)) => return Attempt::Done(Err(overloaded(refused))),
+        Ok(Ok(())) => {}
+    }
+    let Ok((pending, token)) = rx.await else {
+        return Attempt::Done(Err(ApiError::new(Code::Unavailable)));
+    };
+    match pending.outcome().await {
+        Err(StoreError::Fenced(_)) => {
+            if let Some(t) = token {
+                addr.do_send(Disown(t));
+            }
+            Attempt::Moved
+        }
+        result => Attempt::Done(result.map_err(store_error(ty))),
+    }
+}
+
+pub async fn create(state: &AppState, p: &Principal, cause: Option<String>, ty: ObjectType, changes: Changes) -> Result<Written, ApiError> {
+    execute(state, Author::of(p), cause, Write::Create { ty, changes }).await
 }
 
 pub async fn update(
@@ -111,13 +360,9 @@ pub async fn update(
     id: &str,
     expected: Option<i64>,
     changes: Changes,
-) -> Result<(Record, Vec<Event>), ApiError> {
-    let board = board_of(state, p, ty, Some(id), None).await?;
-    let (store, ws, actor, id) = (state.store.clone(), p.workspace_id.clone(), p.actor_id(), id.to_string());
-    let f = job(move |w: &mut WriteTx| -> BoxFuture<'_, Result<Record, StoreError>> {
-        Box::pin(async move { store.scoped(&ws).update_in(w, ty, &id, expected, changes, &actor).await })
-    });
-    route(state, p, board, cause, f).await?.map_err(store_error(ty))
+) -> Result<Written, ApiError> {
+    let id = id.to_string();
+    execute(state, Author::of(p), cause, Write::Update { ty, id, expected, changes }).await
 }
 
 pub async fn delete(
@@ -128,25 +373,72 @@ pub async fn delete(
     id: &str,
     expected: Option<i64>,
 ) -> Result<Vec<Event>, ApiError> {
-    let board = board_of(state, p, ty, Some(id), None).await?;
-    let (store, ws, actor, id) = (state.store.clone(), p.workspace_id.clone(), p.actor_id(), id.to_string());
-    let f = job(move |w: &mut WriteTx| -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { store.scoped(&ws).delete_in(w, ty, &id, expected, &actor).await })
-    });
-    Ok(route(state, p, board, cause, f).await?.map_err(store_error(ty))?.1)
+    let id = id.to_string();
+    Ok(execute(state, Author::of(p), cause, Write::Delete { ty, id, expected }).await?.1)
 }
 
-pub async fn move_deal(
+pub async fn move_deal(state: &AppState, p: &Principal, cause: Option<String>, id: &str, to: DealMove) -> Result<Written, ApiError> {
+    execute(state, Author::of(p), cause, Write::Move { id: id.to_string(), to }).await
+}
+
+pub async fn convert_lead(
     state: &AppState,
     p: &Principal,
     cause: Option<String>,
-    id: &str,
-    m: DealMove,
-) -> Result<(Record, Vec<Event>), ApiError> {
-    let board = board_of(state, p, ObjectType::Deal, Some(id), None).await?;
-    let (store, ws, actor, id) = (state.store.clone(), p.workspace_id.clone(), p.actor_id(), id.to_string());
-    let f = job(move |w: &mut WriteTx| -> BoxFuture<'_, Result<Record, StoreError>> {
-        Box::pin(async move { store.scoped(&ws).move_deal_in(w, &id, m, &actor).await })
-    });
-    route(state, p, board, cause, f).await?.map_err(store_error(ObjectType::Deal))
+    lead_id: &str,
+    deal: Option<Changes>,
+) -> Result<Written, ApiError> {
+    let lead_id = lead_id.to_string();
+    execute(state, Author::of(p), cause, Write::Convert { lead_id, deal }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_cross_between_nodes_unchanged() {
+        let mut changes = Changes::default();
+        changes.set(ObjectType::Deal, "title", FieldValue::Text("Acme".into()));
+        changes.set(ObjectType::Deal, "amount", FieldValue::Int(1200));
+        changes.set(ObjectType::Deal, "tags", FieldValue::List(vec!["hot".into()]));
+        changes.set(ObjectType::Deal, "stage_id", FieldValue::Null);
+        changes.custom.insert("region".into(), json!("emea"));
+        let writes = [
+            Write::Create {
+                ty: ObjectType::Deal,
+                changes: changes.clone(),
+            },
+            Write::Update {
+                ty: ObjectType::Deal,
+                id: "d1".into(),
+                expected: Some(3),
+                changes,
+            },
+            Write::Delete {
+                ty: ObjectType::Stage,
+                id: "s1".into(),
+                expected: None,
+            },
+            Write::Move {
+                id: "d1".into(),
+                to: DealMove {
+                    stage: Some("s2".into()),
+                    after: None,
+                    before: Some("d2".into()),
+                    expected: Some(4),
+                },
+            },
+            Write::Convert {
+                lead_id: "l1".into(),
+                deal: None,
+            },
+        ];
+        for w in writes {
+            let back = Write::from_wire(&w.to_wire()).map(|b| b.to_wire());
+            assert_eq!(back, Some(w.to_wire()));
+        }
+        assert!(Write::from_wire(&json!({"op": "create", "type": "deal", "changes": {"values": {"nope": 1}}})).is_none());
+        assert!(Write::from_wire(&json!({"op": "drop"})).is_none());
+    }
 }

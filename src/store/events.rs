@@ -33,8 +33,18 @@ impl WriteTx {
         now: i64,
     ) -> Result<Event> {
         let mut next = insert("topic_seqs", "topic, workspace_id, seq", args![topic, workspace_id, 1i64]);
-        next.push(" ON CONFLICT (topic) DO UPDATE SET seq = topic_seqs.seq + 1 RETURNING seq");
-        let seq: i64 = next.query().fetch_one(&mut *self.tx).await?.try_get(0)?;
+        next.push(" ON CONFLICT (topic) DO UPDATE SET seq = topic_seqs.seq + 1");
+        // The fence: a fenced topic's row exists (its owner claimed it), and the seq is
+        // only taken while the writer's token is still the row's.
+        let fence = self.fence.as_ref().filter(|(t, _)| t == topic).map(|(_, token)| *token);
+        if let Some(token) = fence {
+            next.push(" WHERE topic_seqs.fence = ").arg(token);
+        }
+        next.push(" RETURNING seq");
+        let seq: i64 = match next.query().fetch_optional(&mut *self.tx).await? {
+            Some(row) => row.try_get(0)?,
+            None => return Err(super::StoreError::Fenced(topic.to_string())),
+        };
         let cause = self.cause.clone();
         let row = insert(
             "event_log",
@@ -67,6 +77,33 @@ impl Store {
             .arg(limit);
         let rows = sql.query().fetch_all(self.pool()).await?;
         rows.iter().map(event).collect()
+    }
+
+    /// Makes this node the owner of `topic` in the store: raises the topic's fencing
+    /// token and returns it. Writes fenced by an older token fail from now on; one
+    /// already running holds the row, so this waits for it and the new owner sees it.
+    /// `owner_url` is where the new owner takes forwarded writes.
+    pub async fn claim_fence(&self, topic: &str, workspace_id: &str, owner_url: &str) -> Result<i64> {
+        let mut sql = insert(
+            "topic_seqs",
+            "topic, workspace_id, seq, fence, owner_url",
+            args![topic, workspace_id, 0i64, 1i64, owner_url],
+        );
+        sql.push(" ON CONFLICT (topic) DO UPDATE SET fence = topic_seqs.fence + 1, owner_url = excluded.owner_url RETURNING fence");
+        let mut w = self.write().await?;
+        let fence: i64 = sql.query().fetch_one(&mut *w.tx).await?.try_get(0)?;
+        w.commit().await?;
+        Ok(fence)
+    }
+
+    /// Where the node that last claimed `topic` takes forwarded writes.
+    pub async fn topic_owner(&self, topic: &str) -> Result<Option<String>> {
+        let mut sql = Sql::new("SELECT owner_url FROM topic_seqs WHERE topic = ");
+        sql.arg(topic);
+        match sql.query().fetch_optional(self.pool()).await? {
+            Some(r) => Ok(r.try_get(0)?),
+            None => Ok(None),
+        }
     }
 
     /// The last seq of `topic` (0 before its first event).

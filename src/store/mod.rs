@@ -63,6 +63,9 @@ pub enum StoreError {
     InUse(String),
     #[error("store unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// Another node has taken over the topic this write was fenced on.
+    #[error("the topic {0} has a newer owner")]
+    Fenced(String),
     #[error(transparent)]
     Db(sqlx::Error),
     #[error(transparent)]
@@ -243,6 +246,9 @@ pub struct WriteTx {
     pub(crate) events: Vec<Event>,
     /// The client's mutation id, recorded on the events.
     pub(crate) cause: Option<String>,
+    /// The topic and fencing token the current write holds: its events on that topic
+    /// are only written while the token is the topic's current one.
+    pub(crate) fence: Option<(String, i64)>,
     publisher: Option<Publisher>,
 }
 
@@ -263,6 +269,11 @@ impl WriteTx {
     /// Records `cause` on the events this transaction makes.
     pub fn caused_by(&mut self, cause: Option<String>) {
         self.cause = cause;
+    }
+
+    /// Fences the next writes on `fence`'s topic with its token (or lifts the fence).
+    pub fn fenced_by(&mut self, fence: Option<(String, i64)>) {
+        self.fence = fence;
     }
 
     pub fn events_len(&self) -> usize {
@@ -398,6 +409,7 @@ impl Store {
             _slot: slot,
             events: Vec::new(),
             cause: None,
+            fence: None,
             publisher: self.publisher.get().cloned(),
         })
     }

@@ -30,6 +30,13 @@ impl Scoped<'_> {
     /// a deal; the lead is marked converted and points at what it became.
     pub async fn convert_lead(&self, id: &str, deal: Option<Changes>, actor: &str) -> Result<Conversion> {
         let mut w = self.begin().await?;
+        let c = self.convert_lead_in(&mut w, id, deal, actor).await?;
+        w.commit().await?;
+        Ok(c)
+    }
+
+    /// The conversion, inside `w`.
+    pub async fn convert_lead_in(&self, w: &mut super::WriteTx, id: &str, deal: Option<Changes>, actor: &str) -> Result<Conversion> {
         let lead = self.fetch(&mut w.tx, ObjectType::Lead, id).await?.ok_or(StoreError::NotFound)?;
         if lead.text("status") == Some("converted") {
             return Err(StoreError::Duplicate("this lead was already converted".into()));
@@ -41,7 +48,7 @@ impl Scoped<'_> {
                 c.set(ObjectType::Company, "name", FieldValue::Text(name.to_string()));
                 c.set(ObjectType::Company, "owner_id", copy("owner_id"));
                 c.set(ObjectType::Company, "tags", copy("tags"));
-                Some(self.create_in(&mut w, ObjectType::Company, c, actor).await?)
+                Some(self.create_in(w, ObjectType::Company, c, actor).await?)
             }
             None => None,
         };
@@ -59,7 +66,7 @@ impl Scoped<'_> {
         if let Some(co) = &company {
             c.set(ObjectType::Contact, "company_id", FieldValue::Text(co.id.clone()));
         }
-        let contact = self.create_in(&mut w, ObjectType::Contact, c, actor).await?;
+        let contact = self.create_in(w, ObjectType::Contact, c, actor).await?;
         let deal = match deal {
             Some(mut d) => {
                 d.set(ObjectType::Deal, "contact_id", FieldValue::Text(contact.id.clone()));
@@ -69,7 +76,7 @@ impl Scoped<'_> {
                 if d.get("owner_id").is_none() {
                     d.set(ObjectType::Deal, "owner_id", copy("owner_id"));
                 }
-                let deal = self.create_in(&mut w, ObjectType::Deal, d, actor).await.map_err(|e| match e {
+                let deal = self.create_in(w, ObjectType::Deal, d, actor).await.map_err(|e| match e {
                     StoreError::Invalid(f) => {
                         StoreError::Invalid(FieldErrors(f.0.into_iter().map(|(k, v)| (format!("deal.{k}"), v)).collect()))
                     }
@@ -89,8 +96,7 @@ impl Scoped<'_> {
             l.set(ObjectType::Lead, "converted_deal_id", FieldValue::Text(d.id.clone()));
         }
         l.set(ObjectType::Lead, "converted_at", FieldValue::Int(now_ms()));
-        let lead = self.update_in(&mut w, ObjectType::Lead, id, Some(lead.version), l, actor).await?;
-        w.commit().await?;
+        let lead = self.update_in(w, ObjectType::Lead, id, Some(lead.version), l, actor).await?;
         Ok(Conversion {
             lead,
             contact,
