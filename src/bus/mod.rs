@@ -177,7 +177,10 @@ async fn subscribe(client: redis::Client, channel: String, node: String, directo
                         let Ok(text) = msg.get_payload::<String>() else { continue };
                         match unwire_any(&text) {
                             Some((from, _)) if from == node => {}
-                            Some((_, Incoming::Event(e))) => directory.dispatch(e),
+                            Some((_, Incoming::Event(e))) => {
+                                tracing::debug!(topic = %e.topic, seq = e.seq, "event from another node");
+                                directory.dispatch(e)
+                            }
                             Some((from, Incoming::Presence { topic, members })) => directory.dispatch_presence(&topic, from, members),
                             None => tracing::warn!("ignored a malformed message from redis"),
                         }

@@ -61,8 +61,12 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
     });
     let mut res = match request.send_body(body).await {
         Ok(res) => res,
-        // Nothing was sent: the owner is gone, and its lease will lapse.
-        Err(awc::error::SendRequestError::Connect(e)) => {
+        // No connection could be made, so nothing was sent: the owner is gone, and its
+        // lease will lapse. (`Disconnected` is not among these: awc also reports a
+        // connection that closed after the request went out that way.)
+        Err(awc::error::SendRequestError::Connect(
+            e @ (awc::error::ConnectError::Io(_) | awc::error::ConnectError::Timeout | awc::error::ConnectError::Resolver(_)),
+        )) => {
             tracing::debug!(%url, error = %e, "the board's owner is unreachable");
             return Attempt::Moved;
         }

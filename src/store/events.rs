@@ -116,3 +116,38 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[tokio::test]
+    async fn a_write_fenced_by_a_superseded_token_is_refused_by_the_store() {
+        let dir = std::env::temp_dir().join(format!("shoal-fence-{}", uuid::Uuid::new_v4().simple()));
+        let store = Store::connect(None, &dir, 2, std::time::Duration::from_secs(5)).await.unwrap();
+        store.migrate().await.unwrap();
+        let (ws, _) = store.create_workspace("W", "a@fence.test", "A", "not-a-hash").await.unwrap();
+        let topic = "board:p1";
+        let append = |token: i64| {
+            let store = store.clone();
+            let ws = ws.clone();
+            async move {
+                let mut w = store.write().await?;
+                w.fenced_by(Some((topic.to_string(), token)));
+                let e = w.append_event(&ws, topic, "deal.moved", Value::Null, "user:u", 0).await?;
+                w.commit().await?;
+                Ok::<i64, StoreError>(e.seq)
+            }
+        };
+        let first = store.claim_fence(topic, &ws, "http://a").await.unwrap();
+        assert_eq!(append(first).await.unwrap(), 1);
+        let second = store.claim_fence(topic, &ws, "http://b").await.unwrap();
+        assert!(second > first);
+        assert!(matches!(append(first).await, Err(StoreError::Fenced(t)) if t == topic));
+        assert_eq!(append(second).await.unwrap(), 2, "the refused write took no seq");
+        assert_eq!(store.topic_owner(topic).await.unwrap().as_deref(), Some("http://b"));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

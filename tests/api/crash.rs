@@ -3,62 +3,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 
 use serde_json::{json, Value};
 use sqlx::Row;
 
 use crate::helpers::*;
-
-/// A `shoal` server process on the test's store.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(settings: &shoal::config::Settings) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        cmd.args(["--port", "0"])
-            .env_remove("SHOAL_TEST_POSTGRES_URL")
-            .env_remove("SHOAL_TEST_REDIS_URL");
-        cmd.env("SHOAL_LOG", "warn,shoal=info").env("SHOAL_HTTP_WORKERS", "2");
-        cmd.env("SHOAL_ARGON2_MEMORY_KIB", "64").env("SHOAL_ARGON2_ITERATIONS", "1");
-        match &settings.database_url {
-            Some(url) => cmd.env("SHOAL_DATABASE_URL", url.expose()),
-            None => cmd.args(["--data-dir", settings.data_dir.to_str().unwrap()]),
-        };
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = loop {
-            let line = lines.next().expect("the server logs before exiting").unwrap();
-            if let Some(rest) = line.split("url=http://127.0.0.1:").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep reading the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Server {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn kill9(mut self) {
-        let status = Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn post(client: &awc::Client, url: &str, token: &str, body: Value) -> Option<(u16, Value)> {
     let mut res = client.post(url).bearer_auth(token).send_json(&body).await.ok()?;
@@ -70,7 +20,7 @@ async fn post(client: &awc::Client, url: &str, token: &str, body: Value) -> Opti
 async fn sigkill_under_load_loses_no_acknowledged_write(backend: Backend) {
     // The test app only provides a fresh store; the servers are separate processes.
     let app = TestApp::spawn(backend).await;
-    let server = Server::start(&app.settings);
+    let server = Server::start(&app.settings, &[]);
     let client = awc::Client::builder().timeout(std::time::Duration::from_secs(30)).finish();
     let base = format!("{}/api/v1", server.address);
     let (_, s) = post(
@@ -144,7 +94,7 @@ async fn sigkill_under_load_loses_no_acknowledged_write(backend: Backend) {
     assert!(acked.len() >= kill_after, "only {} writes were acknowledged", acked.len());
 
     // Restarted, the server has every acknowledged write.
-    let restarted = Server::start(&app.settings);
+    let restarted = Server::start(&app.settings, &[]);
     let base = format!("{}/api/v1", restarted.address);
     let mut verified = 0;
     for (id, kind) in acked.iter().filter(|(_, k)| k == "deal.created") {

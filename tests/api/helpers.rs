@@ -1,7 +1,9 @@
 //! Test harness: every test gets its own server on port 0 and its own fresh store
 //! (a temporary SQLite directory, or a new PostgreSQL database).
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
 use awc::http::Method;
 use serde_json::{json, Value};
@@ -371,9 +373,16 @@ pub struct Ws {
 
 impl TestApp {
     pub async fn ws(&self, token: &str) -> Ws {
-        let url = format!("{}/api/v1/ws", self.address.replace("http://", "ws://"));
-        let (_, framed) = self
-            .client
+        Ws::connect(&self.address, token).await
+    }
+}
+
+impl Ws {
+    /// A connection to the server at `address` (`http://host:port`).
+    pub async fn connect(address: &str, token: &str) -> Ws {
+        let url = format!("{}/api/v1/ws", address.replace("http://", "ws://"));
+        let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
+        let (_, framed) = client
             .ws(url)
             .max_frame_size(16 * 1024 * 1024)
             .bearer_auth(token)
@@ -406,6 +415,23 @@ impl Ws {
                 awc::ws::Frame::Text(b) => return serde_json::from_slice(&b).expect("JSON frame"),
                 awc::ws::Frame::Ping(p) => self.framed.send(awc::ws::Message::Pong(p)).await.expect("pong"),
                 awc::ws::Frame::Close(r) => panic!("closed by the server: {r:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next JSON frame, or `None` once the connection is closed or broken.
+    pub async fn try_recv(&mut self) -> Option<Value> {
+        use futures_util::{SinkExt, StreamExt};
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(20), self.framed.next())
+                .await
+                .ok()??
+                .ok()?;
+            match frame {
+                awc::ws::Frame::Text(b) => return serde_json::from_slice(&b).ok(),
+                awc::ws::Frame::Ping(p) => self.framed.send(awc::ws::Message::Pong(p)).await.ok()?,
+                awc::ws::Frame::Close(_) => return None,
                 _ => {}
             }
         }
@@ -487,3 +513,75 @@ impl Proxy {
         self.down.send_replace(down);
     }
 }
+
+/// A `shoal` server process on the test's store.
+pub struct Server {
+    child: Child,
+    pub address: String,
+}
+
+impl Server {
+    /// Starts the binary on `settings`' store, with more `SHOAL_*` variables in `env`.
+    pub fn start(settings: &shoal::config::Settings, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(["--port", "0"])
+            .env_remove("SHOAL_TEST_POSTGRES_URL")
+            .env_remove("SHOAL_TEST_REDIS_URL");
+        cmd.env("SHOAL_LOG", "warn,shoal=info").env("SHOAL_HTTP_WORKERS", "2");
+        cmd.env("SHOAL_ARGON2_MEMORY_KIB", "64").env("SHOAL_ARGON2_ITERATIONS", "1");
+        cmd.envs(env.iter().copied());
+        // SHOAL_TEST_NODE_LOGS=<filter> shows the nodes' logs at that level.
+        if let Some(filter) = std::env::var("SHOAL_TEST_NODE_LOGS").ok().filter(|f| f != "1") {
+            cmd.env("SHOAL_LOG", filter);
+        }
+        match &settings.database_url {
+            Some(url) => cmd.env("SHOAL_DATABASE_URL", url.expose()),
+            None => cmd.args(["--data-dir", settings.data_dir.to_str().unwrap()]),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines.next().expect("the server logs before exiting").unwrap();
+            if let Some(rest) = line.split("url=http://127.0.0.1:").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep reading the log so the server never blocks on a full pipe; shown with
+        // SHOAL_TEST_NODE_LOGS=1 when a test needs looking into.
+        let show = std::env::var_os("SHOAL_TEST_NODE_LOGS").is_some();
+        let name = port.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("[node {name}] {line}");
+                }
+            }
+        });
+        Server {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.signal("KILL");
+        self.child.wait().unwrap();
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+

@@ -15,6 +15,7 @@ mod convergence;
 mod crash;
 mod csv_files;
 mod docs;
+mod failover;
 mod isolation;
 mod outage;
 mod realtime;
