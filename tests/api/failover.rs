@@ -22,17 +22,22 @@ struct Cluster {
     app: TestApp,
     nodes: Vec<Option<Server>>,
     channel: String,
+    redis: String,
     client: awc::Client,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_on(&redis_url()).await
+    }
+
+    async fn start_on(redis: &str) -> Cluster {
         // The in-process app provides the fresh database (and its signing key).
         let app = TestApp::spawn(Backend::Postgres).await;
         let channel = format!("shoal-test:{}", uuid::Uuid::new_v4().simple());
-        let (redis, ttl) = (redis_url(), LEASE_TTL_MS.to_string());
+        let ttl = LEASE_TTL_MS.to_string();
         let env = [
-            ("SHOAL_REDIS_URL", redis.as_str()),
+            ("SHOAL_REDIS_URL", redis),
             ("SHOAL_REDIS_CHANNEL", channel.as_str()),
             ("SHOAL_LEASE_TTL_MS", ttl.as_str()),
         ];
@@ -42,6 +47,7 @@ impl Cluster {
             app,
             nodes,
             channel,
+            redis: redis.to_string(),
             client,
         }
     }
@@ -56,7 +62,7 @@ impl Cluster {
 
     /// The board's lease in Redis.
     async fn lease(&self, pipeline: &str) -> Option<String> {
-        let client = redis::Client::open(redis_url()).unwrap();
+        let client = redis::Client::open(self.redis.as_str()).unwrap();
         let mut c = client.get_multiplexed_async_connection().await.unwrap();
         redis::cmd("GET")
             .arg(format!("{}:lease:board:{pipeline}", self.channel))
@@ -294,10 +300,22 @@ async fn when_the_owner_is_killed_another_node_takes_the_board_over_and_loses_no
 
     let acked: Vec<(String, Instant, Instant)> = acked.borrow().clone();
     // From the kill to the first acknowledgement of a write sent after it.
-    let failover = acked.iter().filter(|(_, sent, _)| *sent > killed).map(|(_, _, t)| *t).min().unwrap() - killed;
-    assert!(failover < Duration::from_secs(10), "writes resumed {failover:?} after the owner died");
+    let failover = acked
+        .iter()
+        .filter(|(_, sent, _)| *sent > killed)
+        .map(|(_, _, t)| *t)
+        .min()
+        .unwrap()
+        - killed;
+    assert!(
+        failover < Duration::from_secs(10),
+        "writes resumed {failover:?} after the owner died"
+    );
     let lease = c.lease(&pipeline).await.unwrap();
-    assert!(lease.contains(&c.url(1)) || lease.contains(&c.url(2)), "a live node owns the board: {lease}");
+    assert!(
+        lease.contains(&c.url(1)) || lease.contains(&c.url(2)),
+        "a live node owns the board: {lease}"
+    );
 
     let log = c.log(&pipeline).await;
     let ids: Vec<String> = acked.iter().map(|(m, _, _)| m.clone()).collect();
@@ -375,7 +393,11 @@ async fn a_paused_owner_that_lost_its_lease_cannot_write_and_the_board_keeps_one
         acked.push("late".into());
     }
     for i in 0..10 {
-        let (node, m) = if i % 2 == 0 { (&a, format!("a{i}")) } else { (&b, format!("b-after{i}")) };
+        let (node, m) = if i % 2 == 0 {
+            (&a, format!("a{i}"))
+        } else {
+            (&b, format!("b-after{i}"))
+        };
         let (status, body) = c
             .post(node, "/deals", &token, &m, json!({"title": m, "pipeline_id": pipeline}))
             .await
@@ -388,4 +410,117 @@ async fn a_paused_owner_that_lost_its_lease_cannot_write_and_the_board_keeps_one
     let log = c.log(&pipeline).await;
     assert_one_sequence(&log, &acked);
     eprintln!("paused owner: B took the board over {takeover:?} after A was paused (lease {LEASE_TTL_MS} ms)");
+}
+
+/// A Redis server of the test's own, which it can restart (losing every key, as a
+/// Redis that keeps nothing on disk does).
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = OwnRedis { port, child: None };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server on its port and returns once it answers.
+    fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (the Redis server's binary is needed by this test)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[actix_web::test]
+async fn when_redis_restarts_under_traffic_writes_go_on_and_viewers_catch_up_by_replay() {
+    let mut redis = OwnRedis::start();
+    let c = Cluster::start_on(&redis.url()).await;
+    let (token, pipeline, _) = owned_board(&c, 0).await;
+    let topic = format!("board:{pipeline}");
+    let mut on_b = Ws::connect(&c.url(1), &token).await;
+    let start = on_b.subscribe(&topic, None).await.last().unwrap()["seq"].as_i64().unwrap();
+
+    let mut acked = vec!["first".to_string()];
+    let write = |node: usize, i: usize| {
+        let m = format!("r{i}");
+        let (client, url, token, pipeline) = (c.client.clone(), c.url(node), token.clone(), pipeline.clone());
+        async move {
+            match post(&client, &url, "/deals", &token, &m, json!({"title": m, "pipeline_id": pipeline})).await {
+                Some((201, _)) => Some(m),
+                other => panic!("{m} through node {node} failed: {other:?}"),
+            }
+        }
+    };
+    for i in 0..10 {
+        acked.extend(write(2, i).await);
+    }
+    redis.stop();
+    // Without Redis, writes through C still reach the owner it knows, A.
+    for i in 10..20 {
+        acked.extend(write(2, i).await);
+    }
+    redis.restart();
+    // The owner takes its lease back by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.lease(&pipeline).await.is_none() {
+        assert!(Instant::now() < deadline, "the owner did not take its lease back");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease = c.lease(&pipeline).await.unwrap();
+    assert!(lease.contains(&c.url(0)), "A owns the board again: {lease}");
+    for i in 20..30 {
+        acked.extend(write(1 + i % 2, i).await);
+    }
+
+    // B's viewer missed what was published while Redis was away and gets it by replay.
+    let log = c.log(&pipeline).await;
+    assert_one_sequence(&log, &acked);
+    let last = log.last().unwrap().0;
+    let mut frames = Vec::new();
+    while follow(start, &frames) < last {
+        frames.push(on_b.recv().await);
+    }
+    for node in 0..3 {
+        let res = c.client.get(format!("{}/healthz", c.url(node))).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "node {node} is up");
+    }
 }

@@ -584,4 +584,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-
