@@ -111,6 +111,9 @@ impl Application {
                 .configure(http::configure)
         })
         .workers(workers)
+        // Events are small frames sent as they happen: waiting to coalesce them (Nagle)
+        // against the client's delayed ACKs stalls delivery by up to 40 ms.
+        .tcp_nodelay(true)
         .listen(listener)?
         .run();
         Ok(Application {

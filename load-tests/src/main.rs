@@ -6,6 +6,9 @@
 //! given number of moves.
 //!
 //!     cargo run --release -p shoal-load -- --url http://127.0.0.1:8080 --viewers 20 --moves 500
+//!
+//! With `--writer-url`, the writer uses another node of a cluster than the viewers, so
+//! every event crosses between nodes through Redis.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,6 +18,8 @@ use serde_json::{json, Value};
 
 struct Args {
     url: String,
+    /// The node the writer uses; the viewers' node when unset.
+    writer_url: Option<String>,
     viewers: usize,
     moves: usize,
 }
@@ -22,6 +27,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         url: "http://127.0.0.1:8080".into(),
+        writer_url: None,
         viewers: 20,
         moves: 500,
     };
@@ -30,16 +36,19 @@ fn args() -> Args {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--url" => a.url = value,
+            "--writer-url" => a.writer_url = Some(value),
             "--viewers" => a.viewers = value.parse().expect("--viewers is a number"),
             "--moves" => a.moves = value.parse().expect("--moves is a number"),
-            _ => panic!("unknown flag {flag}; use --url, --viewers, --moves"),
+            _ => panic!("unknown flag {flag}; use --url, --writer-url, --viewers, --moves"),
         }
     }
-    let host = a.url.trim_start_matches("http://").split([':', '/']).next().unwrap_or("");
-    assert!(
-        host == "localhost" || host.starts_with("127."),
-        "load tests only target this machine's loopback addresses"
-    );
+    for url in std::iter::once(&a.url).chain(a.writer_url.iter()) {
+        let host = url.trim_start_matches("http://").split([':', '/']).next().unwrap_or("");
+        assert!(
+            host == "localhost" || host.starts_with("127."),
+            "load tests only target this machine's loopback addresses"
+        );
+    }
     assert!(a.viewers <= 2000 && a.moves <= 100_000, "bounded runs only");
     a
 }
@@ -63,7 +72,7 @@ async fn main() {
         .connector(connector)
         .timeout(Duration::from_secs(30))
         .finish();
-    let api = format!("{}/api/v1", a.url);
+    let api = format!("{}/api/v1", a.writer_url.as_deref().unwrap_or(&a.url));
     let email = format!("load-{}@load.test", uuid::Uuid::new_v4().simple());
     let s = post(
         &client,
