@@ -107,13 +107,46 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
          shoal_topic_restarts_total {}\n\
          # HELP shoal_persister_queue_depth Writes waiting for a batch.\n\
          # TYPE shoal_persister_queue_depth gauge\n\
-         shoal_persister_queue_depth {}\n",
+         shoal_persister_queue_depth {}\n\
+         # HELP shoal_websocket_connections WebSocket connections open.\n\
+         # TYPE shoal_websocket_connections gauge\n\
+         shoal_websocket_connections {}\n",
         d.active,
         d.activations,
         d.restarts,
         state.directory.persister().depth(),
+        crate::ws::open_connections(),
     );
+    let mut body = body;
+    if let Some((rss, cpu)) = process_usage() {
+        body.push_str(&format!(
+            "# HELP process_resident_memory_bytes Resident memory of the server process.\n\
+             # TYPE process_resident_memory_bytes gauge\n\
+             process_resident_memory_bytes {rss}\n\
+             # HELP process_cpu_seconds_total CPU time the server process has used.\n\
+             # TYPE process_cpu_seconds_total counter\n\
+             process_cpu_seconds_total {cpu:.2}\n"
+        ));
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+}
+
+/// Resident bytes and CPU seconds of this process, from /proc (Linux only).
+fn process_usage() -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // utime and stime are the 14th and 15th fields, after the parenthesised name.
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // /proc reports CPU time in USER_HZ, which is 100 on every Linux ABI.
+    Some((kib * 1024, ticks as f64 / 100.0))
 }
 
 /// Test-only routes that make the server fail on purpose.

@@ -34,6 +34,12 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// WebSocket connections open now, for `/metrics`.
+static OPEN: AtomicU64 = AtomicU64::new(0);
+
+pub fn open_connections() -> u64 {
+    OPEN.load(Ordering::Relaxed)
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/ws").route(web::get().to(endpoint)));
@@ -64,6 +70,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         .max_continuation_size(MAX_FRAME);
     actix_web::rt::spawn(async move {
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        OPEN.fetch_add(1, Ordering::Relaxed);
         // Frames waiting to be written to this client. When full, the client is told to
         // resync: memory per connection stays bounded whatever the client's speed.
         let (tx, rx) = mpsc::channel(state.settings.ws_outbound_queue);
@@ -78,6 +85,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         };
         let reason = conn.run(stream, rx).await;
         conn.leave_all();
+        OPEN.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(conn = id, reason, "websocket closed");
     });
     Ok(response)
