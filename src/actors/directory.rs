@@ -18,6 +18,8 @@ use crate::store::Store;
 /// Committed events waiting for their topic actor. When full, the store drops the
 /// newest event (see `store::Publisher`): its topic recovers it from the log.
 pub const EVENT_QUEUE: usize = 65_536;
+/// Boards whose owner this node remembers, before it forgets the stale ones.
+const MAX_OWNERS_KNOWN: usize = 16_384;
 
 #[derive(Clone)]
 pub struct Directory {
@@ -184,7 +186,13 @@ impl Directory {
             None => match leases.acquire(&key).await {
                 Ok(holder) => {
                     let owner = (!leases.is_mine(&holder)).then_some(holder.url);
-                    self.owners().insert(key.clone(), (owner.clone(), Instant::now()));
+                    let mut owners = self.owners();
+                    if owners.len() >= MAX_OWNERS_KNOWN {
+                        // Only recent sightings are worth keeping for a Redis outage.
+                        owners.retain(|_, (_, seen)| seen.elapsed() < leases.ttl);
+                    }
+                    owners.insert(key.clone(), (owner.clone(), Instant::now()));
+                    drop(owners);
                     (owner, true)
                 }
                 Err(e) => {

@@ -454,11 +454,11 @@ impl Actor for TopicActor {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         self.directory.forget(&self.key, &ctx.address());
-        if let (Some(leases), Some(_)) = (self.directory.leases(), self.owner.take()) {
+        if let (Some(leases), Some(fence)) = (self.directory.leases(), self.owner.take()) {
             // Passivated: let the next writer's node take the board at once.
             let key = self.key.to_string();
             actix::spawn(async move {
-                if let Err(e) = leases.release(&key).await {
+                if let Err(e) = leases.release(&key, fence).await {
                     tracing::debug!(topic = %key, error = %e, "lease not released; it expires");
                 }
             });

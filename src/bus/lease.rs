@@ -7,7 +7,7 @@
 //! the topic in the store, `<node>|<url>|<fence>`. It expires after the lease time
 //! unless renewed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
@@ -29,13 +29,18 @@ if v == false or v == ARGV[1] or string.sub(v, 1, string.len(ARGV[1]) + 1) == AR
 end
 return 0";
 
-/// Gives our lease up, and only ours.
+/// Gives up the lease this exact value holds (not a newer one of the same node).
 const RELEASE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and (v == ARGV[1] or string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|') then
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0";
+
+/// After a failed connection, calls fail at once for this long instead of each
+/// waiting for its own connection attempt.
+const BACKOFF: Duration = Duration::from_secs(1);
+/// The longest a lease call takes, waiting for the connection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Who holds a topic's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +68,8 @@ impl Holder {
 /// This node's side of the leases.
 pub struct Leases {
     client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The shared connection, or when the last attempt to connect failed.
+    conn: Mutex<Result<MultiplexedConnection, Option<Instant>>>,
     prefix: String,
     node: String,
     url: String,
@@ -74,7 +80,7 @@ impl Leases {
     pub fn new(client: redis::Client, prefix: &str, node: &str, url: &str, ttl: Duration) -> Leases {
         Leases {
             client,
-            conn: Mutex::new(None),
+            conn: Mutex::new(Err(None)),
             prefix: prefix.to_string(),
             node: node.to_string(),
             url: url.to_string(),
@@ -102,18 +108,34 @@ impl Leases {
 
     /// Runs a script; a failure drops the connection so the next call reconnects.
     async fn eval(&self, script: &str, key: &str, args: &[String]) -> redis::RedisResult<redis::Value> {
+        match tokio::time::timeout(CALL_TIMEOUT, self.eval_unbounded(script, key, args)).await {
+            Ok(r) => r,
+            Err(_) => Err((redis::ErrorKind::IoError, "redis timed out").into()),
+        }
+    }
+
+    async fn eval_unbounded(&self, script: &str, key: &str, args: &[String]) -> redis::RedisResult<redis::Value> {
         // The connection multiplexes: callers share it and only connecting is serialised.
         let mut conn = {
             let mut slot = self.conn.lock().await;
             match &*slot {
-                Some(c) => c.clone(),
-                None => {
+                Ok(c) => c.clone(),
+                Err(Some(failed)) if failed.elapsed() < BACKOFF => {
+                    return Err((redis::ErrorKind::IoError, "redis unreachable").into());
+                }
+                Err(_) => {
                     let connect = self.client.get_multiplexed_async_connection();
                     let c = match tokio::time::timeout(Duration::from_secs(1), connect).await {
-                        Ok(c) => c?,
-                        Err(_) => return Err((redis::ErrorKind::IoError, "redis connect timed out").into()),
+                        Ok(Ok(c)) => c,
+                        failed => {
+                            *slot = Err(Some(Instant::now()));
+                            return match failed {
+                                Ok(Err(e)) => Err(e),
+                                _ => Err((redis::ErrorKind::IoError, "redis connect timed out").into()),
+                            };
+                        }
                     };
-                    *slot = Some(c.clone());
+                    *slot = Ok(c.clone());
                     c
                 }
             }
@@ -123,13 +145,9 @@ impl Leases {
         for a in args {
             cmd.arg(a);
         }
-        // Bounded: a Redis that stops answering must not hold writes up for long.
-        let result = match tokio::time::timeout(Duration::from_secs(1), cmd.query_async::<redis::Value>(&mut conn)).await {
-            Ok(r) => r,
-            Err(_) => Err((redis::ErrorKind::IoError, "redis timed out").into()),
-        };
+        let result = cmd.query_async::<redis::Value>(&mut conn).await;
         if result.is_err() {
-            *self.conn.lock().await = None;
+            *self.conn.lock().await = Err(Some(Instant::now()));
         }
         result
     }
@@ -152,8 +170,10 @@ impl Leases {
         Ok(redis::from_redis_value::<i64>(&v)? == 1)
     }
 
-    pub async fn release(&self, topic: &str) -> redis::RedisResult<()> {
-        self.eval(RELEASE, &self.key(topic), &[self.base()]).await.map(|_| ())
+    /// Gives up this node's lease of `topic` held with `fence`.
+    pub async fn release(&self, topic: &str, fence: i64) -> redis::RedisResult<()> {
+        let value = format!("{}|{fence}", self.base());
+        self.eval(RELEASE, &self.key(topic), &[value]).await.map(|_| ())
     }
 
     pub fn is_mine(&self, h: &Holder) -> bool {

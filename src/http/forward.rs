@@ -2,6 +2,7 @@
 //! the owner over HTTP, signed with the cluster's shared key, and relays the owner's
 //! answer. The owner runs the write as if its own client had sent it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::http::header::CONTENT_TYPE;
@@ -27,6 +28,22 @@ const MAX_SKEW_SECS: i64 = 30;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer accepted from another node.
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// Largest forwarded write accepted; the signature is checked only after reading it.
+const MAX_WRITE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Ids of the forwarded writes taken in the last `2 * MAX_SKEW_SECS`, so that a captured
+/// request cannot be replayed while its timestamp is still accepted.
+static SEEN: std::sync::Mutex<Option<HashMap<String, i64>>> = std::sync::Mutex::new(None);
+
+/// Records `id`; false when it was already seen.
+fn first_sighting(id: &str, now: i64) -> bool {
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = seen.get_or_insert_with(HashMap::new);
+    if seen.len() > 10_000 {
+        seen.retain(|_, at| now - *at <= 2 * MAX_SKEW_SECS);
+    }
+    seen.insert(id.to_string(), now).is_none()
+}
 
 thread_local! {
     // The HTTP client is bound to its thread; one per thread keeps its connection pool.
@@ -43,6 +60,7 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
         return Attempt::Done(Err(ApiError::internal(anyhow::anyhow!("only boards have owners"))));
     };
     let body = json!({
+        "id": uuid::Uuid::new_v4().simple().to_string(),
         "workspace_id": author.workspace_id,
         "actor": author.actor,
         "cause": cause,
@@ -95,7 +113,10 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
         Err(_) => None,
     };
     let Some(answer) = answer else {
-        return Attempt::Done(Err(ApiError::msg(Code::Unavailable, "the board's owner sent an unreadable answer")));
+        return Attempt::Done(Err(ApiError::msg(
+            Code::Unavailable,
+            "the node that owns this board sent an unreadable answer; the change may or may not have been made",
+        )));
     };
     if status.is_success() {
         let events = answer["events"]
@@ -105,6 +126,12 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
             .filter_map(Event::from_wire)
             .collect();
         return Attempt::Done(Ok((answer["result"].clone(), events)));
+    }
+    // The owner refusing this node itself (different keys, clocks apart, an older
+    // version) is the cluster's fault, not the client's.
+    if matches!(status.as_u16(), 401 | 404 | 405) {
+        tracing::error!(%url, status = status.as_u16(), "the board's owner refused a forwarded write; check that the nodes share their key, clock and version");
+        return Attempt::Done(Err(ApiError::internal(anyhow::anyhow!("forwarding refused with {status}"))));
     }
     let e = &answer["error"];
     let code = e["code"].as_str().and_then(Code::parse).unwrap_or(Code::Internal);
@@ -128,6 +155,9 @@ pub async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::By
     }
     let v: Value = serde_json::from_slice(&body).map_err(|_| ApiError::new(Code::MalformedJson))?;
     let text = |k: &str| v[k].as_str().map(str::to_string);
+    if !text("id").is_some_and(|id| first_sighting(&id, ts)) {
+        return Err(ApiError::msg(Code::Unauthenticated, "this forwarded write was already taken"));
+    }
     let (Some(workspace_id), Some(actor), Some(pipeline_id), Some(write)) = (
         text("workspace_id"),
         text("actor"),
@@ -152,7 +182,7 @@ pub async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::By
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(PATH)
-            .app_data(web::PayloadConfig::new(MAX_ANSWER_BYTES))
+            .app_data(web::PayloadConfig::new(MAX_WRITE_BYTES))
             .route(web::post().to(receive)),
     );
 }

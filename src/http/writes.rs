@@ -183,7 +183,7 @@ fn overloaded(_: Refused) -> ApiError {
 fn moving(key: &str) -> ApiError {
     ApiError {
         retry_after_secs: Some(1),
-        ..ApiError::msg(Code::Unavailable, format!("{key} is moving to another node; retry shortly"))
+        ..ApiError::msg(Code::Unavailable, format!("{key} is changing hands; retry shortly"))
     }
 }
 
@@ -278,7 +278,12 @@ pub async fn on_board(
 ) -> Result<Written, BoardError> {
     let topic = Topic::Board { pipeline_id };
     let key = topic.key();
-    let patience = state.directory.leases().map(|l| l.ttl + Duration::from_secs(2)).unwrap_or_default();
+    // Alone, a node waits only for a board actor that was stopping to be replaced.
+    let patience = state
+        .directory
+        .leases()
+        .map(|l| l.ttl + Duration::from_secs(2))
+        .unwrap_or(Duration::from_secs(1));
     let deadline = Instant::now() + patience;
     let mut pause = Duration::from_millis(20);
     loop {
@@ -292,7 +297,9 @@ pub async fn on_board(
             Attempt::Done(result) => return Ok(result?),
             Attempt::Moved => {
                 state.directory.forget_owner(&key);
-                if Instant::now() >= deadline {
+                // A forwarded write is retried by the node that sent it, which knows when
+                // its client stops waiting; retrying here too could run it after that.
+                if forwarded || Instant::now() >= deadline {
                     return Err(BoardError::NotOwner(key));
                 }
                 tokio::time::sleep(pause).await;

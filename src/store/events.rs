@@ -36,6 +36,16 @@ impl WriteTx {
         next.push(" ON CONFLICT (topic) DO UPDATE SET seq = topic_seqs.seq + 1");
         // The fence: a fenced topic's row exists (its owner claimed it), and the seq is
         // only taken while the writer's token is still the row's.
+        if let Some((fenced, _)) = &self.fence {
+            // A fenced write is its board owner's; another board has its own owner, which
+            // alone may write there.
+            if fenced != topic && topic.starts_with("board:") {
+                return Err(super::StoreError::Invalid(crate::domain::FieldErrors::single(
+                    "pipeline_id",
+                    "a deal cannot change pipeline while the server runs as a cluster; create it in the other pipeline instead",
+                )));
+            }
+        }
         let fence = self.fence.as_ref().filter(|(t, _)| t == topic).map(|(_, token)| *token);
         if let Some(token) = fence {
             next.push(" WHERE topic_seqs.fence = ").arg(token);
@@ -91,6 +101,10 @@ impl Store {
         );
         sql.push(" ON CONFLICT (topic) DO UPDATE SET fence = topic_seqs.fence + 1, owner_url = excluded.owner_url RETURNING fence");
         let mut w = self.write().await?;
+        if self.backend() == super::Backend::Postgres {
+            // Bounded: a claim waits for a write holding the row, not for ever.
+            sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *w.tx).await?;
+        }
         let fence: i64 = sql.query().fetch_one(&mut *w.tx).await?.try_get(0)?;
         w.commit().await?;
         Ok(fence)

@@ -93,7 +93,8 @@ impl From<sqlx::Error> for StoreError {
 fn store_is_down(code: &str) -> bool {
     match code.parse::<i64>() {
         Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14),
-        Err(_) => ["08", "53", "57", "58"].iter().any(|class| code.starts_with(class)),
+        // 55P03: a lock wait ran past its lock_timeout.
+        Err(_) => code == "55P03" || ["08", "53", "57", "58"].iter().any(|class| code.starts_with(class)),
     }
 }
 
@@ -353,6 +354,17 @@ impl Store {
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
                     )
                     .await?;
+                    Ok(())
+                })
+            });
+        }
+        if backend == Backend::Postgres {
+            pool = pool.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // A node paused or cut off inside a transaction would hold its row
+                    // locks (a board's seq, its fence) until it resumes; the database ends
+                    // such a transaction instead, so another node can take the board over.
+                    conn.execute("SET idle_in_transaction_session_timeout = '15s'").await?;
                     Ok(())
                 })
             });

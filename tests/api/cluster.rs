@@ -163,3 +163,18 @@ async fn viewers_connected_to_every_node_are_listed_in_presence() {
         }
     }
 }
+
+#[actix_web::test]
+async fn in_a_cluster_a_deal_cannot_move_to_another_owners_pipeline_and_nothing_changes() {
+    let (a, b, _c) = three_nodes().await;
+    let (s, _stages, deal, _topic) = board(&a).await;
+    let (_other, other_stages) = b.pipeline(&s.token).await;
+    let r = b
+        .post(&format!("/deals/{deal}/move"), &s.token, json!({"stage_id": other_stages[0]}))
+        .await
+        .expect(422);
+    assert_eq!(r.code(), "validation_failed");
+    assert!(r.body["error"]["details"]["fields"]["pipeline_id"].is_string(), "{}", r.text);
+    let d = a.get(&format!("/deals/{deal}"), &s.token).await.expect(200);
+    assert_eq!(d.body["version"], 1, "the deal is unchanged");
+}
