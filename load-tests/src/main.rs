@@ -1,216 +1,120 @@
-//! Fan-out latency of a live board: one writer moves deals through the REST API while
-//! V viewers follow the board over WebSockets; for every move, the time from sending
-//! the request to each viewer receiving the event is recorded.
+//! Load generator for a Shoal server on this machine. Each scenario sets up its own
+//! workspace, drives the server, and prints a Markdown table row; with `--json FILE` it
+//! also writes its parameters and results as JSON.
 //!
-//! It targets a running server on this machine only, and stops by itself after the
-//! given number of moves.
+//!     shoal-load fanout --url http://127.0.0.1:8080 --viewers 20 --moves 500
+//!     shoal-load idle --url http://127.0.0.1:8080 --connections 20000
 //!
-//!     cargo run --release -p shoal-load -- --url http://127.0.0.1:8080 --viewers 20 --moves 500
-//!
-//! With `--writer-url`, the writer uses another node of a cluster than the viewers, so
-//! every event crosses between nodes through Redis.
+//! Every run targets loopback addresses only, is bounded in count and time, and stops
+//! by itself. `--preset smoke` runs a tiny load in seconds, so the harness cannot rot.
+
+mod fanout;
+mod idle;
+mod setup;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-struct Args {
-    url: String,
-    /// The node the writer uses; the viewers' node when unset.
-    writer_url: Option<String>,
-    viewers: usize,
-    moves: usize,
+/// Flags as given, checked by each scenario.
+pub struct Flags {
+    values: HashMap<String, String>,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        url: "http://127.0.0.1:8080".into(),
-        writer_url: None,
-        viewers: 20,
-        moves: 500,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--url" => a.url = value,
-            "--writer-url" => a.writer_url = Some(value),
-            "--viewers" => a.viewers = value.parse().expect("--viewers is a number"),
-            "--moves" => a.moves = value.parse().expect("--moves is a number"),
-            _ => panic!("unknown flag {flag}; use --url, --writer-url, --viewers, --moves"),
+impl Flags {
+    fn parse(args: impl Iterator<Item = String>) -> Flags {
+        let mut values = HashMap::new();
+        let mut it = args;
+        while let Some(flag) = it.next() {
+            let name = flag
+                .strip_prefix("--")
+                .unwrap_or_else(|| panic!("expected a --flag, got {flag}"))
+                .to_string();
+            let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+            values.insert(name, value);
         }
+        Flags { values }
     }
-    for url in std::iter::once(&a.url).chain(a.writer_url.iter()) {
+
+    /// A flag's value, the preset's, or the default.
+    pub fn get(&self, name: &str, smoke: &str, full: &str) -> String {
+        self.values.get(name).cloned().unwrap_or_else(|| match self.preset() {
+            "smoke" => smoke.to_string(),
+            _ => full.to_string(),
+        })
+    }
+
+    pub fn number(&self, name: &str, smoke: usize, full: usize) -> usize {
+        self.get(name, &smoke.to_string(), &full.to_string())
+            .parse()
+            .unwrap_or_else(|_| panic!("--{name} is a number"))
+    }
+
+    pub fn preset(&self) -> &str {
+        self.values.get("preset").map(String::as_str).unwrap_or("full")
+    }
+
+    /// A server URL, checked to be on this machine.
+    pub fn url(&self, name: &str) -> Option<String> {
+        let url = self
+            .values
+            .get(name)
+            .cloned()
+            .or_else(|| (name == "url").then(|| "http://127.0.0.1:8080".into()))?;
         let host = url.trim_start_matches("http://").split([':', '/']).next().unwrap_or("");
         assert!(
             host == "localhost" || host.starts_with("127."),
             "load tests only target this machine's loopback addresses"
         );
+        Some(url)
     }
-    assert!(a.viewers <= 2000 && a.moves <= 100_000, "bounded runs only");
-    a
+
+    fn known(&self, names: &[&str]) {
+        for k in self.values.keys() {
+            assert!(
+                names.contains(&k.as_str()) || ["preset", "json", "url", "label"].contains(&k.as_str()),
+                "unknown flag --{k}; this scenario takes {names:?}, --url, --preset, --json, --label"
+            );
+        }
+    }
 }
 
-async fn post(client: &awc::Client, url: &str, token: &str, body: Value) -> Value {
-    let mut res = client.post(url).bearer_auth(token).send_json(&body).await.expect("request");
-    assert!(res.status().is_success(), "{url}: {}", res.status());
-    res.json().limit(1 << 24).await.expect("json body")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+/// One scenario's outcome: its parameters and measured figures, and a Markdown row.
+pub struct Outcome {
+    pub json: Value,
+    pub header: Vec<&'static str>,
+    pub row: Vec<String>,
 }
 
 #[actix_rt::main]
 async fn main() {
-    let a = args();
-    // One connection per viewer, plus the writer's.
-    let connector = awc::Connector::new().limit(a.viewers + 8);
-    let client = awc::Client::builder()
-        .connector(connector)
-        .timeout(Duration::from_secs(30))
-        .finish();
-    let api = format!("{}/api/v1", a.writer_url.as_deref().unwrap_or(&a.url));
-    let email = format!("load-{}@load.test", uuid::Uuid::new_v4().simple());
-    let s = post(
-        &client,
-        &format!("{api}/auth/signup"),
-        "",
-        json!({"workspace_name": "Load", "name": "Load", "email": email, "password": "correct horse battery"}),
-    )
-    .await;
-    let token = s["access_token"].as_str().unwrap().to_string();
-    let p = post(
-        &client,
-        &format!("{api}/pipelines"),
-        &token,
-        json!({"name": "Load", "stages": [{"name": "A"}, {"name": "B"}, {"name": "C"}, {"name": "D"}]}),
-    )
-    .await;
-    let pipeline = p["id"].as_str().unwrap().to_string();
-    let stages: Vec<String> = p["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    let mut deals = Vec::new();
-    for i in 0..10 {
-        let d = post(
-            &client,
-            &format!("{api}/deals"),
-            &token,
-            json!({"title": format!("deal {i}"), "pipeline_id": pipeline}),
-        )
-        .await;
-        deals.push(d["id"].as_str().unwrap().to_string());
-    }
-
-    // Viewers: each records when it received the event caused by move n.
-    let topic = format!("board:{pipeline}");
-    let ws_url = format!("{}/api/v1/ws", a.url.replacen("http", "ws", 1));
-    let mut viewers = Vec::new();
-    for _ in 0..a.viewers {
-        let (_, mut ws) = client
-            .ws(&ws_url)
-            .bearer_auth(&token)
-            .max_frame_size(1 << 24)
-            .connect()
-            .await
-            .expect("connect");
-        ws.send(awc::ws::Message::Text(
-            json!({"type": "subscribe", "topic": topic}).to_string().into(),
-        ))
-        .await
-        .unwrap();
-        loop {
-            if let Some(Ok(awc::ws::Frame::Text(t))) = ws.next().await {
-                if serde_json::from_slice::<Value>(&t).unwrap()["type"] == "subscribed" {
-                    break;
-                }
-            }
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_default();
+    let flags = Flags::parse(args);
+    let outcome = match scenario.as_str() {
+        "fanout" => {
+            flags.known(&["writer-url", "viewers", "moves"]);
+            fanout::run(&flags).await
         }
-        viewers.push(ws);
-    }
-    let moves = a.moves;
-    let receivers: Vec<_> = viewers
-        .into_iter()
-        .map(|mut ws| {
-            actix_rt::spawn(async move {
-                let mut seen: HashMap<usize, Instant> = HashMap::new();
-                while seen.len() < moves {
-                    match tokio_timeout(ws.next()).await {
-                        Some(Some(Ok(awc::ws::Frame::Text(t)))) => {
-                            let f: Value = serde_json::from_slice(&t).unwrap();
-                            if let Some(n) = f["cause"].as_str().and_then(|c| c.strip_prefix("m")).and_then(|n| n.parse().ok()) {
-                                seen.insert(n, Instant::now());
-                            }
-                        }
-                        Some(Some(Ok(awc::ws::Frame::Ping(p)))) => {
-                            let _ = ws.send(awc::ws::Message::Pong(p)).await;
-                        }
-                        Some(Some(Ok(_))) => {}
-                        _ => break,
-                    }
-                }
-                seen
-            })
-        })
-        .collect();
-
-    let started = Instant::now();
-    let mut sent = Vec::with_capacity(moves);
-    for n in 0..moves {
-        let deal = &deals[n % deals.len()];
-        let stage = &stages[(n / deals.len() + 1) % stages.len()];
-        let t0 = Instant::now();
-        let mut res = client
-            .post(format!("{api}/deals/{deal}/move"))
-            .bearer_auth(&token)
-            .insert_header(("x-mutation-id", format!("m{n}")))
-            .send_json(&json!({"stage_id": stage}))
-            .await
-            .expect("move");
-        assert!(res.status().is_success(), "move {n}: {}", res.status());
-        let _ = res.body().await;
-        sent.push(t0);
-    }
-    let elapsed = started.elapsed();
-    let mut latencies = Vec::new();
-    let mut missing = 0;
-    for r in receivers {
-        let seen = r.await.unwrap();
-        for (n, t0) in sent.iter().enumerate() {
-            match seen.get(&n) {
-                Some(t) => latencies.push(t.duration_since(*t0)),
-                None => missing += 1,
-            }
+        "idle" => {
+            flags.known(&["connections", "boards", "hold-secs"]);
+            idle::run(&flags).await
         }
-    }
-    latencies.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "viewers {}, moves {}, moves/s {:.0}, events delivered {}, missing {}",
-        a.viewers,
-        moves,
-        moves as f64 / elapsed.as_secs_f64(),
-        latencies.len(),
-        missing
-    );
-    if !latencies.is_empty() {
-        println!(
-            "move -> viewer latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.9)),
-            ms(percentile(&latencies, 0.99)),
-            ms(*latencies.last().unwrap())
-        );
+        _ => panic!("usage: shoal-load fanout|idle [--url URL] [--preset smoke|full] [--json FILE] [flags]"),
+    };
+    let mut json = outcome.json;
+    json["scenario"] = Value::from(scenario.as_str());
+    json["preset"] = Value::from(flags.preset());
+    json["label"] = Value::from(flags.get("label", "", ""));
+    println!("| {} |", outcome.header.join(" | "));
+    println!("|{}", "---|".repeat(outcome.header.len()));
+    println!("| {} |", outcome.row.join(" | "));
+    if let Some(path) = flags.values.get("json") {
+        std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
     }
 }
 
-/// Waits at most 30 s for the next frame, so a lost event cannot hang the run.
-async fn tokio_timeout<F: std::future::Future>(f: F) -> Option<F::Output> {
-    actix_rt::time::timeout(Duration::from_secs(30), f).await.ok()
+/// Milliseconds with two decimals, for tables.
+pub fn ms(d: std::time::Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }

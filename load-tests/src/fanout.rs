@@ -1,0 +1,173 @@
+//! Fan-out latency of a live board: one writer moves deals through the REST API while
+//! V viewers follow the board over WebSockets; for every move, the time from sending
+//! the request to each viewer receiving the event is recorded. With `--writer-url`, the
+//! writer uses another node of a cluster than the viewers, so every event crosses
+//! between nodes through Redis.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub async fn run(flags: &crate::Flags) -> crate::Outcome {
+    let url = flags.url("url").expect("--url");
+    let writer = flags.url("writer-url").unwrap_or_else(|| url.clone());
+    let viewers = flags.number("viewers", 3, 20);
+    let moves = flags.number("moves", 30, 500);
+    assert!(viewers <= 2000 && moves <= 100_000, "bounded runs only");
+    // One connection per viewer, plus the writer's.
+    let client = crate::setup::client(viewers + 8);
+    let api = format!("{writer}/api/v1");
+    let token = crate::setup::workspace(&client, &writer).await;
+    let (pipeline, stages) = crate::setup::board(&client, &writer, &token).await;
+    let mut deals = Vec::new();
+    for i in 0..10 {
+        let d = crate::setup::post(
+            &client,
+            &format!("{api}/deals"),
+            &token,
+            json!({"title": format!("deal {i}"), "pipeline_id": pipeline}),
+        )
+        .await;
+        deals.push(d["id"].as_str().unwrap().to_string());
+    }
+
+    // Viewers: each records when it received the event caused by move n.
+    let topic = format!("board:{pipeline}");
+    let ws_url = format!("{}/api/v1/ws", url.replacen("http", "ws", 1));
+    let mut sockets = Vec::new();
+    for _ in 0..viewers {
+        let (_, mut ws) = client
+            .ws(&ws_url)
+            .bearer_auth(&token)
+            .max_frame_size(1 << 24)
+            .connect()
+            .await
+            .expect("connect");
+        ws.send(awc::ws::Message::Text(
+            json!({"type": "subscribe", "topic": topic}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        loop {
+            if let Some(Ok(awc::ws::Frame::Text(t))) = ws.next().await {
+                if serde_json::from_slice::<Value>(&t).unwrap()["type"] == "subscribed" {
+                    break;
+                }
+            }
+        }
+        sockets.push(ws);
+    }
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            actix_rt::spawn(async move {
+                let mut seen: HashMap<usize, Instant> = HashMap::new();
+                while seen.len() < moves {
+                    match tokio_timeout(ws.next()).await {
+                        Some(Some(Ok(awc::ws::Frame::Text(t)))) => {
+                            let f: Value = serde_json::from_slice(&t).unwrap();
+                            if let Some(n) = f["cause"].as_str().and_then(|c| c.strip_prefix("m")).and_then(|n| n.parse().ok()) {
+                                seen.insert(n, Instant::now());
+                            }
+                        }
+                        Some(Some(Ok(awc::ws::Frame::Ping(p)))) => {
+                            let _ = ws.send(awc::ws::Message::Pong(p)).await;
+                        }
+                        Some(Some(Ok(_))) => {}
+                        _ => break,
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(moves);
+    for n in 0..moves {
+        let deal = &deals[n % deals.len()];
+        let stage = &stages[(n / deals.len() + 1) % stages.len()];
+        let t0 = Instant::now();
+        let mut res = client
+            .post(format!("{api}/deals/{deal}/move"))
+            .bearer_auth(&token)
+            .insert_header(("x-mutation-id", format!("m{n}")))
+            .send_json(&json!({"stage_id": stage}))
+            .await
+            .expect("move");
+        assert!(res.status().is_success(), "move {n}: {}", res.status());
+        let _ = res.body().await;
+        sent.push(t0);
+    }
+    let elapsed = started.elapsed();
+    let mut latencies = Vec::new();
+    let mut missing = 0;
+    for r in receivers {
+        let seen = r.await.unwrap();
+        for (n, t0) in sent.iter().enumerate() {
+            match seen.get(&n) {
+                Some(t) => latencies.push(t.duration_since(*t0)),
+                None => missing += 1,
+            }
+        }
+    }
+    latencies.sort();
+    let p = |q: f64| {
+        if latencies.is_empty() {
+            Duration::ZERO
+        } else {
+            percentile(&latencies, q)
+        }
+    };
+    let (p50, p90, p99, p999) = (p(0.5), p(0.9), p(0.99), p(0.999));
+    let max = latencies.last().copied().unwrap_or_default();
+    let rate = moves as f64 / elapsed.as_secs_f64();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    crate::Outcome {
+        json: json!({
+            "params": {"viewers": viewers, "moves": moves, "cross_node": writer != url},
+            "results": {
+                "moves_per_sec": rate,
+                "events_delivered": latencies.len(),
+                "events_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
+                "missing": missing,
+                "latency_ms": {"p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "p999": ms(p999), "max": ms(max)},
+            },
+        }),
+        header: vec![
+            "viewers",
+            "moves",
+            "moves/s",
+            "events delivered",
+            "missing",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+        ],
+        row: vec![
+            viewers.to_string(),
+            moves.to_string(),
+            format!("{rate:.0}"),
+            latencies.len().to_string(),
+            missing.to_string(),
+            crate::ms(p50),
+            crate::ms(p90),
+            crate::ms(p99),
+            crate::ms(p999),
+            crate::ms(max),
+        ],
+    }
+}
+
+/// Waits at most 30 s for the next frame, so a lost event cannot hang the run.
+async fn tokio_timeout<F: std::future::Future>(f: F) -> Option<F::Output> {
+    actix_rt::time::timeout(Duration::from_secs(30), f).await.ok()
+}

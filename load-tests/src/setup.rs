@@ -1,0 +1,64 @@
+//! What every scenario needs from the server: a workspace, boards, deals, and the
+//! server's own figures from `/metrics`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub fn client(connections: usize) -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().limit(connections))
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+pub async fn post(client: &awc::Client, url: &str, token: &str, body: Value) -> Value {
+    let mut res = client.post(url).bearer_auth(token).send_json(&body).await.expect("request");
+    assert!(res.status().is_success(), "{url}: {}", res.status());
+    res.json().limit(1 << 24).await.expect("json body")
+}
+
+/// A new workspace; returns its owner's access token.
+pub async fn workspace(client: &awc::Client, base: &str) -> String {
+    let email = format!("load-{}@load.test", uuid::Uuid::new_v4().simple());
+    let s = post(
+        client,
+        &format!("{base}/api/v1/auth/signup"),
+        "",
+        json!({"workspace_name": "Load", "name": "Load", "email": email, "password": "correct horse battery"}),
+    )
+    .await;
+    s["access_token"].as_str().expect("a token").to_string()
+}
+
+/// A pipeline (a board) with four stages; returns its id and its stages' ids.
+pub async fn board(client: &awc::Client, base: &str, token: &str) -> (String, Vec<String>) {
+    let p = post(
+        client,
+        &format!("{base}/api/v1/pipelines"),
+        token,
+        json!({"name": "Load", "stages": [{"name": "A"}, {"name": "B"}, {"name": "C"}, {"name": "D"}]}),
+    )
+    .await;
+    let stages = p["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| s["id"].as_str().expect("stage id").to_string())
+        .collect();
+    (p["id"].as_str().expect("pipeline id").to_string(), stages)
+}
+
+/// The server's figures: `/metrics` samples by name.
+pub async fn metrics(client: &awc::Client, base: &str) -> std::collections::HashMap<String, f64> {
+    let mut res = client.get(format!("{base}/metrics")).send().await.expect("metrics");
+    let body = res.body().await.expect("metrics body");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
