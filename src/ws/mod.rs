@@ -111,7 +111,10 @@ impl Connection {
                 msg = stream.next() => {
                     last_heard = Instant::now();
                     let ok = match msg {
-                        Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
+                        // Boxed: handling a command (a write, maybe forwarded to another
+                        // node) needs a large future, which an idle connection should not
+                        // carry in its own state between messages.
+                        Some(Ok(AggregatedMessage::Text(text))) => Box::pin(self.on_text(&text)).await,
                         Some(Ok(AggregatedMessage::Binary(_))) => {
                             self.send(error_frame(&ApiError::msg(Code::InvalidBody, "send JSON text frames"))).await
                         }
