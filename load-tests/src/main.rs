@@ -3,12 +3,14 @@
 //! also writes its parameters and results as JSON.
 //!
 //!     shoal-load fanout --url http://127.0.0.1:8080 --viewers 20 --moves 500
+//!     shoal-load hot --url http://127.0.0.1:8080 --writers 64 --secs 10
 //!     shoal-load idle --url http://127.0.0.1:8080 --connections 20000
 //!
 //! Every run targets loopback addresses only, is bounded in count and time, and stops
 //! by itself. `--preset smoke` runs a tiny load in seconds, so the harness cannot rot.
 
 mod fanout;
+mod hot;
 mod idle;
 mod setup;
 
@@ -96,11 +98,15 @@ async fn main() {
             flags.known(&["writer-url", "viewers", "moves"]);
             fanout::run(&flags).await
         }
+        "hot" => {
+            flags.known(&["writers", "secs"]);
+            hot::run(&flags).await
+        }
         "idle" => {
             flags.known(&["connections", "boards", "hold-secs"]);
             idle::run(&flags).await
         }
-        _ => panic!("usage: shoal-load fanout|idle [--url URL] [--preset smoke|full] [--json FILE] [flags]"),
+        _ => panic!("usage: shoal-load fanout|hot|idle [--url URL] [--preset smoke|full] [--json FILE] [flags]"),
     };
     let mut json = outcome.json;
     json["scenario"] = Value::from(scenario.as_str());
