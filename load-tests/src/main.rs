@@ -4,6 +4,7 @@
 //!
 //!     shoal-load fanout --url http://127.0.0.1:8080 --viewers 20 --moves 500
 //!     shoal-load hot --url http://127.0.0.1:8080 --writers 64 --secs 10
+//!     shoal-load rest --url http://127.0.0.1:8080 --clients 32 --secs 10
 //!     shoal-load idle --url http://127.0.0.1:8080 --connections 20000
 //!
 //! Every run targets loopback addresses only, is bounded in count and time, and stops
@@ -12,6 +13,7 @@
 mod fanout;
 mod hot;
 mod idle;
+mod rest;
 mod setup;
 
 use std::collections::HashMap;
@@ -102,11 +104,15 @@ async fn main() {
             flags.known(&["writers", "secs"]);
             hot::run(&flags).await
         }
+        "rest" => {
+            flags.known(&["clients", "secs", "write-percent"]);
+            rest::run(&flags).await
+        }
         "idle" => {
             flags.known(&["connections", "boards", "hold-secs"]);
             idle::run(&flags).await
         }
-        _ => panic!("usage: shoal-load fanout|hot|idle [--url URL] [--preset smoke|full] [--json FILE] [flags]"),
+        _ => panic!("usage: shoal-load fanout|hot|rest|idle [--url URL] [--preset smoke|full] [--json FILE] [flags]"),
     };
     let mut json = outcome.json;
     json["scenario"] = Value::from(scenario.as_str());
