@@ -27,14 +27,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let (pipeline, stages) = crate::setup::board(&client, &writer, &token).await;
     let mut deals = Vec::new();
     for i in 0..10 {
-        let d = crate::setup::post(
-            &client,
-            &format!("{api}/deals"),
-            &token,
-            json!({"title": format!("deal {i}"), "pipeline_id": pipeline}),
-        )
-        .await;
-        deals.push(d["id"].as_str().unwrap().to_string());
+        deals.push(crate::setup::deal(&client, &writer, &token, &pipeline, &format!("deal {i}")).await);
     }
 
     // Viewers: each records when it received the event caused by move n.

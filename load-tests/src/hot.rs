@@ -19,14 +19,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let (pipeline, stages) = crate::setup::board(&client, &url, &token).await;
     let mut deals = Vec::new();
     for i in 0..writers {
-        let d = crate::setup::post(
-            &client,
-            &format!("{url}/api/v1/deals"),
-            &token,
-            json!({"title": format!("hot {i}"), "pipeline_id": pipeline}),
-        )
-        .await;
-        deals.push(d["id"].as_str().expect("deal id").to_string());
+        deals.push(crate::setup::deal(&client, &url, &token, &pipeline, &format!("hot {i}")).await);
     }
     let before = crate::setup::metrics(&client, &url).await;
     let started = Instant::now();

@@ -36,14 +36,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         )
         .await;
         contacts.push(c["id"].as_str().expect("contact id").to_string());
-        let d = crate::setup::post(
-            &client,
-            &format!("{url}/api/v1/deals"),
-            &token,
-            json!({"title": format!("Deal {i}"), "pipeline_id": pipeline}),
-        )
-        .await;
-        deals.push(d["id"].as_str().expect("deal id").to_string());
+        deals.push(crate::setup::deal(&client, &url, &token, &pipeline, &format!("Deal {i}")).await);
     }
     let started = Instant::now();
     let until = started + Duration::from_secs(secs as u64);

@@ -49,6 +49,18 @@ pub async fn board(client: &awc::Client, base: &str, token: &str) -> (String, Ve
     (p["id"].as_str().expect("pipeline id").to_string(), stages)
 }
 
+/// A deal titled `title` on the board of `pipeline`; returns its id.
+pub async fn deal(client: &awc::Client, base: &str, token: &str, pipeline: &str, title: &str) -> String {
+    let d = post(
+        client,
+        &format!("{base}/api/v1/deals"),
+        token,
+        json!({"title": title, "pipeline_id": pipeline}),
+    )
+    .await;
+    d["id"].as_str().expect("deal id").to_string()
+}
+
 /// The server's figures: `/metrics` samples by name.
 pub async fn metrics(client: &awc::Client, base: &str) -> std::collections::HashMap<String, f64> {
     let mut res = client.get(format!("{base}/metrics")).send().await.expect("metrics");
