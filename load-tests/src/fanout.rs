@@ -1,10 +1,12 @@
-//! Fan-out latency of a live board: one writer moves deals through the REST API while
+//! Fan-out latency of a live board: W writers (one by default) move deals through the REST API while
 //! V viewers follow the board over WebSockets; for every move, the time from sending
 //! the request to each viewer receiving the event is recorded. With `--writer-url`, the
 //! writer uses another node of a cluster than the viewers, so every event crosses
 //! between nodes through Redis.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -25,8 +27,11 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let api = format!("{writer}/api/v1");
     let token = crate::setup::workspace(&client, &writer).await;
     let (pipeline, stages) = crate::setup::board(&client, &writer, &token).await;
+    // Each writer moves deals of its own, so that no two moves of a deal race.
+    let writers = flags.number("writers", 1, 1).max(1);
+    assert!(writers <= 256, "bounded runs only");
     let mut deals = Vec::new();
-    for i in 0..10 {
+    for i in 0..writers * 10_usize.div_ceil(writers) {
         deals.push(crate::setup::deal(&client, &writer, &token, &pipeline, &format!("deal {i}")).await);
     }
 
@@ -82,31 +87,48 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         .collect();
 
     let started = Instant::now();
-    let mut sent = Vec::with_capacity(moves);
-    for n in 0..moves {
-        let deal = &deals[n % deals.len()];
-        let stage = &stages[(n / deals.len() + 1) % stages.len()];
-        let t0 = Instant::now();
-        let mut res = client
-            .post(format!("{api}/deals/{deal}/move"))
-            .bearer_auth(&token)
-            .insert_header(("x-mutation-id", format!("m{n}")))
-            .send_json(&json!({"stage_id": stage}))
-            .await
-            .expect("move");
-        assert!(res.status().is_success(), "move {n}: {}", res.status());
-        let _ = res.body().await;
-        sent.push(t0);
+    let sent: Rc<RefCell<Vec<Option<Instant>>>> = Rc::new(RefCell::new(vec![None; moves]));
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (client, api, token, deals, stages, sent) = (
+                client.clone(),
+                api.clone(),
+                token.clone(),
+                deals.clone(),
+                stages.clone(),
+                sent.clone(),
+            );
+            actix_rt::spawn(async move {
+                for n in (w..moves).step_by(writers) {
+                    let deal = &deals[n % deals.len()];
+                    let stage = &stages[(n / deals.len() + 1) % stages.len()];
+                    let t0 = Instant::now();
+                    let mut res = client
+                        .post(format!("{api}/deals/{deal}/move"))
+                        .bearer_auth(&token)
+                        .insert_header(("x-mutation-id", format!("m{n}")))
+                        .send_json(&json!({"stage_id": stage}))
+                        .await
+                        .expect("move");
+                    assert!(res.status().is_success(), "move {n}: {}", res.status());
+                    let _ = res.body().await;
+                    sent.borrow_mut()[n] = Some(t0);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a writer finished");
     }
     let elapsed = started.elapsed();
     let mut latencies = Vec::new();
     let mut missing = 0;
     for r in receivers {
         let seen = r.await.unwrap();
-        for (n, t0) in sent.iter().enumerate() {
-            match seen.get(&n) {
-                Some(t) => latencies.push(t.duration_since(*t0)),
-                None => missing += 1,
+        for (n, t0) in sent.borrow().iter().enumerate() {
+            match (seen.get(&n), t0) {
+                (Some(t), Some(t0)) => latencies.push(t.duration_since(*t0)),
+                _ => missing += 1,
             }
         }
     }
@@ -124,7 +146,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     crate::Outcome {
         json: json!({
-            "params": {"viewers": viewers, "moves": moves, "cross_node": writer != url},
+            "params": {"viewers": viewers, "writers": writers, "moves": moves, "cross_node": writer != url},
             "results": {
                 "moves_per_sec": rate,
                 "events_delivered": latencies.len(),
@@ -135,9 +157,11 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         }),
         header: vec![
             "viewers",
+            "writers",
             "moves",
             "moves/s",
             "events delivered",
+            "events/s",
             "missing",
             "p50 ms",
             "p90 ms",
@@ -147,9 +171,11 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         ],
         row: vec![
             viewers.to_string(),
+            writers.to_string(),
             moves.to_string(),
             format!("{rate:.0}"),
             latencies.len().to_string(),
+            format!("{:.0}", latencies.len() as f64 / elapsed.as_secs_f64()),
             missing.to_string(),
             crate::ms(p50),
             crate::ms(p90),

@@ -97,7 +97,7 @@ async fn main() {
     let flags = Flags::parse(args);
     let outcome = match scenario.as_str() {
         "fanout" => {
-            flags.known(&["writer-url", "viewers", "moves"]);
+            flags.known(&["writer-url", "viewers", "writers", "moves"]);
             fanout::run(&flags).await
         }
         "hot" => {
