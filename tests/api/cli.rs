@@ -201,11 +201,7 @@ async fn watch_prints_a_boards_events_as_they_happen() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let s = app.signup("Acme").await;
     let (pipeline, stages) = app.pipeline(&s.token).await;
-    let deal = app
-        .post("/deals", &s.token, json!({"title": "Big one", "pipeline_id": pipeline}))
-        .await
-        .expect(201)
-        .id();
+    let deal = app.deal(&s.token, &pipeline, "Big one").await;
     let mut child = shoal()
         .args(["watch", "--url", &app.address, "--board", &pipeline])
         .env("SHOAL_TOKEN", &s.token)

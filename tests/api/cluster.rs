@@ -32,11 +32,7 @@ async fn three_nodes_via(redis: String) -> (TestApp, TestApp, TestApp) {
 async fn board(node: &TestApp) -> (Session, Vec<String>, String, String) {
     let s = node.signup("Acme").await;
     let (pipeline, stages) = node.pipeline(&s.token).await;
-    let deal = node
-        .post("/deals", &s.token, json!({"title": "d", "pipeline_id": pipeline}))
-        .await
-        .expect(201)
-        .id();
+    let deal = node.deal(&s.token, &pipeline, "d").await;
     (s, stages, deal, format!("board:{pipeline}"))
 }
 
@@ -51,6 +47,16 @@ async fn move_via(node: &TestApp, s: &Session, deal: &str, stage: &str, id: &str
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// The user ids a presence frame lists.
+fn users(presence: &Value) -> Vec<&str> {
+    presence["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect()
 }
 
 fn events(frames: &[Value]) -> Vec<(i64, String)> {
@@ -138,12 +144,7 @@ async fn viewers_connected_to_every_node_are_listed_in_presence() {
     loop {
         let p = on_b.until("presence").await.pop().unwrap();
         if p["members"].as_array().unwrap().len() == 2 {
-            let users: Vec<&str> = p["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["user_id"].as_str().unwrap())
-                .collect();
+            let users = users(&p);
             assert!(users.contains(&owner.user_id.as_str()) && users.contains(&other.user_id.as_str()));
             break;
         }
@@ -152,13 +153,7 @@ async fn viewers_connected_to_every_node_are_listed_in_presence() {
     on_b.send(json!({"type": "unsubscribe", "topic": topic})).await;
     loop {
         let p = on_a.until("presence").await.pop().unwrap();
-        let users: Vec<&str> = p["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["user_id"].as_str().unwrap())
-            .collect();
-        if users == vec![owner.user_id.as_str()] {
+        if users(&p) == vec![owner.user_id.as_str()] {
             break;
         }
     }

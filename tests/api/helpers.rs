@@ -169,6 +169,10 @@ impl TestApp {
                 Cleanup::Database(name)
             }
         };
+        Self::launch(settings, cleanup).await
+    }
+
+    async fn launch(settings: Settings, cleanup: Cleanup) -> TestApp {
         let address = start(settings.clone()).await;
         let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
         TestApp {
@@ -181,26 +185,12 @@ impl TestApp {
 
     /// Another server with other settings (such as another way to the same store).
     pub async fn node_with(&self, settings: Settings) -> TestApp {
-        let address = start(settings.clone()).await;
-        let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
-        TestApp {
-            address,
-            client,
-            settings,
-            _cleanup: Cleanup::None,
-        }
+        Self::launch(settings, Cleanup::None).await
     }
 
     /// Another server on the same store, as a restarted or second node would be.
     pub async fn another_node(&self) -> TestApp {
-        let address = start(self.settings.clone()).await;
-        let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
-        TestApp {
-            address,
-            client,
-            settings: self.settings.clone(),
-            _cleanup: Cleanup::None,
-        }
+        self.node_with(self.settings.clone()).await
     }
 
     pub async fn request(
@@ -346,6 +336,14 @@ impl TestApp {
             .map(|s| s["id"].as_str().expect("id").to_string())
             .collect();
         (r.id(), stages)
+    }
+
+    /// Creates a deal titled `title` on `pipeline`'s board; returns its id.
+    pub async fn deal(&self, token: &str, pipeline: &str, title: &str) -> String {
+        self.post("/deals", token, json!({"title": title, "pipeline_id": pipeline}))
+            .await
+            .expect(201)
+            .id()
     }
 }
 

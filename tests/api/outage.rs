@@ -34,11 +34,7 @@ impl Drop for Frozen {
 async fn writes_fail_cleanly_and_recover(node: &TestApp, start_outage: impl FnOnce(), end_outage: impl FnOnce()) {
     let s = node.signup("Acme").await;
     let (pipeline, stages) = node.pipeline(&s.token).await;
-    let deal = node
-        .post("/deals", &s.token, json!({"title": "d", "pipeline_id": pipeline}))
-        .await
-        .expect(201)
-        .id();
+    let deal = node.deal(&s.token, &pipeline, "d").await;
     let topic = format!("board:{pipeline}");
     let mut ws = node.ws(&s.token).await;
     ws.subscribe(&topic, None).await;
