@@ -33,14 +33,18 @@ const MAX_WRITE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Ids of the forwarded writes taken in the last `2 * MAX_SKEW_SECS`, so that a captured
 /// request cannot be replayed while its timestamp is still accepted.
-static SEEN: std::sync::Mutex<Option<HashMap<String, i64>>> = std::sync::Mutex::new(None);
+/// With the second they were last pruned in.
+static SEEN: std::sync::Mutex<Option<(HashMap<String, i64>, i64)>> = std::sync::Mutex::new(None);
 
 /// Records `id`; false when it was already seen.
 fn first_sighting(id: &str, now: i64) -> bool {
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let seen = seen.get_or_insert_with(HashMap::new);
-    if seen.len() > 10_000 {
+    let (seen, pruned) = seen.get_or_insert_with(|| (HashMap::new(), now));
+    // Pruned at most once a second, so that many recent ids do not make every insert
+    // walk the whole map.
+    if seen.len() > 10_000 && now > *pruned {
         seen.retain(|_, at| now - *at <= 2 * MAX_SKEW_SECS);
+        *pruned = now;
     }
     seen.insert(id.to_string(), now).is_none()
 }
