@@ -101,7 +101,7 @@ async fn main() {
             fanout::run(&flags).await
         }
         "hot" => {
-            flags.known(&["writers", "secs"]);
+            flags.known(&["writers", "secs", "via"]);
             hot::run(&flags).await
         }
         "rest" => {

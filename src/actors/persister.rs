@@ -159,7 +159,6 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
             Ok(()) => match (j.run)(&mut w).await {
                 Ok(()) => w.release_savepoint().await.map(|()| mark..w.events_len()),
                 Err(e) => {
-                    w.truncate_events(mark);
                     match w.rollback_to_savepoint().await {
                         Ok(()) => Err(e),
                         Err(broken) => {

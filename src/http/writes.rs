@@ -165,7 +165,7 @@ pub struct Author {
 }
 
 impl Author {
-    fn of(p: &Principal) -> Author {
+    pub(crate) fn of(p: &Principal) -> Author {
         Author {
             workspace_id: p.workspace_id.clone(),
             actor: p.actor_id(),
@@ -234,13 +234,25 @@ pub async fn execute(state: &AppState, author: Author, cause: Option<String>, wr
                 .map_err(overloaded)?;
             pending.outcome().await.map_err(store_error(ty))
         }
-        Some(pipeline_id) => on_board(state, author, cause, pipeline_id, write, false)
-            .await
-            .map_err(|e| match e {
-                BoardError::Api(e) => e,
-                BoardError::NotOwner(key) => moving(&key),
-            }),
+        Some(pipeline_id) => execute_on_board(state, author, cause, pipeline_id, write).await,
     }
+}
+
+/// Runs a write of a board its caller has already found, the board of the pipeline
+/// `pipeline_id` (a command sent to a board's topic about a record on it).
+pub async fn execute_on_board(
+    state: &AppState,
+    author: Author,
+    cause: Option<String>,
+    pipeline_id: String,
+    write: Write,
+) -> Result<Written, ApiError> {
+    on_board(state, author, cause, pipeline_id, write, false)
+        .await
+        .map_err(|e| match e {
+            BoardError::Api(e) => e,
+            BoardError::NotOwner(key) => moving(&key),
+        })
 }
 
 /// Why a board's write did not run.

@@ -22,7 +22,8 @@ fn event(r: &AnyRow) -> Result<Event> {
 }
 
 impl WriteTx {
-    /// Appends an event to `topic` with the topic's next seq.
+    /// Appends an event to `topic` with the topic's next seq. The event log's row is
+    /// written at commit.
     pub(crate) async fn append_event(
         &mut self,
         workspace_id: &str,
@@ -32,10 +33,6 @@ impl WriteTx {
         actor: &str,
         now: i64,
     ) -> Result<Event> {
-        let mut next = insert("topic_seqs", "topic, workspace_id, seq", args![topic, workspace_id, 1i64]);
-        next.push(" ON CONFLICT (topic) DO UPDATE SET seq = topic_seqs.seq + 1");
-        // The fence: a fenced topic's row exists (its owner claimed it), and the seq is
-        // only taken while the writer's token is still the row's.
         if let Some((fenced, _)) = &self.fence {
             // A fenced write is its board owner's; another board has its own owner, which
             // alone may write there.
@@ -46,22 +43,45 @@ impl WriteTx {
                 )));
             }
         }
-        let fence = self.fence.as_ref().filter(|(t, _)| t == topic).map(|(_, token)| *token);
-        if let Some(token) = fence {
-            next.push(" WHERE topic_seqs.fence = ").arg(token);
-        }
-        next.push(" RETURNING seq");
-        let seq: i64 = match next.query().fetch_optional(&mut *self.tx).await? {
-            Some(row) => row.try_get(0)?,
-            None => return Err(super::StoreError::Fenced(topic.to_string())),
+        let token = self.fence.as_ref().filter(|(t, _)| t == topic).map(|(_, token)| *token);
+        let seq = match self.seq_counter(topic) {
+            // This transaction holds the topic's row, checked against the same token.
+            Some(c) if c.token == token || token.is_none() => {
+                c.last += 1;
+                c.last
+            }
+            held => {
+                // First event of the topic here (or under another token): take the
+                // seq in the store, where the row's lock and the fence are. Seqs this
+                // transaction handed out but has not stored yet go in with it.
+                let pending = held.map(|c| c.last - c.stored).unwrap_or(0);
+                let mut next = insert("topic_seqs", "topic, workspace_id, seq", args![topic, workspace_id, 1i64]);
+                next.push(" ON CONFLICT (topic) DO UPDATE SET seq = topic_seqs.seq + ")
+                    .arg(1 + pending);
+                // The fence: a fenced topic's row exists (its owner claimed it), and the
+                // seq is only taken while the writer's token is still the row's.
+                if let Some(token) = token {
+                    next.push(" WHERE topic_seqs.fence = ").arg(token);
+                }
+                next.push(" RETURNING seq");
+                let seq: i64 = match next.query().fetch_optional(&mut *self.tx).await? {
+                    Some(row) => row.try_get(0)?,
+                    None => return Err(super::StoreError::Fenced(topic.to_string())),
+                };
+                self.hold_seq_counter(
+                    topic,
+                    super::SeqCounter {
+                        stored: seq,
+                        last: seq,
+                        token,
+                    },
+                );
+                seq
+            }
         };
         let cause = self.cause.clone();
-        let row = insert(
-            "event_log",
-            "topic, seq, workspace_id, type, payload, actor, cause, created_at",
-            args![topic, seq, workspace_id, kind, data.to_string(), actor, cause.clone(), now],
-        );
-        row.query().execute(&mut *self.tx).await?;
+        self.event_rows
+            .push(args![topic, seq, workspace_id, kind, data.to_string(), actor, cause.clone(), now]);
         let e = Event {
             topic: topic.to_string(),
             seq,
@@ -161,6 +181,59 @@ mod tests {
         assert!(matches!(append(first).await, Err(StoreError::Fenced(t)) if t == topic));
         assert_eq!(append(second).await.unwrap(), 2, "the refused write took no seq");
         assert_eq!(store.topic_owner(topic).await.unwrap().as_deref(), Some("http://b"));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_write_rolled_back_in_a_batch_leaves_no_event_audit_entry_or_seq_gap() {
+        let dir = std::env::temp_dir().join(format!("shoal-batch-{}", uuid::Uuid::new_v4().simple()));
+        let store = Store::connect(None, &dir, 2, std::time::Duration::from_secs(5)).await.unwrap();
+        store.migrate().await.unwrap();
+        let (ws, _) = store.create_workspace("W", "a@batch.test", "A", "not-a-hash").await.unwrap();
+        let topic = "board:p1";
+        let audits = |store: Store| async move {
+            let n: i64 = sqlx::query_scalar::<sqlx::Any, i64>("SELECT COUNT(*) FROM audit_log WHERE object_type = 'probe'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            n
+        };
+        let mut w = store.write().await.unwrap();
+        let mut seqs = Vec::new();
+        for (n, keep) in [true, false, true, true].into_iter().enumerate() {
+            w.savepoint().await.unwrap();
+            seqs.push(
+                w.append_event(&ws, topic, "deal.moved", Value::Null, "user:u", 0)
+                    .await
+                    .unwrap()
+                    .seq,
+            );
+            w.audits.push(args![
+                format!("a{n}"),
+                &ws,
+                1i64,
+                0i64,
+                0i64,
+                "user:u",
+                "update",
+                "probe",
+                "x",
+                "{}"
+            ]);
+            if keep {
+                w.release_savepoint().await.unwrap();
+            } else {
+                w.rollback_to_savepoint().await.unwrap();
+            }
+        }
+        assert_eq!(seqs, [1, 2, 2, 3], "the rolled-back write's seq is handed out again");
+        let events = w.commit().await.unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let logged: Vec<i64> = store.events_after(topic, 0, 10).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(logged, [1, 2, 3]);
+        assert_eq!(store.topic_seq(topic).await.unwrap(), 3);
+        assert_eq!(audits(store.clone()).await, 3);
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -12,6 +12,7 @@ mod records;
 mod search;
 mod workflows;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use accounts::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, UserRow};
@@ -240,11 +241,24 @@ pub type Publisher = tokio::sync::mpsc::Sender<Event>;
 
 /// A write transaction, holding the SQLite writer slot for its lifetime. The events its
 /// writes make are published only once it has committed.
+///
+/// Rows that nothing reads before the commit (the event log's and the audit log's) are
+/// kept here and written at commit as a few multi-row inserts, and each topic's seq is
+/// taken from the store once per transaction and counted on here: a batch of writes
+/// costs a handful of statements more than its records' own, not several per write.
 pub struct WriteTx {
     pub(crate) tx: sqlx::Transaction<'static, Any>,
     _slot: Option<OwnedMutexGuard<()>>,
     /// Events written in this transaction, in seq order per topic.
     pub(crate) events: Vec<Event>,
+    /// The event log's rows of `events`, inserted at commit.
+    pub(crate) event_rows: Vec<Vec<Arg>>,
+    /// Audit entries to insert at commit, as their column values.
+    pub(crate) audits: Vec<Vec<Arg>>,
+    /// Per topic, the seq counter this transaction holds (its row is locked by it).
+    seqs: HashMap<String, SeqCounter>,
+    /// What to go back to when the current savepoint is rolled back.
+    saved: Option<Saved>,
     /// The client's mutation id, recorded on the events.
     pub(crate) cause: Option<String>,
     /// The topic and fencing token the current write holds: its events on that topic
@@ -253,9 +267,29 @@ pub struct WriteTx {
     publisher: Option<Publisher>,
 }
 
+/// A topic's seq as this transaction sees it: `stored` is in the row, `last` handed out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqCounter {
+    pub stored: i64,
+    pub last: i64,
+    /// The fencing token the row was checked against (none for an unfenced write).
+    pub token: Option<i64>,
+}
+
+struct Saved {
+    events: usize,
+    audits: usize,
+    seqs: HashMap<String, SeqCounter>,
+}
+
+/// Rows per multi-row insert: well under both engines' limits on bound parameters.
+const ROWS_PER_INSERT: usize = 400;
+
 impl WriteTx {
-    /// Commits; then, and only then, publishes the events. Returns them.
-    pub async fn commit(self) -> Result<Vec<Event>> {
+    /// Writes the kept rows, commits, and then, only then, publishes the events.
+    /// Returns them.
+    pub async fn commit(mut self) -> Result<Vec<Event>> {
+        self.flush().await?;
         self.tx.commit().await.map_err(StoreError::from)?;
         if let Some(p) = &self.publisher {
             for e in &self.events {
@@ -265,6 +299,34 @@ impl WriteTx {
             }
         }
         Ok(self.events)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        for (topic, c) in &self.seqs {
+            if c.last > c.stored {
+                // The row has been locked by this transaction since the seq was taken
+                // (and the fence checked), so no other writer can have moved it.
+                let mut sql = Sql::new("UPDATE topic_seqs SET seq = ");
+                sql.arg(c.last).push(" WHERE topic = ").arg(topic.as_str());
+                sql.query().execute(&mut *self.tx).await?;
+            }
+        }
+        let rows = std::mem::take(&mut self.event_rows);
+        insert_rows(
+            &mut self.tx,
+            "event_log",
+            "topic, seq, workspace_id, type, payload, actor, cause, created_at",
+            rows,
+        )
+        .await?;
+        let rows = std::mem::take(&mut self.audits);
+        insert_rows(
+            &mut self.tx,
+            "audit_log",
+            "id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes",
+            rows,
+        )
+        .await
     }
 
     /// Records `cause` on the events this transaction makes.
@@ -281,27 +343,64 @@ impl WriteTx {
         self.events.len()
     }
 
-    /// Forgets events of a write that was rolled back to its savepoint.
-    pub fn truncate_events(&mut self, len: usize) {
-        self.events.truncate(len);
-    }
-
     /// Marks a point the transaction can roll back to without ending.
     pub async fn savepoint(&mut self) -> Result<()> {
         sqlx::query("SAVEPOINT write").execute(&mut *self.tx).await?;
+        self.saved = Some(Saved {
+            events: self.events.len(),
+            audits: self.audits.len(),
+            seqs: self.seqs.clone(),
+        });
         Ok(())
     }
 
     pub async fn release_savepoint(&mut self) -> Result<()> {
         sqlx::query("RELEASE SAVEPOINT write").execute(&mut *self.tx).await?;
+        self.saved = None;
         Ok(())
     }
 
+    /// Undoes the writes since the savepoint, with the rows and seqs they kept here.
     pub async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        if let Some(saved) = self.saved.take() {
+            self.events.truncate(saved.events);
+            self.event_rows.truncate(saved.events);
+            self.audits.truncate(saved.audits);
+            self.seqs = saved.seqs;
+        }
         sqlx::query("ROLLBACK TO SAVEPOINT write").execute(&mut *self.tx).await?;
         sqlx::query("RELEASE SAVEPOINT write").execute(&mut *self.tx).await?;
         Ok(())
     }
+
+    /// The seq counter this transaction holds for `topic`, if it took one.
+    pub(crate) fn seq_counter(&mut self, topic: &str) -> Option<&mut SeqCounter> {
+        self.seqs.get_mut(topic)
+    }
+
+    pub(crate) fn hold_seq_counter(&mut self, topic: &str, c: SeqCounter) {
+        self.seqs.insert(topic.to_string(), c);
+    }
+}
+
+/// Inserts `rows` into `table`, several to a statement.
+async fn insert_rows(conn: &mut AnyConnection, table: &str, columns: &str, rows: Vec<Vec<Arg>>) -> Result<()> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut sql = Sql::new(format!("INSERT INTO {table} ({columns}) VALUES "));
+        for (n, row) in rows.by_ref().take(ROWS_PER_INSERT).enumerate() {
+            sql.push(if n == 0 { "(" } else { ", (" });
+            for (i, v) in row.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.arg(v);
+            }
+            sql.push(")");
+        }
+        sql.query().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -420,6 +519,10 @@ impl Store {
             tx,
             _slot: slot,
             events: Vec::new(),
+            event_rows: Vec::new(),
+            audits: Vec::new(),
+            seqs: HashMap::new(),
+            saved: None,
             cause: None,
             fence: None,
             publisher: self.publisher.get().cloned(),

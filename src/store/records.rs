@@ -286,7 +286,7 @@ impl Scoped<'_> {
         };
         let (values, custom) = empty.merged(&changes);
         ty.check(&values).map_err(StoreError::Invalid)?;
-        self.check_refs(&mut w.tx, ty, &id, &changes).await?;
+        self.check_refs(&mut w.tx, ty, &id, None, &changes).await?;
 
         if ty == ObjectType::AuditEntry {
             return Err(anyhow::anyhow!("the audit log is written by the store only").into());
@@ -314,10 +314,29 @@ impl Scoped<'_> {
         ty: ObjectType,
         id: &str,
         expected: Option<i64>,
-        mut changes: Changes,
+        changes: Changes,
         actor: &str,
     ) -> Result<Record> {
         let before = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
+        self.update_from(w, ty, before, expected, changes, actor, false).await
+    }
+
+    /// Updates `before`, read in this transaction. `checked`: the caller has already
+    /// resolved and checked every reference in `changes` (a move), so they are not
+    /// looked up again.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_from(
+        &self,
+        w: &mut WriteTx,
+        ty: ObjectType,
+        before: Record,
+        expected: Option<i64>,
+        mut changes: Changes,
+        actor: &str,
+        checked: bool,
+    ) -> Result<Record> {
+        let id = before.id.clone();
+        let id = id.as_str();
         if let Some(v) = expected {
             if v != before.version {
                 return Err(StoreError::Conflict {
@@ -326,13 +345,17 @@ impl Scoped<'_> {
                 });
             }
         }
-        self.prepare(&mut w.tx, ty, id, Some(&before), &mut changes).await?;
+        if !checked {
+            self.prepare(&mut w.tx, ty, id, Some(&before), &mut changes).await?;
+        }
         let (values, custom) = before.merged(&changes);
         if values == before.values && custom == before.custom {
             return Ok(before);
         }
         ty.check(&values).map_err(StoreError::Invalid)?;
-        self.check_refs(&mut w.tx, ty, id, &changes).await?;
+        if !checked {
+            self.check_refs(&mut w.tx, ty, id, Some(&before), &changes).await?;
+        }
 
         // Strictly later than the previous write, so `updated_since` never misses it.
         let now = now_ms().max(before.updated_at + 1);
@@ -349,15 +372,17 @@ impl Scoped<'_> {
         }
         sql.push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
         sql.push(" AND version = ").arg(before.version);
-        let done = sql.query().execute(&mut *w.tx).await?;
-        if done.rows_affected() == 0 {
-            let current = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
-            return Err(StoreError::Conflict {
-                expected: before.version,
-                current: Box::new(current),
-            });
-        }
-        let after = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
+        sql.push(" RETURNING ").push(&columns(ty));
+        let after = match sql.query().fetch_optional(&mut *w.tx).await? {
+            Some(row) => decode(ty, &row)?,
+            None => {
+                let current = self.fetch(&mut w.tx, ty, id).await?.ok_or(StoreError::NotFound)?;
+                return Err(StoreError::Conflict {
+                    expected: before.version,
+                    current: Box::new(current),
+                });
+            }
+        };
         self.after_write(w, ty, Some(&before), Some(&after), actor, now).await?;
         Ok(after)
     }
@@ -508,10 +533,16 @@ impl Scoped<'_> {
     }
 
     async fn last_rank(&self, conn: &mut AnyConnection, stage: &str, except: Option<&str>) -> Result<Option<String>> {
-        let mut sql = Sql::new(format!("SELECT MAX({}) FROM deals WHERE workspace_id = ", self.bytewise("rank")));
+        // ORDER BY … LIMIT 1 rather than MAX: both engines read it from the end of the
+        // stage's index.
+        let mut sql = Sql::new("SELECT rank FROM deals WHERE workspace_id = ");
         sql.arg(self.ws).push(" AND stage_id = ").arg(stage);
         sql.push(" AND id <> ").arg(except.unwrap_or(""));
-        Ok(sql.query().fetch_one(&mut *conn).await?.try_get(0)?)
+        sql.push(&format!(" ORDER BY {} DESC LIMIT 1", self.bytewise("rank")));
+        match sql.query().fetch_optional(&mut *conn).await? {
+            Some(row) => Ok(row.try_get(0)?),
+            None => Ok(None),
+        }
     }
 
     pub(crate) async fn move_deal_in(&self, w: &mut WriteTx, id: &str, m: DealMove, actor: &str) -> Result<Record> {
@@ -555,7 +586,8 @@ impl Scoped<'_> {
             changes.set(ObjectType::Deal, "pipeline_id", FieldValue::Text(p));
         }
         changes.set(ObjectType::Deal, "rank", FieldValue::Text(key));
-        self.update_in(w, ObjectType::Deal, id, expected, changes, actor).await
+        // The stage was read above and the pipeline is the stage's own.
+        self.update_from(w, ObjectType::Deal, deal, expected, changes, actor, true).await
     }
 
     /// Gives a stage's deals short, evenly spread keys in their current order, leaving
@@ -620,15 +652,19 @@ impl Scoped<'_> {
     /// The rank right after (or before) `pivot` in a stage, ignoring the moving deal.
     async fn adjacent_rank(&self, conn: &mut AnyConnection, stage: &str, pivot: &str, except: &str, next: bool) -> Result<Option<String>> {
         let r = self.bytewise("rank");
-        let (agg, op) = if next { ("MIN", ">") } else { ("MAX", "<") };
-        let mut sql = Sql::new(format!("SELECT {agg}({r}) FROM deals WHERE workspace_id = "));
+        let (order, op) = if next { ("ASC", ">") } else { ("DESC", "<") };
+        let mut sql = Sql::new("SELECT rank FROM deals WHERE workspace_id = ");
         sql.arg(self.ws)
             .push(" AND stage_id = ")
             .arg(stage)
             .push(&format!(" AND {r} {op} "))
             .arg(pivot);
         sql.push(" AND id <> ").arg(except);
-        Ok(sql.query().fetch_one(&mut *conn).await?.try_get(0)?)
+        sql.push(&format!(" ORDER BY {r} {order} LIMIT 1"));
+        match sql.query().fetch_optional(&mut *conn).await? {
+            Some(row) => Ok(row.try_get(0)?),
+            None => Ok(None),
+        }
     }
 
     pub(crate) async fn exists(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str) -> Result<bool> {
@@ -644,9 +680,21 @@ impl Scoped<'_> {
     }
 
     /// Every id a write names must be a record (or member) of this workspace.
-    async fn check_refs(&self, conn: &mut AnyConnection, ty: ObjectType, id: &str, changes: &Changes) -> Result<()> {
+    /// Checks that the references `changes` sets exist; those `before` already held are
+    /// not looked up again.
+    async fn check_refs(
+        &self,
+        conn: &mut AnyConnection,
+        ty: ObjectType,
+        id: &str,
+        before: Option<&Record>,
+        changes: &Changes,
+    ) -> Result<()> {
         let mut errors = FieldErrors::default();
         for (spec, value) in &changes.values {
+            if before.is_some_and(|b| b.get(spec.name) == value) {
+                continue;
+            }
             match (spec.kind, value) {
                 (FieldKind::Ref(target), FieldValue::Text(rid))
                     if !self.exists(conn, target, rid).await? || (target == ty && rid == id && ty != ObjectType::Company) =>
@@ -810,7 +858,11 @@ impl Scoped<'_> {
                 sql.query().execute(&mut *w.tx).await?;
             }
         }
-        if ty.is_searchable() {
+        let search_changed = match (before, after) {
+            (Some(b), Some(a)) => b.search_text(ty) != a.search_text(ty),
+            _ => true,
+        };
+        if ty.is_searchable() && search_changed {
             let id = before.or(after).map(|r| r.id.as_str()).unwrap_or_default();
             let mut sql = Sql::new("DELETE FROM search_docs WHERE workspace_id = ");
             sql.arg(self.ws).push(" AND object_id = ").arg(id);
@@ -832,8 +884,19 @@ impl Scoped<'_> {
         };
         let object_id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
         let changes = diff(ty, before, after);
-        self.audit(&mut w.tx, actor, action, ty.name(), &object_id, changes.clone(), now)
-            .await?;
+        // Nothing reads the audit log inside the write: its row goes in at commit.
+        w.audits.push(args![
+            new_id(),
+            self.ws,
+            1i64,
+            now,
+            now,
+            actor,
+            action,
+            ty.name(),
+            &object_id,
+            changes.to_string()
+        ]);
         self.publish_change(w, ty, before, after, changes, actor, now).await
     }
 

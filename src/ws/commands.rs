@@ -8,6 +8,7 @@ use crate::domain::fields::parse_id;
 use crate::domain::{Access, FieldErrors, ObjectType, Topic};
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::Principal;
+use crate::http::writes::{Author, Write};
 use crate::http::{writes, AppState};
 use crate::store::DealMove;
 
@@ -33,6 +34,21 @@ fn only(args: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
     match args.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(FieldErrors::single(k.clone(), "unknown field").into()),
         None => Ok(()),
+    }
+}
+
+/// Runs a write about a record already found on the command's board (none for the
+/// workspace topic) without looking its board up again.
+async fn run_on(
+    state: &AppState,
+    p: &Principal,
+    cause: Option<String>,
+    board: &Option<String>,
+    write: Write,
+) -> Result<writes::Written, ApiError> {
+    match board {
+        Some(pipeline) => writes::execute_on_board(state, Author::of(p), cause, pipeline.clone(), write).await,
+        None => writes::execute(state, Author::of(p), cause, write).await,
     }
 }
 
@@ -93,7 +109,13 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
             };
             let defs = scoped.custom_field_defs(ty).await?;
             let parsed = ty.parse_input(&changes, false, &defs)?;
-            writes::update(state, p, cause, ty, &rid, version(&args)?, parsed).await?.1
+            let write = Write::Update {
+                ty,
+                id: rid,
+                expected: version(&args)?,
+                changes: parsed,
+            };
+            run_on(state, p, cause, &board, write).await?.1
         }
         "move" if ty == ObjectType::Deal => {
             only(&args, &["id", "version", "stage_id", "after", "before"])?;
@@ -102,13 +124,13 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
                 return Err(ApiError::new(Code::NotFound));
             }
             let (stage, after, before) = (field_id(&args, "stage_id")?, field_id(&args, "after")?, field_id(&args, "before")?);
-            let m = DealMove {
+            let to = DealMove {
                 stage,
                 after,
                 before,
                 expected: version(&args)?,
             };
-            writes::move_deal(state, p, cause, &rid, m).await?.1
+            run_on(state, p, cause, &board, Write::Move { id: rid, to }).await?.1
         }
         "delete" => {
             only(&args, &["id", "version"])?;
@@ -116,7 +138,12 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
             if !on_board(&scoped.get(ty, &rid).await?) {
                 return Err(ApiError::new(Code::NotFound));
             }
-            writes::delete(state, p, cause, ty, &rid, version(&args)?).await?
+            let write = Write::Delete {
+                ty,
+                id: rid,
+                expected: version(&args)?,
+            };
+            run_on(state, p, cause, &board, write).await?.1
         }
         _ => return Err(ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'"))),
     };
