@@ -132,6 +132,20 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
             }
         }
     }
+    report(latencies, missing, elapsed, moves, viewers, writers, json!({"cross_node": writer != url}))
+}
+
+/// The figures of a fan-out run, Shoal's or the baseline's: latency percentiles from
+/// each send to each viewer's receipt, and delivered events per second.
+pub fn report(
+    mut latencies: Vec<Duration>,
+    missing: usize,
+    elapsed: Duration,
+    moves: usize,
+    viewers: usize,
+    writers: usize,
+    extra: Value,
+) -> crate::Outcome {
     latencies.sort();
     let p = |q: f64| {
         if latencies.is_empty() {
@@ -144,9 +158,13 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let max = latencies.last().copied().unwrap_or_default();
     let rate = moves as f64 / elapsed.as_secs_f64();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut params = json!({"viewers": viewers, "writers": writers, "moves": moves});
+    if let (Some(p), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(extra.clone());
+    }
     crate::Outcome {
         json: json!({
-            "params": {"viewers": viewers, "writers": writers, "moves": moves, "cross_node": writer != url},
+            "params": params,
             "results": {
                 "moves_per_sec": rate,
                 "events_delivered": latencies.len(),

@@ -6,13 +6,19 @@
 //!     shoal-load hot --url http://127.0.0.1:8080 --writers 64 --secs 10
 //!     shoal-load rest --url http://127.0.0.1:8080 --clients 32 --secs 10
 //!     shoal-load idle --url http://127.0.0.1:8080 --connections 20000
+//!     shoal-load baseline-server --port 18099
+//!     shoal-load baseline-fanout --url ws://127.0.0.1:18099 --viewers 200
+//!     shoal-load baseline-insert --database-url postgres://127.0.0.1/bench --batch 256
+//!     shoal-load plot --results DIR
 //!
 //! Every run targets loopback addresses only, is bounded in count and time, and stops
 //! by itself. `--preset smoke` runs a tiny load in seconds, so the harness cannot rot.
 
+mod baseline;
 mod fanout;
 mod hot;
 mod idle;
+mod plot;
 mod rest;
 mod setup;
 
@@ -90,11 +96,27 @@ pub struct Outcome {
     pub row: Vec<String>,
 }
 
-#[actix_rt::main]
-async fn main() {
+fn main() {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_default();
     let flags = Flags::parse(args);
+    // These two are not load scenarios: a server with a runtime of its own, and the
+    // plots drawn from earlier results.
+    match scenario.as_str() {
+        "baseline-server" => {
+            flags.known(&["port", "secs"]);
+            return baseline::serve(&flags);
+        }
+        "plot" => {
+            flags.known(&["results"]);
+            return plot::run(&flags);
+        }
+        _ => {}
+    }
+    actix_rt::System::new().block_on(scenario_main(scenario, flags));
+}
+
+async fn scenario_main(scenario: String, flags: Flags) {
     let outcome = match scenario.as_str() {
         "fanout" => {
             flags.known(&["writer-url", "viewers", "writers", "moves"]);
@@ -112,7 +134,17 @@ async fn main() {
             flags.known(&["connections", "boards", "hold-secs"]);
             idle::run(&flags).await
         }
-        _ => panic!("usage: shoal-load fanout|hot|rest|idle [--url URL] [--preset smoke|full] [--json FILE] [flags]"),
+        "baseline-fanout" => {
+            flags.known(&["viewers", "writers", "moves"]);
+            baseline::fanout(&flags).await
+        }
+        "baseline-insert" => {
+            flags.known(&["database-url", "batch", "rows"]);
+            baseline::insert(&flags).await
+        }
+        _ => panic!(
+            "usage: shoal-load fanout|hot|rest|idle|baseline-fanout|baseline-insert [--url URL] [--preset smoke|full] [--json FILE] [flags]\n   or: shoal-load baseline-server [--port P] [--secs S]\n   or: shoal-load plot --results DIR"
+        ),
     };
     let mut json = outcome.json;
     json["scenario"] = Value::from(scenario.as_str());
