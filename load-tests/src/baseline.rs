@@ -31,10 +31,7 @@ type Clients = Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>;
 pub fn serve(flags: &crate::Flags) {
     let port: u16 = flags.number("port", 0, 0).try_into().expect("--port is a port");
     let secs = flags.number("secs", 60, 3600);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let addr = listener.local_addr().expect("an address");
@@ -55,7 +52,9 @@ pub fn serve(flags: &crate::Flags) {
 
 async fn connection(stream: tokio::net::TcpStream, id: u64, clients: Clients) {
     let _ = stream.set_nodelay(true);
-    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
     let (mut sink, mut source) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Message>(CLIENT_QUEUE);
     clients.lock().unwrap().insert(id, tx);
@@ -84,7 +83,10 @@ async fn connection(stream: tokio::net::TcpStream, id: u64, clients: Clients) {
 pub async fn fanout(flags: &crate::Flags) -> crate::Outcome {
     let url = flags.get("url", "", "");
     let host = url.trim_start_matches("ws://").split([':', '/']).next().unwrap_or("");
-    assert!(host.starts_with("127.") || host == "localhost", "load tests only target this machine's loopback addresses");
+    assert!(
+        host.starts_with("127.") || host == "localhost",
+        "load tests only target this machine's loopback addresses"
+    );
     let viewers = flags.number("viewers", 3, 20);
     let writers = flags.number("writers", 1, 1).max(1);
     let moves = flags.number("moves", 30, 500);
@@ -162,13 +164,20 @@ pub async fn insert(flags: &crate::Flags) -> crate::Outcome {
     assert!(!url.is_empty(), "--database-url sqlite:FILE or postgres://127.0.0.1/DB");
     if let Some(rest) = url.strip_prefix("postgres://") {
         let host = rest.rsplit('@').next().unwrap_or("").split([':', '/']).next().unwrap_or("");
-        assert!(host.starts_with("127.") || host == "localhost", "load tests only target this machine's loopback addresses");
+        assert!(
+            host.starts_with("127.") || host == "localhost",
+            "load tests only target this machine's loopback addresses"
+        );
     }
     let batch = flags.number("batch", 64, 256);
     let rows = flags.number("rows", 2_000, 200_000);
     assert!(batch > 0 && batch <= 1000 && rows <= 10_000_000, "bounded runs only");
     sqlx::any::install_default_drivers();
-    let url = if url.starts_with("sqlite:") && !url.contains('?') { format!("{url}?mode=rwc") } else { url };
+    let url = if url.starts_with("sqlite:") && !url.contains('?') {
+        format!("{url}?mode=rwc")
+    } else {
+        url
+    };
     let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to the store");
     if url.starts_with("sqlite:") {
         // As Shoal opens SQLite: write-ahead log, synchronous = NORMAL.
@@ -182,7 +191,8 @@ pub async fn insert(flags: &crate::Flags) -> crate::Outcome {
     .execute(&mut conn)
     .await
     .expect("create the scratch table");
-    let payload = json!({"object_type": "deal", "id": "0192f1c4-7a8b-7c3d-9e0f-123456789abc", "changes": {"stage_id": ["a", "b"]}}).to_string();
+    let payload =
+        json!({"object_type": "deal", "id": "0192f1c4-7a8b-7c3d-9e0f-123456789abc", "changes": {"stage_id": ["a", "b"]}}).to_string();
     let mut commits: Vec<Duration> = Vec::new();
     let started = Instant::now();
     let mut seq = 0i64;
@@ -193,7 +203,14 @@ pub async fn insert(flags: &crate::Flags) -> crate::Outcome {
         let mut sql = format!("INSERT INTO {table} (topic, seq, payload, created_at) VALUES ");
         for i in 0..n {
             let p = i * 4;
-            sql.push_str(&format!("{}(${}, ${}, ${}, ${})", if i > 0 { ", " } else { "" }, p + 1, p + 2, p + 3, p + 4));
+            sql.push_str(&format!(
+                "{}(${}, ${}, ${}, ${})",
+                if i > 0 { ", " } else { "" },
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4
+            ));
         }
         let mut q = sqlx::query(&sql);
         for _ in 0..n {
@@ -220,7 +237,15 @@ pub async fn insert(flags: &crate::Flags) -> crate::Outcome {
                 "commit_ms": {"p50": ms(p(0.5)), "p99": ms(p(0.99)), "max": ms(commits.last().copied().unwrap_or_default())},
             },
         }),
-        header: vec!["store", "rows per commit", "rows", "rows/s", "commits/s", "commit p50 ms", "commit p99 ms"],
+        header: vec![
+            "store",
+            "rows per commit",
+            "rows",
+            "rows/s",
+            "commits/s",
+            "commit p50 ms",
+            "commit p99 ms",
+        ],
         row: vec![
             store.into(),
             batch.to_string(),

@@ -132,7 +132,15 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
             }
         }
     }
-    report(latencies, missing, elapsed, moves, viewers, writers, json!({"cross_node": writer != url}))
+    report(
+        latencies,
+        missing,
+        elapsed,
+        moves,
+        viewers,
+        writers,
+        json!({"cross_node": writer != url}),
+    )
 }
 
 /// The figures of a fan-out run, Shoal's or the baseline's: latency percentiles from

@@ -54,9 +54,27 @@ pub fn run(flags: &crate::Flags) {
     }
     let out = Path::new(&dir);
     let charts = [
-        ("fanout-latency.svg", "Board fan-out latency against load", "delivered events/s", "latency (ms)", latency),
-        ("idle-memory.svg", "Server memory against idle connections", "connections held", "server RSS (MiB)", memory),
-        ("hot-throughput.svg", "Durable board commands on one hot board", "writers", "acknowledged commands/s", throughput),
+        (
+            "fanout-latency.svg",
+            "Board fan-out latency against load",
+            "delivered events/s",
+            "latency (ms)",
+            latency,
+        ),
+        (
+            "idle-memory.svg",
+            "Server memory against idle connections",
+            "connections held",
+            "server RSS (MiB)",
+            memory,
+        ),
+        (
+            "hot-throughput.svg",
+            "Durable board commands on one hot board",
+            "writers",
+            "acknowledged commands/s",
+            throughput,
+        ),
     ];
     for (file, title, x, y, series) in charts {
         if series.is_empty() {
@@ -64,8 +82,59 @@ pub fn run(flags: &crate::Flags) {
         }
         let path = out.join(file);
         std::fs::write(&path, chart(title, x, y, series)).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-        println!("wrote {}", path.display());
+        eprintln!("wrote {}", path.display());
     }
+    print!("{}", ratios(&runs));
+}
+
+/// Markdown tables of Shoal's figures over the baselines' in the same results: fan-out
+/// against the bare broadcast server at the same viewers and writers, and durable board
+/// commands against the same store's raw batched inserts.
+fn ratios(runs: &[Value]) -> String {
+    let of = |scenario: &'static str| runs.iter().filter(move |r| r["scenario"] == scenario);
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n| fan-out | viewers | writers | events/s | baseline events/s | ratio | p99 ms | baseline p99 ms |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for r in of("fanout") {
+        let key = |r: &Value| (r["params"]["viewers"].clone(), r["params"]["writers"].clone());
+        let Some(b) = of("baseline-fanout").find(|b| key(b) == key(r)) else {
+            continue;
+        };
+        let (e, be) = (num(&r["results"]["events_per_sec"]), num(&b["results"]["events_per_sec"]));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {e:.0} | {be:.0} | {:.2} | {:.2} | {:.2} |",
+            r["label"].as_str().unwrap_or(""),
+            r["params"]["viewers"],
+            r["params"]["writers"],
+            e / be.max(1.0),
+            num(&r["results"]["latency_ms"]["p99"]),
+            num(&b["results"]["latency_ms"]["p99"]),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n| store | best acknowledged board commands/s | raw inserted rows/s (batched) | ratio |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|");
+    for store in ["sqlite", "postgres"] {
+        let best = of("hot")
+            .filter(|r| r["label"] == store)
+            .map(|r| num(&r["results"]["acked_per_sec"]))
+            .fold(0.0, f64::max);
+        let raw = of("baseline-insert")
+            .filter(|r| r["params"]["store"] == store)
+            .map(|r| num(&r["results"]["rows_per_sec"]))
+            .fold(0.0, f64::max);
+        if best > 0.0 && raw > 0.0 {
+            let _ = writeln!(s, "| {store} | {best:.0} | {raw:.0} | {:.3} |", best / raw);
+        }
+    }
+    s
 }
 
 /// A round step that divides `span` into about five parts.
@@ -91,7 +160,9 @@ fn label(v: f64) -> String {
 
 /// A line chart with both axes from zero, one line and marker per series.
 fn chart(title: &str, x_name: &str, y_name: &str, mut series: Series) -> String {
-    const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+    const COLOURS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    ];
     let (w, h, left, right, top, bottom) = (760.0, 440.0, 80.0, 200.0, 40.0, 60.0);
     for points in series.values_mut() {
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -110,34 +181,58 @@ fn chart(title: &str, x_name: &str, y_name: &str, mut series: Series) -> String 
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#, left + pw / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+        left + pw / 2.0
+    );
     let mut t = 0.0;
     while t <= top_x + sx / 2.0 {
         let x = px(t);
         let _ = writeln!(s, r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{}" stroke="#e5e5e5"/>"##, top + ph);
-        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#, top + ph + 16.0, label(t));
+        let _ = writeln!(
+            s,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#,
+            top + ph + 16.0,
+            label(t)
+        );
         t += sx;
     }
     let mut t = 0.0;
     while t <= top_y + sy / 2.0 {
         let y = py(t);
         let _ = writeln!(s, r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#e5e5e5"/>"##, left + pw);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, left - 6.0, y + 4.0, label(t));
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y + 4.0,
+            label(t)
+        );
         t += sy;
     }
     let _ = writeln!(
         s,
         r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
     );
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{x_name}</text>"#, left + pw / 2.0, h - 18.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{x_name}</text>"#,
+        left + pw / 2.0,
+        h - 18.0
+    );
     let _ = writeln!(
         s,
         r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">{y_name}</text>"#,
         top + ph / 2.0,
         top + ph / 2.0
     );
+    // A run's percentiles share its colour; p50 is dashed.
+    let mut bases: Vec<&str> = series.keys().map(|k| k.trim_end_matches(" p50").trim_end_matches(" p99")).collect();
+    bases.dedup();
     for (i, (name, points)) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
+        let base = name.trim_end_matches(" p50").trim_end_matches(" p99");
+        let colour = COLOURS[bases.iter().position(|b| *b == base).unwrap_or(0) % COLOURS.len()];
         let dashed = if name.ends_with("p50") { r#" stroke-dasharray="5 4""# } else { "" };
         let line: Vec<String> = points.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
         let _ = writeln!(

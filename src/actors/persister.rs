@@ -157,7 +157,10 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
         w.fenced_by(j.fence);
         let result = match w.savepoint().await {
             Ok(()) => match (j.run)(&mut w).await {
-                Ok(()) => w.release_savepoint().await.map(|()| mark..w.events_len()),
+                Ok(()) => {
+                    w.keep();
+                    Ok(mark..w.events_len())
+                }
                 Err(e) => {
                     match w.rollback_to_savepoint().await {
                         Ok(()) => Err(e),

@@ -221,8 +221,11 @@ mod tests {
                 "x",
                 "{}"
             ]);
-            if keep {
+            if keep && n == 0 {
                 w.release_savepoint().await.unwrap();
+            } else if keep {
+                // Released by the next savepoint, or by the commit.
+                w.keep();
             } else {
                 w.rollback_to_savepoint().await.unwrap();
             }

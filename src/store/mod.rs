@@ -259,6 +259,8 @@ pub struct WriteTx {
     seqs: HashMap<String, SeqCounter>,
     /// What to go back to when the current savepoint is rolled back.
     saved: Option<Saved>,
+    /// A savepoint is open (that of the last write, kept).
+    savepoint_open: bool,
     /// The client's mutation id, recorded on the events.
     pub(crate) cause: Option<String>,
     /// The topic and fencing token the current write holds: its events on that topic
@@ -343,9 +345,17 @@ impl WriteTx {
         self.events.len()
     }
 
-    /// Marks a point the transaction can roll back to without ending.
+    /// Marks a point the transaction can roll back to without ending. The savepoint of
+    /// a write ended with [`WriteTx::keep`] is released in the same round trip.
     pub async fn savepoint(&mut self) -> Result<()> {
-        sqlx::query("SAVEPOINT write").execute(&mut *self.tx).await?;
+        if self.savepoint_open {
+            sqlx::raw_sql("RELEASE SAVEPOINT write; SAVEPOINT write")
+                .execute(&mut *self.tx)
+                .await?;
+        } else {
+            sqlx::query("SAVEPOINT write").execute(&mut *self.tx).await?;
+        }
+        self.savepoint_open = true;
         self.saved = Some(Saved {
             events: self.events.len(),
             audits: self.audits.len(),
@@ -356,8 +366,17 @@ impl WriteTx {
 
     pub async fn release_savepoint(&mut self) -> Result<()> {
         sqlx::query("RELEASE SAVEPOINT write").execute(&mut *self.tx).await?;
+        self.savepoint_open = false;
         self.saved = None;
         Ok(())
+    }
+
+    /// Keeps the writes since the savepoint. The savepoint itself is released by the
+    /// next one, or ends with the transaction: a batch's writes cost one round trip to
+    /// the store fewer each. (Savepoints are not left nested: on PostgreSQL each open
+    /// one is a subtransaction, and hundreds of them nested made batches slower.)
+    pub fn keep(&mut self) {
+        self.saved = None;
     }
 
     /// Undoes the writes since the savepoint, with the rows and seqs they kept here.
@@ -368,8 +387,10 @@ impl WriteTx {
             self.audits.truncate(saved.audits);
             self.seqs = saved.seqs;
         }
-        sqlx::query("ROLLBACK TO SAVEPOINT write").execute(&mut *self.tx).await?;
-        sqlx::query("RELEASE SAVEPOINT write").execute(&mut *self.tx).await?;
+        self.savepoint_open = false;
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 
@@ -523,6 +544,7 @@ impl Store {
             audits: Vec::new(),
             seqs: HashMap::new(),
             saved: None,
+            savepoint_open: false,
             cause: None,
             fence: None,
             publisher: self.publisher.get().cloned(),

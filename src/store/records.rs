@@ -552,42 +552,89 @@ impl Scoped<'_> {
             before: before_id,
             expected,
         } = m;
-        let conn: &mut AnyConnection = &mut w.tx;
-        let deal = self.fetch(conn, ObjectType::Deal, id).await?.ok_or(StoreError::NotFound)?;
-        let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
-        let stage_rec = self
-            .fetch(conn, ObjectType::Stage, &stage)
+        let to_end = after.is_none() && before_id.is_none();
+        let (deal, pipeline, last) = self
+            .move_context(&mut w.tx, id, stage.as_deref(), to_end)
             .await?
-            .ok_or_else(|| invalid("stage_id", "no such stage"))?;
-        let lo = self.neighbour_rank(conn, &stage, id, after.as_deref(), "after").await?;
-        let hi = self.neighbour_rank(conn, &stage, id, before_id.as_deref(), "before").await?;
-        let (lo, hi) = match (lo, hi) {
-            (Some(lo), Some(hi)) => (Some(lo), Some(hi)),
-            (Some(lo), None) if before_id.is_none() => {
-                let hi = self.adjacent_rank(conn, &stage, &lo, id, true).await?;
-                (Some(lo), hi)
+            .ok_or(StoreError::NotFound)?;
+        let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
+        let pipeline = pipeline.ok_or_else(|| invalid("stage_id", "no such stage"))?;
+        let conn: &mut AnyConnection = &mut w.tx;
+        let (lo, hi) = match last {
+            Some(last) => (last, None),
+            None => {
+                let lo = self.neighbour_rank(conn, &stage, id, after.as_deref(), "after").await?;
+                let hi = self.neighbour_rank(conn, &stage, id, before_id.as_deref(), "before").await?;
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) => (Some(lo), Some(hi)),
+                    (Some(lo), None) if before_id.is_none() => {
+                        let hi = self.adjacent_rank(conn, &stage, &lo, id, true).await?;
+                        (Some(lo), hi)
+                    }
+                    (None, Some(hi)) if after.is_none() => {
+                        let lo = self.adjacent_rank(conn, &stage, &hi, id, false).await?;
+                        (lo, Some(hi))
+                    }
+                    // A neighbour named itself: the move is relative to the card's own place.
+                    _ => return Err(invalid("after", "a deal cannot be placed next to itself")),
+                }
             }
-            (None, Some(hi)) if after.is_none() => {
-                let lo = self.adjacent_rank(conn, &stage, &hi, id, false).await?;
-                (lo, Some(hi))
-            }
-            (None, None) if after.is_none() && before_id.is_none() => (self.last_rank(conn, &stage, Some(id)).await?, None),
-            // A neighbour named itself: the move is relative to the card's own place.
-            _ => return Err(invalid("after", "a deal cannot be placed next to itself")),
         };
         let mut key = rank::between(lo.as_deref(), hi.as_deref()).ok_or_else(|| invalid("before", "'after' must come before 'before'"))?;
         if key.len() > REBALANCE_AT {
-            let pipeline = stage_rec.text("pipeline_id").unwrap_or_default().to_string();
             key = self.rebalance(w, &pipeline, &stage, id, lo.as_deref(), actor).await?;
         }
         let mut changes = Changes::default();
         changes.set(ObjectType::Deal, "stage_id", FieldValue::Text(stage.clone()));
-        if let Some(FieldValue::Text(p)) = Some(stage_rec.get("pipeline_id").clone()) {
-            changes.set(ObjectType::Deal, "pipeline_id", FieldValue::Text(p));
-        }
+        changes.set(ObjectType::Deal, "pipeline_id", FieldValue::Text(pipeline));
         changes.set(ObjectType::Deal, "rank", FieldValue::Text(key));
         // The stage was read above and the pipeline is the stage's own.
         self.update_from(w, ObjectType::Deal, deal, expected, changes, actor, true).await
+    }
+
+    /// What a move needs to know, in one statement: the deal, the pipeline of the
+    /// target stage (`stage`, or the deal's own; none if there is no such stage) and,
+    /// when `to_end`, the last key of that stage's other cards (the common move, a
+    /// drop at the end of a column). None if there is no such deal.
+    #[allow(clippy::type_complexity)]
+    async fn move_context(
+        &self,
+        conn: &mut AnyConnection,
+        id: &str,
+        stage: Option<&str>,
+        to_end: bool,
+    ) -> Result<Option<(Record, Option<String>, Option<Option<String>>)>> {
+        let ty = ObjectType::Deal;
+        let target = |sql: &mut Sql| {
+            sql.push("COALESCE(").arg(stage.map(str::to_string)).push(", deals.stage_id)");
+        };
+        let mut sql = Sql::new(format!(
+            "SELECT {}, (SELECT s.pipeline_id FROM stages s WHERE s.workspace_id = deals.workspace_id AND s.id = ",
+            columns(ty)
+        ));
+        target(&mut sql);
+        sql.push(")");
+        if to_end {
+            sql.push(", (SELECT r.rank FROM deals r WHERE r.workspace_id = deals.workspace_id AND r.stage_id = ");
+            target(&mut sql);
+            sql.push(&format!(" AND r.id <> deals.id ORDER BY {} DESC LIMIT 1)", self.bytewise("r.rank")));
+        }
+        sql.push(" FROM deals WHERE workspace_id = ")
+            .arg(self.ws)
+            .push(" AND id = ")
+            .arg(id);
+        let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
+            return Ok(None);
+        };
+        let deal = decode(ty, &row)?;
+        let n = 4 + ty.fields().len() + usize::from(ty.has_custom_fields());
+        let pipeline: Option<String> = row.try_get(n)?;
+        let last = if to_end {
+            Some(row.try_get::<Option<String>, _>(n + 1)?)
+        } else {
+            None
+        };
+        Ok(Some((deal, pipeline, last)))
     }
 
     /// Gives a stage's deals short, evenly spread keys in their current order, leaving
