@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(step(100.0), 20.0);
         assert_eq!(step(173_854.0), 50_000.0);
         assert_eq!(step(7.0), 2.0);
-        assert_eq!(step(0.0) > 0.0, true);
+        assert!(step(0.0) > 0.0);
     }
 
     #[test]
