@@ -153,7 +153,16 @@ pub async fn fanout(flags: &crate::Flags) -> crate::Outcome {
             }
         }
     }
-    crate::fanout::report(latencies, missing, elapsed, moves, viewers, writers, json!({"baseline": true}))
+    crate::fanout::report(
+        latencies,
+        missing,
+        elapsed,
+        moves,
+        viewers,
+        writers,
+        json!({"baseline": true}),
+        json!({}),
+    )
 }
 
 /// The store's raw batched insert rate at `--database-url` (a SQLite file or a

@@ -66,10 +66,15 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         .map(|mut ws| {
             actix_rt::spawn(async move {
                 let mut seen: HashMap<usize, Instant> = HashMap::new();
+                let mut resyncs = 0;
                 while seen.len() < moves {
                     match tokio_timeout(ws.next()).await {
                         Some(Some(Ok(awc::ws::Frame::Text(t)))) => {
                             let f: Value = serde_json::from_slice(&t).unwrap();
+                            // The server fell behind this viewer and asks it to resume.
+                            if f["type"] == "resync" {
+                                resyncs += 1;
+                            }
                             if let Some(n) = f["cause"].as_str().and_then(|c| c.strip_prefix("m")).and_then(|n| n.parse().ok()) {
                                 seen.insert(n, Instant::now());
                             }
@@ -81,11 +86,12 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
                         _ => break,
                     }
                 }
-                seen
+                (seen, resyncs)
             })
         })
         .collect();
 
+    let before = crate::setup::metrics(&client, &url).await;
     let started = Instant::now();
     let sent: Rc<RefCell<Vec<Option<Instant>>>> = Rc::new(RefCell::new(vec![None; moves]));
     let tasks: Vec<_> = (0..writers)
@@ -121,10 +127,13 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         t.await.expect("a writer finished");
     }
     let elapsed = started.elapsed();
+    let after = crate::setup::metrics(&client, &url).await;
     let mut latencies = Vec::new();
     let mut missing = 0;
+    let mut resyncs = 0;
     for r in receivers {
-        let seen = r.await.unwrap();
+        let (seen, r) = r.await.unwrap();
+        resyncs += r;
         for (n, t0) in sent.borrow().iter().enumerate() {
             match (seen.get(&n), t0) {
                 (Some(t), Some(t0)) => latencies.push(t.duration_since(*t0)),
@@ -132,6 +141,12 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
             }
         }
     }
+    let figure = |m: &HashMap<String, f64>, name: &str| m.get(name).copied().unwrap_or(0.0);
+    let server = json!({
+        "resyncs": resyncs,
+        "server_cpu_seconds": figure(&after, "process_cpu_seconds_total") - figure(&before, "process_cpu_seconds_total"),
+        "server_rss_bytes": figure(&after, "process_resident_memory_bytes"),
+    });
     report(
         latencies,
         missing,
@@ -140,6 +155,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         viewers,
         writers,
         json!({"cross_node": writer != url}),
+        server,
     )
 }
 
@@ -153,6 +169,7 @@ pub fn report(
     viewers: usize,
     writers: usize,
     extra: Value,
+    server: Value,
 ) -> crate::Outcome {
     latencies.sort();
     let p = |q: f64| {
@@ -170,17 +187,18 @@ pub fn report(
     if let (Some(p), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
         p.extend(extra.clone());
     }
+    let mut results = json!({
+        "moves_per_sec": rate,
+        "events_delivered": latencies.len(),
+        "events_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "missing": missing,
+        "latency_ms": {"p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "p999": ms(p999), "max": ms(max)},
+    });
+    if let (Some(r), Some(server)) = (results.as_object_mut(), server.as_object()) {
+        r.extend(server.clone());
+    }
     crate::Outcome {
-        json: json!({
-            "params": params,
-            "results": {
-                "moves_per_sec": rate,
-                "events_delivered": latencies.len(),
-                "events_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
-                "missing": missing,
-                "latency_ms": {"p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "p999": ms(p999), "max": ms(max)},
-            },
-        }),
+        json: json!({"params": params, "results": results}),
         header: vec![
             "viewers",
             "writers",
@@ -194,6 +212,8 @@ pub fn report(
             "p99 ms",
             "p99.9 ms",
             "max ms",
+            "resyncs",
+            "server CPU s",
         ],
         row: vec![
             viewers.to_string(),
@@ -208,6 +228,11 @@ pub fn report(
             crate::ms(p99),
             crate::ms(p999),
             crate::ms(max),
+            server.get("resyncs").map_or("–".into(), |v| v.to_string()),
+            server
+                .get("server_cpu_seconds")
+                .and_then(Value::as_f64)
+                .map_or("–".into(), |v| format!("{v:.1}")),
         ],
     }
 }
