@@ -161,6 +161,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
 
 /// The figures of a fan-out run, Shoal's or the baseline's: latency percentiles from
 /// each send to each viewer's receipt, and delivered events per second.
+#[allow(clippy::too_many_arguments)]
 pub fn report(
     mut latencies: Vec<Duration>,
     missing: usize,
