@@ -91,7 +91,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         })
         .collect();
 
-    let before = crate::setup::metrics(&client, &url).await;
+    let before = crate::setup::metrics(&url).await;
     let started = Instant::now();
     let sent: Rc<RefCell<Vec<Option<Instant>>>> = Rc::new(RefCell::new(vec![None; moves]));
     let tasks: Vec<_> = (0..writers)
@@ -127,7 +127,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         t.await.expect("a writer finished");
     }
     let elapsed = started.elapsed();
-    let after = crate::setup::metrics(&client, &url).await;
+    let after = crate::setup::metrics(&url).await;
     let mut latencies = Vec::new();
     let mut missing = 0;
     let mut resyncs = 0;

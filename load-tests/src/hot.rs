@@ -49,7 +49,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         sockets.resize_with(writers, || None);
     }
 
-    let before = crate::setup::metrics(&client, &url).await;
+    let before = crate::setup::metrics(&url).await;
     let started = Instant::now();
     let until = started + Duration::from_secs(secs as u64);
     let tally: Rc<RefCell<Tally>> = Rc::default();
@@ -105,7 +105,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         let _ = t.await;
     }
     let elapsed = started.elapsed();
-    let after = crate::setup::metrics(&client, &url).await;
+    let after = crate::setup::metrics(&url).await;
     let Tally {
         mut latencies,
         refused,

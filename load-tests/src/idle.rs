@@ -69,7 +69,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         .find(SocketAddr::is_ipv4)
         .expect("an IPv4 server address");
     let ws_url = format!("ws://{authority}/api/v1/ws?access_token={token}");
-    let before = crate::setup::metrics(&client, &url).await;
+    let before = crate::setup::metrics(&url).await;
 
     let started = Instant::now();
     let mut errors = Vec::new();
@@ -95,7 +95,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let connect_time = started.elapsed();
     // Held without traffic; the server's memory settles.
     tokio::time::sleep(hold).await;
-    let after = crate::setup::metrics(&client, &url).await;
+    let after = crate::setup::metrics(&url).await;
     let held = opened.len();
     let figure = |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
     let rss_before = figure(&before, "process_resident_memory_bytes");

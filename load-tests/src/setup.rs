@@ -62,7 +62,10 @@ pub async fn deal(client: &awc::Client, base: &str, token: &str, pipeline: &str,
 }
 
 /// The server's figures: `/metrics` samples by name.
-pub async fn metrics(client: &awc::Client, base: &str) -> std::collections::HashMap<String, f64> {
+pub async fn metrics(base: &str) -> std::collections::HashMap<String, f64> {
+    // A client of its own: the scenario's pooled connections may have sat idle longer
+    // than the server keeps them open.
+    let client = client(1);
     let mut res = client.get(format!("{base}/metrics")).send().await.expect("metrics");
     let body = res.body().await.expect("metrics body");
     String::from_utf8_lossy(&body)
