@@ -144,30 +144,43 @@ impl Scoped<'_> {
         }
         let col = q.sort.field.name;
         let text = q.sort.field.kind.column() == Column::Text;
-        let zero = if text { "''" } else { "0" };
-        let null_flag = format!("(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END)");
-        let value = if text {
-            self.bytewise(&format!("COALESCE({col}, {zero})"))
-        } else {
-            format!("COALESCE({col}, {zero})")
-        };
         let id = self.bytewise("id");
         let dir = if q.sort.descending { "DESC" } else { "ASC" };
-        if let Some(after) = &q.after {
-            sql.push(&format!(
-                " AND ({null_flag}, {value}, {id}) {} (",
-                if q.sort.descending { "<" } else { ">" }
-            ));
-            sql.arg(i64::from(after.value.is_null())).push(", ");
-            match (&after.value, text) {
-                (FieldValue::Text(s), _) => sql.arg(s),
-                (FieldValue::Int(n), _) => sql.arg(*n),
-                (_, true) => sql.arg(""),
-                (_, false) => sql.arg(0i64),
+        let op = if q.sort.descending { "<" } else { ">" };
+        if matches!(col, "created_at" | "updated_at") {
+            // Never null: ordered by the column itself, so both engines walk the
+            // workspace's index on it and stop after one page, instead of sorting every
+            // row of the workspace (the default order of every list).
+            if let Some(after) = &q.after {
+                let n = match &after.value {
+                    FieldValue::Int(n) => *n,
+                    _ => 0,
+                };
+                sql.push(&format!(" AND ({col}, {id}) {op} (")).arg(n);
+                sql.push(", ").arg(&after.id).push(")");
+            }
+            sql.push(&format!(" ORDER BY {col} {dir}, {id} {dir} LIMIT "));
+        } else {
+            let zero = if text { "''" } else { "0" };
+            let null_flag = format!("(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END)");
+            let value = if text {
+                self.bytewise(&format!("COALESCE({col}, {zero})"))
+            } else {
+                format!("COALESCE({col}, {zero})")
             };
-            sql.push(", ").arg(&after.id).push(")");
+            if let Some(after) = &q.after {
+                sql.push(&format!(" AND ({null_flag}, {value}, {id}) {op} ("));
+                sql.arg(i64::from(after.value.is_null())).push(", ");
+                match (&after.value, text) {
+                    (FieldValue::Text(s), _) => sql.arg(s),
+                    (FieldValue::Int(n), _) => sql.arg(*n),
+                    (_, true) => sql.arg(""),
+                    (_, false) => sql.arg(0i64),
+                };
+                sql.push(", ").arg(&after.id).push(")");
+            }
+            sql.push(&format!(" ORDER BY {null_flag} {dir}, {value} {dir}, {id} {dir} LIMIT "));
         }
-        sql.push(&format!(" ORDER BY {null_flag} {dir}, {value} {dir}, {id} {dir} LIMIT "));
         sql.arg(i64::try_from(q.limit + 1).unwrap_or(i64::MAX));
         let rows = sql.query().fetch_all(self.store.pool()).await?;
         let mut records = rows.iter().map(|r| decode(ty, r)).collect::<Result<Vec<_>>>()?;
