@@ -284,6 +284,10 @@ struct Saved {
     seqs: HashMap<String, SeqCounter>,
 }
 
+/// The audit log's columns, in the order its rows' values are given.
+pub(crate) const AUDIT_COLUMNS: &str =
+    "id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes";
+
 /// Rows per multi-row insert: well under both engines' limits on bound parameters.
 const ROWS_PER_INSERT: usize = 400;
 
@@ -322,13 +326,7 @@ impl WriteTx {
         )
         .await?;
         let rows = std::mem::take(&mut self.audits);
-        insert_rows(
-            &mut self.tx,
-            "audit_log",
-            "id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes",
-            rows,
-        )
-        .await
+        insert_rows(&mut self.tx, "audit_log", AUDIT_COLUMNS, rows).await
     }
 
     /// Records `cause` on the events this transaction makes.

@@ -945,18 +945,7 @@ impl Scoped<'_> {
         let object_id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
         let changes = diff(ty, before, after);
         // Nothing reads the audit log inside the write: its row goes in at commit.
-        w.audits.push(args![
-            new_id(),
-            self.ws,
-            1i64,
-            now,
-            now,
-            actor,
-            action,
-            ty.name(),
-            &object_id,
-            changes.to_string()
-        ]);
+        w.audits.push(self.audit_row(actor, action, ty.name(), &object_id, &changes, now));
         self.publish_change(w, ty, before, after, changes, actor, now).await
     }
 
@@ -1024,23 +1013,24 @@ impl Scoped<'_> {
         changes: Value,
         now: i64,
     ) -> Result<()> {
-        let sql = insert(
-            "audit_log",
-            "id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes",
-            args![
-                new_id(),
-                self.ws,
-                1i64,
-                now,
-                now,
-                actor,
-                action,
-                object_type,
-                object_id,
-                changes.to_string()
-            ],
-        );
-        sql.query().execute(&mut *conn).await?;
+        let row = self.audit_row(actor, action, object_type, object_id, &changes, now);
+        insert("audit_log", super::AUDIT_COLUMNS, row).query().execute(&mut *conn).await?;
         Ok(())
+    }
+
+    /// An audit entry's values, in the order of [`super::AUDIT_COLUMNS`].
+    fn audit_row(&self, actor: &str, action: &str, object_type: &str, object_id: &str, changes: &Value, now: i64) -> Vec<Arg> {
+        args![
+            new_id(),
+            self.ws,
+            1i64,
+            now,
+            now,
+            actor,
+            action,
+            object_type,
+            object_id,
+            changes.to_string()
+        ]
     }
 }
