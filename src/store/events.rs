@@ -156,12 +156,19 @@ mod tests {
     use super::*;
     use crate::store::StoreError;
 
-    #[tokio::test]
-    async fn a_write_fenced_by_a_superseded_token_is_refused_by_the_store() {
-        let dir = std::env::temp_dir().join(format!("shoal-fence-{}", uuid::Uuid::new_v4().simple()));
+    /// A fresh embedded store in a folder of its own, with one workspace.
+    async fn fresh_store(name: &str) -> (Store, std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("shoal-{name}-{}", uuid::Uuid::new_v4().simple()));
         let store = Store::connect(None, &dir, 2, std::time::Duration::from_secs(5)).await.unwrap();
         store.migrate().await.unwrap();
-        let (ws, _) = store.create_workspace("W", "a@fence.test", "A", "not-a-hash").await.unwrap();
+        let email = format!("a@{name}.test");
+        let (ws, _) = store.create_workspace("W", &email, "A", "not-a-hash").await.unwrap();
+        (store, dir, ws)
+    }
+
+    #[tokio::test]
+    async fn a_write_fenced_by_a_superseded_token_is_refused_by_the_store() {
+        let (store, dir, ws) = fresh_store("fence").await;
         let topic = "board:p1";
         let append = |token: i64| {
             let store = store.clone();
@@ -187,10 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_rolled_back_in_a_batch_leaves_no_event_audit_entry_or_seq_gap() {
-        let dir = std::env::temp_dir().join(format!("shoal-batch-{}", uuid::Uuid::new_v4().simple()));
-        let store = Store::connect(None, &dir, 2, std::time::Duration::from_secs(5)).await.unwrap();
-        store.migrate().await.unwrap();
-        let (ws, _) = store.create_workspace("W", "a@batch.test", "A", "not-a-hash").await.unwrap();
+        let (store, dir, ws) = fresh_store("batch").await;
         let topic = "board:p1";
         let audits = |store: Store| async move {
             let n: i64 = sqlx::query_scalar::<sqlx::Any, i64>("SELECT COUNT(*) FROM audit_log WHERE object_type = 'probe'")
