@@ -26,6 +26,8 @@ pub struct Application {
     store: Store,
     /// The thread the topic actors run on; stopped with the server.
     actors: actix::Arbiter,
+    /// The persister's thread, likewise.
+    writer: actix::Arbiter,
 }
 
 impl Application {
@@ -55,15 +57,18 @@ impl Application {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             n => n,
         };
-        // Topic actors live on their own arbiter (thread), apart from HTTP workers.
+        // Topic actors live on their own arbiter (thread), apart from HTTP workers, and
+        // the persister on another: a batch's round trips to the store are the path
+        // every write waits on, and do not queue behind the actors' fan-out.
         let actors = actix::Arbiter::new();
+        let writer = actix::Arbiter::new();
         let persister = {
             let store = store.clone();
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            actors.spawn(async move {
+            writer.spawn(async move {
                 let _ = tx.send(crate::actors::Persister::start(store));
             });
-            rx.recv().context("the actor thread did not start")?
+            rx.recv().context("the persister's thread did not start")?
         };
         let directory = crate::actors::Directory::start(
             store.clone(),
@@ -121,6 +126,7 @@ impl Application {
             server,
             store,
             actors,
+            writer,
         })
     }
 
@@ -133,6 +139,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
         self.actors.stop();
+        self.writer.stop();
         self.store.close().await;
         result.context("the HTTP server failed")
     }

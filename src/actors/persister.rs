@@ -4,14 +4,16 @@
 //! others. A write is answered, and its events published, only after its batch has
 //! committed: an acknowledged change is durable.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::Event;
-use crate::store::{Store, StoreError, WriteTx};
+use crate::domain::{Event, ObjectType};
+use crate::store::{DealMove, QueuedMove, Store, StoreError, WriteTx};
 
 /// Writes waiting for a batch. When full, new writes are refused with `overloaded`
 /// instead of growing memory.
@@ -21,12 +23,40 @@ pub const MAX_BATCH: usize = 256;
 
 type Run = Box<dyn for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<(), StoreError>> + Send>;
 
+/// What a job writes.
+enum Work {
+    /// Any write, as a closure over the transaction.
+    Run(Run),
+    /// A deal's move. Moves queued one after another are placed together against one
+    /// read of their deals and written in one statement (see `Scoped::move_run`).
+    Move(MoveJob),
+}
+
+struct MoveJob {
+    workspace_id: String,
+    actor: String,
+    id: String,
+    to: DealMove,
+    /// Where the moved deal's JSON goes for the waiting [`Pending`].
+    out: Arc<Mutex<Option<Value>>>,
+}
+
 struct Job {
     cause: Option<String>,
     /// The board topic and token this write is fenced on (cluster mode).
     fence: Option<(String, i64)>,
-    run: Run,
+    work: Option<Work>,
     reply: oneshot::Sender<Result<Vec<Event>, StoreError>>,
+}
+
+impl Job {
+    /// The job's move, when it is one a run can take.
+    fn batchable_move(&self) -> Option<&MoveJob> {
+        match &self.work {
+            Some(Work::Move(m)) if m.to.runs_in_batch() => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Why a write was not accepted into the queue.
@@ -107,9 +137,46 @@ impl Persister {
                 Ok(())
             })
         });
+        self.queue(cause, fence, Work::Run(run), slot)
+    }
+
+    /// Queues a deal's move, fenced like [`Persister::submit_fenced`]; it answers the
+    /// moved deal's JSON.
+    pub fn submit_move(
+        &self,
+        cause: Option<String>,
+        fence: Option<(String, i64)>,
+        workspace_id: String,
+        actor: String,
+        id: String,
+        to: DealMove,
+    ) -> Result<Pending<Value>, Refused> {
+        let slot = Arc::new(Mutex::new(None));
+        let job = MoveJob {
+            workspace_id,
+            actor,
+            id,
+            to,
+            out: slot.clone(),
+        };
+        self.queue(cause, fence, Work::Move(job), slot)
+    }
+
+    fn queue<T>(
+        &self,
+        cause: Option<String>,
+        fence: Option<(String, i64)>,
+        work: Work,
+        slot: Arc<Mutex<Option<T>>>,
+    ) -> Result<Pending<T>, Refused> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Job { cause, fence, run, reply })
+            .try_send(Job {
+                cause,
+                fence,
+                work: Some(work),
+                reply,
+            })
             .map_err(|_| Refused::Overloaded)?;
         Ok(Pending { reply: rx, slot })
     }
@@ -131,15 +198,13 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let started = Instant::now();
-        let size = batch.len();
         commit_batch(&store, batch).await;
-        tracing::debug!(size, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
     }
 }
 
 async fn commit_batch(store: &Store, batch: Vec<Job>) {
-    let mut w = match store.write().await {
+    let (size, began) = (batch.len(), Instant::now());
+    let mut w = match store.write_batch().await {
         Ok(w) => w,
         Err(e) => {
             store.note_failure();
@@ -150,36 +215,62 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
             return;
         }
     };
-    let mut outcomes: Vec<(oneshot::Sender<_>, Result<std::ops::Range<usize>, StoreError>)> = Vec::with_capacity(batch.len());
-    for j in batch {
-        let mark = w.events_len();
-        w.caused_by(j.cause);
-        w.fenced_by(j.fence);
-        let result = match w.savepoint().await {
-            Ok(()) => match (j.run)(&mut w).await {
-                Ok(()) => {
-                    w.keep();
-                    Ok(mark..w.events_len())
-                }
-                Err(e) => {
-                    match w.rollback_to_savepoint().await {
-                        Ok(()) => Err(e),
-                        Err(broken) => {
-                            // The transaction itself is unusable: nothing in it commits.
-                            tracing::error!(error = %broken, "could not roll back a savepoint");
-                            Err(e)
-                        }
-                    }
-                }
-            },
-            Err(e) => Err(e),
+    let opened = Instant::now();
+    let mut jobs = batch;
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+    let mut i = 0;
+    while i < jobs.len() {
+        let Some(first) = jobs[i].batchable_move() else {
+            outcomes.push(run_alone(store, &mut w, &mut jobs[i]).await);
+            i += 1;
+            continue;
         };
-        if let Err(StoreError::Unavailable(_)) = &result {
+        // A run: the moves queued next to each other in one workspace.
+        let ws = first.workspace_id.clone();
+        let end = i + jobs[i..]
+            .iter()
+            .take_while(|j| j.batchable_move().is_some_and(|m| m.workspace_id == ws))
+            .count();
+        match run_moves(store, &mut w, &jobs[i..end]).await {
+            Ok(done) => {
+                i += done.len();
+                outcomes.extend(done);
+                // The move the run left (it needs statements of its own) runs alone.
+                if i < end {
+                    outcomes.push(run_alone(store, &mut w, &mut jobs[i]).await);
+                    i += 1;
+                }
+            }
+            Err(e) => {
+                // The run's statements failed and were rolled back: each move runs
+                // alone, and gets its own error if it fails again.
+                tracing::warn!(error = %e, "a run of moves failed; running them one by one");
+                while i < end {
+                    outcomes.push(run_alone(store, &mut w, &mut jobs[i]).await);
+                    i += 1;
+                }
+            }
+        }
+    }
+    for o in &outcomes {
+        if let Err(StoreError::Unavailable(_)) = o {
             store.note_failure();
         }
-        outcomes.push((j.reply, result));
     }
-    match w.commit().await {
+    let outcomes: Vec<_> = jobs.into_iter().map(|j| j.reply).zip(outcomes).collect();
+    let written = Instant::now();
+    let committed = w.commit().await;
+    // Where a batch's time goes: waiting for and beginning the transaction, the
+    // writes, and the commit with the rows kept for it.
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    tracing::debug!(
+        size,
+        begin_us = us(opened - began),
+        work_us = us(written - opened),
+        commit_us = us(written.elapsed()),
+        "batch committed"
+    );
+    match committed {
         Ok(events) => {
             for (reply, r) in outcomes {
                 let _ = reply.send(r.map(|range| events[range].to_vec()));
@@ -194,6 +285,85 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// A job's outcome: the range of the transaction's events it made.
+type Outcome = Result<Range<usize>, StoreError>;
+
+/// Runs one job under its own savepoint, so that its failure undoes only itself.
+async fn run_alone(store: &Store, w: &mut WriteTx, job: &mut Job) -> Outcome {
+    let mark = w.events_len();
+    w.caused_by(job.cause.clone());
+    w.fenced_by(job.fence.clone());
+    let Some(work) = job.work.take() else {
+        return Err(StoreError::Other(anyhow::anyhow!("a job ran twice")));
+    };
+    w.savepoint().await?;
+    let result = match work {
+        Work::Run(run) => run(w).await,
+        Work::Move(m) => match store.scoped(&m.workspace_id).move_deal_in(w, &m.id, m.to, &m.actor).await {
+            Ok(deal) => {
+                *m.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(deal.to_json(ObjectType::Deal));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => {
+            w.keep();
+            Ok(mark..w.events_len())
+        }
+        Err(e) => {
+            if let Err(broken) = w.rollback_to_savepoint().await {
+                // The transaction itself is unusable: nothing in it commits.
+                tracing::error!(error = %broken, "could not roll back a savepoint");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs a run of moves of one workspace under one savepoint. Returns the outcomes of
+/// the moves it took, a prefix of `jobs`; on an error nothing of it is left.
+async fn run_moves(store: &Store, w: &mut WriteTx, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    let (moves, queued): (Vec<&MoveJob>, Vec<QueuedMove<'_>>) = jobs
+        .iter()
+        .filter_map(|j| {
+            let m = j.batchable_move()?;
+            let queued = QueuedMove {
+                id: &m.id,
+                to: &m.to,
+                actor: &m.actor,
+                cause: j.cause.clone(),
+                fence: j.fence.clone(),
+            };
+            Some((m, queued))
+        })
+        .unzip();
+    let Some(first) = moves.first() else {
+        return Ok(Vec::new());
+    };
+    w.savepoint().await?;
+    let placed = match store.scoped(&first.workspace_id).move_run(w, &queued).await {
+        Ok(placed) => placed,
+        Err(e) => {
+            if let Err(broken) = w.rollback_to_savepoint().await {
+                tracing::error!(error = %broken, "could not roll back a savepoint");
+            }
+            return Err(e);
+        }
+    };
+    w.keep();
+    Ok(placed
+        .into_iter()
+        .zip(&moves)
+        .map(|((result, events), m)| {
+            let deal = result?;
+            *m.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(deal.to_json(ObjectType::Deal));
+            Ok(events)
+        })
+        .collect())
 }
 
 /// Every write of a failed batch gets the batch's failure.

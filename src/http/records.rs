@@ -373,6 +373,7 @@ async fn move_deal(state: State, p: Principal, id: web::Path<String>, req: HttpR
             after,
             before,
             expected,
+            within: None,
         };
         let (rec, _) = writes::move_deal(&state, &p, mutation_id(&req)?, &id, m).await?;
         Ok((StatusCode::OK, rec))

@@ -15,7 +15,8 @@ use super::extract::Principal;
 use super::forward;
 use super::records::store_error;
 use super::AppState;
-use crate::actors::persister::{job, Refused};
+use crate::actors::persister::{job, Pending, Refused};
+use crate::actors::Persister;
 use crate::actors::{Disown, Ordered, Own, Route};
 use crate::domain::{Changes, Event, FieldValue, ObjectType, Topic};
 use crate::store::{DealMove, Store, StoreError, WriteTx};
@@ -72,6 +73,7 @@ impl Write {
             Write::Delete { ty, id, expected } => json!({"op": "delete", "type": ty.name(), "id": id, "expected": expected}),
             Write::Move { id, to } => json!({
                 "op": "move", "id": id, "stage": to.stage, "after": to.after, "before": to.before, "expected": to.expected,
+                "within": to.within,
             }),
             Write::Convert { lead_id, deal } => json!({"op": "convert", "id": lead_id, "deal": deal.as_ref().map(Changes::to_wire)}),
         }
@@ -111,6 +113,7 @@ impl Write {
                     after: text("after"),
                     before: text("before"),
                     expected,
+                    within: text("within"),
                 },
             },
             "convert" => Write::Convert {
@@ -122,6 +125,23 @@ impl Write {
             },
             _ => return None,
         })
+    }
+
+    /// Queues the write on the persister; it answers the written record's JSON.
+    fn submit(
+        self,
+        persister: &Persister,
+        store: Store,
+        author: Author,
+        cause: Option<String>,
+        fence: Option<(String, i64)>,
+    ) -> Result<Pending<Value>, Refused> {
+        match self {
+            // Moves have a job of their own: the persister writes those queued together
+            // as one.
+            Write::Move { id, to } => persister.submit_move(cause, fence, author.workspace_id, author.actor, id, to),
+            other => persister.submit_fenced(cause, fence, other.job(store, author)),
+        }
     }
 
     /// The write as a persister job answering the written record's JSON.
@@ -227,10 +247,8 @@ pub async fn execute(state: &AppState, author: Author, cause: Option<String>, wr
     match board_of(state, &author, &write).await? {
         None => {
             let ty = write.ty();
-            let pending = state
-                .directory
-                .persister()
-                .submit(cause, write.job(state.store.clone(), author))
+            let pending = write
+                .submit(state.directory.persister(), state.store.clone(), author, cause, None)
                 .map_err(overloaded)?;
             pending.outcome().await.map_err(store_error(ty))
         }
@@ -338,11 +356,11 @@ async fn here(
         }
     }
     let ty = write.ty();
-    let f = write.job(state.store.clone(), author);
+    let store = state.store.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let submit = Box::new(move |persister: &crate::actors::Persister, fence: Option<(String, i64)>| {
         let token = fence.as_ref().map(|(_, t)| *t);
-        let pending = persister.submit_fenced(cause, fence, f)?;
+        let pending = write.submit(persister, store, author, cause, fence)?;
         let _ = tx.send((pending, token));
         Ok(())
     });
@@ -446,6 +464,7 @@ mod tests {
                     after: None,
                     before: Some("d2".into()),
                     expected: Some(4),
+                    within: Some("p1".into()),
                 },
             },
             Write::Convert {

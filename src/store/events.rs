@@ -154,17 +154,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::fresh_store;
     use crate::store::StoreError;
-
-    /// A fresh embedded store in a folder of its own, with one workspace.
-    async fn fresh_store(name: &str) -> (Store, std::path::PathBuf, String) {
-        let dir = std::env::temp_dir().join(format!("shoal-{name}-{}", uuid::Uuid::new_v4().simple()));
-        let store = Store::connect(None, &dir, 2, std::time::Duration::from_secs(5)).await.unwrap();
-        store.migrate().await.unwrap();
-        let email = format!("a@{name}.test");
-        let (ws, _) = store.create_workspace("W", &email, "A", "not-a-hash").await.unwrap();
-        (store, dir, ws)
-    }
 
     #[tokio::test]
     async fn a_write_fenced_by_a_superseded_token_is_refused_by_the_store() {
@@ -194,6 +185,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_rolled_back_in_a_batch_leaves_no_event_audit_entry_or_seq_gap() {
+        // A batch's transaction, whose first savepoint is taken with it, and a plain one.
+        for batch in [true, false] {
+            rolled_back_write_leaves_nothing(batch).await;
+        }
+    }
+
+    async fn rolled_back_write_leaves_nothing(batch: bool) {
         let (store, dir, ws) = fresh_store("batch").await;
         let topic = "board:p1";
         let audits = |store: Store| async move {
@@ -203,7 +201,7 @@ mod tests {
                 .unwrap();
             n
         };
-        let mut w = store.write().await.unwrap();
+        let mut w = if batch { store.write_batch().await } else { store.write().await }.unwrap();
         let mut seqs = Vec::new();
         for (n, keep) in [true, false, true, true].into_iter().enumerate() {
             w.savepoint().await.unwrap();

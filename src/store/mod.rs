@@ -8,6 +8,7 @@ mod accounts;
 mod events;
 mod idempotency;
 mod imports;
+mod moves;
 mod records;
 mod search;
 mod workflows;
@@ -22,12 +23,13 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool, Executor};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 pub use accounts::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, UserRow};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use imports::ImportJob;
+pub(crate) use moves::QueuedMove;
 pub use records::{DealMove, Page};
 pub use search::SearchHit;
 pub use workflows::Conversion;
@@ -41,6 +43,26 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// How every connection is set up.
+    ///
+    /// SQLite: WAL lets readers proceed during a write; NORMAL sync is durable in WAL
+    /// mode across process crashes; busy_timeout covers other processes (e.g. `shoal
+    /// migrate`) holding the file; a savepoint's journal (a batch takes one per write)
+    /// lives in memory rather than in a temporary file written page by page.
+    ///
+    /// PostgreSQL: a node paused or cut off inside a transaction would hold its row
+    /// locks (a board's seq, its fence) until it resumes; the database ends such a
+    /// transaction instead, so another node can take the board over.
+    fn session_setup(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
+                 PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"
+            }
+            Backend::Postgres => "SET idle_in_transaction_session_timeout = '15s'",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -202,6 +224,30 @@ impl Sql {
     pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
         bind(&self.text, &self.args)
     }
+
+    /// Appends another statement's text and arguments, renumbering its placeholders
+    /// to follow this one's.
+    pub fn append(&mut self, other: Sql) -> &mut Self {
+        let offset = self.args.len();
+        let text = other.text.as_str();
+        let bytes = text.as_bytes();
+        let (mut i, mut copied) = (0, 0);
+        while i < bytes.len() {
+            if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                let end = i + 1 + bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let n: usize = text[i + 1..end].parse().unwrap_or(0);
+                self.text.push_str(&text[copied..i]);
+                self.text.push_str(&format!("${}", n + offset));
+                copied = end;
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        self.text.push_str(&text[copied..]);
+        self.args.extend(other.args);
+        self
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -218,9 +264,13 @@ pub fn new_id() -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite allows one writer at a time and answers a second one with SQLITE_BUSY;
-    /// serialising write transactions here turns that into an orderly wait.
-    write_lock: Option<Arc<Mutex<()>>>,
+    /// The persister's connection, kept here: the same one batch after batch
+    /// (statements prepared, pages cached), so that no batch waits for a pooled
+    /// connection to be checked and handed back. SQLite allows one writer at a time
+    /// and answers a second one with SQLITE_BUSY, so there every write transaction
+    /// takes its turn on it; on PostgreSQL other writes run on pooled connections.
+    /// Empty once the store is closed.
+    writer: Arc<Mutex<Option<Writer>>>,
     /// Set once the node's topic directory runs; before that, events are only logged.
     publisher: Arc<std::sync::OnceLock<Publisher>>,
     /// When the store last failed to serve (ms since the epoch); older connections are
@@ -231,6 +281,124 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+/// The writer connection, held by one write transaction at a time.
+pub(crate) struct Writer {
+    conn: AnyConnection,
+    backend: Backend,
+    options: AnyConnectOptions,
+    /// When it was opened (ms since the epoch): one opened before the store last
+    /// failed may be stuck in the failure, and is replaced.
+    opened: i64,
+    /// A transaction was begun and not committed (its holder failed or was dropped):
+    /// it is rolled back before the next one begins.
+    open: bool,
+}
+
+impl Writer {
+    async fn open(options: AnyConnectOptions, backend: Backend) -> Result<Writer> {
+        let mut conn = AnyConnection::connect_with(&options).await?;
+        conn.execute(backend.session_setup()).await?;
+        Ok(Writer {
+            conn,
+            backend,
+            options,
+            opened: now_ms(),
+            open: false,
+        })
+    }
+
+    /// Begins a transaction, first replacing the connection if the store failed since
+    /// it was opened and ending what a failed holder left open.
+    async fn begin(&mut self, last_failure: i64, savepoint: bool) -> Result<()> {
+        if self.opened <= last_failure {
+            let fresh = Writer::open(self.options.clone(), self.backend).await?;
+            let old = std::mem::replace(self, fresh);
+            let _ = old.conn.close().await;
+        }
+        if self.open {
+            sqlx::query("ROLLBACK").execute(&mut self.conn).await?;
+            self.open = false;
+        }
+        // A batch's first savepoint is taken in the same round trip.
+        let begin = if savepoint { "BEGIN; SAVEPOINT write" } else { "BEGIN" };
+        sqlx::raw_sql(begin).execute(&mut self.conn).await?;
+        self.open = true;
+        Ok(())
+    }
+}
+
+/// The connection a write transaction runs on.
+pub(crate) enum TxConn {
+    /// PostgreSQL, outside the persister: a pooled connection's transaction; such
+    /// writers run side by side.
+    Pooled(sqlx::Transaction<'static, Any>),
+    /// The writer connection, for as long as the transaction lasts.
+    Writer(OwnedMappedMutexGuard<Option<Writer>, Writer>),
+}
+
+impl TxConn {
+    fn backend(&self) -> Backend {
+        match self {
+            // SQLite's writes all take the writer.
+            TxConn::Pooled(_) => Backend::Postgres,
+            TxConn::Writer(w) => w.backend,
+        }
+    }
+
+    /// Runs the script's statements and commits.
+    async fn commit(self, script: Script) -> Result<()> {
+        match self {
+            TxConn::Pooled(mut tx) => {
+                for sql in &script.parts {
+                    sql.query().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            TxConn::Writer(mut w) => {
+                let backend = w.backend;
+                let mut runs = script.joined(backend);
+                if backend == Backend::Sqlite {
+                    // On SQLite the commit joins the last execution too: the rows and
+                    // the commit cost one round trip.
+                    match runs.last_mut() {
+                        Some(last) => {
+                            last.push("; COMMIT");
+                        }
+                        None => runs.push(Sql::new("COMMIT")),
+                    }
+                } else {
+                    runs.push(Sql::new("COMMIT"));
+                }
+                for sql in &runs {
+                    sql.query().execute(&mut w.conn).await?;
+                }
+                // Left open if a statement failed: rolled back before the next begins.
+                w.open = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for TxConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            TxConn::Pooled(tx) => tx,
+            TxConn::Writer(w) => &w.conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for TxConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            TxConn::Pooled(tx) => &mut *tx,
+            TxConn::Writer(w) => &mut w.conn,
+        }
     }
 }
 
@@ -247,8 +415,7 @@ pub type Publisher = tokio::sync::mpsc::Sender<Event>;
 /// taken from the store once per transaction and counted on here: a batch of writes
 /// costs a handful of statements more than its records' own, not several per write.
 pub struct WriteTx {
-    pub(crate) tx: sqlx::Transaction<'static, Any>,
-    _slot: Option<OwnedMutexGuard<()>>,
+    pub(crate) tx: TxConn,
     /// Events written in this transaction, in seq order per topic.
     pub(crate) events: Vec<Event>,
     /// The event log's rows of `events`, inserted at commit.
@@ -261,6 +428,9 @@ pub struct WriteTx {
     saved: Option<Saved>,
     /// A savepoint is open (that of the last write, kept).
     savepoint_open: bool,
+    /// That savepoint was taken with the transaction and nothing has been written
+    /// since: the first write's savepoint is it, at no round trip.
+    savepoint_fresh: bool,
     /// The client's mutation id, recorded on the events.
     pub(crate) cause: Option<String>,
     /// The topic and fencing token the current write holds: its events on that topic
@@ -288,15 +458,40 @@ struct Saved {
 pub(crate) const AUDIT_COLUMNS: &str =
     "id, workspace_id, version, created_at, updated_at, actor_id, action, object_type, object_id, changes";
 
-/// Rows per multi-row insert: well under both engines' limits on bound parameters.
+/// Rows per multi-row insert on PostgreSQL: well under its limit on bound parameters.
 const ROWS_PER_INSERT: usize = 400;
 
 impl WriteTx {
     /// Writes the kept rows, commits, and then, only then, publishes the events.
     /// Returns them.
     pub async fn commit(mut self) -> Result<Vec<Event>> {
-        self.flush().await?;
-        self.tx.commit().await.map_err(StoreError::from)?;
+        let sqlite = self.tx.backend() == Backend::Sqlite;
+        let mut script = Script::new(sqlite);
+        if self.savepoint_open && sqlite {
+            // The rows below are kept whatever happens: no savepoint needs to cover
+            // them (SQLite would journal every page they touch for it).
+            script.next().push("RELEASE SAVEPOINT write");
+        }
+        for (topic, c) in &self.seqs {
+            if c.last > c.stored {
+                // The row has been locked by this transaction since the seq was taken
+                // (and the fence checked), so no other writer can have moved it.
+                let sql = script.next();
+                sql.push("UPDATE topic_seqs SET seq = ")
+                    .arg(c.last)
+                    .push(" WHERE topic = ")
+                    .arg(topic.as_str());
+            }
+        }
+        let rows = std::mem::take(&mut self.event_rows);
+        script.insert_rows(
+            "event_log",
+            "topic, seq, workspace_id, type, payload, actor, cause, created_at",
+            rows,
+        );
+        let rows = std::mem::take(&mut self.audits);
+        script.insert_rows("audit_log", AUDIT_COLUMNS, rows);
+        self.tx.commit(script).await?;
         if let Some(p) = &self.publisher {
             for e in &self.events {
                 if p.try_send(e.clone()).is_err() {
@@ -305,28 +500,6 @@ impl WriteTx {
             }
         }
         Ok(self.events)
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        for (topic, c) in &self.seqs {
-            if c.last > c.stored {
-                // The row has been locked by this transaction since the seq was taken
-                // (and the fence checked), so no other writer can have moved it.
-                let mut sql = Sql::new("UPDATE topic_seqs SET seq = ");
-                sql.arg(c.last).push(" WHERE topic = ").arg(topic.as_str());
-                sql.query().execute(&mut *self.tx).await?;
-            }
-        }
-        let rows = std::mem::take(&mut self.event_rows);
-        insert_rows(
-            &mut self.tx,
-            "event_log",
-            "topic, seq, workspace_id, type, payload, actor, cause, created_at",
-            rows,
-        )
-        .await?;
-        let rows = std::mem::take(&mut self.audits);
-        insert_rows(&mut self.tx, "audit_log", AUDIT_COLUMNS, rows).await
     }
 
     /// Records `cause` on the events this transaction makes.
@@ -346,7 +519,9 @@ impl WriteTx {
     /// Marks a point the transaction can roll back to without ending. The savepoint of
     /// a write ended with [`WriteTx::keep`] is released in the same round trip.
     pub async fn savepoint(&mut self) -> Result<()> {
-        if self.savepoint_open {
+        if self.savepoint_fresh {
+            self.savepoint_fresh = false;
+        } else if self.savepoint_open {
             sqlx::raw_sql("RELEASE SAVEPOINT write; SAVEPOINT write")
                 .execute(&mut *self.tx)
                 .await?;
@@ -365,6 +540,7 @@ impl WriteTx {
     pub async fn release_savepoint(&mut self) -> Result<()> {
         sqlx::query("RELEASE SAVEPOINT write").execute(&mut *self.tx).await?;
         self.savepoint_open = false;
+        self.savepoint_fresh = false;
         self.saved = None;
         Ok(())
     }
@@ -386,6 +562,7 @@ impl WriteTx {
             self.seqs = saved.seqs;
         }
         self.savepoint_open = false;
+        self.savepoint_fresh = false;
         sqlx::raw_sql("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
             .execute(&mut *self.tx)
             .await?;
@@ -402,25 +579,102 @@ impl WriteTx {
     }
 }
 
-/// Inserts `rows` into `table`, several to a statement.
-async fn insert_rows(conn: &mut AnyConnection, table: &str, columns: &str, rows: Vec<Vec<Arg>>) -> Result<()> {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let mut sql = Sql::new(format!("INSERT INTO {table} ({columns}) VALUES "));
-        for (n, row) in rows.by_ref().take(ROWS_PER_INSERT).enumerate() {
-            sql.push(if n == 0 { "(" } else { ", (" });
-            for (i, v) in row.into_iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.arg(v);
-            }
-            sql.push(")");
-        }
-        sql.query().execute(&mut *conn).await?;
-    }
-    Ok(())
+/// Statements to run in order at the end of a transaction.
+struct Script {
+    parts: Vec<Sql>,
+    rows_per_insert: usize,
 }
+
+impl Script {
+    fn new(sqlite: bool) -> Script {
+        // SQLite looks a numbered parameter up by walking the statement's list of them,
+        // so its statements stay short; they are joined into one execution anyway.
+        let rows_per_insert = if sqlite { 32 } else { ROWS_PER_INSERT };
+        Script {
+            parts: Vec::new(),
+            rows_per_insert,
+        }
+    }
+
+    /// A new statement.
+    fn next(&mut self) -> &mut Sql {
+        self.parts.push(Sql::default());
+        let n = self.parts.len() - 1;
+        &mut self.parts[n]
+    }
+
+    /// Inserts `rows` into `table`, several to a statement.
+    fn insert_rows(&mut self, table: &str, columns: &str, rows: Vec<Vec<Arg>>) {
+        let per_statement = self.rows_per_insert;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let sql = self.next();
+            sql.push(&format!("INSERT INTO {table} ({columns}) VALUES "));
+            for (n, row) in rows.by_ref().take(per_statement).enumerate() {
+                sql.push(if n == 0 { "(" } else { ", (" });
+                for (i, v) in row.into_iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.arg(v);
+                }
+                sql.push(")");
+            }
+        }
+    }
+
+    /// The statements joined into as few executions as the engines' limits on bound
+    /// parameters allow, each one round trip: on SQLite one after another, on
+    /// PostgreSQL (which runs one statement per execution) as the parts of a `WITH`.
+    fn joined(self, backend: Backend) -> Vec<Sql> {
+        let mut groups: Vec<Vec<Sql>> = Vec::new();
+        let mut params = 0;
+        for part in self.parts {
+            match groups.last_mut() {
+                Some(g) if params + part.args.len() <= PARAMS_PER_EXECUTION => {
+                    params += part.args.len();
+                    g.push(part);
+                }
+                _ => {
+                    params = part.args.len();
+                    groups.push(vec![part]);
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .map(|group| {
+                if group.len() == 1 {
+                    return group.into_iter().next().unwrap_or_default();
+                }
+                let mut sql = Sql::default();
+                for (i, part) in group.into_iter().enumerate() {
+                    match backend {
+                        Backend::Sqlite => {
+                            if i > 0 {
+                                sql.push("; ");
+                            }
+                            sql.append(part);
+                        }
+                        Backend::Postgres => {
+                            sql.push(if i == 0 { "WITH " } else { ", " });
+                            sql.push(&format!("s{i} AS (")).append(part);
+                            sql.push(")");
+                        }
+                    }
+                }
+                if backend == Backend::Postgres {
+                    sql.push(" SELECT 1");
+                }
+                sql
+            })
+            .collect()
+    }
+}
+
+/// Bound parameters per joined execution, under SQLite's limit of 32,766 and
+/// PostgreSQL's of 65,535.
+const PARAMS_PER_EXECUTION: usize = 20_000;
 
 impl Store {
     /// Opens the store named by `database_url`, or a SQLite file in `data_dir`.
@@ -445,9 +699,7 @@ impl Store {
         };
         let mut options = AnyConnectOptions::from_str(&url).context("invalid database_url")?;
         options = sqlx::ConnectOptions::log_statements(options, tracing::log::LevelFilter::Trace);
-        let mut pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(acquire_timeout);
+        let mut pool = AnyPoolOptions::new().acquire_timeout(acquire_timeout);
         // A connection that comes back still inside a transaction (its rollback failed,
         // as it can when the disk fails under it) would keep an old snapshot: close it
         // rather than hand it out again.
@@ -463,15 +715,12 @@ impl Store {
             Box::pin(async move { Ok(fresh) })
         });
         if backend == Backend::Sqlite {
+            // A connection to a local file has no peer to lose; pinging it before every
+            // use only adds a round trip to its worker thread to every statement.
+            pool = pool.test_before_acquire(false);
             pool = pool.after_connect(|conn, _| {
                 Box::pin(async move {
-                    // WAL lets readers proceed during a write; NORMAL sync is durable in
-                    // WAL mode across process crashes; busy_timeout covers other processes
-                    // (e.g. `shoal migrate`) holding the file.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
+                    conn.execute(Backend::Sqlite.session_setup()).await?;
                     Ok(())
                 })
             });
@@ -479,23 +728,21 @@ impl Store {
         if backend == Backend::Postgres {
             pool = pool.after_connect(|conn, _| {
                 Box::pin(async move {
-                    // A node paused or cut off inside a transaction would hold its row
-                    // locks (a board's seq, its fence) until it resumes; the database ends
-                    // such a transaction instead, so another node can take the board over.
-                    conn.execute("SET idle_in_transaction_session_timeout = '15s'").await?;
+                    conn.execute(Backend::Postgres.session_setup()).await?;
                     Ok(())
                 })
             });
         }
         let pool = pool
-            .connect_with(options)
+            .max_connections(max_connections.max(2))
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to the {} store", backend.name()))?;
-        let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let writer = Arc::new(Mutex::new(Some(Writer::open(options, backend).await?)));
         Ok(Store {
             pool,
             backend,
-            write_lock,
+            writer,
             publisher: Arc::new(std::sync::OnceLock::new()),
             last_failure,
         })
@@ -525,24 +772,43 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(w) = self.writer.lock().await.take() {
+            let _ = w.conn.close().await;
+        }
         self.pool.close().await;
     }
 
     pub async fn write(&self) -> Result<WriteTx> {
-        let slot = match &self.write_lock {
-            Some(lock) => Some(lock.clone().lock_owned().await),
-            None => None,
+        self.begin_write(false).await
+    }
+
+    /// A write transaction for the persister, whose first call is
+    /// [`WriteTx::savepoint`]: on SQLite that savepoint is taken with the transaction.
+    pub async fn write_batch(&self) -> Result<WriteTx> {
+        self.begin_write(true).await
+    }
+
+    async fn begin_write(&self, batch: bool) -> Result<WriteTx> {
+        let tx = if batch || self.backend == Backend::Sqlite {
+            let slot = self.writer.clone().lock_owned().await;
+            let mut w = OwnedMutexGuard::try_map(slot, Option::as_mut).map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+            w.begin(self.last_failure.load(Ordering::Relaxed), batch)
+                .await
+                .inspect_err(|_| self.note_failure())?;
+            TxConn::Writer(w)
+        } else {
+            TxConn::Pooled(self.pool.begin().await.inspect_err(|_| self.note_failure())?)
         };
-        let tx = self.pool.begin().await.inspect_err(|_| self.note_failure())?;
+        let fresh_savepoint = batch;
         Ok(WriteTx {
             tx,
-            _slot: slot,
             events: Vec::new(),
             event_rows: Vec::new(),
             audits: Vec::new(),
             seqs: HashMap::new(),
             saved: None,
-            savepoint_open: false,
+            savepoint_open: fresh_savepoint,
+            savepoint_fresh: fresh_savepoint,
             cause: None,
             fence: None,
             publisher: self.publisher.get().cloned(),
@@ -601,5 +867,20 @@ impl<'a> Scoped<'a> {
 
     pub(crate) async fn begin(&self) -> Result<WriteTx> {
         self.store.write().await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    /// A fresh embedded store in a folder of its own, with one workspace.
+    pub async fn fresh_store(name: &str) -> (Store, std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("shoal-{name}-{}", uuid::Uuid::new_v4().simple()));
+        let store = Store::connect(None, &dir, 2, std::time::Duration::from_secs(5)).await.unwrap();
+        store.migrate().await.unwrap();
+        let email = format!("a@{name}.test");
+        let (ws, _) = store.create_workspace("W", &email, "A", "not-a-hash").await.unwrap();
+        (store, dir, ws)
     }
 }

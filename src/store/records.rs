@@ -23,6 +23,9 @@ pub struct DealMove {
     pub before: Option<String>,
     /// The deal's version the move is based on.
     pub expected: Option<i64>,
+    /// The pipeline the deal must be on (a command sent to that board's topic): a deal
+    /// elsewhere is not found.
+    pub within: Option<String>,
 }
 
 /// One page of a list.
@@ -32,7 +35,7 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-fn columns(ty: ObjectType) -> String {
+pub(super) fn columns(ty: ObjectType) -> String {
     let mut cols = vec!["id", "version", "created_at", "updated_at"];
     cols.extend(ty.fields().iter().map(|f| f.name));
     if ty.has_custom_fields() {
@@ -41,7 +44,7 @@ fn columns(ty: ObjectType) -> String {
     cols.join(", ")
 }
 
-fn decode(ty: ObjectType, row: &AnyRow) -> Result<Record> {
+pub(super) fn decode(ty: ObjectType, row: &AnyRow) -> Result<Record> {
     let mut values = BTreeMap::new();
     for (i, spec) in ty.fields().iter().enumerate() {
         let idx = 4 + i;
@@ -90,7 +93,7 @@ pub(crate) fn to_arg(spec: &FieldSpec, v: &FieldValue) -> Arg {
 
 /// Keys longer than this are a sign that cards were squeezed between the same
 /// neighbours many times: the column gets fresh, evenly spread keys.
-const REBALANCE_AT: usize = 16;
+pub(super) const REBALANCE_AT: usize = 16;
 
 /// The fields that link an activity to the records whose timeline it is on.
 const ACTIVITY_LINKS: [&str; 3] = ["contact_id", "company_id", "deal_id"];
@@ -104,7 +107,7 @@ fn activity_link(ty: ObjectType) -> Option<&'static str> {
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> StoreError {
+pub(super) fn invalid(field: &str, message: impl Into<String>) -> StoreError {
     StoreError::Invalid(FieldErrors::single(field, message))
 }
 
@@ -114,7 +117,7 @@ impl Scoped<'_> {
     }
 
     /// An expression that orders text by bytes on both engines.
-    fn bytewise(&self, expr: &str) -> String {
+    pub(super) fn bytewise(&self, expr: &str) -> String {
         match self.backend() {
             Backend::Postgres => format!("{expr} COLLATE \"C\""),
             Backend::Sqlite => expr.to_string(),
@@ -564,12 +567,16 @@ impl Scoped<'_> {
             after,
             before: before_id,
             expected,
+            within,
         } = m;
         let to_end = after.is_none() && before_id.is_none();
         let (deal, pipeline, last) = self
             .move_context(&mut w.tx, id, stage.as_deref(), to_end)
             .await?
             .ok_or(StoreError::NotFound)?;
+        if within.is_some() && deal.text("pipeline_id") != within.as_deref() {
+            return Err(StoreError::NotFound);
+        }
         let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
         let pipeline = pipeline.ok_or_else(|| invalid("stage_id", "no such stage"))?;
         let conn: &mut AnyConnection = &mut w.tx;
@@ -897,7 +904,7 @@ impl Scoped<'_> {
 
     /// What every write does besides the row itself: the tag catalogue, the search
     /// document and the audit entry, in the same transaction.
-    async fn after_write(
+    pub(super) async fn after_write(
         &self,
         w: &mut WriteTx,
         ty: ObjectType,

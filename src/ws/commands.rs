@@ -53,11 +53,19 @@ async fn run_on(
 }
 
 /// Runs one command; returns the seq of its event on `topic`.
-pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &str, mut args: Map<String, Value>) -> Result<i64, ApiError> {
+pub async fn run(
+    state: &AppState,
+    p: &Principal,
+    known: &mut super::KnownPipelines,
+    id: &str,
+    topic: &str,
+    op: &str,
+    mut args: Map<String, Value>,
+) -> Result<i64, ApiError> {
     if id.is_empty() || id.len() > 100 {
         return Err(ApiError::msg(Code::InvalidBody, "a command id is 1 to 100 characters"));
     }
-    let topic = super::authorize(state, p, topic).await?;
+    let topic = super::authorize_known(state, p, topic, known).await?;
     let (type_name, verb) = op
         .split_once('.')
         .ok_or_else(|| ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'")))?;
@@ -120,15 +128,15 @@ pub async fn run(state: &AppState, p: &Principal, id: &str, topic: &str, op: &st
         "move" if ty == ObjectType::Deal => {
             only(&args, &["id", "version", "stage_id", "after", "before"])?;
             let rid = field_id(&args, "id")?.ok_or_else(|| ApiError::from(FieldErrors::single("id", "is required")))?;
-            if !on_board(&scoped.get(ty, &rid).await?) {
-                return Err(ApiError::new(Code::NotFound));
-            }
             let (stage, after, before) = (field_id(&args, "stage_id")?, field_id(&args, "after")?, field_id(&args, "before")?);
+            // The write itself checks the deal is on this board, in its transaction:
+            // no read ahead of it.
             let to = DealMove {
                 stage,
                 after,
                 before,
                 expected: version(&args)?,
+                within: board.clone(),
             };
             run_on(state, p, cause, &board, Write::Move { id: rid, to }).await?.1
         }

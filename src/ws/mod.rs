@@ -80,6 +80,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
             principal,
             session,
             subs: HashMap::new(),
+            pipelines: KnownPipelines::default(),
             tx,
             overflow: Arc::new(Overflow::default()),
         };
@@ -98,6 +99,8 @@ pub(crate) struct Connection {
     session: Session,
     /// Followed topics and their actors.
     subs: HashMap<String, Addr<TopicActor>>,
+    /// Boards this connection was allowed to, for its commands.
+    pipelines: KnownPipelines,
     tx: mpsc::Sender<Outbound>,
     overflow: Arc<Overflow>,
 }
@@ -227,7 +230,7 @@ impl Connection {
                 }
             }
             ClientMessage::Command { id, topic, op, args } => {
-                let frame = match commands::run(&self.state, &self.principal, &id, &topic, &op, args).await {
+                let frame = match commands::run(&self.state, &self.principal, &mut self.pipelines, &id, &topic, &op, args).await {
                     Ok(seq) => json!({"type": "ack", "id": id, "seq": seq}).to_string(),
                     Err(e) => nack_frame(&id, &e),
                 };
@@ -237,7 +240,7 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, raw: &str, since: Option<i64>) -> Result<(), ApiError> {
-        let topic = authorize(&self.state, &self.principal, raw).await?;
+        let topic = authorize_known(&self.state, &self.principal, raw, &mut self.pipelines).await?;
         let key = topic.key();
         if !self.subs.contains_key(&key) && self.subs.len() >= MAX_SUBSCRIPTIONS {
             return Err(ApiError::msg(
@@ -287,14 +290,41 @@ impl Connection {
 /// Parses a topic name and checks the principal may follow it: it must belong to the
 /// principal's workspace and hold only what the principal may read.
 pub async fn authorize(state: &AppState, p: &Principal, raw: &str) -> Result<Topic, ApiError> {
+    authorize_known(state, p, raw, &mut KnownPipelines::default()).await
+}
+
+/// Pipelines a connection has found in its principal's workspace. Ids are never
+/// reused, so a pipeline found there once stays that workspace's, and the commands a
+/// connection sends to its board need not look it up each time (a pipeline deleted
+/// since fails in the write instead, which checks its records in its transaction).
+#[derive(Default)]
+pub(crate) struct KnownPipelines(std::collections::HashSet<String>);
+
+impl KnownPipelines {
+    /// Enough for every board a connection may follow; past it, it starts over.
+    const MAX: usize = MAX_SUBSCRIPTIONS;
+
+    fn insert(&mut self, id: &str) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(id.to_string());
+    }
+}
+
+/// [`authorize`], skipping the lookup of a pipeline the connection already found.
+pub(crate) async fn authorize_known(state: &AppState, p: &Principal, raw: &str, known: &mut KnownPipelines) -> Result<Topic, ApiError> {
     let topic =
         Topic::parse(raw).ok_or_else(|| ApiError::msg(Code::InvalidBody, format!("'{raw}' is not a topic such as board:<pipeline id>")))?;
     match &topic {
         Topic::Board { pipeline_id } => {
             p.require(Resource::Pipelines, Access::Read)?;
             p.require(Resource::Deals, Access::Read)?;
-            // Another workspace's pipeline does not exist from here.
-            p.scoped(&state.store).get(crate::domain::ObjectType::Pipeline, pipeline_id).await?;
+            if !known.0.contains(pipeline_id) {
+                // Another workspace's pipeline does not exist from here.
+                p.scoped(&state.store).get(crate::domain::ObjectType::Pipeline, pipeline_id).await?;
+                known.insert(pipeline_id);
+            }
         }
         Topic::Workspace { workspace_id } => {
             if *workspace_id != p.workspace_id {

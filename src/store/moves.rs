@@ -1,0 +1,452 @@
+//! Moves of deals queued together, written as a set.
+//!
+//! Dragging cards is the busiest write a board has, and a move on its own costs three
+//! statements in sequence (a savepoint, a read of the deal and its target column, the
+//! update). A run of moves instead reads every deal and target stage it names in two
+//! statements, checks and places each move in memory, in order, against the board as
+//! the moves before it left it, and updates every moved deal in one statement. Each
+//! move still gets its own answer, events and audit entry, exactly as it would alone.
+//!
+//! The run takes the moves it can place from what it read: a drop at the end of a
+//! column, or between two named cards. A drop next to one named card needs that card's
+//! neighbour in the column, and a column whose keys have grown too long needs a
+//! rebalance; such a move, and what follows it, is left to the caller to run alone.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use sqlx::Row;
+
+use super::records::{columns, decode, invalid, DealMove, REBALANCE_AT};
+use super::{now_ms, Arg, Result, Scoped, Sql, StoreError, WriteTx};
+use crate::domain::{rank, Changes, FieldValue, ObjectType, Record};
+
+/// Ids per `IN (…)` list, and deals per update statement: well under both engines'
+/// limits on bound parameters.
+const CHUNK: usize = 128;
+
+/// The columns of a row of the update's derived table: the deal, its version in the
+/// row and after the run, and its new time, stage, pipeline and key.
+const ROW_COLUMNS: [&str; 7] = ["id", "ov", "nv", "ua", "st", "pl", "rk"];
+
+/// One move of a run, with what the persister knows of its job.
+pub struct QueuedMove<'a> {
+    pub id: &'a str,
+    pub to: &'a DealMove,
+    pub actor: &'a str,
+    pub cause: Option<String>,
+    pub fence: Option<(String, i64)>,
+}
+
+impl DealMove {
+    /// Whether a run can place this move from the cards it names alone.
+    pub fn runs_in_batch(&self) -> bool {
+        self.after.is_some() == self.before.is_some()
+    }
+}
+
+/// A move's outcome, and the range of the transaction's events it made.
+pub type Placed = (Result<Record>, Range<usize>);
+
+/// What one move comes to, decided in memory.
+enum Plan {
+    /// Refused, or nothing to change: answered without a write.
+    Answer(Result<Record>),
+    /// The deal as it will be, and the key it takes in `stage`.
+    Write { after: Record, stage: String, key: String },
+    /// Needs statements of its own: the caller runs it alone.
+    Alone,
+}
+
+/// What the run read: the deals it names and, per stage, its pipeline and the highest
+/// key in it (an upper bound once moves of the run have left the stage).
+struct Board {
+    deals: HashMap<String, Record>,
+    stages: HashMap<String, (String, Option<String>)>,
+}
+
+impl Scoped<'_> {
+    /// Runs `moves` in order, as many as it can place (see the module's text). Returns
+    /// one outcome per move taken, for a prefix of `moves`; the first move not taken,
+    /// if any, is the caller's to run alone. An error means the run's statements
+    /// failed: the caller rolls back to before the run.
+    pub(crate) async fn move_run(&self, w: &mut WriteTx, moves: &[QueuedMove<'_>]) -> Result<Vec<Placed>> {
+        let ty = ObjectType::Deal;
+        let mut board = self.read_board(w, moves).await?;
+        let mut placed = Vec::with_capacity(moves.len());
+        // Per deal written, its version in the row, which the update checks.
+        let mut stored: HashMap<String, i64> = HashMap::new();
+        for m in moves {
+            let mark = w.events_len();
+            let (after, stage, key) = match board.plan(m) {
+                Plan::Answer(r) => {
+                    placed.push((r, mark..mark));
+                    continue;
+                }
+                Plan::Alone => break,
+                Plan::Write { after, stage, key } => (after, stage, key),
+            };
+            let before = board.deals[m.id].clone();
+            w.caused_by(m.cause.clone());
+            w.fenced_by(m.fence.clone());
+            self.after_write(w, ty, Some(&before), Some(&after), m.actor, after.updated_at)
+                .await?;
+            stored.entry(after.id.clone()).or_insert(before.version);
+            if let Some((_, top)) = board.stages.get_mut(&stage) {
+                if top.as_deref().is_none_or(|t| t < key.as_str()) {
+                    *top = Some(key);
+                }
+            }
+            board.deals.insert(after.id.clone(), after.clone());
+            placed.push((Ok(after), mark..w.events_len()));
+        }
+        let mut written: Vec<(&String, i64)> = stored.iter().map(|(id, v)| (id, *v)).collect();
+        written.sort_unstable();
+        for chunk in written.chunks(CHUNK) {
+            let mut sql =
+                Sql::new("UPDATE deals SET version = v.nv, updated_at = v.ua, stage_id = v.st, pipeline_id = v.pl, rank = v.rk FROM (");
+            for (i, (id, version)) in chunk.iter().enumerate() {
+                let d = &board.deals[*id];
+                let text = |name: &str| Arg::Text(d.text(name).map(str::to_string));
+                let row = [
+                    Arg::from(*id),
+                    Arg::from(*version),
+                    Arg::from(d.version),
+                    Arg::from(d.updated_at),
+                    text("stage_id"),
+                    text("pipeline_id"),
+                    text("rank"),
+                ];
+                sql.push(if i == 0 { "SELECT " } else { " UNION ALL SELECT " });
+                for (k, (value, name)) in row.into_iter().zip(ROW_COLUMNS).enumerate() {
+                    if k > 0 {
+                        sql.push(", ");
+                    }
+                    sql.arg(value);
+                    // The first row names the columns (SQLite cannot name them on the
+                    // derived table itself).
+                    if i == 0 {
+                        sql.push(" AS ").push(name);
+                    }
+                }
+            }
+            sql.push(") AS v WHERE deals.workspace_id = ").arg(self.ws);
+            sql.push(" AND deals.id = v.id AND deals.version = v.ov");
+            let done = sql.query().execute(&mut *w.tx).await?.rows_affected();
+            if done != chunk.len() as u64 {
+                // Every write of a board passes its one writer, so this is a bug or a
+                // hand edit; the caller runs the moves one by one, which re-reads.
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "{} of {} moved deals changed outside the batch",
+                    chunk.len() as u64 - done,
+                    chunk.len()
+                )));
+            }
+        }
+        Ok(placed)
+    }
+
+    /// Reads every deal the moves name and every stage they go to, with each stage's
+    /// highest key, in two statements (per 128 ids).
+    async fn read_board(&self, w: &mut WriteTx, moves: &[QueuedMove<'_>]) -> Result<Board> {
+        let ty = ObjectType::Deal;
+        let mut ids: Vec<&str> = Vec::new();
+        for m in moves.iter().take_while(|m| m.to.runs_in_batch()) {
+            ids.push(m.id);
+            ids.extend(m.to.after.as_deref());
+            ids.extend(m.to.before.as_deref());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut deals = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let mut sql = Sql::new(format!("SELECT {} FROM deals WHERE workspace_id = ", columns(ty)));
+            sql.arg(self.ws).push(" AND id IN (");
+            list(&mut sql, chunk);
+            for row in sql.query().fetch_all(&mut *w.tx).await? {
+                let r = decode(ty, &row)?;
+                deals.insert(r.id.clone(), r);
+            }
+        }
+        let mut stage_ids: Vec<&str> = moves
+            .iter()
+            .filter_map(|m| {
+                m.to.stage
+                    .as_deref()
+                    .or_else(|| deals.get(m.id).and_then(|d: &Record| d.text("stage_id")))
+            })
+            .collect();
+        stage_ids.sort_unstable();
+        stage_ids.dedup();
+        let mut stages = HashMap::with_capacity(stage_ids.len());
+        for chunk in stage_ids.chunks(CHUNK) {
+            let mut sql = Sql::new(format!(
+                "SELECT s.id, s.pipeline_id, (SELECT r.rank FROM deals r WHERE r.workspace_id = s.workspace_id \
+                 AND r.stage_id = s.id ORDER BY {} DESC LIMIT 1) FROM stages s WHERE s.workspace_id = ",
+                self.bytewise("r.rank")
+            ));
+            sql.arg(self.ws).push(" AND s.id IN (");
+            list(&mut sql, chunk);
+            for row in sql.query().fetch_all(&mut *w.tx).await? {
+                stages.insert(row.try_get::<String, _>(0)?, (row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        Ok(Board { deals, stages })
+    }
+}
+
+impl Board {
+    /// Decides one move against the board as the run has left it, with the checks and
+    /// errors of a move run alone, in the same order.
+    fn plan(&self, m: &QueuedMove<'_>) -> Plan {
+        if !m.to.runs_in_batch() {
+            return Plan::Alone;
+        }
+        let ty = ObjectType::Deal;
+        let Some(deal) = self.deals.get(m.id) else {
+            return Plan::Answer(Err(StoreError::NotFound));
+        };
+        if m.to.within.as_deref().is_some_and(|p| deal.text("pipeline_id") != Some(p)) {
+            return Plan::Answer(Err(StoreError::NotFound));
+        }
+        let stage =
+            m.to.stage
+                .clone()
+                .unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
+        let Some((pipeline, top)) = self.stages.get(&stage) else {
+            return Plan::Answer(Err(invalid("stage_id", "no such stage")));
+        };
+        let (lo, hi) = match (m.to.after.as_deref(), m.to.before.as_deref()) {
+            // The end of the column: after its highest key. When that is the deal's
+            // own, the deal stays last.
+            (None, None) => (top.clone(), None),
+            (Some(a), Some(b)) => {
+                let lo = match self.neighbour(m.id, &stage, a, "after") {
+                    Ok(r) => r,
+                    Err(e) => return Plan::Answer(Err(e)),
+                };
+                let hi = match self.neighbour(m.id, &stage, b, "before") {
+                    Ok(r) => r,
+                    Err(e) => return Plan::Answer(Err(e)),
+                };
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) => (Some(lo), Some(hi)),
+                    _ => return Plan::Answer(Err(invalid("after", "a deal cannot be placed next to itself"))),
+                }
+            }
+            _ => return Plan::Alone,
+        };
+        let Some(key) = rank::between(lo.as_deref(), hi.as_deref()) else {
+            return Plan::Answer(Err(invalid("before", "'after' must come before 'before'")));
+        };
+        if key.len() > REBALANCE_AT {
+            return Plan::Alone;
+        }
+        if let Some(v) = m.to.expected {
+            if v != deal.version {
+                return Plan::Answer(Err(StoreError::Conflict {
+                    expected: v,
+                    current: Box::new(deal.clone()),
+                }));
+            }
+        }
+        let mut changes = Changes::default();
+        changes.set(ty, "stage_id", FieldValue::Text(stage.clone()));
+        changes.set(ty, "pipeline_id", FieldValue::Text(pipeline.clone()));
+        changes.set(ty, "rank", FieldValue::Text(key.clone()));
+        let (values, custom) = deal.merged(&changes);
+        if values == deal.values && custom == deal.custom {
+            return Plan::Answer(Ok(deal.clone()));
+        }
+        if let Err(e) = ty.check(&values) {
+            return Plan::Answer(Err(StoreError::Invalid(e)));
+        }
+        let after = Record {
+            id: deal.id.clone(),
+            version: deal.version + 1,
+            created_at: deal.created_at,
+            // Strictly later than the previous write, so `updated_since` never misses it.
+            updated_at: now_ms().max(deal.updated_at + 1),
+            values,
+            custom,
+        };
+        Plan::Write { after, stage, key }
+    }
+
+    /// The key of a named neighbour, which must be in the target stage; none when the
+    /// neighbour is the moving deal itself.
+    fn neighbour(&self, moving: &str, stage: &str, id: &str, field: &str) -> Result<Option<String>> {
+        if id == moving {
+            return Ok(None);
+        }
+        let n = self.deals.get(id).ok_or_else(|| invalid(field, "no such deal"))?;
+        if n.text("stage_id") != Some(stage) {
+            return Err(invalid(field, "that deal is not in the target stage"));
+        }
+        Ok(n.text("rank").map(str::to_string))
+    }
+}
+
+/// Appends `$a, $b, …)` for the ids.
+fn list(sql: &mut Sql, ids: &[&str]) {
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.arg(*id);
+    }
+    sql.push(")");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::Persister;
+    use crate::store::testing::fresh_store;
+    use crate::store::Store;
+
+    async fn create(store: &Store, ws: &str, ty: ObjectType, fields: &[(&str, &str)]) -> Record {
+        let input = fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
+        let changes = ty.parse_input(&input, true, &[]).unwrap();
+        let mut w = store.write().await.unwrap();
+        let r = store.scoped(ws).create_in(&mut w, ty, changes, "user:u").await.unwrap();
+        w.commit().await.unwrap();
+        r
+    }
+
+    fn to(stage: &str, after: Option<&str>, before: Option<&str>, expected: Option<i64>) -> DealMove {
+        DealMove {
+            stage: Some(stage.to_string()),
+            after: after.map(str::to_string),
+            before: before.map(str::to_string),
+            expected,
+            within: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn moves_queued_together_are_placed_in_order_each_with_its_own_answer_event_and_audit_entry() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let (store, dir, ws) = fresh_store("moves").await;
+                let pipeline = create(&store, &ws, ObjectType::Pipeline, &[("name", "Sales")]).await.id;
+                let stage = |name: &'static str| {
+                    let (store, ws, pipeline) = (store.clone(), ws.clone(), pipeline.clone());
+                    async move {
+                        create(&store, &ws, ObjectType::Stage, &[("name", name), ("pipeline_id", &pipeline)])
+                            .await
+                            .id
+                    }
+                };
+                let (a, b) = (stage("A").await, stage("B").await);
+                let mut deals = Vec::new();
+                for title in ["d1", "d2", "d3"] {
+                    let d = create(
+                        &store,
+                        &ws,
+                        ObjectType::Deal,
+                        &[("title", title), ("pipeline_id", &pipeline), ("stage_id", &a)],
+                    )
+                    .await;
+                    deals.push(d.id);
+                }
+                let (d1, d2, d3) = (deals[0].as_str(), deals[1].as_str(), deals[2].as_str());
+                let audits_before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+
+                // Queued before the persister runs, so they reach it as one batch.
+                let persister = Persister::start(store.clone());
+                let moves = [
+                    (d1, to(&b, None, None, None)),
+                    (d2, to(&b, None, None, Some(1))),
+                    (d3, to(&b, Some(d1), Some(d2), None)),
+                    // Based on d1's first version, which the first move replaced.
+                    (d1, to(&a, None, None, Some(1))),
+                    ("no-such-deal", to(&a, None, None, None)),
+                    (
+                        d2,
+                        DealMove {
+                            within: Some("another-pipeline".into()),
+                            ..to(&a, None, None, None)
+                        },
+                    ),
+                    (d1, to(&a, None, None, Some(2))),
+                    // Next to one card only: run on its own, after the others.
+                    (d3, to(&b, Some(d2), None, None)),
+                    (d2, to(&b, Some(d2), Some(d3), None)),
+                ];
+                let pending: Vec<_> = moves
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (id, m))| {
+                        persister
+                            .submit_move(Some(format!("m{n}")), None, ws.clone(), "user:u".into(), id.to_string(), m.clone())
+                            .unwrap()
+                    })
+                    .collect();
+                let mut answers = Vec::new();
+                for p in pending {
+                    answers.push(p.outcome().await);
+                }
+
+                let ok = |n: usize| {
+                    answers[n]
+                        .as_ref()
+                        .map(|(deal, _)| deal.clone())
+                        .unwrap_or_else(|e| panic!("move {n}: {e}"))
+                };
+                assert_eq!(ok(0)["stage_id"], b.as_str());
+                assert_eq!(ok(0)["version"], 2);
+                assert!(
+                    ok(1)["rank"].as_str() > ok(0)["rank"].as_str(),
+                    "the later drop at the end lands after"
+                );
+                assert!(ok(2)["rank"].as_str() > ok(0)["rank"].as_str() && ok(2)["rank"].as_str() < ok(1)["rank"].as_str());
+                assert!(matches!(&answers[3], Err(StoreError::Conflict { expected: 1, current }) if current.version == 2));
+                assert!(matches!(answers[4], Err(StoreError::NotFound)));
+                assert!(
+                    matches!(answers[5], Err(StoreError::NotFound)),
+                    "a deal off the given board is not found"
+                );
+                assert_eq!((ok(6)["stage_id"].as_str(), ok(6)["version"].as_i64()), (Some(a.as_str()), Some(3)));
+                assert!(ok(7)["rank"].as_str() > ok(1)["rank"].as_str());
+                assert!(
+                    matches!(&answers[8], Err(StoreError::Invalid(_))),
+                    "a card cannot go next to itself"
+                );
+
+                // Each accepted move made one event, in the order queued, under its cause.
+                let events = store.events_after(&format!("board:{pipeline}"), 0, 100).await.unwrap();
+                let moved: Vec<_> = events
+                    .iter()
+                    .filter(|e| e.kind == "deal.moved")
+                    .map(|e| e.cause.clone().unwrap_or_default())
+                    .collect();
+                assert_eq!(moved, ["m0", "m1", "m2", "m6", "m7"]);
+                assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1), "seqs have no gap");
+                for n in [0, 1, 2, 6, 7] {
+                    let (_, evs) = answers[n].as_ref().unwrap();
+                    assert_eq!(evs.len(), 1);
+                    assert_eq!(evs[0].data["record"], ok(n));
+                }
+                let audits: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+                assert_eq!(audits - audits_before, 5);
+
+                // What is stored is what was answered last for each deal.
+                let scoped = store.scoped(&ws);
+                for (id, n) in [(d1, 6), (d2, 1), (d3, 7)] {
+                    let stored = scoped.get(ObjectType::Deal, id).await.unwrap().to_json(ObjectType::Deal);
+                    assert_eq!(stored, ok(n));
+                }
+                store.close().await;
+                let _ = std::fs::remove_dir_all(dir);
+            })
+            .await;
+    }
+}
