@@ -64,6 +64,7 @@ impl WriteTx {
                     next.push(" WHERE topic_seqs.fence = ").arg(token);
                 }
                 next.push(" RETURNING seq");
+                let next = next.on(self.tx.backend());
                 let seq: i64 = match next.query().fetch_optional(&mut *self.tx).await? {
                     Some(row) => row.try_get(0)?,
                     None => return Err(super::StoreError::Fenced(topic.to_string())),

@@ -225,6 +225,36 @@ impl Sql {
         bind(&self.text, &self.args)
     }
 
+    /// The statement for `backend`. On SQLite its numbered placeholders become plain
+    /// `?`s: SQLite finds a numbered parameter by walking the statement's list of them,
+    /// for each one bound, which costs more than the statement itself when there are
+    /// hundreds. The placeholders are in order (each `arg` adds the next), so `?`s bind
+    /// the same values; text whose placeholders are not in order is left as it is.
+    pub fn on(mut self, backend: Backend) -> Sql {
+        if backend == Backend::Sqlite {
+            let mut out = String::with_capacity(self.text.len());
+            let mut expected = 1;
+            let (mut rest, mut in_order) = (self.text.as_str(), true);
+            while let Some(at) = rest.find('$') {
+                let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+                out.push_str(&rest[..at]);
+                if digits == 0 {
+                    out.push('$');
+                } else {
+                    in_order &= rest[at + 1..at + 1 + digits].parse() == Ok(expected);
+                    expected += 1;
+                    out.push('?');
+                }
+                rest = &rest[at + 1 + digits..];
+            }
+            out.push_str(rest);
+            if in_order && expected == self.args.len() + 1 {
+                self.text = out;
+            }
+        }
+        self
+    }
+
     /// Appends another statement's text and arguments, renumbering its placeholders
     /// to follow this one's.
     pub fn append(&mut self, other: Sql) -> &mut Self {
@@ -301,6 +331,11 @@ impl Writer {
     async fn open(options: AnyConnectOptions, backend: Backend) -> Result<Writer> {
         let mut conn = AnyConnection::connect_with(&options).await?;
         conn.execute(backend.session_setup()).await?;
+        if backend == Backend::Sqlite {
+            // Its commits do not copy the log back into the database (with an fsync)
+            // every thousand pages: a background task does, off the write path.
+            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+        }
         Ok(Writer {
             conn,
             backend,
@@ -372,8 +407,8 @@ impl TxConn {
                 } else {
                     runs.push(Sql::new("COMMIT"));
                 }
-                for sql in &runs {
-                    sql.query().execute(&mut w.conn).await?;
+                for sql in runs {
+                    sql.on(backend).query().execute(&mut w.conn).await?;
                 }
                 // Left open if a statement failed: rolled back before the next begins.
                 w.open = false;
@@ -676,6 +711,26 @@ impl Script {
 /// PostgreSQL's of 65,535.
 const PARAMS_PER_EXECUTION: usize = 20_000;
 
+/// How often SQLite's log is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies SQLite's write-ahead log back into the database, as far as readers allow,
+/// until the store closes: the writer connection leaves this to here, so that no
+/// commit waits for it. Between two runs the log grows by what a quarter second of
+/// writes adds.
+async fn checkpoints(pool: AnyPool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            Ok(_) => {}
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => tracing::warn!(error = %e, "a checkpoint of the SQLite log failed; the next one retries"),
+        }
+    }
+}
+
 impl Store {
     /// Opens the store named by `database_url`, or a SQLite file in `data_dir`.
     pub async fn connect(
@@ -739,6 +794,9 @@ impl Store {
             .await
             .with_context(|| format!("cannot connect to the {} store", backend.name()))?;
         let writer = Arc::new(Mutex::new(Some(Writer::open(options, backend).await?)));
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoints(pool.clone()));
+        }
         Ok(Store {
             pool,
             backend,
@@ -882,5 +940,62 @@ pub(crate) mod testing {
         let email = format!("a@{name}.test");
         let (ws, _) = store.create_workspace("W", &email, "A", "not-a-hash").await.unwrap();
         (store, dir, ws)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(table: &str, values: &[i64]) -> Sql {
+        let mut sql = Sql::new(format!("UPDATE {table} SET a = "));
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                sql.push(", b = ");
+            }
+            sql.arg(*v);
+        }
+        sql
+    }
+
+    #[test]
+    fn joined_statements_keep_each_value_on_its_own_placeholder() {
+        let mut script = Script::new(true);
+        *script.next() = statement("t1", &[1, 2]);
+        *script.next() = statement("t2", &[3]);
+        let sqlite = script.joined(Backend::Sqlite);
+        assert_eq!(sqlite.len(), 1);
+        assert_eq!(sqlite[0].text, "UPDATE t1 SET a = $1, b = $2; UPDATE t2 SET a = $3");
+        let mut script = Script::new(false);
+        *script.next() = statement("t1", &[1, 2]);
+        *script.next() = statement("t2", &[3]);
+        let pg = script.joined(Backend::Postgres);
+        assert_eq!(
+            pg[0].text,
+            "WITH s0 AS (UPDATE t1 SET a = $1, b = $2), s1 AS (UPDATE t2 SET a = $3) SELECT 1"
+        );
+        let values: Vec<i64> = pg[0].args.iter().map(|a| if let Arg::Int(Some(n)) = a { *n } else { 0 }).collect();
+        assert_eq!(values, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_script_past_the_parameter_limit_is_split() {
+        let mut script = Script::new(true);
+        let many: Vec<i64> = (0..PARAMS_PER_EXECUTION as i64 / 2 + 1).collect();
+        *script.next() = statement("t1", &many);
+        *script.next() = statement("t2", &many);
+        assert_eq!(script.joined(Backend::Sqlite).len(), 2);
+    }
+
+    #[test]
+    fn sqlite_statements_bind_in_order_through_plain_placeholders() {
+        let mut sql = statement("t", &[1, 2, 3]);
+        sql.push(" WHERE x = '$'");
+        assert_eq!(sql.on(Backend::Sqlite).text, "UPDATE t SET a = ?, b = ?, b = ? WHERE x = '$'");
+        assert_eq!(statement("t", &[1]).on(Backend::Postgres).text, "UPDATE t SET a = $1");
+        // Placeholders out of order keep their numbers.
+        let mut odd = Sql::new("SELECT $2, $1");
+        odd.args = vec![Arg::from(1i64), Arg::from(2i64)];
+        assert_eq!(odd.on(Backend::Sqlite).text, "SELECT $2, $1");
     }
 }

@@ -74,8 +74,9 @@ impl Scoped<'_> {
         let ty = ObjectType::Deal;
         let mut board = self.read_board(w, moves).await?;
         let mut placed = Vec::with_capacity(moves.len());
-        // Per deal written, its version in the row, which the update checks.
-        let mut stored: HashMap<String, i64> = HashMap::new();
+        // Per deal written, its version in the row (which the update checks) and its
+        // pipeline there.
+        let mut stored: HashMap<String, (i64, Option<String>)> = HashMap::new();
         for m in moves {
             let mark = w.events_len();
             let (after, stage, key) = match board.plan(m) {
@@ -91,7 +92,9 @@ impl Scoped<'_> {
             w.fenced_by(m.fence.clone());
             self.after_write(w, ty, Some(&before), Some(&after), m.actor, after.updated_at)
                 .await?;
-            stored.entry(after.id.clone()).or_insert(before.version);
+            stored
+                .entry(after.id.clone())
+                .or_insert_with(|| (before.version, before.text("pipeline_id").map(str::to_string)));
             if let Some((_, top)) = board.stages.get_mut(&stage) {
                 if top.as_deref().is_none_or(|t| t < key.as_str()) {
                     *top = Some(key);
@@ -100,12 +103,20 @@ impl Scoped<'_> {
             board.deals.insert(after.id.clone(), after.clone());
             placed.push((Ok(after), mark..w.events_len()));
         }
-        let mut written: Vec<(&String, i64)> = stored.iter().map(|(id, v)| (id, *v)).collect();
-        written.sort_unstable();
+        let mut written: Vec<(&String, &(i64, Option<String>))> = stored.iter().collect();
+        written.sort_unstable_by_key(|(id, _)| *id);
         for chunk in written.chunks(CHUNK) {
-            let mut sql =
-                Sql::new("UPDATE deals SET version = v.nv, updated_at = v.ua, stage_id = v.st, pipeline_id = v.pl, rank = v.rk FROM (");
-            for (i, (id, version)) in chunk.iter().enumerate() {
+            let mut sql = Sql::new("UPDATE deals SET version = v.nv, updated_at = v.ua, stage_id = v.st, rank = v.rk");
+            // Set only when it changes: SQLite rewrites the index entries of every
+            // column an update sets.
+            if chunk
+                .iter()
+                .any(|(id, (_, was))| board.deals[*id].text("pipeline_id") != was.as_deref())
+            {
+                sql.push(", pipeline_id = v.pl");
+            }
+            sql.push(" FROM (");
+            for (i, (id, (version, _))) in chunk.iter().enumerate() {
                 let d = &board.deals[*id];
                 let text = |name: &str| Arg::Text(d.text(name).map(str::to_string));
                 let row = [
@@ -132,7 +143,7 @@ impl Scoped<'_> {
             }
             sql.push(") AS v WHERE deals.workspace_id = ").arg(self.ws);
             sql.push(" AND deals.id = v.id AND deals.version = v.ov");
-            let done = sql.query().execute(&mut *w.tx).await?.rows_affected();
+            let done = sql.on(self.backend()).query().execute(&mut *w.tx).await?.rows_affected();
             if done != chunk.len() as u64 {
                 // Every write of a board passes its one writer, so this is a bug or a
                 // hand edit; the caller runs the moves one by one, which re-reads.
@@ -163,7 +174,7 @@ impl Scoped<'_> {
             let mut sql = Sql::new(format!("SELECT {} FROM deals WHERE workspace_id = ", columns(ty)));
             sql.arg(self.ws).push(" AND id IN (");
             list(&mut sql, chunk);
-            for row in sql.query().fetch_all(&mut *w.tx).await? {
+            for row in sql.on(self.backend()).query().fetch_all(&mut *w.tx).await? {
                 let r = decode(ty, &row)?;
                 deals.insert(r.id.clone(), r);
             }
@@ -187,7 +198,7 @@ impl Scoped<'_> {
             ));
             sql.arg(self.ws).push(" AND s.id IN (");
             list(&mut sql, chunk);
-            for row in sql.query().fetch_all(&mut *w.tx).await? {
+            for row in sql.on(self.backend()).query().fetch_all(&mut *w.tx).await? {
                 stages.insert(row.try_get::<String, _>(0)?, (row.try_get(1)?, row.try_get(2)?));
             }
         }

@@ -112,7 +112,7 @@ pub(super) fn invalid(field: &str, message: impl Into<String>) -> StoreError {
 }
 
 impl Scoped<'_> {
-    fn backend(&self) -> Backend {
+    pub(super) fn backend(&self) -> Backend {
         self.store.backend
     }
 
