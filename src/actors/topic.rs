@@ -256,7 +256,7 @@ impl TopicActor {
         if let Some(b) = &mut self.board {
             b.apply(&e);
         }
-        let text: Arc<str> = e.frame().to_string().into();
+        let text: Arc<str> = e.frame().into();
         if self.ring.len() == RING {
             self.ring.pop_front();
         }
@@ -660,7 +660,7 @@ impl Handler<Subscribe> for TopicActor {
                     let mut ok = true;
                     let mut last = since.unwrap_or(0);
                     for e in events.iter().filter(|e| e.seq <= upto) {
-                        ok &= send(e.frame().to_string().into());
+                        ok &= send(e.frame().into());
                         last = e.seq;
                         replayed += 1;
                     }

@@ -206,7 +206,7 @@ mod tests {
             topic: "board:x".into(),
             seq: 7,
             kind: "deal.moved".into(),
-            data: json!({"id": "d"}),
+            data: json!({"id": "d"}).into(),
             actor: "user:u".into(),
             cause: Some("m1".into()),
             ts: 42,

@@ -1,6 +1,8 @@
 //! The event log: appending events inside a write transaction, and reading them back
 //! for subscribers that resume.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -14,7 +16,7 @@ fn event(r: &AnyRow) -> Result<Event> {
         topic: r.try_get(0)?,
         seq: r.try_get(1)?,
         kind: r.try_get(2)?,
-        data: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        data: Arc::new(serde_json::from_str(&payload).unwrap_or(Value::Null)),
         actor: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
         cause: r.try_get(5)?,
         ts: r.try_get(6)?,
@@ -22,8 +24,8 @@ fn event(r: &AnyRow) -> Result<Event> {
 }
 
 impl WriteTx {
-    /// Appends an event to `topic` with the topic's next seq. The event log's row is
-    /// written at commit.
+    /// Appends an event to `topic` with the topic's next seq, which it returns. The
+    /// event log's row is written at commit.
     pub(crate) async fn append_event(
         &mut self,
         workspace_id: &str,
@@ -32,7 +34,7 @@ impl WriteTx {
         data: Value,
         actor: &str,
         now: i64,
-    ) -> Result<Event> {
+    ) -> Result<i64> {
         if let Some((fenced, _)) = &self.fence {
             // A fenced write is its board owner's; another board has its own owner, which
             // alone may write there.
@@ -83,17 +85,16 @@ impl WriteTx {
         let cause = self.cause.clone();
         self.event_rows
             .push(args![topic, seq, workspace_id, kind, data.to_string(), actor, cause.clone(), now]);
-        let e = Event {
+        self.events.push(Event {
             topic: topic.to_string(),
             seq,
             kind: kind.to_string(),
-            data,
+            data: Arc::new(data),
             actor: actor.to_string(),
             cause,
             ts: now,
-        };
-        self.events.push(e.clone());
-        Ok(e)
+        });
+        Ok(seq)
     }
 }
 
@@ -168,9 +169,9 @@ mod tests {
             async move {
                 let mut w = store.write().await?;
                 w.fenced_by(Some((topic.to_string(), token)));
-                let e = w.append_event(&ws, topic, "deal.moved", Value::Null, "user:u", 0).await?;
+                let seq = w.append_event(&ws, topic, "deal.moved", Value::Null, "user:u", 0).await?;
                 w.commit().await?;
-                Ok::<i64, StoreError>(e.seq)
+                Ok::<i64, StoreError>(seq)
             }
         };
         let first = store.claim_fence(topic, &ws, "http://a").await.unwrap();
@@ -206,12 +207,7 @@ mod tests {
         let mut seqs = Vec::new();
         for (n, keep) in [true, false, true, true].into_iter().enumerate() {
             w.savepoint().await.unwrap();
-            seqs.push(
-                w.append_event(&ws, topic, "deal.moved", Value::Null, "user:u", 0)
-                    .await
-                    .unwrap()
-                    .seq,
-            );
+            seqs.push(w.append_event(&ws, topic, "deal.moved", Value::Null, "user:u", 0).await.unwrap());
             w.audits.push(args![
                 format!("a{n}"),
                 &ws,

@@ -18,11 +18,10 @@ use std::ops::Range;
 use sqlx::Row;
 
 use super::records::{columns, decode, invalid, DealMove, REBALANCE_AT};
-use super::{now_ms, Arg, Result, Scoped, Sql, StoreError, WriteTx};
+use super::{now_ms, Arg, Backend, Result, Scoped, Sql, StoreError, WriteTx};
 use crate::domain::{rank, Changes, FieldValue, ObjectType, Record};
 
-/// Ids per `IN (…)` list, and deals per update statement: well under both engines'
-/// limits on bound parameters.
+/// Deals per update statement: well under both engines' limits on bound parameters.
 const CHUNK: usize = 128;
 
 /// The columns of a row of the update's derived table: the deal, its version in the
@@ -158,53 +157,79 @@ impl Scoped<'_> {
     }
 
     /// Reads every deal the moves name and every stage they go to, with each stage's
-    /// highest key, in two statements (per 128 ids).
+    /// highest key: two statements, sent together on SQLite.
     async fn read_board(&self, w: &mut WriteTx, moves: &[QueuedMove<'_>]) -> Result<Board> {
         let ty = ObjectType::Deal;
+        let taken = || moves.iter().take_while(|m| m.to.runs_in_batch());
         let mut ids: Vec<&str> = Vec::new();
-        for m in moves.iter().take_while(|m| m.to.runs_in_batch()) {
+        for m in taken() {
             ids.push(m.id);
             ids.extend(m.to.after.as_deref());
             ids.extend(m.to.before.as_deref());
         }
-        ids.sort_unstable();
-        ids.dedup();
-        let mut deals = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let mut sql = Sql::new(format!("SELECT {} FROM deals WHERE workspace_id = ", columns(ty)));
-            sql.arg(self.ws).push(" AND id IN (");
-            list(&mut sql, chunk);
-            for row in sql.on(self.backend()).query().fetch_all(&mut *w.tx).await? {
+        // Stages named by the moves, and deals that stay in their own.
+        let mut named: Vec<&str> = taken().filter_map(|m| m.to.stage.as_deref()).collect();
+        let mut own: Vec<&str> = taken().filter(|m| m.to.stage.is_none()).map(|m| m.id).collect();
+        for list in [&mut ids, &mut named, &mut own] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        let mut sql = Sql::new(format!("SELECT {} FROM deals WHERE workspace_id = ", columns(ty)));
+        sql.arg(self.ws).push(" AND id IN (");
+        list(&mut sql, &ids);
+        let mut stages_sql = Sql::new(format!(
+            "SELECT s.id, s.pipeline_id, (SELECT r.rank FROM deals r WHERE r.workspace_id = s.workspace_id \
+             AND r.stage_id = s.id ORDER BY {} DESC LIMIT 1) FROM stages s WHERE s.workspace_id = ",
+            self.bytewise("r.rank")
+        ));
+        stages_sql.arg(self.ws).push(" AND (");
+        if !named.is_empty() {
+            stages_sql.push("s.id IN (");
+            list(&mut stages_sql, &named);
+        }
+        if !own.is_empty() {
+            stages_sql.push(if named.is_empty() { "" } else { " OR " });
+            stages_sql
+                .push("s.id IN (SELECT d.stage_id FROM deals d WHERE d.workspace_id = ")
+                .arg(self.ws);
+            stages_sql.push(" AND d.id IN (");
+            list(&mut stages_sql, &own);
+            stages_sql.push(")");
+        }
+        stages_sql.push(")");
+        let rows = match self.backend() {
+            // One round trip to the worker thread for both.
+            Backend::Sqlite => {
+                sql.push("; ").append(stages_sql);
+                sql.on(Backend::Sqlite).query().fetch_all(&mut *w.tx).await?
+            }
+            // PostgreSQL runs one statement per execution.
+            Backend::Postgres => {
+                let mut rows = sql.query().fetch_all(&mut *w.tx).await?;
+                rows.extend(stages_sql.query().fetch_all(&mut *w.tx).await?);
+                rows
+            }
+        };
+        let mut board = Board {
+            deals: HashMap::with_capacity(ids.len()),
+            stages: HashMap::new(),
+        };
+        for row in rows {
+            if row.len() == STAGE_COLUMNS {
+                board
+                    .stages
+                    .insert(row.try_get::<String, _>(0)?, (row.try_get(1)?, row.try_get(2)?));
+            } else {
                 let r = decode(ty, &row)?;
-                deals.insert(r.id.clone(), r);
+                board.deals.insert(r.id.clone(), r);
             }
         }
-        let mut stage_ids: Vec<&str> = moves
-            .iter()
-            .filter_map(|m| {
-                m.to.stage
-                    .as_deref()
-                    .or_else(|| deals.get(m.id).and_then(|d: &Record| d.text("stage_id")))
-            })
-            .collect();
-        stage_ids.sort_unstable();
-        stage_ids.dedup();
-        let mut stages = HashMap::with_capacity(stage_ids.len());
-        for chunk in stage_ids.chunks(CHUNK) {
-            let mut sql = Sql::new(format!(
-                "SELECT s.id, s.pipeline_id, (SELECT r.rank FROM deals r WHERE r.workspace_id = s.workspace_id \
-                 AND r.stage_id = s.id ORDER BY {} DESC LIMIT 1) FROM stages s WHERE s.workspace_id = ",
-                self.bytewise("r.rank")
-            ));
-            sql.arg(self.ws).push(" AND s.id IN (");
-            list(&mut sql, chunk);
-            for row in sql.on(self.backend()).query().fetch_all(&mut *w.tx).await? {
-                stages.insert(row.try_get::<String, _>(0)?, (row.try_get(1)?, row.try_get(2)?));
-            }
-        }
-        Ok(Board { deals, stages })
+        Ok(board)
     }
 }
+
+/// The columns of a stage's row in `read_board` (a deal's has more).
+const STAGE_COLUMNS: usize = 3;
 
 impl Board {
     /// Decides one move against the board as the run has left it, with the checks and
