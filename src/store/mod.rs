@@ -349,18 +349,34 @@ impl Writer {
     /// it was opened and ending what a failed holder left open.
     async fn begin(&mut self, last_failure: i64, savepoint: bool) -> Result<()> {
         if self.opened <= last_failure {
-            let fresh = Writer::open(self.options.clone(), self.backend).await?;
-            let old = std::mem::replace(self, fresh);
-            let _ = old.conn.close().await;
+            self.reopen().await?;
         }
         if self.open {
-            sqlx::query("ROLLBACK").execute(&mut self.conn).await?;
-            self.open = false;
+            // Its holder failed or was cancelled. The engine may have ended the
+            // transaction already (or it committed just before the cancellation), in
+            // which case there is nothing to roll back and the error says only that.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
         }
-        // A batch's first savepoint is taken in the same round trip.
+        // A batch's first savepoint is taken in the same round trip. Marked open first:
+        // a begin cancelled on its way is rolled back by the next one.
         let begin = if savepoint { "BEGIN; SAVEPOINT write" } else { "BEGIN" };
-        sqlx::raw_sql(begin).execute(&mut self.conn).await?;
         self.open = true;
+        if let Err(e) = sqlx::raw_sql(begin).execute(&mut self.conn).await {
+            // The connection may be gone (PostgreSQL restarted, an idle connection cut,
+            // a transaction somehow still open): nothing has been written on it yet,
+            // so a fresh one is tried once.
+            tracing::warn!(error = %e, "the writer connection could not begin; reopening it");
+            self.reopen().await?;
+            self.open = true;
+            sqlx::raw_sql(begin).execute(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn reopen(&mut self) -> Result<()> {
+        let fresh = Writer::open(self.options.clone(), self.backend).await?;
+        let old = std::mem::replace(self, fresh);
+        let _ = old.conn.close().await;
         Ok(())
     }
 }
@@ -466,6 +482,8 @@ pub struct WriteTx {
     /// That savepoint was taken with the transaction and nothing has been written
     /// since: the first write's savepoint is it, at no round trip.
     savepoint_fresh: bool,
+    /// A savepoint could not be rolled back: see [`WriteTx::check_usable`].
+    broken: bool,
     /// The client's mutation id, recorded on the events.
     pub(crate) cause: Option<String>,
     /// The topic and fencing token the current write holds: its events on that topic
@@ -500,6 +518,7 @@ impl WriteTx {
     /// Writes the kept rows, commits, and then, only then, publishes the events.
     /// Returns them.
     pub async fn commit(mut self) -> Result<Vec<Event>> {
+        self.check_usable()?;
         let sqlite = self.tx.backend() == Backend::Sqlite;
         let mut script = Script::new(sqlite);
         if self.savepoint_open && sqlite {
@@ -554,6 +573,7 @@ impl WriteTx {
     /// Marks a point the transaction can roll back to without ending. The savepoint of
     /// a write ended with [`WriteTx::keep`] is released in the same round trip.
     pub async fn savepoint(&mut self) -> Result<()> {
+        self.check_usable()?;
         if self.savepoint_fresh {
             self.savepoint_fresh = false;
         } else if self.savepoint_open {
@@ -598,9 +618,26 @@ impl WriteTx {
         }
         self.savepoint_open = false;
         self.savepoint_fresh = false;
-        sqlx::raw_sql("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+        if let Err(e) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
             .execute(&mut *self.tx)
-            .await?;
+            .await
+        {
+            // What the failed write did may still be in the transaction: nothing more
+            // is written in it and it does not commit.
+            self.broken = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// A failed write could not be undone: the transaction takes no more writes and
+    /// does not commit.
+    fn check_usable(&self) -> Result<()> {
+        if self.broken {
+            return Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                "a failed write could not be rolled back; its transaction was abandoned".into(),
+            )));
+        }
         Ok(())
     }
 
@@ -867,6 +904,7 @@ impl Store {
             saved: None,
             savepoint_open: fresh_savepoint,
             savepoint_fresh: fresh_savepoint,
+            broken: false,
             cause: None,
             fence: None,
             publisher: self.publisher.get().cloned(),

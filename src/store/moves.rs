@@ -47,6 +47,12 @@ impl DealMove {
 /// A move's outcome, and the range of the transaction's events it made.
 pub type Placed = (Result<Record>, Range<usize>);
 
+/// A move decided in its run: answered without a write, or the deal before and after.
+enum Step {
+    Answer(Result<Record>),
+    Write(Box<(Record, Record)>),
+}
+
 /// What one move comes to, decided in memory.
 enum Plan {
     /// Refused, or nothing to change: answered without a write.
@@ -57,11 +63,54 @@ enum Plan {
     Alone,
 }
 
-/// What the run read: the deals it names and, per stage, its pipeline and the highest
-/// key in it (an upper bound once moves of the run have left the stage).
+/// What the run read, kept up to date as it places moves: the deals it names and the
+/// stages they go to.
 struct Board {
     deals: HashMap<String, Record>,
-    stages: HashMap<String, (String, Option<String>)>,
+    stages: HashMap<String, Column>,
+}
+
+/// A stage as the run knows it.
+struct Column {
+    pipeline: String,
+    /// Its highest cards, highest first: every card above the last one listed is
+    /// listed.
+    top: Vec<(String, String)>,
+    /// Cards below the last one listed may exist.
+    more: bool,
+}
+
+/// How many of a column's highest cards are read, and kept track of.
+const TOP: usize = 2;
+
+impl Column {
+    /// The highest key among the column's cards other than `except`; `Err` when that is
+    /// not known (the cards listed were all moved away during the run).
+    fn last_except(&self, except: &str) -> std::result::Result<Option<String>, ()> {
+        match self.top.iter().find(|(id, _)| id != except) {
+            Some((_, key)) => Ok(Some(key.clone())),
+            None if self.more => Err(()),
+            None => Ok(None),
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.top.retain(|(d, _)| d != id);
+    }
+
+    /// A card placed at `key`: listed if it is among the highest known.
+    fn place(&mut self, id: &str, key: &str) {
+        self.remove(id);
+        let above_last = self.top.last().is_none_or(|(_, last)| key > last.as_str());
+        if above_last || !self.more {
+            let at = self.top.iter().take_while(|(_, k)| k.as_str() >= key).count();
+            self.top.insert(at, (id.to_string(), key.to_string()));
+        }
+        if self.top.len() > TOP {
+            self.top.truncate(TOP);
+            self.more = true;
+        }
+    }
 }
 
 impl Scoped<'_> {
@@ -72,35 +121,35 @@ impl Scoped<'_> {
     pub(crate) async fn move_run(&self, w: &mut WriteTx, moves: &[QueuedMove<'_>]) -> Result<Vec<Placed>> {
         let ty = ObjectType::Deal;
         let mut board = self.read_board(w, moves).await?;
-        let mut placed = Vec::with_capacity(moves.len());
+        // Each move is decided first, against the board as the moves before it left
+        // it; then the deals are updated; then each move's event and audit entry are
+        // made, in order (the deal's row is locked before the topic's seq, as when a
+        // move runs alone).
+        let mut steps: Vec<(&QueuedMove<'_>, Step)> = Vec::with_capacity(moves.len());
         // Per deal written, its version in the row (which the update checks) and its
         // pipeline there.
         let mut stored: HashMap<String, (i64, Option<String>)> = HashMap::new();
         for m in moves {
-            let mark = w.events_len();
             let (after, stage, key) = match board.plan(m) {
                 Plan::Answer(r) => {
-                    placed.push((r, mark..mark));
+                    steps.push((m, Step::Answer(r)));
                     continue;
                 }
                 Plan::Alone => break,
                 Plan::Write { after, stage, key } => (after, stage, key),
             };
             let before = board.deals[m.id].clone();
-            w.caused_by(m.cause.clone());
-            w.fenced_by(m.fence.clone());
-            self.after_write(w, ty, Some(&before), Some(&after), m.actor, after.updated_at)
-                .await?;
             stored
                 .entry(after.id.clone())
                 .or_insert_with(|| (before.version, before.text("pipeline_id").map(str::to_string)));
-            if let Some((_, top)) = board.stages.get_mut(&stage) {
-                if top.as_deref().is_none_or(|t| t < key.as_str()) {
-                    *top = Some(key);
-                }
+            if let Some(old) = before.text("stage_id").and_then(|s| board.stages.get_mut(s)) {
+                old.remove(m.id);
+            }
+            if let Some(column) = board.stages.get_mut(&stage) {
+                column.place(m.id, &key);
             }
             board.deals.insert(after.id.clone(), after.clone());
-            placed.push((Ok(after), mark..w.events_len()));
+            steps.push((m, Step::Write(Box::new((before, after)))));
         }
         let mut written: Vec<(&String, &(i64, Option<String>))> = stored.iter().collect();
         written.sort_unstable_by_key(|(id, _)| *id);
@@ -153,6 +202,21 @@ impl Scoped<'_> {
                 )));
             }
         }
+        let mut placed = Vec::with_capacity(steps.len());
+        for (m, step) in steps {
+            let mark = w.events_len();
+            match step {
+                Step::Answer(answer) => placed.push((answer, mark..mark)),
+                Step::Write(moved) => {
+                    let (before, after) = *moved;
+                    w.caused_by(m.cause.clone());
+                    w.fenced_by(m.fence.clone());
+                    self.after_write(w, ty, Some(&before), Some(&after), m.actor, after.updated_at)
+                        .await?;
+                    placed.push((Ok(after), mark..w.events_len()));
+                }
+            }
+        }
         Ok(placed)
     }
 
@@ -177,10 +241,20 @@ impl Scoped<'_> {
         let mut sql = Sql::new(format!("SELECT {} FROM deals WHERE workspace_id = ", columns(ty)));
         sql.arg(self.ws).push(" AND id IN (");
         list(&mut sql, &ids);
+        // Per stage, its two highest cards' ids and keys.
+        let top = |column: &str, offset: usize| {
+            format!(
+                "(SELECT r.{column} FROM deals r WHERE r.workspace_id = s.workspace_id AND r.stage_id = s.id \
+                 ORDER BY {} DESC, r.id DESC LIMIT 1 OFFSET {offset})",
+                self.bytewise("r.rank")
+            )
+        };
         let mut stages_sql = Sql::new(format!(
-            "SELECT s.id, s.pipeline_id, (SELECT r.rank FROM deals r WHERE r.workspace_id = s.workspace_id \
-             AND r.stage_id = s.id ORDER BY {} DESC LIMIT 1) FROM stages s WHERE s.workspace_id = ",
-            self.bytewise("r.rank")
+            "SELECT s.id, s.pipeline_id, {}, {}, {}, {} FROM stages s WHERE s.workspace_id = ",
+            top("id", 0),
+            top("rank", 0),
+            top("id", 1),
+            top("rank", 1)
         ));
         stages_sql.arg(self.ws).push(" AND (");
         if !named.is_empty() {
@@ -216,9 +290,20 @@ impl Scoped<'_> {
         };
         for row in rows {
             if row.len() == STAGE_COLUMNS {
-                board
-                    .stages
-                    .insert(row.try_get::<String, _>(0)?, (row.try_get(1)?, row.try_get(2)?));
+                let mut top = Vec::with_capacity(TOP);
+                for n in 0..TOP {
+                    let id: Option<String> = row.try_get(2 + 2 * n)?;
+                    let key: Option<String> = row.try_get(3 + 2 * n)?;
+                    if let (Some(id), Some(key)) = (id, key) {
+                        top.push((id, key));
+                    }
+                }
+                let column = Column {
+                    pipeline: row.try_get(1)?,
+                    more: top.len() == TOP,
+                    top,
+                };
+                board.stages.insert(row.try_get::<String, _>(0)?, column);
             } else {
                 let r = decode(ty, &row)?;
                 board.deals.insert(r.id.clone(), r);
@@ -229,7 +314,7 @@ impl Scoped<'_> {
 }
 
 /// The columns of a stage's row in `read_board` (a deal's has more).
-const STAGE_COLUMNS: usize = 3;
+const STAGE_COLUMNS: usize = 2 + 2 * TOP;
 
 impl Board {
     /// Decides one move against the board as the run has left it, with the checks and
@@ -249,13 +334,16 @@ impl Board {
             m.to.stage
                 .clone()
                 .unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
-        let Some((pipeline, top)) = self.stages.get(&stage) else {
+        let Some(column) = self.stages.get(&stage) else {
             return Plan::Answer(Err(invalid("stage_id", "no such stage")));
         };
+        let pipeline = &column.pipeline;
         let (lo, hi) = match (m.to.after.as_deref(), m.to.before.as_deref()) {
-            // The end of the column: after its highest key. When that is the deal's
-            // own, the deal stays last.
-            (None, None) => (top.clone(), None),
+            // The end of the column: after the highest key of its other cards.
+            (None, None) => match column.last_except(m.id) {
+                Ok(last) => (last, None),
+                Err(()) => return Plan::Alone,
+            },
             (Some(a), Some(b)) => {
                 let lo = match self.neighbour(m.id, &stage, a, "after") {
                     Ok(r) => r,
@@ -479,6 +567,94 @@ mod tests {
                 for (id, n) in [(d1, 6), (d2, 1), (d3, 7)] {
                     let stored = scoped.get(ObjectType::Deal, id).await.unwrap().to_json(ObjectType::Deal);
                     assert_eq!(stored, ok(n));
+                }
+                store.close().await;
+                let _ = std::fs::remove_dir_all(dir);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_drop_at_the_end_of_a_column_skips_the_card_itself_as_a_move_alone_does() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let (store, dir, ws) = fresh_store("ends").await;
+                let pipeline = create(&store, &ws, ObjectType::Pipeline, &[("name", "Sales")]).await.id;
+                let stage = |name: &'static str| {
+                    let (store, ws, pipeline) = (store.clone(), ws.clone(), pipeline.clone());
+                    async move {
+                        create(&store, &ws, ObjectType::Stage, &[("name", name), ("pipeline_id", &pipeline)])
+                            .await
+                            .id
+                    }
+                };
+                let (a, b) = (stage("A").await, stage("B").await);
+                let mut ids = Vec::new();
+                for title in ["c1", "c2", "c3", "c4"] {
+                    let d = create(
+                        &store,
+                        &ws,
+                        ObjectType::Deal,
+                        &[("title", title), ("pipeline_id", &pipeline), ("stage_id", &a)],
+                    )
+                    .await;
+                    ids.push(d.id);
+                }
+                let (c1, c2, c3, c4) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str(), ids[3].as_str());
+                let persister = Persister::start(store.clone());
+                let moves = [
+                    // Already last: nothing changes, as alone.
+                    (c4, to(&a, None, None, Some(1))),
+                    (c1, to(&a, None, None, Some(1))),
+                    (c4, to(&a, None, None, Some(1))),
+                    (c4, to(&a, None, None, Some(2))),
+                    // The column's highest cards leave; the next one down is not read,
+                    // so this drop runs alone.
+                    (c4, to(&b, None, None, None)),
+                    (c1, to(&b, None, None, None)),
+                    (c2, to(&a, None, None, None)),
+                ];
+                let pending: Vec<_> = moves
+                    .iter()
+                    .map(|(id, m)| {
+                        persister
+                            .submit_move(None, None, ws.clone(), "user:u".into(), id.to_string(), m.clone())
+                            .unwrap()
+                    })
+                    .collect();
+                let mut answers = Vec::new();
+                for p in pending {
+                    answers.push(p.outcome().await);
+                }
+                let ok = |n: usize| {
+                    answers[n]
+                        .as_ref()
+                        .map(|(deal, events)| (deal.clone(), events.len()))
+                        .unwrap_or_else(|e| panic!("move {n}: {e}"))
+                };
+                assert_eq!(
+                    (ok(0).0["version"].as_i64(), ok(0).1),
+                    (Some(1), 0),
+                    "a card already last stays as it is"
+                );
+                assert_eq!(ok(1).0["version"], 2);
+                assert!(ok(2).0["rank"].as_str() > ok(1).0["rank"].as_str(), "c4 goes after c1");
+                assert_eq!(ok(2).0["version"], 2);
+                assert_eq!((ok(3).0["version"].as_i64(), ok(3).1), (Some(2), 0));
+                assert!(ok(5).0["rank"].as_str() > ok(4).0["rank"].as_str());
+                // c3 is now the highest card left in A.
+                let c3_rank = store
+                    .scoped(&ws)
+                    .get(ObjectType::Deal, c3)
+                    .await
+                    .unwrap()
+                    .text("rank")
+                    .map(str::to_string);
+                assert!(ok(6).0["rank"].as_str() > c3_rank.as_deref(), "c2 lands after c3");
+                let scoped = store.scoped(&ws);
+                for (id, n) in [(c1, 5), (c2, 6), (c4, 4)] {
+                    assert_eq!(scoped.get(ObjectType::Deal, id).await.unwrap().to_json(ObjectType::Deal), ok(n).0);
                 }
                 store.close().await;
                 let _ = std::fs::remove_dir_all(dir);
