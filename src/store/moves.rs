@@ -81,7 +81,7 @@ struct Column {
 }
 
 /// How many of a column's highest cards are read, and kept track of.
-const TOP: usize = 2;
+const TOP: usize = 8;
 
 impl Column {
     /// The highest key among the column's cards other than `except`; `Err` when that is
@@ -241,7 +241,7 @@ impl Scoped<'_> {
         let mut sql = Sql::new(format!("SELECT {} FROM deals WHERE workspace_id = ", columns(ty)));
         sql.arg(self.ws).push(" AND id IN (");
         list(&mut sql, &ids);
-        // Per stage, its two highest cards' ids and keys.
+        // Per stage, the ids and keys of its highest cards.
         let top = |column: &str, offset: usize| {
             format!(
                 "(SELECT r.{column} FROM deals r WHERE r.workspace_id = s.workspace_id AND r.stage_id = s.id \
@@ -249,12 +249,10 @@ impl Scoped<'_> {
                 self.bytewise("r.rank")
             )
         };
+        let tops: Vec<String> = (0..TOP).flat_map(|n| [top("id", n), top("rank", n)]).collect();
         let mut stages_sql = Sql::new(format!(
-            "SELECT s.id, s.pipeline_id, {}, {}, {}, {} FROM stages s WHERE s.workspace_id = ",
-            top("id", 0),
-            top("rank", 0),
-            top("id", 1),
-            top("rank", 1)
+            "SELECT s.id, s.pipeline_id, {} FROM stages s WHERE s.workspace_id = ",
+            tops.join(", ")
         ));
         stages_sql.arg(self.ws).push(" AND (");
         if !named.is_empty() {
@@ -590,36 +588,33 @@ mod tests {
                     }
                 };
                 let (a, b) = (stage("A").await, stage("B").await);
-                let mut ids = Vec::new();
-                for title in ["c1", "c2", "c3", "c4"] {
-                    let d = create(
-                        &store,
-                        &ws,
-                        ObjectType::Deal,
-                        &[("title", title), ("pipeline_id", &pipeline), ("stage_id", &a)],
-                    )
-                    .await;
-                    ids.push(d.id);
+                // More cards than a run reads of a column.
+                let mut c = Vec::new();
+                for n in 0..TOP + 3 {
+                    let title = format!("c{n}");
+                    let fields = [("title", title.as_str()), ("pipeline_id", &pipeline), ("stage_id", &a)];
+                    c.push(create(&store, &ws, ObjectType::Deal, &fields).await.id);
                 }
-                let (c1, c2, c3, c4) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str(), ids[3].as_str());
-                let persister = Persister::start(store.clone());
-                let moves = [
+                let last = c.len() - 1;
+                let mut moves = vec![
                     // Already last: nothing changes, as alone.
-                    (c4, to(&a, None, None, Some(1))),
-                    (c1, to(&a, None, None, Some(1))),
-                    (c4, to(&a, None, None, Some(1))),
-                    (c4, to(&a, None, None, Some(2))),
-                    // The column's highest cards leave; the next one down is not read,
-                    // so this drop runs alone.
-                    (c4, to(&b, None, None, None)),
-                    (c1, to(&b, None, None, None)),
-                    (c2, to(&a, None, None, None)),
+                    (c[last].clone(), to(&a, None, None, Some(1))),
+                    (c[0].clone(), to(&a, None, None, Some(1))),
+                    (c[last].clone(), to(&a, None, None, Some(1))),
+                    (c[last].clone(), to(&a, None, None, Some(2))),
                 ];
+                // Every card the run read of A leaves it; the next one down was not
+                // read, so the last drop runs alone.
+                for id in [&c[last], &c[0]].into_iter().chain(&c[3..last]) {
+                    moves.push((id.clone(), to(&b, None, None, None)));
+                }
+                moves.push((c[1].clone(), to(&a, None, None, None)));
+                let persister = Persister::start(store.clone());
                 let pending: Vec<_> = moves
                     .iter()
                     .map(|(id, m)| {
                         persister
-                            .submit_move(None, None, ws.clone(), "user:u".into(), id.to_string(), m.clone())
+                            .submit_move(None, None, ws.clone(), "user:u".into(), id.clone(), m.clone())
                             .unwrap()
                     })
                     .collect();
@@ -639,21 +634,17 @@ mod tests {
                     "a card already last stays as it is"
                 );
                 assert_eq!(ok(1).0["version"], 2);
-                assert!(ok(2).0["rank"].as_str() > ok(1).0["rank"].as_str(), "c4 goes after c1");
+                assert!(ok(2).0["rank"].as_str() > ok(1).0["rank"].as_str(), "the last card goes after c0");
                 assert_eq!(ok(2).0["version"], 2);
                 assert_eq!((ok(3).0["version"].as_i64(), ok(3).1), (Some(2), 0));
-                assert!(ok(5).0["rank"].as_str() > ok(4).0["rank"].as_str());
-                // c3 is now the highest card left in A.
-                let c3_rank = store
-                    .scoped(&ws)
-                    .get(ObjectType::Deal, c3)
-                    .await
-                    .unwrap()
-                    .text("rank")
-                    .map(str::to_string);
-                assert!(ok(6).0["rank"].as_str() > c3_rank.as_deref(), "c2 lands after c3");
                 let scoped = store.scoped(&ws);
-                for (id, n) in [(c1, 5), (c2, 6), (c4, 4)] {
+                let c2_rank = scoped.get(ObjectType::Deal, &c[2]).await.unwrap().text("rank").map(str::to_string);
+                let final_drop = moves.len() - 1;
+                assert!(
+                    ok(final_drop).0["rank"].as_str() > c2_rank.as_deref(),
+                    "c1 lands after c2, now A's highest"
+                );
+                for (id, n) in [(&c[1], final_drop), (&c[last], 4), (&c[0], 5)] {
                     assert_eq!(scoped.get(ObjectType::Deal, id).await.unwrap().to_json(ObjectType::Deal), ok(n).0);
                 }
                 store.close().await;
