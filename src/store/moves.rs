@@ -446,22 +446,55 @@ mod tests {
         }
     }
 
+    /// A pipeline with two stages, A and B.
+    async fn board(store: &Store, ws: &str) -> (String, String, String) {
+        let pipeline = create(store, ws, ObjectType::Pipeline, &[("name", "Sales")]).await.id;
+        let mut stages = Vec::new();
+        for name in ["A", "B"] {
+            stages.push(
+                create(store, ws, ObjectType::Stage, &[("name", name), ("pipeline_id", &pipeline)])
+                    .await
+                    .id,
+            );
+        }
+        let b = stages.pop().unwrap_or_default();
+        (pipeline, stages.pop().unwrap_or_default(), b)
+    }
+
+    /// Queues the moves before the persister runs, so that they reach it as one
+    /// batch, each caused by `m<its index>`, and waits for their answers.
+    async fn one_batch(store: &Store, ws: &str, moves: &[(&str, DealMove)]) -> Vec<Result<(serde_json::Value, Vec<crate::domain::Event>)>> {
+        let persister = Persister::start(store.clone());
+        let pending: Vec<_> = moves
+            .iter()
+            .enumerate()
+            .map(|(n, (id, m))| {
+                persister
+                    .submit_move(
+                        Some(format!("m{n}")),
+                        None,
+                        ws.to_string(),
+                        "user:u".into(),
+                        id.to_string(),
+                        m.clone(),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for p in pending {
+            answers.push(p.outcome().await);
+        }
+        answers
+    }
+
     #[tokio::test]
     async fn moves_queued_together_are_placed_in_order_each_with_its_own_answer_event_and_audit_entry() {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
                 let (store, dir, ws) = fresh_store("moves").await;
-                let pipeline = create(&store, &ws, ObjectType::Pipeline, &[("name", "Sales")]).await.id;
-                let stage = |name: &'static str| {
-                    let (store, ws, pipeline) = (store.clone(), ws.clone(), pipeline.clone());
-                    async move {
-                        create(&store, &ws, ObjectType::Stage, &[("name", name), ("pipeline_id", &pipeline)])
-                            .await
-                            .id
-                    }
-                };
-                let (a, b) = (stage("A").await, stage("B").await);
+                let (pipeline, a, b) = board(&store, &ws).await;
                 let mut deals = Vec::new();
                 for title in ["d1", "d2", "d3"] {
                     let d = create(
@@ -479,8 +512,6 @@ mod tests {
                     .await
                     .unwrap();
 
-                // Queued before the persister runs, so they reach it as one batch.
-                let persister = Persister::start(store.clone());
                 let moves = [
                     (d1, to(&b, None, None, None)),
                     (d2, to(&b, None, None, Some(1))),
@@ -500,19 +531,7 @@ mod tests {
                     (d3, to(&b, Some(d2), None, None)),
                     (d2, to(&b, Some(d2), Some(d3), None)),
                 ];
-                let pending: Vec<_> = moves
-                    .iter()
-                    .enumerate()
-                    .map(|(n, (id, m))| {
-                        persister
-                            .submit_move(Some(format!("m{n}")), None, ws.clone(), "user:u".into(), id.to_string(), m.clone())
-                            .unwrap()
-                    })
-                    .collect();
-                let mut answers = Vec::new();
-                for p in pending {
-                    answers.push(p.outcome().await);
-                }
+                let answers = one_batch(&store, &ws, &moves).await;
 
                 let ok = |n: usize| {
                     answers[n]
@@ -578,16 +597,7 @@ mod tests {
         local
             .run_until(async {
                 let (store, dir, ws) = fresh_store("ends").await;
-                let pipeline = create(&store, &ws, ObjectType::Pipeline, &[("name", "Sales")]).await.id;
-                let stage = |name: &'static str| {
-                    let (store, ws, pipeline) = (store.clone(), ws.clone(), pipeline.clone());
-                    async move {
-                        create(&store, &ws, ObjectType::Stage, &[("name", name), ("pipeline_id", &pipeline)])
-                            .await
-                            .id
-                    }
-                };
-                let (a, b) = (stage("A").await, stage("B").await);
+                let (pipeline, a, b) = board(&store, &ws).await;
                 // More cards than a run reads of a column.
                 let mut c = Vec::new();
                 for n in 0..TOP + 3 {
@@ -609,19 +619,8 @@ mod tests {
                     moves.push((id.clone(), to(&b, None, None, None)));
                 }
                 moves.push((c[1].clone(), to(&a, None, None, None)));
-                let persister = Persister::start(store.clone());
-                let pending: Vec<_> = moves
-                    .iter()
-                    .map(|(id, m)| {
-                        persister
-                            .submit_move(None, None, ws.clone(), "user:u".into(), id.clone(), m.clone())
-                            .unwrap()
-                    })
-                    .collect();
-                let mut answers = Vec::new();
-                for p in pending {
-                    answers.push(p.outcome().await);
-                }
+                let moves: Vec<(&str, DealMove)> = moves.iter().map(|(id, m)| (id.as_str(), m.clone())).collect();
+                let answers = one_batch(&store, &ws, &moves).await;
                 let ok = |n: usize| {
                     answers[n]
                         .as_ref()
