@@ -3,6 +3,11 @@
 //! transaction with a savepoint per write, so one refused write does not undo the
 //! others. A write is answered, and its events published, only after its batch has
 //! committed: an acknowledged change is durable.
+//!
+//! Deal moves queued next to each other (of one workspace) form a run, taken under one
+//! savepoint: checked and placed in memory, written as one update (`Scoped::move_run`),
+//! each still answered with its own outcome. A run whose statements fail is undone and
+//! its moves run one by one, each under its own savepoint.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
