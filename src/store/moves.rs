@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use sqlx::Row;
+use sqlx::{Column as _, Row};
 
 use super::records::{columns, decode, invalid, DealMove, REBALANCE_AT};
 use super::{now_ms, Arg, Backend, Result, Scoped, Sql, StoreError, WriteTx};
@@ -251,7 +251,7 @@ impl Scoped<'_> {
         };
         let tops: Vec<String> = (0..TOP).flat_map(|n| [top("id", n), top("rank", n)]).collect();
         let mut stages_sql = Sql::new(format!(
-            "SELECT s.id, s.pipeline_id, {} FROM stages s WHERE s.workspace_id = ",
+            "SELECT s.id, s.pipeline_id AS pipeline_id, {} FROM stages s WHERE s.workspace_id = ",
             tops.join(", ")
         ));
         stages_sql.arg(self.ws).push(" AND (");
@@ -287,7 +287,9 @@ impl Scoped<'_> {
             stages: HashMap::new(),
         };
         for row in rows {
-            if row.len() == STAGE_COLUMNS {
+            // A stage's row names its second column; a deal's second is its version.
+            // (Counting columns would break the day a deal has as many as a stage.)
+            if row.columns().get(1).is_some_and(|c| c.name() == "pipeline_id") {
                 let mut top = Vec::with_capacity(TOP);
                 for n in 0..TOP {
                     let id: Option<String> = row.try_get(2 + 2 * n)?;
@@ -310,9 +312,6 @@ impl Scoped<'_> {
         Ok(board)
     }
 }
-
-/// The columns of a stage's row in `read_board` (a deal's has more).
-const STAGE_COLUMNS: usize = 2 + 2 * TOP;
 
 impl Board {
     /// Decides one move against the board as the run has left it, with the checks and
