@@ -72,6 +72,9 @@ pub struct Claims {
     pub ws: String,
     pub iat: i64,
     pub exp: i64,
+    /// The sign-in session (refresh-token family): ending it ends its access tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -163,6 +166,7 @@ mod tests {
             ws: "w".into(),
             iat: 0,
             exp,
+            sid: Some("s".into()),
         }
     }
 

@@ -78,6 +78,10 @@ pub struct Settings {
     /// Frames one WebSocket connection may have waiting; past that the client is told
     /// to resync.
     pub ws_outbound_queue: usize,
+    /// Bearer token that `/metrics` asks for; unset means `/metrics` is off. The
+    /// figures say how busy the node is and with how many connections, which is no
+    /// one's business but its operators'.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for Settings {
@@ -104,6 +108,7 @@ impl Default for Settings {
             lease_ttl_ms: 5000,
             passivate_after_secs: 300,
             ws_outbound_queue: 1024,
+            metrics_token: None,
         }
     }
 }
@@ -130,6 +135,7 @@ const KEYS: &[&str] = &[
     "lease_ttl_ms",
     "passivate_after_secs",
     "ws_outbound_queue",
+    "metrics_token",
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.
@@ -158,6 +164,12 @@ impl Settings {
             let key = key.to_ascii_lowercase();
             if !KEYS.contains(&key.as_str()) {
                 bail!("unknown setting {name} in the environment; known: {}", env_names().join(", "));
+            }
+            // Checked alone first, so that a bad value is named by its variable.
+            let mut alone = toml::Table::new();
+            alone.insert(key.clone(), env_value(&value));
+            if let Err(e) = Settings::deserialize(toml::Value::Table(alone)) {
+                bail!("invalid value for {name}: {}", e.message());
             }
             table.insert(key, env_value(&value));
         }
@@ -188,6 +200,9 @@ impl Settings {
         }
         if self.ws_outbound_queue < 16 {
             bail!("ws_outbound_queue must be at least 16");
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            bail!("metrics_token must be at least 16 characters");
         }
         if self.argon2_memory_kib < 8 || self.argon2_iterations == 0 {
             bail!("argon2 cost settings are too low");
@@ -251,6 +266,14 @@ mod tests {
         assert!(Settings::load(Some(&file), env(&[])).is_err());
         assert!(Settings::load(None, env(&[("SHOAL_PROT", "1")])).is_err());
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_bad_value_in_the_environment_is_named_by_its_variable() {
+        let e = Settings::load(None, env(&[("SHOAL_PORT", "eighty")])).unwrap_err().to_string();
+        assert!(e.contains("SHOAL_PORT") && e.contains("u16"), "{e}");
+        let e = Settings::load(None, env(&[("SHOAL_HTTP_WORKERS", "-1")])).unwrap_err().to_string();
+        assert!(e.contains("SHOAL_HTTP_WORKERS"), "{e}");
     }
 
     #[test]

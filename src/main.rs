@@ -113,6 +113,12 @@ async fn main() -> anyhow::Result<()> {
             let (host, embedded) = (settings.host.clone(), settings.is_embedded());
             let app = Application::build(settings).await?;
             tracing::info!(url = %format!("http://{host}:{}", app.port()), store = if embedded { "sqlite (embedded)" } else { "external" }, "shoal is listening");
+            let handle = app.handle();
+            actix_web::rt::spawn(async move {
+                let signal = shutdown_signal().await;
+                tracing::info!(signal, "shutting down: finishing the requests in flight");
+                handle.stop(true).await;
+            });
             app.run_until_stopped().await?;
             tracing::info!("stopped");
         }
@@ -173,4 +179,28 @@ async fn open_store(s: &Settings) -> anyhow::Result<Store> {
         s.acquire_timeout(),
     )
     .await
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, which stop the server the same way; returns the
+/// signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }

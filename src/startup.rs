@@ -119,6 +119,9 @@ impl Application {
         // Events are small frames sent as they happen: waiting to coalesce them (Nagle)
         // against the client's delayed ACKs stalls delivery by up to 40 ms.
         .tcp_nodelay(true)
+        // Signals are the binary's to handle (see `main`): actix would stop at once on
+        // Ctrl-C, dropping requests in flight, where SIGTERM drains them.
+        .disable_signals()
         .listen(listener)?
         .run();
         Ok(Application {
@@ -134,8 +137,13 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests and closes the
-    /// store.
+    /// Stops the server: `stop(true)` drains requests in flight first.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped through [`Application::handle`], then drains in-flight
+    /// requests and closes the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
         self.actors.stop();

@@ -31,18 +31,113 @@ pub struct Flags {
     values: HashMap<String, String>,
 }
 
-impl Flags {
-    fn parse(args: impl Iterator<Item = String>) -> Flags {
-        let mut values = HashMap::new();
-        let mut it = args;
-        while let Some(flag) = it.next() {
-            let name = flag
-                .strip_prefix("--")
-                .unwrap_or_else(|| panic!("expected a --flag, got {flag}"))
-                .to_string();
-            let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-            values.insert(name, value);
+/// A flag's name and what it means.
+type Flag = (&'static str, &'static str);
+
+/// Each command, what it does, and its own flags.
+const COMMANDS: &[(&str, &str, &[Flag])] = &[
+    (
+        "fanout",
+        "W writers move deals on one board while V viewers follow it: delivered events/s and latency",
+        &[
+            ("writer-url", "send the moves to this node (cross-node fan-out) [default: --url]"),
+            ("viewers", "WebSocket viewers [smoke 3, full 20]"),
+            ("writers", "concurrent writers [1]"),
+            ("moves", "moves per writer [smoke 30, full 500]"),
+        ],
+    ),
+    (
+        "hot",
+        "W writers move deals on one board as fast as acknowledged: acknowledged commands/s",
+        &[
+            ("writers", "concurrent writers, one command in flight each [smoke 4, full 256]"),
+            ("secs", "how long to run [smoke 2, full 10]"),
+            ("via", "ws (WebSocket commands) or rest [ws]"),
+        ],
+    ),
+    (
+        "rest",
+        "C clients list, get, create and update deals and contacts: requests/s and latency",
+        &[
+            ("clients", "concurrent clients [smoke 4, full 32]"),
+            ("secs", "how long to run [smoke 2, full 10]"),
+            ("write-percent", "share of requests that write [10]"),
+        ],
+    ),
+    (
+        "idle",
+        "C WebSocket connections held open: server memory per connection, connects/s",
+        &[
+            ("connections", "connections to hold [smoke 200, full 20000]"),
+            ("boards", "boards they follow [smoke 2, full 100]"),
+            ("hold-secs", "how long to hold them [smoke 1, full 5]"),
+        ],
+    ),
+    (
+        "baseline-fanout",
+        "fanout against baseline-server: the bare broadcast rate on this machine",
+        &[
+            ("viewers", "WebSocket viewers [smoke 3, full 20]"),
+            ("writers", "concurrent writers [1]"),
+            ("moves", "messages per writer [smoke 30, full 500]"),
+        ],
+    ),
+    (
+        "baseline-insert",
+        "the store's raw group-commit rate: multi-row INSERT transactions on one connection",
+        &[
+            ("database-url", "postgres://… or sqlite:… to insert into (required)"),
+            ("batch", "rows per transaction [smoke 64, full 256]"),
+            ("rows", "rows in all [smoke 2000, full 200000]"),
+        ],
+    ),
+    (
+        "baseline-server",
+        "a bare tokio-tungstenite broadcast server, for baseline-fanout",
+        &[
+            ("port", "port to listen on, 0 for any [0]"),
+            ("secs", "how long to serve [smoke 60, full 3600]"),
+        ],
+    ),
+    (
+        "plot",
+        "SVG plots of the runs in a results folder",
+        &[("results", "the results folder (required)")],
+    ),
+];
+
+/// Flags every load scenario takes.
+const COMMON: &[Flag] = &[
+    ("url", "the Shoal server, on a loopback address [http://127.0.0.1:8080]"),
+    ("preset", "smoke (a tiny load, seconds) or full [full]"),
+    ("json", "also write the parameters and figures to this file"),
+    ("label", "a label for this run in the JSON"),
+];
+
+/// Reads the command line: `--help` on the command or any subcommand lists its flags;
+/// an unknown flag or a flag without its value ends with usage, not a panic.
+fn cli() -> clap::Command {
+    let flag = |(name, help): &(&'static str, &'static str)| clap::Arg::new(*name).long(*name).value_name("VALUE").help(*help);
+    let mut cmd = clap::Command::new("shoal-load")
+        .about("Load generator for a Shoal server on this machine (loopback addresses only)")
+        .subcommand_required(true)
+        .arg_required_else_help(true);
+    for (name, about, flags) in COMMANDS {
+        let mut sub = clap::Command::new(*name).about(*about).args(flags.iter().map(flag));
+        if !matches!(*name, "baseline-server" | "plot") {
+            sub = sub.args(COMMON.iter().map(flag));
         }
+        cmd = cmd.subcommand(sub);
+    }
+    cmd
+}
+
+impl Flags {
+    fn from_matches(m: &clap::ArgMatches) -> Flags {
+        let values = m
+            .ids()
+            .filter_map(|id| Some((id.to_string(), m.get_one::<String>(id.as_str())?.clone())))
+            .collect();
         Flags { values }
     }
 
@@ -78,15 +173,6 @@ impl Flags {
         );
         Some(url)
     }
-
-    fn known(&self, names: &[&str]) {
-        for k in self.values.keys() {
-            assert!(
-                names.contains(&k.as_str()) || ["preset", "json", "url", "label"].contains(&k.as_str()),
-                "unknown flag --{k}; this scenario takes {names:?}, --url, --preset, --json, --label"
-            );
-        }
-    }
 }
 
 /// One scenario's outcome: its parameters and measured figures, and a Markdown row.
@@ -97,20 +183,16 @@ pub struct Outcome {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let scenario = args.next().unwrap_or_default();
-    let flags = Flags::parse(args);
+    let matches = cli().get_matches();
+    let Some((scenario, sub)) = matches.subcommand() else {
+        unreachable!("clap requires a subcommand")
+    };
+    let (scenario, flags) = (scenario.to_string(), Flags::from_matches(sub));
     // These two are not load scenarios: a server with a runtime of its own, and the
     // plots drawn from earlier results.
     match scenario.as_str() {
-        "baseline-server" => {
-            flags.known(&["port", "secs"]);
-            return baseline::serve(&flags);
-        }
-        "plot" => {
-            flags.known(&["results"]);
-            return plot::run(&flags);
-        }
+        "baseline-server" => return baseline::serve(&flags),
+        "plot" => return plot::run(&flags),
         _ => {}
     }
     actix_rt::System::new().block_on(scenario_main(scenario, flags));
@@ -118,33 +200,13 @@ fn main() {
 
 async fn scenario_main(scenario: String, flags: Flags) {
     let outcome = match scenario.as_str() {
-        "fanout" => {
-            flags.known(&["writer-url", "viewers", "writers", "moves"]);
-            fanout::run(&flags).await
-        }
-        "hot" => {
-            flags.known(&["writers", "secs", "via"]);
-            hot::run(&flags).await
-        }
-        "rest" => {
-            flags.known(&["clients", "secs", "write-percent"]);
-            rest::run(&flags).await
-        }
-        "idle" => {
-            flags.known(&["connections", "boards", "hold-secs"]);
-            idle::run(&flags).await
-        }
-        "baseline-fanout" => {
-            flags.known(&["viewers", "writers", "moves"]);
-            baseline::fanout(&flags).await
-        }
-        "baseline-insert" => {
-            flags.known(&["database-url", "batch", "rows"]);
-            baseline::insert(&flags).await
-        }
-        _ => panic!(
-            "usage: shoal-load fanout|hot|rest|idle|baseline-fanout|baseline-insert [--url URL] [--preset smoke|full] [--json FILE] [flags]\n   or: shoal-load baseline-server [--port P] [--secs S]\n   or: shoal-load plot --results DIR"
-        ),
+        "fanout" => fanout::run(&flags).await,
+        "hot" => hot::run(&flags).await,
+        "rest" => rest::run(&flags).await,
+        "idle" => idle::run(&flags).await,
+        "baseline-fanout" => baseline::fanout(&flags).await,
+        "baseline-insert" => baseline::insert(&flags).await,
+        other => unreachable!("clap knows only the commands of COMMANDS, not {other}"),
     };
     let mut json = outcome.json;
     json["scenario"] = Value::from(scenario.as_str());
@@ -161,4 +223,34 @@ async fn scenario_main(scenario: String, flags: Flags) {
 /// Milliseconds with two decimals, for tables.
 pub fn ms(d: std::time::Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_answers_help_with_its_own_flags() {
+        for (name, _, flags) in COMMANDS {
+            let e = cli().try_get_matches_from(["shoal-load", name, "--help"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{name}");
+            let help = e.render().to_string();
+            for (flag, _) in flags.iter() {
+                assert!(help.contains(&format!("--{flag}")), "{name} --help lists --{flag}:\n{help}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_flag_without_its_value_or_unknown_is_a_usage_error() {
+        let e = cli().try_get_matches_from(["shoal-load", "fanout", "--viewers"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let e = cli().try_get_matches_from(["shoal-load", "hot", "--viewers", "3"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        let m = cli()
+            .try_get_matches_from(["shoal-load", "hot", "--writers", "8", "--preset", "smoke"])
+            .unwrap();
+        let flags = Flags::from_matches(m.subcommand().unwrap().1);
+        assert_eq!((flags.number("writers", 1, 2), flags.number("secs", 2, 10)), (8, 2));
+    }
 }

@@ -66,7 +66,14 @@ pub async fn metrics(base: &str) -> std::collections::HashMap<String, f64> {
     // A client of its own: the scenario's pooled connections may have sat idle longer
     // than the server keeps them open.
     let client = client(1);
-    let mut res = client.get(format!("{base}/metrics")).send().await.expect("metrics");
+    // The token the server was started with (load-tests/run-all sets both).
+    let token = std::env::var("SHOAL_METRICS_TOKEN").unwrap_or_default();
+    let mut res = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("metrics");
     let body = res.body().await.expect("metrics body");
     String::from_utf8_lossy(&body)
         .lines()

@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use super::tenant::{MembershipChanged, RoleOf, TenantActor};
+use super::tenant::{Forget, Standing, StandingOf, TenantActor};
 use super::topic::{Publish, TopicActor};
 use crate::bus::Leases;
-use crate::domain::{Event, Topic};
+use crate::domain::{AccessChange, Event, Topic};
 use crate::store::Store;
 
 /// Committed events waiting for their topic actor. When full, the store drops the
 /// newest event (see `store::Publisher`): its topic recovers it from the log.
 pub const EVENT_QUEUE: usize = 65_536;
+/// Access changes not yet seen by a connection. A connection that falls this far behind
+/// is told it lagged and checks its credential and every topic it follows anew.
+pub const ACCESS_NOTICES: usize = 1024;
 /// Boards whose owner this node remembers, before it forgets the stale ones.
 const MAX_OWNERS_KNOWN: usize = 16_384;
 
@@ -44,6 +47,8 @@ struct Inner {
     /// node. Trusted without asking Redis for a third of the lease time, and used as
     /// it is while Redis is unreachable.
     owners: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// Access changes, for this node's open connections.
+    access: tokio::sync::broadcast::Sender<AccessChange>,
 }
 
 /// Where a board's writes go.
@@ -78,6 +83,7 @@ impl Directory {
                 bus: std::sync::OnceLock::new(),
                 leases: std::sync::OnceLock::new(),
                 owners: Mutex::new(HashMap::new()),
+                access: tokio::sync::broadcast::channel(ACCESS_NOTICES).0,
             }),
         }
     }
@@ -244,18 +250,52 @@ impl Directory {
         addr
     }
 
-    /// A user's role in a workspace, from the workspace's tenant actor.
-    pub async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<crate::domain::Role>, crate::store::StoreError> {
-        match self.tenant(workspace_id).send(RoleOf(user_id.to_string())).await {
+    /// Where a user (and their sign-in session, if named) stands in a workspace, from
+    /// the workspace's tenant actor.
+    pub async fn standing(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        session_id: Option<&str>,
+    ) -> Result<Standing, crate::store::StoreError> {
+        let msg = StandingOf {
+            user_id: user_id.to_string(),
+            session_id: session_id.map(str::to_string),
+        };
+        match self.tenant(workspace_id).send(msg).await {
             Ok(r) => r,
             // The tenant stopped between lookup and send: ask the store directly.
-            Err(_) => Ok(self.inner.store.role_of(workspace_id, user_id).await?.and_then(|r| r.parse().ok())),
+            Err(_) => {
+                let store = &self.inner.store;
+                let role = store.role_of(workspace_id, user_id).await?.and_then(|r| r.parse().ok());
+                let ended = match session_id {
+                    Some(s) => store.session_ended(s).await?,
+                    None => false,
+                };
+                Ok(Standing::of(role, ended))
+            }
         }
     }
 
-    /// Tells the workspace's tenant that a user's membership changed.
-    pub async fn membership_changed(&self, workspace_id: &str, user_id: &str) {
-        let _ = self.tenant(workspace_id).send(MembershipChanged(user_id.to_string())).await;
+    /// Who may act changed here: applies it on this node and tells the other nodes.
+    pub async fn access_changed(&self, change: AccessChange) {
+        if let Some(bus) = self.inner.bus.get() {
+            bus.publish_access(&change);
+        }
+        self.apply_access_change(change).await;
+    }
+
+    /// Applies an access change on this node: the tenant's cache first, so that the
+    /// connections told next read the new state.
+    pub async fn apply_access_change(&self, change: AccessChange) {
+        let _ = self.tenant(change.workspace_id()).send(Forget(change.clone())).await;
+        // No receiver (no open connection) is not an error.
+        let _ = self.inner.access.send(change);
+    }
+
+    /// Access changes from now on, for an open connection.
+    pub fn access_notices(&self) -> tokio::sync::broadcast::Receiver<AccessChange> {
+        self.inner.access.subscribe()
     }
 
     pub(crate) fn forget_tenant(&self, workspace_id: &str, addr: &Addr<TenantActor>) {

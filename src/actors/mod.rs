@@ -9,6 +9,7 @@ mod topic;
 
 pub use directory::{Directory, DirectoryStats, Route};
 pub use persister::Persister;
+pub use tenant::Standing;
 pub use topic::{Disown, Ordered, Outbound, Overflow, Own, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
 
 /// How many recent events a topic keeps in memory for resuming clients.

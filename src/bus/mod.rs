@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::actors::Directory;
-use crate::domain::Event;
+use crate::domain::{AccessChange, Event};
 
 pub mod lease;
 pub use lease::{Holder, Leases};
@@ -40,6 +40,8 @@ enum Outgoing {
         topic: String,
         members: Vec<Value>,
     },
+    /// Who may act changed: the other nodes' open connections apply it too.
+    Access(AccessChange),
 }
 
 /// How a node joins a cluster.
@@ -85,6 +87,15 @@ impl RedisBus {
         });
     }
 
+    /// Tells the other nodes of an access change. Lost when the queue is full or Redis
+    /// is down; their caches then see it within the tenant's cache lifetime, and their
+    /// connections when they next check (see `ws`).
+    pub fn publish_access(&self, change: &AccessChange) {
+        if self.tx.try_send(Outgoing::Access(change.clone())).is_err() {
+            tracing::warn!(workspace = %change.workspace_id(), "redis publish queue full; an access change reaches other nodes late");
+        }
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }
@@ -111,6 +122,7 @@ fn wire(node: &str, e: &Event) -> String {
 enum Incoming {
     Event(Event),
     Presence { topic: String, members: Vec<Value> },
+    Access(AccessChange),
 }
 
 fn unwire_any(text: &str) -> Option<(String, Incoming)> {
@@ -118,6 +130,7 @@ fn unwire_any(text: &str) -> Option<(String, Incoming)> {
     let node = v["node"].as_str()?.to_string();
     match v["type"].as_str()? {
         "event" => unwire(text).map(|(n, e)| (n, Incoming::Event(e))),
+        "access" => Some((node, Incoming::Access(serde_json::from_value(v["change"].clone()).ok()?))),
         "presence" => Some((
             node,
             Incoming::Presence {
@@ -155,6 +168,7 @@ async fn publish(client: redis::Client, channel: String, node: String, mut rx: m
             Outgoing::Presence { topic, members } => {
                 json!({"type": "presence", "node": node, "topic": topic, "members": members}).to_string()
             }
+            Outgoing::Access(change) => json!({"type": "access", "node": node, "change": change}).to_string(),
         };
         let sent = redis::cmd("PUBLISH").arg(&channel).arg(text).query_async::<i64>(c).await;
         if let Err(err) = sent {
@@ -182,6 +196,10 @@ async fn subscribe(client: redis::Client, channel: String, node: String, directo
                                 directory.dispatch(e)
                             }
                             Some((from, Incoming::Presence { topic, members })) => directory.dispatch_presence(&topic, from, members),
+                            Some((_, Incoming::Access(change))) => {
+                                let d = directory.clone();
+                                actix::spawn(async move { d.apply_access_change(change).await });
+                            }
                             None => tracing::warn!("ignored a malformed message from redis"),
                         }
                     }
@@ -224,5 +242,12 @@ mod tests {
                 }
             ))
         );
+        let change = AccessChange::Session {
+            workspace_id: "w".into(),
+            user_id: "u".into(),
+            session_id: "s".into(),
+        };
+        let a = json!({"type": "access", "node": "n3", "change": change}).to_string();
+        assert_eq!(unwire_any(&a), Some(("n3".to_string(), Incoming::Access(change))));
     }
 }

@@ -4,6 +4,34 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// A change to who may act, which every open connection it concerns applies at once:
+/// its commands are checked against the new rights, the topics it may no longer read
+/// are ended, and a credential that no longer works closes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AccessChange {
+    /// A member's role changed, or they left the workspace.
+    Member { workspace_id: String, user_id: String },
+    /// An API key was revoked.
+    ApiKey { workspace_id: String, key_id: String },
+    /// A sign-in session ended (logout, or a refresh token presented twice).
+    Session {
+        workspace_id: String,
+        user_id: String,
+        session_id: String,
+    },
+}
+
+impl AccessChange {
+    pub fn workspace_id(&self) -> &str {
+        match self {
+            AccessChange::Member { workspace_id, .. }
+            | AccessChange::ApiKey { workspace_id, .. }
+            | AccessChange::Session { workspace_id, .. } => workspace_id,
+        }
+    }
+}
+
 /// A member's role in a workspace, from most to least powerful.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

@@ -10,7 +10,7 @@ pub mod objects;
 pub mod query;
 pub mod rank;
 
-pub use access::{Access, Resource, Role, Scope};
+pub use access::{Access, AccessChange, Resource, Role, Scope};
 pub use custom_fields::CustomFieldDef;
 pub use email::EmailAddress;
 pub use events::{Event, Topic};

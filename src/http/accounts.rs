@@ -11,8 +11,8 @@ use super::idempotency::idempotent;
 use super::AppState;
 use crate::auth::{random_token, token_digest, Claims, API_KEY_PREFIX};
 use crate::domain::fields::format_timestamp;
-use crate::domain::{Access, EmailAddress, FieldErrors, Resource, Role, Scope};
-use crate::store::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, StoreError};
+use crate::domain::{Access, AccessChange, EmailAddress, FieldErrors, Resource, Role, Scope};
+use crate::store::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, SessionRef, StoreError};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
@@ -82,21 +82,24 @@ async fn verify_password(state: &AppState, password: String, hash: String) -> Re
         .map_err(ApiError::internal)
 }
 
-/// Issues an access token and a refresh token of `family` (new family when None).
+/// Issues an access token of sign-in session `family` and, unless the refresh token
+/// was just rotated (`refresh`), the session's first refresh token (a new session when
+/// `family` is None).
 async fn session(state: &AppState, user_id: &str, ws: &str, family: Option<&str>, refresh: Option<String>) -> Result<Value, ApiError> {
     let now = chrono::Utc::now().timestamp();
     let ttl = i64::try_from(state.settings.access_token_ttl_secs).unwrap_or(900);
+    let family = family.map(str::to_string).unwrap_or_else(crate::store::new_id);
     let access = state.tokens.sign(&Claims {
         sub: user_id.to_string(),
         ws: ws.to_string(),
         iat: now,
         exp: now + ttl,
+        sid: Some(family.clone()),
     });
     let refresh = match refresh {
         Some(r) => r,
         None => {
             let r = random_token()?;
-            let family = family.map(str::to_string).unwrap_or_else(crate::store::new_id);
             let expires = crate::store::now_ms() + i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(0) * 1000;
             state
                 .store
@@ -185,20 +188,41 @@ async fn refresh(state: State, body: JsonBody) -> Reply {
         .rotate_refresh_token(&token_digest(&r.refresh_token), &token_digest(&next), expires)
         .await?
     {
-        RefreshOutcome::Rotated { user_id, workspace_id } => {
-            Ok(HttpResponse::Ok().json(session(&state, &user_id, &workspace_id, None, Some(next)).await?))
+        RefreshOutcome::Rotated(s) => {
+            Ok(HttpResponse::Ok().json(session(&state, &s.user_id, &s.workspace_id, Some(&s.session_id), Some(next)).await?))
         }
-        RefreshOutcome::Reused => Err(ApiError::new(Code::RefreshTokenReused)),
+        RefreshOutcome::Reused(s) => {
+            state.directory.access_changed(session_ended(s)).await;
+            Err(ApiError::new(Code::RefreshTokenReused))
+        }
         RefreshOutcome::Invalid => Err(ApiError::msg(Code::InvalidCredentials, "the refresh token is not valid")),
     }
 }
 
 async fn logout(state: State, body: JsonBody) -> Reply {
     let r: RefreshRequest = body.parse()?;
-    if state.store.revoke_refresh_family(&token_digest(&r.refresh_token)).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::msg(Code::InvalidCredentials, "the refresh token is not valid"))
+    match state.store.revoke_refresh_family(&token_digest(&r.refresh_token)).await? {
+        Some(s) => {
+            state.directory.access_changed(session_ended(s)).await;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        None => Err(ApiError::msg(Code::InvalidCredentials, "the refresh token is not valid")),
+    }
+}
+
+fn session_ended(s: SessionRef) -> AccessChange {
+    AccessChange::Session {
+        workspace_id: s.workspace_id,
+        user_id: s.user_id,
+        session_id: s.session_id,
+    }
+}
+
+/// A member's role or membership changed: their open connections apply it at once.
+fn member_changed(workspace_id: &str, user_id: &str) -> AccessChange {
+    AccessChange::Member {
+        workspace_id: workspace_id.to_string(),
+        user_id: user_id.to_string(),
     }
 }
 
@@ -295,7 +319,7 @@ async fn add_member(state: State, p: Principal, req: HttpRequest, body: JsonBody
                 &p.actor_id(),
             )
             .await?;
-        state.directory.membership_changed(&p.workspace_id, &m.user_id).await;
+        state.directory.access_changed(member_changed(&p.workspace_id, &m.user_id)).await;
         let mut v = member_json(&m);
         if let Some(pw) = generated {
             // Shown once: only its hash is kept.
@@ -321,7 +345,7 @@ async fn update_member(state: State, p: Principal, id: web::Path<String>, body: 
     let current = scoped.member(&id).await?;
     check_owner_rule(&p, role == Role::Owner || current.role == "owner")?;
     let m = scoped.set_role(&id, role.as_str(), &p.actor_id()).await?;
-    state.directory.membership_changed(&p.workspace_id, &id).await;
+    state.directory.access_changed(member_changed(&p.workspace_id, &id)).await;
     Ok(HttpResponse::Ok().json(member_json(&m)))
 }
 
@@ -332,7 +356,7 @@ async fn remove_member(state: State, p: Principal, id: web::Path<String>) -> Rep
     let current = scoped.member(&id).await?;
     check_owner_rule(&p, current.role == "owner")?;
     scoped.remove_member(&id, &p.actor_id()).await?;
-    state.directory.membership_changed(&p.workspace_id, &id).await;
+    state.directory.access_changed(member_changed(&p.workspace_id, &id)).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -415,6 +439,12 @@ async fn create_key(state: State, p: Principal, req: HttpRequest, body: JsonBody
 async fn revoke_key(state: State, p: Principal, id: web::Path<String>) -> Reply {
     p.require(Resource::ApiKeys, Access::Write)?;
     p.user()?;
-    p.scoped(&state.store).revoke_api_key(&path_id(&id)?, &p.actor_id()).await?;
+    let id = path_id(&id)?;
+    p.scoped(&state.store).revoke_api_key(&id, &p.actor_id()).await?;
+    let change = AccessChange::ApiKey {
+        workspace_id: p.workspace_id.clone(),
+        key_id: id,
+    };
+    state.directory.access_changed(change).await;
     Ok(HttpResponse::NoContent().finish())
 }

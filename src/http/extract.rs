@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, Code};
 use super::AppState;
+use crate::actors::Standing;
 use crate::auth::{token_digest, TokenError, API_KEY_PREFIX};
 use crate::domain::{Access, Resource, Role, Scope};
 use crate::store::{Scoped, Store};
@@ -23,6 +24,11 @@ use crate::store::{Scoped, Store};
 pub struct Principal {
     pub workspace_id: String,
     pub actor: Actor,
+    /// The sign-in session an access token belongs to (none for API keys, and for
+    /// tokens issued before sessions were named in them).
+    pub session_id: Option<String>,
+    /// When the access token expires (Unix seconds); none for API keys.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,26 +118,44 @@ pub async fn principal_for_token(state: &AppState, token: &str) -> Result<Princi
         Principal {
             workspace_id: key.workspace_id,
             actor: Actor::ApiKey { id: key.id, scopes },
+            session_id: None,
+            expires_at: None,
         }
     } else {
         let claims = state.tokens.verify(token, chrono::Utc::now().timestamp()).map_err(|e| match e {
             TokenError::Expired => ApiError::new(Code::TokenExpired),
             _ => ApiError::new(Code::InvalidCredentials),
         })?;
-        // The role comes from the workspace's tenant actor, which hears of membership
-        // changes on this node at once: a removed member or a changed role takes
-        // effect on the next request, not when the token expires.
-        let role: Role = state
-            .directory
-            .role_of(&claims.ws, &claims.sub)
-            .await?
-            .ok_or_else(|| ApiError::msg(Code::InvalidCredentials, "you are no longer a member of this workspace"))?;
+        // The role and the session come from the workspace's tenant actor, which hears
+        // of access changes at once: a removed member, a changed role or an ended
+        // session takes effect on the next request, not when the token expires.
+        let standing = state.directory.standing(&claims.ws, &claims.sub, claims.sid.as_deref()).await?;
         Principal {
+            actor: Actor::User {
+                id: claims.sub,
+                role: role_in(standing)?,
+            },
             workspace_id: claims.ws,
-            actor: Actor::User { id: claims.sub, role },
+            session_id: claims.sid,
+            expires_at: Some(claims.exp),
         }
     };
     Ok(principal)
+}
+
+/// The role a standing gives, or why it gives none.
+pub fn role_in(standing: Standing) -> Result<Role, ApiError> {
+    match standing {
+        Standing::Member(role) => Ok(role),
+        Standing::NotMember => Err(ApiError::msg(
+            Code::InvalidCredentials,
+            "you are no longer a member of this workspace",
+        )),
+        Standing::SessionEnded => Err(ApiError::msg(
+            Code::InvalidCredentials,
+            "this session has ended (logged out, or its refresh token was used twice): log in again",
+        )),
+    }
 }
 
 impl FromRequest for Principal {

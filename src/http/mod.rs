@@ -92,8 +92,27 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": state.store.backend().name(), "redis": redis})))
 }
 
-/// Prometheus metrics of the node.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus metrics of the node, for whoever holds `metrics_token`.
+async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Some(expected) = &state.settings.metrics_token else {
+        return Err(ApiError::msg(
+            Code::Forbidden,
+            "metrics are off: set metrics_token (SHOAL_METRICS_TOKEN) and send it as 'Authorization: Bearer <token>'",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Digests compared, so the time taken says nothing of how much of the token matched.
+    let digest = crate::auth::token_digest;
+    if given.map(digest) != Some(digest(expected.expose())) {
+        return Err(ApiError::msg(
+            Code::Unauthenticated,
+            "send the metrics token as 'Authorization: Bearer <token>'",
+        ));
+    }
     let d = state.directory.stats();
     let body = format!(
         "# HELP shoal_topic_actors_active Topic actors running on this node.\n\
@@ -128,7 +147,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
              process_cpu_seconds_total {cpu:.2}\n"
         ));
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body))
 }
 
 /// Resident bytes and CPU seconds of this process, from /proc (Linux only).

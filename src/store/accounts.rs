@@ -44,14 +44,19 @@ pub struct NewApiKey {
     pub scopes: Vec<String>,
 }
 
+/// A sign-in session: the family of refresh tokens one login started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRef {
+    pub workspace_id: String,
+    pub user_id: String,
+    pub session_id: String,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefreshOutcome {
-    Rotated {
-        user_id: String,
-        workspace_id: String,
-    },
+    Rotated(SessionRef),
     /// A token that was already used or revoked: its whole family is now revoked.
-    Reused,
+    Reused(SessionRef),
     Invalid,
 }
 
@@ -217,7 +222,11 @@ impl Store {
                 .push(" AND revoked_at IS NULL");
             sql.query().execute(&mut *w.tx).await?;
             w.commit().await?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused(SessionRef {
+                workspace_id: ws,
+                user_id: user,
+                session_id: family,
+            }));
         }
         if expires <= now {
             return Ok(RefreshOutcome::Invalid);
@@ -231,7 +240,19 @@ impl Store {
         let mut sql = Sql::new("UPDATE refresh_tokens SET used_at = ");
         sql.arg(now).push(" WHERE token_hash = ").arg(old_hash).push(" AND used_at IS NULL");
         if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
-            return Ok(RefreshOutcome::Reused);
+            // Used by a concurrent refresh between the read and here: as above.
+            let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+            sql.arg(now)
+                .push(" WHERE family_id = ")
+                .arg(&family)
+                .push(" AND revoked_at IS NULL");
+            sql.query().execute(&mut *w.tx).await?;
+            w.commit().await?;
+            return Ok(RefreshOutcome::Reused(SessionRef {
+                workspace_id: ws,
+                user_id: user,
+                session_id: family,
+            }));
         }
         let sql = insert(
             "refresh_tokens",
@@ -240,25 +261,42 @@ impl Store {
         );
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
-        Ok(RefreshOutcome::Rotated {
-            user_id: user,
+        Ok(RefreshOutcome::Rotated(SessionRef {
             workspace_id: ws,
-        })
+            user_id: user,
+            session_id: family,
+        }))
     }
 
-    /// Logout: revokes the family of the given refresh token. Returns whether it existed.
-    pub async fn revoke_refresh_family(&self, hash: &str) -> Result<bool> {
+    /// Logout: revokes the family of the given refresh token. Returns its session, if
+    /// the token exists.
+    pub async fn revoke_refresh_family(&self, hash: &str) -> Result<Option<SessionRef>> {
         let mut w = self.write().await?;
+        let mut sql = Sql::new("SELECT workspace_id, user_id, family_id FROM refresh_tokens WHERE token_hash = ");
+        sql.arg(hash);
+        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else {
+            return Ok(None);
+        };
+        let session = SessionRef {
+            workspace_id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            session_id: row.try_get(2)?,
+        };
         let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
         sql.arg(now_ms())
-            .push(" WHERE revoked_at IS NULL AND family_id IN (SELECT family_id FROM refresh_tokens WHERE token_hash = ");
-        sql.arg(hash).push(")");
-        let n = sql.query().execute(&mut *w.tx).await?.rows_affected();
-        let mut sql = Sql::new("SELECT 1 FROM refresh_tokens WHERE token_hash = ");
-        sql.arg(hash);
-        let existed = sql.query().fetch_optional(&mut *w.tx).await?.is_some();
+            .push(" WHERE revoked_at IS NULL AND family_id = ")
+            .arg(&session.session_id);
+        sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
-        Ok(n > 0 || existed)
+        Ok(Some(session))
+    }
+
+    /// Whether a sign-in session has ended: any of its refresh tokens revoked (logout
+    /// and reuse revoke them all).
+    pub async fn session_ended(&self, session_id: &str) -> Result<bool> {
+        let mut sql = Sql::new("SELECT 1 FROM refresh_tokens WHERE family_id = ");
+        sql.arg(session_id).push(" AND revoked_at IS NOT NULL LIMIT 1");
+        Ok(sql.query().fetch_optional(self.pool()).await?.is_some())
     }
 
     pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>> {

@@ -26,7 +26,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
-pub use accounts::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, UserRow};
+pub use accounts::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, SessionRef, UserRow};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use imports::ImportJob;
 pub(crate) use moves::QueuedMove;
@@ -1035,5 +1035,99 @@ mod tests {
         let mut odd = Sql::new("SELECT $2, $1");
         odd.args = vec![Arg::from(1i64), Arg::from(2i64)];
         assert_eq!(odd.on(Backend::Sqlite).text, "SELECT $2, $1");
+    }
+
+    /// A store on `backend` migrated up to, not including, its last migration.
+    async fn before_last_migration(backend: Backend) -> (Store, Box<dyn FnOnce() + Send>) {
+        let name = format!("shoal_ties_{}", uuid::Uuid::new_v4().simple());
+        let dir = std::env::temp_dir().join(&name);
+        let (url, cleanup): (Option<String>, Box<dyn FnOnce() + Send>) = match backend {
+            Backend::Sqlite => {
+                let d = dir.clone();
+                (None, Box::new(move || drop(std::fs::remove_dir_all(d))))
+            }
+            Backend::Postgres => {
+                let admin =
+                    std::env::var("SHOAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let mut c = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL for the store's tests");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
+                let url = format!("{base}/{name}");
+                let drop_it = move || {
+                    let _ = std::thread::spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                        rt.block_on(async {
+                            let mut c = sqlx::PgConnection::connect(&admin).await.ok()?;
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await
+                                .ok()
+                        })
+                    })
+                    .join();
+                };
+                (Some(url), Box::new(drop_it))
+            }
+        };
+        let store = Store::connect(url.as_deref(), &dir, 2, Duration::from_secs(5)).await.unwrap();
+        let mut m = match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        let all = m.migrations.len();
+        m.migrations = std::borrow::Cow::Owned(m.migrations[..all - 1].to_vec());
+        m.run(store.pool()).await.unwrap();
+        (store, cleanup)
+    }
+
+    #[tokio::test]
+    async fn cards_that_tie_in_a_column_get_keys_of_their_own_in_their_place_when_keys_become_unique() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let (store, cleanup) = before_last_migration(backend).await;
+            sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ('w', 'W', 0)")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            // Three cards tied at V between U and W, and a V in another column.
+            for (id, stage, rank) in [
+                ("d1", "s1", "U"),
+                ("d4", "s1", "V"),
+                ("d2", "s1", "V"),
+                ("d3", "s1", "V"),
+                ("d5", "s1", "W"),
+                ("d6", "s2", "V"),
+            ] {
+                let sql = format!(
+                    "INSERT INTO deals (id, workspace_id, version, created_at, updated_at, title, pipeline_id, stage_id, rank) \
+                     VALUES ('{id}', 'w', 1, 0, 0, 't', 'p', '{stage}', '{rank}')"
+                );
+                sqlx::query(&sql).execute(store.pool()).await.unwrap();
+            }
+
+            store.migrate().await.unwrap();
+
+            let rows: Vec<(String, String, String)> = sqlx::query_as("SELECT id, stage_id, rank FROM deals")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+            let mut s1: Vec<&(String, String, String)> = rows.iter().filter(|r| r.1 == "s1").collect();
+            // Byte order, the order the store sorts keys in.
+            s1.sort_by(|a, b| a.2.as_bytes().cmp(b.2.as_bytes()));
+            let order: Vec<&str> = s1.iter().map(|r| r.0.as_str()).collect();
+            assert_eq!(
+                order,
+                ["d1", "d2", "d3", "d4", "d5"],
+                "{backend:?}: tied cards keep their order by id, between U and W"
+            );
+            assert!(s1.iter().all(|r| crate::domain::rank::is_valid(&r.2)), "{s1:?}");
+            assert!(rows.iter().any(|r| r.0 == "d6" && r.2 == "V"), "another column's key is left alone");
+            // From now on the store refuses a tie.
+            let tie = sqlx::query("UPDATE deals SET rank = 'U' WHERE id = 'd5'")
+                .execute(store.pool())
+                .await;
+            assert!(tie.is_err(), "{backend:?}");
+            store.close().await;
+            cleanup();
+        }
     }
 }

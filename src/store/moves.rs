@@ -7,17 +7,20 @@
 //! the moves before it left it, and updates every moved deal in one statement. Each
 //! move still gets its own answer, events and audit entry, exactly as it would alone.
 //!
-//! The run takes the moves it can place from what it read: a drop at the end of a
-//! column, or between two named cards. A drop next to one named card needs that card's
-//! neighbour in the column, and a column whose keys have grown too long needs a
-//! rebalance; such a move, and what follows it, is left to the caller to run alone.
+//! The run takes the moves it can place from what it read: drops at the end of a
+//! column. A drop next to a named card needs that card's neighbour in the column as it
+//! is at that moment, and a column whose keys have grown too long needs a rebalance;
+//! such a move, and what follows it, is left to the caller to run alone.
+//!
+//! Keys stay unique in a column (an index checks it row by row as the run's one update
+//! goes): a card never takes a key that a card moved in the same run held before it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use sqlx::{Column as _, Row};
 
-use super::records::{columns, decode, invalid, DealMove, REBALANCE_AT};
+use super::records::{columns, decode, in_gap, invalid, DealMove, REBALANCE_AT};
 use super::{now_ms, Arg, Backend, Result, Scoped, Sql, StoreError, WriteTx};
 use crate::domain::{rank, Changes, FieldValue, ObjectType, Record};
 
@@ -38,9 +41,10 @@ pub struct QueuedMove<'a> {
 }
 
 impl DealMove {
-    /// Whether a run can place this move from the cards it names alone.
+    /// Whether a run can place this move from what it reads: a drop at the end of a
+    /// column.
     pub fn runs_in_batch(&self) -> bool {
-        self.after.is_some() == self.before.is_some()
+        self.after.is_none() && self.before.is_none()
     }
 }
 
@@ -68,6 +72,8 @@ enum Plan {
 struct Board {
     deals: HashMap<String, Record>,
     stages: HashMap<String, Column>,
+    /// Stage and key of each moved deal as its row holds them until the run's update.
+    vacated: HashSet<(String, String)>,
 }
 
 /// A stage as the run knows it.
@@ -139,9 +145,12 @@ impl Scoped<'_> {
                 Plan::Write { after, stage, key } => (after, stage, key),
             };
             let before = board.deals[m.id].clone();
-            stored
-                .entry(after.id.clone())
-                .or_insert_with(|| (before.version, before.text("pipeline_id").map(str::to_string)));
+            stored.entry(after.id.clone()).or_insert_with(|| {
+                if let (Some(s), Some(k)) = (before.text("stage_id"), before.text("rank")) {
+                    board.vacated.insert((s.to_string(), k.to_string()));
+                }
+                (before.version, before.text("pipeline_id").map(str::to_string))
+            });
             if let Some(old) = before.text("stage_id").and_then(|s| board.stages.get_mut(s)) {
                 old.remove(m.id);
             }
@@ -228,8 +237,6 @@ impl Scoped<'_> {
         let mut ids: Vec<&str> = Vec::new();
         for m in taken() {
             ids.push(m.id);
-            ids.extend(m.to.after.as_deref());
-            ids.extend(m.to.before.as_deref());
         }
         // Stages named by the moves, and deals that stay in their own.
         let mut named: Vec<&str> = taken().filter_map(|m| m.to.stage.as_deref()).collect();
@@ -285,6 +292,7 @@ impl Scoped<'_> {
         let mut board = Board {
             deals: HashMap::with_capacity(ids.len()),
             stages: HashMap::new(),
+            vacated: HashSet::new(),
         };
         for row in rows {
             // A stage's row names its second column; a deal's second is its version.
@@ -335,30 +343,22 @@ impl Board {
             return Plan::Answer(Err(invalid("stage_id", "no such stage")));
         };
         let pipeline = &column.pipeline;
-        let (lo, hi) = match (m.to.after.as_deref(), m.to.before.as_deref()) {
-            // The end of the column: after the highest key of its other cards.
-            (None, None) => match column.last_except(m.id) {
-                Ok(last) => (last, None),
-                Err(()) => return Plan::Alone,
-            },
-            (Some(a), Some(b)) => {
-                let lo = match self.neighbour(m.id, &stage, a, "after") {
-                    Ok(r) => r,
-                    Err(e) => return Plan::Answer(Err(e)),
-                };
-                let hi = match self.neighbour(m.id, &stage, b, "before") {
-                    Ok(r) => r,
-                    Err(e) => return Plan::Answer(Err(e)),
-                };
-                match (lo, hi) {
-                    (Some(lo), Some(hi)) => (Some(lo), Some(hi)),
-                    _ => return Plan::Answer(Err(invalid("after", "a deal cannot be placed next to itself"))),
-                }
-            }
-            _ => return Plan::Alone,
+        // The end of the column: after the highest key of its other cards.
+        let Ok(last) = column.last_except(m.id) else {
+            return Plan::Alone;
         };
-        let Some(key) = rank::between(lo.as_deref(), hi.as_deref()) else {
-            return Plan::Answer(Err(invalid("before", "'after' must come before 'before'")));
+        let key = match in_gap(deal, &stage, last.as_deref(), None) {
+            Some(own) => own.to_string(),
+            None => {
+                let Some(mut key) = rank::between(last.as_deref(), None) else {
+                    return Plan::Answer(Err(StoreError::Other(anyhow::anyhow!("column keys out of order"))));
+                };
+                // Still held in the store by a card this run moves away: the next one.
+                while self.vacated.contains(&(stage.clone(), key.clone())) {
+                    key = rank::between(Some(&key), None).unwrap_or_default();
+                }
+                key
+            }
         };
         if key.len() > REBALANCE_AT {
             return Plan::Alone;
@@ -392,19 +392,6 @@ impl Board {
             custom,
         };
         Plan::Write { after, stage, key }
-    }
-
-    /// The key of a named neighbour, which must be in the target stage; none when the
-    /// neighbour is the moving deal itself.
-    fn neighbour(&self, moving: &str, stage: &str, id: &str, field: &str) -> Result<Option<String>> {
-        if id == moving {
-            return Ok(None);
-        }
-        let n = self.deals.get(id).ok_or_else(|| invalid(field, "no such deal"))?;
-        if n.text("stage_id") != Some(stage) {
-            return Err(invalid(field, "that deal is not in the target stage"));
-        }
-        Ok(n.text("rank").map(str::to_string))
     }
 }
 
@@ -588,6 +575,55 @@ mod tests {
                 let _ = std::fs::remove_dir_all(dir);
             })
             .await;
+    }
+
+    #[tokio::test]
+    async fn a_run_never_gives_a_card_the_key_a_card_it_moved_away_still_holds_in_the_store() {
+        let (store, dir, ws) = fresh_store("vacated").await;
+        let (pipeline, a, b) = board(&store, &ws).await;
+        let deal = |title: &'static str, stage: String| {
+            let (store, ws, pipeline) = (store.clone(), ws.clone(), pipeline.clone());
+            async move {
+                let fields = [("title", title), ("pipeline_id", pipeline.as_str()), ("stage_id", stage.as_str())];
+                create(&store, &ws, ObjectType::Deal, &fields).await
+            }
+        };
+        deal("first", a.clone()).await;
+        let last = deal("last", a.clone()).await;
+        let incoming = deal("incoming", b.clone()).await;
+        // The last card of A leaves; then a card comes in at the end of A, where the
+        // key after A's other card is the one the leaving card's row still holds.
+        let (out, back) = (to(&b, None, None, None), to(&a, None, None, None));
+        let moves = [
+            QueuedMove {
+                id: &last.id,
+                to: &out,
+                actor: "user:u",
+                cause: None,
+                fence: None,
+            },
+            QueuedMove {
+                id: &incoming.id,
+                to: &back,
+                actor: "user:u",
+                cause: None,
+                fence: None,
+            },
+        ];
+        let mut w = store.write().await.unwrap();
+        let placed = store
+            .scoped(&ws)
+            .move_run(&mut w, &moves)
+            .await
+            .expect("the run's one update succeeds");
+        w.commit().await.unwrap();
+
+        assert_eq!(placed.len(), 2);
+        let came = placed[1].0.as_ref().unwrap();
+        assert_eq!(came.text("stage_id"), Some(a.as_str()));
+        assert!(came.text("rank") > last.text("rank"), "after the key the leaving card held");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

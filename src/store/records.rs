@@ -107,6 +107,13 @@ fn activity_link(ty: ObjectType) -> Option<&'static str> {
     }
 }
 
+/// The deal's own key when it already sits in `stage` strictly between `lo` and `hi`:
+/// a drop there leaves it where it is.
+pub(super) fn in_gap<'a>(deal: &'a Record, stage: &str, lo: Option<&str>, hi: Option<&str>) -> Option<&'a str> {
+    let own = deal.text("rank").filter(|_| deal.text("stage_id") == Some(stage))?;
+    (lo.is_none_or(|lo| own > lo) && hi.is_none_or(|hi| own < hi)).then_some(own)
+}
+
 pub(super) fn invalid(field: &str, message: impl Into<String>) -> StoreError {
     StoreError::Invalid(FieldErrors::single(field, message))
 }
@@ -580,27 +587,48 @@ impl Scoped<'_> {
         let stage = stage.unwrap_or_else(|| deal.text("stage_id").unwrap_or_default().to_string());
         let pipeline = pipeline.ok_or_else(|| invalid("stage_id", "no such stage"))?;
         let conn: &mut AnyConnection = &mut w.tx;
-        let (lo, hi) = match last {
-            Some(last) => (last, None),
-            None => {
-                let lo = self.neighbour_rank(conn, &stage, id, after.as_deref(), "after").await?;
-                let hi = self.neighbour_rank(conn, &stage, id, before_id.as_deref(), "before").await?;
-                match (lo, hi) {
-                    (Some(lo), Some(hi)) => (Some(lo), Some(hi)),
-                    (Some(lo), None) if before_id.is_none() => {
-                        let hi = self.adjacent_rank(conn, &stage, &lo, id, true).await?;
-                        (Some(lo), hi)
+        // Where the card goes, as the column is now (see `DealMove`): the gap right after
+        // `after`, else right before `before`, else after the last card. The other end of
+        // the gap is read, never taken from the request: two drops into one gap then get
+        // two keys, the later one nearer its anchor.
+        let (lo, hi) = match (last, after.as_deref(), before_id.as_deref()) {
+            (Some(last), ..) => (last, None),
+            (None, Some(anchor), hint) => {
+                let lo = self.neighbour_rank(conn, &stage, id, Some(anchor), "after").await?;
+                let lo = lo.ok_or_else(|| invalid("after", "a deal cannot be placed next to itself"))?;
+                // `before` is what the client saw after the anchor: only a hint, which
+                // may have moved since, but it must name a deal, not the card itself.
+                if let Some(hint) = hint {
+                    if hint == anchor {
+                        return Err(invalid(
+                            "before",
+                            "names the same card as 'after': a card goes between two different cards",
+                        ));
                     }
-                    (None, Some(hi)) if after.is_none() => {
-                        let lo = self.adjacent_rank(conn, &stage, &hi, id, false).await?;
-                        (lo, Some(hi))
+                    if hint == id {
+                        return Err(invalid("before", "a deal cannot be placed next to itself"));
                     }
-                    // A neighbour named itself: the move is relative to the card's own place.
-                    _ => return Err(invalid("after", "a deal cannot be placed next to itself")),
+                    if !self.exists(conn, ObjectType::Deal, hint).await? {
+                        return Err(invalid("before", "no such deal"));
+                    }
                 }
+                let hi = self.adjacent_rank(conn, &stage, &lo, id, true).await?;
+                (Some(lo), hi)
+            }
+            (None, None, named) => {
+                let hi = self
+                    .neighbour_rank(conn, &stage, id, named, "before")
+                    .await?
+                    .ok_or_else(|| invalid("before", "a deal cannot be placed next to itself"))?;
+                let lo = self.adjacent_rank(conn, &stage, &hi, id, false).await?;
+                (lo, Some(hi))
             }
         };
-        let mut key = rank::between(lo.as_deref(), hi.as_deref()).ok_or_else(|| invalid("before", "'after' must come before 'before'"))?;
+        let mut key = match in_gap(&deal, &stage, lo.as_deref(), hi.as_deref()) {
+            // Already there: the card keeps its key and nothing is written.
+            Some(own) => own.to_string(),
+            None => rank::between(lo.as_deref(), hi.as_deref()).ok_or_else(|| anyhow::anyhow!("column keys out of order"))?,
+        };
         if key.len() > REBALANCE_AT {
             key = self.rebalance(w, &pipeline, &stage, id, lo.as_deref(), actor).await?;
         }
@@ -670,17 +698,28 @@ impl Scoped<'_> {
         actor: &str,
     ) -> Result<String> {
         let mut sql = Sql::new("SELECT id, rank FROM deals WHERE workspace_id = ");
-        sql.arg(self.ws).push(" AND stage_id = ").arg(stage).push(" AND id <> ").arg(moving);
-        sql.push(&format!(" ORDER BY {}, id", self.bytewise("rank")));
+        sql.arg(self.ws).push(" AND stage_id = ").arg(stage);
+        sql.push(&format!(" ORDER BY {}", self.bytewise("rank")));
         let rows = sql.query().fetch_all(&mut *w.tx).await?;
         let mut order: Vec<(String, String)> = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?;
+        let len = order.len();
+        order.retain(|(id, _)| id != moving);
+        let here = order.len() < len;
         let at = after.map(|a| order.iter().filter(|(_, r)| r.as_str() <= a).count()).unwrap_or(0);
         order.insert(at, (moving.to_string(), String::new()));
         let keys = rank::spread(order.len());
+        // Keys are unique in a column (an index says so, checked row by row), and a new
+        // key may be one another card holds until its own turn: every card of the
+        // column first takes a key no ordering key can be ('~' is not a digit).
+        let mut park = Sql::new("UPDATE deals SET rank = '~' || id WHERE workspace_id = ");
+        park.arg(self.ws);
+        park.push(" AND stage_id = ").arg(stage);
+        park.query().execute(&mut *w.tx).await?;
         let now = now_ms();
         let mut ranks = Map::new();
         for ((id, _), key) in order.iter().zip(&keys) {
-            if id == moving {
+            // A card moving in from another column gets its key from the move itself.
+            if id == moving && !here {
                 continue;
             }
             let mut upd = Sql::new("UPDATE deals SET rank = ");

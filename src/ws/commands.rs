@@ -52,7 +52,7 @@ async fn run_on(
     }
 }
 
-/// Runs one command; returns the seq of its event on `topic`.
+/// Runs one command; says which event on `topic` it made, if any.
 pub async fn run(
     state: &AppState,
     p: &Principal,
@@ -61,7 +61,7 @@ pub async fn run(
     topic: &str,
     op: &str,
     mut args: Map<String, Value>,
-) -> Result<i64, ApiError> {
+) -> Result<Acked, ApiError> {
     if id.is_empty() || id.len() > 100 {
         return Err(ApiError::msg(Code::InvalidBody, "a command id is 1 to 100 characters"));
     }
@@ -156,9 +156,16 @@ pub async fn run(
         _ => return Err(ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'"))),
     };
     let key = topic.key();
-    // A command that changed nothing made no event; its position is the topic's seq.
-    match events.iter().rev().find(|e| e.topic == key) {
-        Some(e) => Ok(e.seq),
-        None => Ok(state.store.topic_seq(&key).await?),
-    }
+    Ok(Acked {
+        seq: events.iter().rev().find(|e| e.topic == key).map(|e| e.seq),
+        noop: events.is_empty(),
+    })
+}
+
+/// What an ack says of a command's outcome.
+pub struct Acked {
+    /// The seq of its event on the command's topic; none when it made none there.
+    pub seq: Option<i64>,
+    /// It changed nothing (the record was already so): no event was made.
+    pub noop: bool,
 }

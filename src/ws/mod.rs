@@ -16,12 +16,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::actors::{Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
-use crate::domain::{Access, Resource, Topic};
+use crate::domain::{Access, AccessChange, Resource, Topic};
 use crate::http::error::{ApiError, Code};
-use crate::http::extract::{principal_for_token, Actor, Principal};
+use crate::http::extract::{principal_for_token, role_in, Actor, Principal};
 use crate::http::AppState;
 use protocol::{error_frame, nack_frame, ClientMessage};
 
@@ -32,6 +32,14 @@ pub const MAX_SUBSCRIPTIONS: usize = 100;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A connection that sends nothing (not even a pong) for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// How often a connection checks its credential and topics even without an access
+/// notice, in case one was lost between nodes (Redis down or its queue full).
+const RECHECK: Duration = Duration::from_secs(60);
+/// The close code of a connection whose credential no longer works: its access token
+/// expired, its session ended, its API key was revoked or its member left the
+/// workspace. The close reason is the error code (`token_expired`,
+/// `invalid_credentials`), after an `error` frame that says why.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// WebSocket connections open now, for `/metrics`.
@@ -76,6 +84,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         let (tx, rx) = mpsc::channel(state.settings.ws_outbound_queue);
         let mut conn = Connection {
             id,
+            access: state.directory.access_notices(),
             state,
             principal,
             session,
@@ -103,13 +112,32 @@ pub(crate) struct Connection {
     pipelines: KnownPipelines,
     tx: mpsc::Sender<Outbound>,
     overflow: Arc<Overflow>,
+    /// Access changes on this node (and, in a cluster, the others'), so that a demoted
+    /// or removed member, a revoked key or an ended session takes effect here at once.
+    access: broadcast::Receiver<AccessChange>,
+}
+
+/// When an access token's expiry (Unix seconds) falls, on the runtime's clock.
+fn deadline(expires_at: Option<i64>) -> Option<tokio::time::Instant> {
+    let left = expires_at? - chrono::Utc::now().timestamp();
+    Some(tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0)))
 }
 
 impl Connection {
     async fn run(&mut self, mut stream: actix_ws::AggregatedMessageStream, mut rx: mpsc::Receiver<Outbound>) -> &'static str {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
         let mut last_heard = Instant::now();
+        let mut armed = self.principal.expires_at;
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut expiry = Box::pin(tokio::time::sleep_until(deadline(armed).unwrap_or_else(far)));
+        let mut notices_open = true;
         loop {
+            // A fresh token sent on the socket moves the deadline.
+            if self.principal.expires_at != armed {
+                armed = self.principal.expires_at;
+                expiry.as_mut().reset(deadline(armed).unwrap_or_else(far));
+            }
             tokio::select! {
                 msg = stream.next() => {
                     last_heard = Instant::now();
@@ -123,7 +151,13 @@ impl Connection {
                         }
                         Some(Ok(AggregatedMessage::Ping(b))) => self.session.pong(&b).await.is_ok(),
                         Some(Ok(AggregatedMessage::Pong(_))) => true,
-                        Some(Ok(AggregatedMessage::Close(_))) | None => return "client closed",
+                        // RFC 6455 (5.5.1): a Close is answered with a Close, echoing its
+                        // code, so the client sees a clean closure at once.
+                        Some(Ok(AggregatedMessage::Close(reason))) => {
+                            let _ = self.session.clone().close(reason).await;
+                            return "client closed";
+                        }
+                        None => return "client closed",
                         Some(Err(e)) => {
                             let reason = CloseReason { code: CloseCode::Size, description: Some(e.to_string()) };
                             let _ = self.session.clone().close(Some(reason)).await;
@@ -144,6 +178,33 @@ impl Connection {
                 _ = self.overflow.notify.notified() => {
                     if self.overflow.take() && !self.resync(&mut rx).await {
                         return "socket closed";
+                    }
+                }
+                notice = self.access.recv(), if notices_open => {
+                    let concerned = match notice {
+                        Ok(change) => self.concerned_by(&change),
+                        // Fell behind: some notice may have concerned us.
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            notices_open = false;
+                            false
+                        }
+                    };
+                    if concerned && !self.recheck().await {
+                        return "access ended";
+                    }
+                }
+                _ = &mut expiry, if armed.is_some() => {
+                    self.end(ApiError::msg(
+                        Code::TokenExpired,
+                        "the access token expired: send {\"type\": \"auth\", \"token\": …} with a fresh one before it expires, or reconnect",
+                    ))
+                    .await;
+                    return "token expired";
+                }
+                _ = recheck.tick() => {
+                    if !self.recheck().await {
+                        return "access ended";
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -192,19 +253,30 @@ impl Connection {
             Ok(m) => m,
             Err(e) => return self.send(error_frame(&e)).await,
         };
+        // Notices that arrived with this message are applied before it: a command sent
+        // after a demotion took effect is judged by the new role.
+        if !self.apply_pending_notices().await {
+            return false;
+        }
         match msg {
             ClientMessage::Ping {} => self.send(json!({"type": "pong"}).to_string()).await,
             ClientMessage::Subscribe { topic, since_seq } => match self.subscribe(&topic, since_seq).await {
                 Ok(()) => true,
                 Err(e) => self.send(error_frame(&e.details(json!({"topic": topic})))).await,
             },
+            ClientMessage::Auth { token } => self.reauthenticate(&token).await,
             ClientMessage::Unsubscribe { topic } => {
-                if let Some(addr) = self.subs.remove(&topic) {
+                // The same name `subscribe` used, however the client spelled it.
+                let Some(key) = Topic::parse(&topic).map(|t| t.key()) else {
+                    return self.send(error_frame(&not_a_topic(&topic))).await;
+                };
+                if let Some(addr) = self.subs.remove(&key) {
                     let _ = addr.send(Unsubscribe { conn: self.id }).await;
                 }
-                self.send(json!({"type": "unsubscribed", "topic": topic}).to_string()).await
+                self.send(json!({"type": "unsubscribed", "topic": key}).to_string()).await
             }
             ClientMessage::Presence { topic, state } => {
+                let topic = Topic::parse(&topic).map(|t| t.key()).unwrap_or(topic);
                 let too_big = state
                     .as_ref()
                     .is_some_and(|s| serde_json::to_string(s).map(|t| t.len()).unwrap_or(0) > 1024);
@@ -231,12 +303,133 @@ impl Connection {
             }
             ClientMessage::Command { id, topic, op, args } => {
                 let frame = match commands::run(&self.state, &self.principal, &mut self.pipelines, &id, &topic, &op, args).await {
-                    Ok(seq) => json!({"type": "ack", "id": id, "seq": seq}).to_string(),
+                    Ok(a) => json!({"type": "ack", "id": id, "seq": a.seq, "noop": a.noop}).to_string(),
                     Err(e) => nack_frame(&id, &e),
                 };
                 self.send(frame).await
             }
         }
+    }
+
+    /// Whether an access change may concern this connection's credential.
+    fn concerned_by(&self, change: &AccessChange) -> bool {
+        let p = &self.principal;
+        if change.workspace_id() != p.workspace_id {
+            return false;
+        }
+        match (change, &p.actor) {
+            (AccessChange::Member { user_id, .. }, Actor::User { id, .. }) => user_id == id,
+            (AccessChange::ApiKey { key_id, .. }, Actor::ApiKey { id, .. }) => key_id == id,
+            (AccessChange::Session { session_id, .. }, _) => p.session_id.as_deref() == Some(session_id.as_str()),
+            _ => false,
+        }
+    }
+
+    /// Applies the access notices already received; false when the connection closed.
+    async fn apply_pending_notices(&mut self) -> bool {
+        let mut concerned = false;
+        loop {
+            match self.access.try_recv() {
+                Ok(change) => concerned |= self.concerned_by(&change),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => concerned = true,
+                Err(_) => break,
+            }
+        }
+        !concerned || self.recheck().await
+    }
+
+    /// Checks the connection's credential against who may act now: a credential that
+    /// no longer works closes the connection (false); a changed role applies to the
+    /// next command and ends the topics it may no longer read.
+    async fn recheck(&mut self) -> bool {
+        let mut p = self.principal.clone();
+        let checked = match &mut p.actor {
+            Actor::User { id, role } => match self.state.directory.standing(&p.workspace_id, id, p.session_id.as_deref()).await {
+                Ok(standing) => role_in(standing).map(|r| *role = r),
+                Err(e) => Err(e.into()),
+            },
+            Actor::ApiKey { id, .. } => match self.state.store.scoped(&self.principal.workspace_id).api_key(id).await {
+                Ok(k) if k.revoked_at.is_none() => Ok(()),
+                Ok(_) | Err(crate::store::StoreError::NotFound) => Err(ApiError::msg(Code::InvalidCredentials, "the API key was revoked")),
+                Err(e) => Err(e.into()),
+            },
+        };
+        match checked {
+            Ok(()) => {
+                self.principal = p;
+                self.end_forbidden_topics().await
+            }
+            // The store is out of reach: keep what was known, and check again later.
+            Err(e) if e.code == Code::Unavailable => true,
+            Err(e) => {
+                self.end(e).await;
+                false
+            }
+        }
+    }
+
+    /// Ends, with an `unsubscribed` frame that says why, each followed topic the
+    /// principal may no longer read.
+    async fn end_forbidden_topics(&mut self) -> bool {
+        let mut ended = Vec::new();
+        for key in self.subs.keys() {
+            if let Err(e) = Topic::parse(key)
+                .ok_or_else(|| not_a_topic(key))
+                .and_then(|t| permit(&self.principal, &t))
+            {
+                ended.push((key.clone(), e));
+            }
+        }
+        for (key, e) in ended {
+            if let Some(addr) = self.subs.remove(&key) {
+                let _ = addr.send(Unsubscribe { conn: self.id }).await;
+            }
+            let frame = json!({"type": "unsubscribed", "topic": key, "code": e.code.name(), "message": e.message});
+            if !self.send(frame.to_string()).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The credential no longer works: says why, then closes with
+    /// [`CLOSE_UNAUTHORIZED`].
+    async fn end(&mut self, e: ApiError) {
+        let _ = self.send(error_frame(&e)).await;
+        let reason = CloseReason {
+            code: CloseCode::Other(CLOSE_UNAUTHORIZED),
+            description: Some(e.code.name().to_string()),
+        };
+        let _ = self.session.clone().close(Some(reason)).await;
+    }
+
+    /// A fresh access token for the same member and workspace, sent before the one the
+    /// connection opened with expires: the connection goes on under it.
+    async fn reauthenticate(&mut self, token: &str) -> bool {
+        let fresh = match principal_for_token(&self.state, token).await {
+            Ok(p) => p,
+            Err(e) => return self.send(error_frame(&e)).await,
+        };
+        let same = fresh.workspace_id == self.principal.workspace_id
+            && match (&fresh.actor, &self.principal.actor) {
+                (Actor::User { id: a, .. }, Actor::User { id: b, .. }) => a == b,
+                (Actor::ApiKey { id: a, .. }, Actor::ApiKey { id: b, .. }) => a == b,
+                _ => false,
+            };
+        if !same {
+            let e = ApiError::msg(
+                Code::Forbidden,
+                "the token is another member's or another workspace's: open a new connection for it",
+            );
+            return self.send(error_frame(&e)).await;
+        }
+        self.principal = fresh;
+        if !self.end_forbidden_topics().await {
+            return false;
+        }
+        let expires_at = self.principal.expires_at.map(|t| crate::domain::fields::format_timestamp(t * 1000));
+        self.send(json!({"type": "authenticated", "expires_at": expires_at}).to_string())
+            .await
     }
 
     async fn subscribe(&mut self, raw: &str, since: Option<i64>) -> Result<(), ApiError> {
@@ -312,19 +505,30 @@ impl KnownPipelines {
     }
 }
 
+fn not_a_topic(raw: &str) -> ApiError {
+    ApiError::msg(Code::InvalidBody, format!("'{raw}' is not a topic such as board:<pipeline id>"))
+}
+
 /// [`authorize`], skipping the lookup of a pipeline the connection already found.
 pub(crate) async fn authorize_known(state: &AppState, p: &Principal, raw: &str, known: &mut KnownPipelines) -> Result<Topic, ApiError> {
-    let topic =
-        Topic::parse(raw).ok_or_else(|| ApiError::msg(Code::InvalidBody, format!("'{raw}' is not a topic such as board:<pipeline id>")))?;
-    match &topic {
-        Topic::Board { pipeline_id } => {
+    let topic = Topic::parse(raw).ok_or_else(|| not_a_topic(raw))?;
+    permit(p, &topic)?;
+    if let Topic::Board { pipeline_id } = &topic {
+        if !known.0.contains(pipeline_id) {
+            // Another workspace's pipeline does not exist from here.
+            p.scoped(&state.store).get(crate::domain::ObjectType::Pipeline, pipeline_id).await?;
+            known.insert(pipeline_id);
+        }
+    }
+    Ok(topic)
+}
+
+/// Whether the principal's rights let it follow the topic (of its own workspace).
+fn permit(p: &Principal, topic: &Topic) -> Result<(), ApiError> {
+    match topic {
+        Topic::Board { .. } => {
             p.require(Resource::Pipelines, Access::Read)?;
             p.require(Resource::Deals, Access::Read)?;
-            if !known.0.contains(pipeline_id) {
-                // Another workspace's pipeline does not exist from here.
-                p.scoped(&state.store).get(crate::domain::ObjectType::Pipeline, pipeline_id).await?;
-                known.insert(pipeline_id);
-            }
         }
         Topic::Workspace { workspace_id } => {
             if *workspace_id != p.workspace_id {
@@ -349,5 +553,5 @@ pub(crate) async fn authorize_known(state: &AppState, p: &Principal, raw: &str, 
             }
         }
     }
-    Ok(topic)
+    Ok(())
 }

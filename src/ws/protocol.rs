@@ -28,6 +28,10 @@ pub enum ClientMessage {
         state: Option<Map<String, Value>>,
     },
     Ping {},
+    /// A fresh access token for the connection, sent before the current one expires.
+    Auth {
+        token: String,
+    },
 }
 
 impl ClientMessage {

@@ -165,8 +165,9 @@ fn create_workspace_can_take_the_password_from_standard_input() {
     );
 }
 
-#[test]
-fn the_server_answers_then_stops_cleanly_on_sigterm() {
+/// Starts the server, checks it answers, sends it `signal`, and returns what it logged
+/// after.
+fn serve_then_signal(signal: &str) -> Vec<String> {
     let dir = TempDir::new();
     let mut child = shoal()
         .args(["--port", "0", "--data-dir", dir.arg()])
@@ -188,12 +189,29 @@ fn the_server_answers_then_stops_cleanly_on_sigterm() {
     s.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    lines.map_while(Result::ok).collect()
+}
+
+#[test]
+fn the_server_answers_then_stops_cleanly_on_sigterm() {
+    let log = serve_then_signal("TERM");
+    assert!(log.iter().any(|l| l.contains("shutting down") && l.contains("SIGTERM")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+}
+
+#[test]
+fn ctrl_c_drains_the_server_as_sigterm_does() {
+    let log = serve_then_signal("INT");
+    assert!(log.iter().any(|l| l.contains("shutting down") && l.contains("SIGINT")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("forced")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
 }
 
 #[actix_web::test]

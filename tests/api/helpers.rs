@@ -130,8 +130,12 @@ async fn start(settings: Settings) -> String {
     address
 }
 
+/// The token test servers ask for on `/metrics`.
+pub const METRICS_TOKEN: &str = "test-only-metrics-token";
+
 pub fn test_settings() -> Settings {
     Settings {
+        metrics_token: Some(Secret::new(METRICS_TOKEN)),
         port: 0,
         http_workers: 1,
         database_max_connections: 5,
@@ -458,6 +462,35 @@ impl Ws {
         self.until("subscribed").await
     }
 
+    /// Frames until the server closes the connection: the JSON frames before, and the
+    /// close frame's reason (`None` when the connection ended without a close frame).
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<Option<awc::ws::CloseReason>>) {
+        use futures_util::{SinkExt, StreamExt};
+        let mut seen = Vec::new();
+        // One deadline for the whole wait: the server's pings would renew a per-frame one.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .unwrap_or_else(|_| panic!("the server closes within 20 s; frames so far: {seen:?}"));
+            match frame {
+                Some(Ok(awc::ws::Frame::Text(b))) => seen.push(serde_json::from_slice(&b).expect("JSON frame")),
+                Some(Ok(awc::ws::Frame::Ping(p))) => {
+                    let _ = self.framed.send(awc::ws::Message::Pong(p)).await;
+                }
+                Some(Ok(awc::ws::Frame::Close(r))) => return (seen, Some(r)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (seen, None),
+            }
+        }
+    }
+
+    /// Sends a Close frame.
+    pub async fn send_close(&mut self, reason: Option<awc::ws::CloseReason>) {
+        use futures_util::SinkExt;
+        self.framed.send(awc::ws::Message::Close(reason)).await.expect("send a close frame");
+    }
+
     pub async fn close(mut self) {
         use futures_util::SinkExt;
         let _ = self.framed.send(awc::ws::Message::Close(None)).await;
@@ -581,4 +614,74 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A small deterministic generator, so a failing run can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One client's view of the board, built only from the frames it received.
+#[derive(Default, Clone)]
+pub struct View {
+    pub seq: i64,
+    pub deals: std::collections::BTreeMap<String, Value>,
+}
+
+impl View {
+    pub fn apply(&mut self, f: &Value) {
+        match f["type"].as_str() {
+            Some("snapshot") => {
+                self.seq = f["seq"].as_i64().unwrap();
+                self.deals = f["state"]["deals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| (d["id"].as_str().unwrap().to_string(), d.clone()))
+                    .collect();
+            }
+            Some("event") => {
+                let seq = f["seq"].as_i64().unwrap();
+                assert_eq!(seq, self.seq + 1, "events arrive without gaps: {f}");
+                self.seq = seq;
+                if f["kind"] == "stage.rebalanced" {
+                    for (deal, rank) in f["data"]["ranks"].as_object().unwrap() {
+                        self.deals.get_mut(deal).unwrap()["rank"] = rank.clone();
+                    }
+                } else if f["data"]["object_type"] == "deal" {
+                    let id = f["data"]["id"].as_str().unwrap().to_string();
+                    if f["kind"].as_str().unwrap().ends_with(".deleted") {
+                        self.deals.remove(&id);
+                    } else {
+                        self.deals.insert(id, f["data"]["record"].clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Deal ids of a stage in board order.
+    pub fn column(&self, stage: &str) -> Vec<String> {
+        let mut ds: Vec<&Value> = self.deals.values().filter(|d| d["stage_id"] == stage).collect();
+        ds.sort_by(|a, b| a["rank"].as_str().cmp(&b["rank"].as_str()));
+        ds.iter().map(|d| d["id"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+/// Receives one frame and applies it; returns it.
+pub async fn pump(ws: &mut Ws, view: &mut View) -> Value {
+    let f = ws.recv().await;
+    view.apply(&f);
+    f
 }

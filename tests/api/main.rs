@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod access;
 mod auth;
 mod backpressure;
 mod bad_input;
@@ -17,7 +18,9 @@ mod csv_files;
 mod docs;
 mod failover;
 mod isolation;
+mod ordering;
 mod outage;
+mod protocol;
 mod realtime;
 mod records;
 mod roles;

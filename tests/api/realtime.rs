@@ -282,7 +282,7 @@ on_both_backends! {
         app.post(&format!("/_faults/crash/{topic}"), &a.token, json!({})).await.expect(204);
         let resync = w.until("resync").await.pop().unwrap();
         assert_eq!((resync["topic"].as_str(), resync["reason"].as_str()), (Some(topic.as_str()), Some("restarted")));
-        let metrics = app.request(awc::http::Method::GET, "/metrics", None, &[], None).await.expect(200);
+        let metrics = app.get("/metrics", METRICS_TOKEN).await.expect(200);
         assert!(metrics.text.contains("shoal_topic_restarts_total 1"), "{}", metrics.text);
 
         // The node carries on: the board resumes from where the client was.

@@ -204,7 +204,8 @@ on_both_backends! {
             let f = ws.recv().await;
             if f["kind"] == "stage.rebalanced" {
                 rebalanced += 1;
-                assert_eq!(f["data"]["ranks"].as_object().unwrap().len(), 3);
+                // Every card of the column, the moving one included (at its new place).
+                assert_eq!(f["data"]["ranks"].as_object().unwrap().len(), 4);
             }
             if f["data"]["id"] == d.as_str() && f["cause"].is_null() && f["data"]["record"]["rank"] == list.body["data"][1]["rank"] {
                 break;

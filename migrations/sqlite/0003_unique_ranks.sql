@@ -1,0 +1,21 @@
+-- No two cards of a column share an ordering key: a tie would leave their order to
+-- their ids instead of the users' drops, and no card could be placed between them.
+-- Keys are made unique by construction; this index is the last guard.
+--
+-- Ties left by earlier versions are broken first, keeping the tied cards' order (by
+-- id) and their place among the others: each tied card after the first takes its key
+-- followed by '0', its position among the ties in six digits and '1', which sorts
+-- after the shared key and before any key the server would have put above it.
+UPDATE deals
+SET rank = rank || '0' || substr('000000' || (
+        SELECT COUNT(*) FROM deals t
+        WHERE t.workspace_id = deals.workspace_id AND t.stage_id = deals.stage_id
+          AND t.rank = deals.rank AND t.id < deals.id
+    ), -6) || '1'
+WHERE EXISTS (
+    SELECT 1 FROM deals t
+    WHERE t.workspace_id = deals.workspace_id AND t.stage_id = deals.stage_id
+      AND t.rank = deals.rank AND t.id < deals.id
+);
+DROP INDEX deals_stage;
+CREATE UNIQUE INDEX deals_stage ON deals (workspace_id, stage_id, rank);
