@@ -6,13 +6,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Code};
-use super::extract::{path_id, Actor, JsonBody, Principal};
+use super::extract::{authenticate, path_id, Actor, JsonBody, Principal};
 use super::idempotency::idempotent;
 use super::AppState;
 use crate::auth::{random_token, token_digest, Claims, API_KEY_PREFIX};
 use crate::domain::fields::format_timestamp;
 use crate::domain::{Access, AccessChange, EmailAddress, FieldErrors, Resource, Role, Scope};
-use crate::store::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, SessionRef, StoreError};
+use crate::store::{ApiKeyRow, InvitationRefused, InvitationRow, Joiner, MemberRow, NewApiKey, RefreshOutcome, SessionRef, StoreError, UserRow};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
@@ -23,11 +23,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
         .service(web::resource("/auth/logout").route(web::post().to(logout)))
         .service(web::resource("/me").route(web::get().to(me)))
+        .service(web::resource("/members").route(web::get().to(list_members)))
         .service(
-            web::resource("/members")
-                .route(web::get().to(list_members))
-                .route(web::post().to(add_member)),
+            web::resource("/invitations")
+                .route(web::get().to(list_invitations))
+                .route(web::post().to(invite)),
         )
+        .service(web::resource("/invitations/accept").route(web::post().to(accept_invitation)))
+        .service(web::resource("/invitations/{id}").route(web::delete().to(revoke_invitation)))
         .service(
             web::resource("/members/{user_id}")
                 .route(web::get().to(get_member))
@@ -121,7 +124,10 @@ async fn session(state: &AppState, user_id: &str, ws: &str, family: Option<&str>
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignupRequest {
-    workspace_name: String,
+    /// A new workspace, of which the new user is the owner…
+    workspace_name: Option<String>,
+    /// …or an invitation to an existing one, which the new user joins.
+    invitation_token: Option<String>,
     name: String,
     email: String,
     password: String,
@@ -129,13 +135,58 @@ struct SignupRequest {
 
 async fn signup(state: State, body: JsonBody) -> Reply {
     let r: SignupRequest = body.parse()?;
-    let ws_name = check_name("workspace_name", &r.workspace_name)?;
     let name = check_name("name", &r.name)?;
     let email = email("email", &r.email)?;
     check_password(&r.password)?;
-    let hash = hash_password(&state, r.password).await?;
-    let (ws, user) = state.store.create_workspace(&ws_name, email.as_str(), &name, &hash).await?;
-    Ok(HttpResponse::Created().json(session(&state, &user, &ws, None, None).await?))
+    match (r.workspace_name, r.invitation_token) {
+        (Some(ws_name), None) => {
+            let ws_name = check_name("workspace_name", &ws_name)?;
+            let hash = hash_password(&state, r.password).await?;
+            let (ws, user) = state.store.create_workspace(&ws_name, email.as_str(), &name, &hash).await?;
+            Ok(HttpResponse::Created().json(session(&state, &user, &ws, None, None).await?))
+        }
+        (None, Some(token)) => {
+            let hash = hash_password(&state, r.password).await?;
+            let joiner = Joiner::New {
+                email: email.as_str(),
+                name: &name,
+                password_hash: &hash,
+            };
+            let (ws, user) = join(&state, &token, joiner).await?;
+            Ok(HttpResponse::Created().json(session(&state, &user, &ws, None, None).await?))
+        }
+        _ => Err(FieldErrors::single(
+            "workspace_name",
+            "give either workspace_name (to create a workspace) or invitation_token (to join one you were invited to)",
+        )
+        .into()),
+    }
+}
+
+/// How long an invitation can be accepted.
+const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Takes up an invitation; the error says how to go on when it cannot be.
+async fn join(state: &AppState, token: &str, joiner: Joiner<'_>) -> Result<(String, String), ApiError> {
+    match state.store.accept_invitation(&token_digest(token), joiner).await? {
+        Ok((ws, user)) => {
+            state.directory.access_changed(member_changed(&ws, &user)).await;
+            Ok((ws, user))
+        }
+        Err(InvitationRefused::NotValid) => Err(ApiError::msg(
+            Code::NotFound,
+            "no such invitation: it may have expired, been revoked or been used; ask for a new one",
+        )),
+        Err(InvitationRefused::OtherAddress) => Err(ApiError::msg(
+            Code::Forbidden,
+            "this invitation is for another e-mail address: sign in (or sign up) with the address it was sent to",
+        )),
+        Err(InvitationRefused::AccountExists) => Err(ApiError::msg(
+            Code::AlreadyExists,
+            "an account with this e-mail exists: log in, then accept the invitation with POST /invitations/accept",
+        )),
+        Err(InvitationRefused::AlreadyMember) => Err(ApiError::msg(Code::AlreadyExists, "you are already a member of this workspace")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -146,11 +197,14 @@ struct LoginRequest {
     workspace_id: Option<String>,
 }
 
-async fn login(state: State, body: JsonBody) -> Reply {
-    let r: LoginRequest = body.parse()?;
-    let bad = || ApiError::msg(Code::InvalidCredentials, "wrong email or password");
-    let Ok(email) = EmailAddress::parse(&r.email) else {
-        return Err(bad());
+fn wrong_credentials() -> ApiError {
+    ApiError::msg(Code::InvalidCredentials, "wrong email or password")
+}
+
+/// The user an e-mail and password belong to.
+async fn check_credentials(state: &AppState, email: &str, password: String) -> Result<UserRow, ApiError> {
+    let Ok(email) = EmailAddress::parse(email) else {
+        return Err(wrong_credentials());
     };
     let user = state.store.user_by_email(email.as_str()).await?;
     // Without a user, still spend the time of a hash check so that response time
@@ -159,8 +213,14 @@ async fn login(state: State, body: JsonBody) -> Reply {
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| state.dummy_hash.clone());
-    let ok = verify_password(&state, r.password, hash).await?;
-    let user = user.filter(|_| ok).ok_or_else(bad)?;
+    let ok = verify_password(state, password, hash).await?;
+    user.filter(|_| ok).ok_or_else(wrong_credentials)
+}
+
+async fn login(state: State, body: JsonBody) -> Reply {
+    let r: LoginRequest = body.parse()?;
+    let bad = wrong_credentials;
+    let user = check_credentials(&state, &r.email, r.password).await?;
     let workspaces = state.store.workspaces_of(&user.id).await?;
     let ws = match r.workspace_id {
         Some(w) => workspaces
@@ -276,58 +336,82 @@ fn check_owner_rule(p: &Principal, involves_owner: bool) -> Result<(), ApiError>
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddMember {
+struct Invite {
     email: String,
     role: String,
-    name: Option<String>,
-    password: Option<String>,
 }
 
-async fn add_member(state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
+fn invitation_json(i: &InvitationRow) -> Value {
+    json!({
+        "id": i.id,
+        "email": i.email,
+        "role": i.role,
+        "invited_by": i.invited_by,
+        "created_at": format_timestamp(i.created_at),
+        "expires_at": format_timestamp(i.expires_at),
+    })
+}
+
+/// Invites an e-mail address to the workspace with a role. Nothing about the person is
+/// looked up or shown: they accept with the token, which is shown only here.
+async fn invite(state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
     p.require(Resource::Members, Access::Write)?;
     idempotent(&state, &p, &req, &body.0, || async {
-        let r: AddMember = body.parse()?;
+        let r: Invite = body.parse()?;
         let role = parse_role(&r.role)?;
         check_owner_rule(&p, role == Role::Owner)?;
         let email = email("email", &r.email)?;
-        let existing = state.store.user_by_email(email.as_str()).await?;
-        let mut generated = None;
-        let new_user = match existing {
-            Some(_) => None,
-            None => {
-                let name = check_name("name", r.name.as_deref().unwrap_or(""))?;
-                let password = match r.password {
-                    Some(pw) => {
-                        check_password(&pw)?;
-                        pw
-                    }
-                    None => {
-                        let pw = random_token()?;
-                        generated = Some(pw.clone());
-                        pw
-                    }
-                };
-                Some((name, hash_password(&state, password).await?))
-            }
-        };
-        let m = p
+        let token = random_token()?;
+        let expires = crate::store::now_ms() + INVITATION_TTL_MS;
+        let row = p
             .scoped(&state.store)
-            .add_member(
-                email.as_str(),
-                new_user.as_ref().map(|(n, h)| (n.as_str(), h.as_str())),
-                role.as_str(),
-                &p.actor_id(),
-            )
+            .create_invitation(email.as_str(), role.as_str(), &token_digest(&token), expires, &p.actor_id())
             .await?;
-        state.directory.access_changed(member_changed(&p.workspace_id, &m.user_id)).await;
-        let mut v = member_json(&m);
-        if let Some(pw) = generated {
-            // Shown once: only its hash is kept.
-            v["initial_password"] = Value::String(pw);
-        }
+        let mut v = invitation_json(&row);
+        // The only time the token is shown: the store keeps its digest.
+        v["token"] = Value::String(token);
         Ok((StatusCode::CREATED, v))
     })
     .await
+}
+
+async fn list_invitations(state: State, p: Principal) -> Reply {
+    p.require(Resource::Members, Access::Write)?;
+    let rows = p.scoped(&state.store).pending_invitations().await?;
+    Ok(HttpResponse::Ok().json(json!({"data": rows.iter().map(invitation_json).collect::<Vec<_>>(), "next_cursor": null})))
+}
+
+async fn revoke_invitation(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    p.require(Resource::Members, Access::Write)?;
+    p.scoped(&state.store).revoke_invitation(&path_id(&id)?, &p.actor_id()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Accept {
+    token: String,
+    /// Without an access token: the account's credentials (a user who belongs to no
+    /// workspace any more has no access token to send).
+    email: Option<String>,
+    password: Option<String>,
+}
+
+/// A user with an account takes up an invitation sent to their address, signed in by
+/// an access token or by e-mail and password; answered with a session in the workspace
+/// they joined.
+async fn accept_invitation(state: State, req: HttpRequest, body: JsonBody) -> Reply {
+    let r: Accept = body.parse()?;
+    let user_id = match (r.email, r.password) {
+        (None, None) => {
+            let p = authenticate(&state, &req).await?;
+            p.user()?.0.to_string()
+        }
+        (Some(e), Some(pw)) => check_credentials(&state, &e, pw).await?.id,
+        _ => return Err(FieldErrors::single("password", "give both email and password, or neither and an access token").into()),
+    };
+    let (ws, user) = join(&state, &r.token, Joiner::Existing { user_id: &user_id }).await?;
+    Ok(HttpResponse::Ok().json(session(&state, &user, &ws, None, None).await?))
 }
 
 #[derive(Deserialize)]

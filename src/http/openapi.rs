@@ -455,16 +455,31 @@ pub fn build() -> Value {
             q,
         ),
     );
-    let signup = json!({"type": "object", "additionalProperties": false, "required": ["workspace_name", "name", "email", "password"], "properties": {"workspace_name": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string", "format": "email"}, "password": {"type": "string", "minLength": 10}}});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*\\S[^\\x00-\\x1f\\x7f]*$"});
+    let email = json!({"type": "string", "format": "email", "maxLength": 254});
+    let password = json!({"type": "string", "minLength": 10, "maxLength": 1024});
+    let signup = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "email", "password"],
+        "properties": {
+            "workspace_name": name,
+            "invitation_token": {"type": "string", "description": "join the workspace of this invitation instead of creating one"},
+            "name": name,
+            "email": email,
+            "password": password
+        },
+        "oneOf": [{"required": ["workspace_name"]}, {"required": ["invitation_token"]}]
+    });
     add(
         "/auth/signup",
         "post",
         op(
-            "Create a workspace and its owner",
+            "Create a user with a new workspace (workspace_name), or join the workspace of an invitation (invitation_token)",
             "auth",
             Some(signup),
             ("201", r("Session")),
-            &[Code::MalformedJson, Code::ValidationFailed, Code::AlreadyExists],
+            &[Code::MalformedJson, Code::ValidationFailed, Code::AlreadyExists, Code::NotFound, Code::Forbidden],
             vec![],
         ),
     );
@@ -518,21 +533,65 @@ pub fn build() -> Value {
             vec![],
         ),
     );
-    let member = json!({"type": "object", "additionalProperties": false, "required": ["email", "role"], "properties": {"email": {"type": "string"}, "role": {"enum": ["owner", "admin", "member", "agent", "viewer"]}, "name": {"type": "string"}, "password": {"type": "string"}}});
+    let roles = json!({"enum": ["owner", "admin", "member", "agent", "viewer"]});
     add(
         "/members",
         "get",
         op("List members", "members", None, ("200", json!({"type": "object"})), AUTHED, vec![]),
     );
+    let invitation = json!({"type": "object", "additionalProperties": false, "required": ["email", "role"], "properties": {"email": email, "role": roles}});
     add(
-        "/members",
+        "/invitations",
         "post",
         op(
-            "Add a member (creating the user if new)",
+            "Invite an e-mail address with a role (the token to accept with is shown once)",
             "members",
-            Some(member),
+            Some(invitation),
             ("201", json!({"type": "object"})),
             &with(WRITE, &[Code::AlreadyExists]),
+            vec![],
+        ),
+    );
+    add(
+        "/invitations",
+        "get",
+        op(
+            "Pending invitations",
+            "members",
+            None,
+            ("200", json!({"type": "object"})),
+            AUTHED,
+            vec![],
+        ),
+    );
+    add(
+        "/invitations/{id}",
+        "delete",
+        op(
+            "Revoke a pending invitation",
+            "members",
+            None,
+            ("204", Value::Null),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
+    let accept = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["token"],
+        "properties": {"token": {"type": "string"}, "email": {"type": "string"}, "password": {"type": "string"}},
+        "dependentRequired": {"email": ["password"], "password": ["email"]}
+    });
+    add(
+        "/invitations/accept",
+        "post",
+        op(
+            "Accept an invitation, signed in with an access token or with email and password; answers a session in the workspace joined",
+            "members",
+            Some(accept),
+            ("200", r("Session")),
+            &with(AUTHED, &[Code::NotFound, Code::AlreadyExists, Code::InvalidCredentials]),
             vec![],
         ),
     );

@@ -7,6 +7,48 @@ use sqlx::{AnyConnection, Row};
 use super::{args, insert, new_id, now_ms, Result, Scoped, Sql, Store, StoreError};
 use crate::domain::{FieldValue, ObjectType};
 
+/// An invitation as its workspace's admins see it (never its token).
+#[derive(Debug, Clone)]
+pub struct InvitationRow {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub invited_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+const INVITATION_COLS: &str = "id, email, role, invited_by, created_at, expires_at";
+
+fn invitation(r: &AnyRow) -> Result<InvitationRow> {
+    Ok(InvitationRow {
+        id: r.try_get(0)?,
+        email: r.try_get(1)?,
+        role: r.try_get(2)?,
+        invited_by: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+        expires_at: r.try_get(5)?,
+    })
+}
+
+/// Who takes up an invitation: a user already signed up (and logged in), or a new one.
+pub enum Joiner<'a> {
+    Existing { user_id: &'a str },
+    New { email: &'a str, name: &'a str, password_hash: &'a str },
+}
+
+/// Why an invitation cannot be taken up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InvitationRefused {
+    /// No such token, or revoked, already accepted or expired: all alike to the caller.
+    NotValid,
+    /// The invitation is for another address than the joining user's.
+    OtherAddress,
+    /// A new user's address already has an account: log in and accept instead.
+    AccountExists,
+    AlreadyMember,
+}
+
 #[derive(Debug, Clone)]
 pub struct UserRow {
     pub id: String,
@@ -160,6 +202,73 @@ impl Store {
             .await?;
         w.commit().await?;
         Ok((ws, user))
+    }
+
+    /// Takes up the invitation whose token has `token_hash`: the joiner becomes a member
+    /// with its role, in one transaction with the invitation's acceptance. Returns the
+    /// workspace and the member's user id.
+    pub async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        joiner: Joiner<'_>,
+    ) -> Result<std::result::Result<(String, String), InvitationRefused>> {
+        let now = now_ms();
+        let mut w = self.write().await?;
+        let mut sql = Sql::new("SELECT id, workspace_id, email, role FROM invitations WHERE token_hash = ");
+        sql.arg(token_hash).push(" AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ").arg(now);
+        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else {
+            return Ok(Err(InvitationRefused::NotValid));
+        };
+        let (id, ws, email, role): (String, String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+        let user_id = match joiner {
+            Joiner::Existing { user_id } => {
+                let mut sql = Sql::new("SELECT email FROM users WHERE id = ");
+                sql.arg(user_id);
+                let own: Option<String> = match sql.query().fetch_optional(&mut *w.tx).await? {
+                    Some(r) => Some(r.try_get(0)?),
+                    None => None,
+                };
+                if own.as_deref() != Some(email.as_str()) {
+                    return Ok(Err(InvitationRefused::OtherAddress));
+                }
+                user_id.to_string()
+            }
+            Joiner::New { email: given, name, password_hash } => {
+                if given != email {
+                    return Ok(Err(InvitationRefused::OtherAddress));
+                }
+                if self.user_by_email_in(&mut w.tx, given).await?.is_some() {
+                    return Ok(Err(InvitationRefused::AccountExists));
+                }
+                let user = new_id();
+                let sql = insert(
+                    "users",
+                    "id, email, name, password_hash, created_at",
+                    args![&user, given, name, password_hash, now],
+                );
+                sql.query().execute(&mut *w.tx).await?;
+                user
+            }
+        };
+        let scoped = self.scoped(&ws);
+        if scoped.member_in(&mut w.tx, &user_id).await?.is_some() {
+            return Ok(Err(InvitationRefused::AlreadyMember));
+        }
+        let sql = insert(
+            "memberships",
+            "workspace_id, user_id, role, created_at",
+            args![&ws, &user_id, &role, now],
+        );
+        sql.query().execute(&mut *w.tx).await?;
+        let mut sql = Sql::new("UPDATE invitations SET accepted_at = ");
+        sql.arg(now).push(", accepted_by = ").arg(&user_id).push(" WHERE id = ").arg(&id);
+        sql.query().execute(&mut *w.tx).await?;
+        let actor = format!("user:{user_id}");
+        scoped
+            .audit(&mut w.tx, &actor, "create", "member", &user_id, json!({"role": [null, role], "invitation": [null, id]}), now)
+            .await?;
+        w.commit().await?;
+        Ok(Ok((ws, user_id)))
     }
 
     pub async fn workspace_name(&self, ws: &str) -> Result<Option<String>> {
@@ -353,46 +462,65 @@ impl Scoped<'_> {
 
     /// Adds a user to the workspace, creating the user when the e-mail is new (then
     /// `new_user` gives the name and password hash).
-    pub async fn add_member(&self, email: &str, new_user: Option<(&str, &str)>, role: &str, actor: &str) -> Result<MemberRow> {
+    /// Invites `email` with `role`: a pending invitation of the same address is
+    /// replaced (a new token; the old one stops working).
+    pub async fn create_invitation(&self, email: &str, role: &str, token_hash: &str, expires_at: i64, actor: &str) -> Result<InvitationRow> {
         let now = now_ms();
         let mut w = self.begin().await?;
-        let user_id = match self.store.user_by_email_in(&mut w.tx, email).await? {
-            Some(u) => u.id,
-            None => {
-                let (name, hash) = new_user
-                    .ok_or_else(|| StoreError::Invalid(crate::domain::FieldErrors::single("password", "is required for a new user")))?;
-                let id = new_id();
-                let sql = insert(
-                    "users",
-                    "id, email, name, password_hash, created_at",
-                    args![&id, email, name, hash, now],
-                );
-                sql.query().execute(&mut *w.tx).await?;
-                id
-            }
-        };
-        if self.member_in(&mut w.tx, &user_id).await?.is_some() {
-            return Err(StoreError::Duplicate("this user is already a member".into()));
+        let mut sql = Sql::new("SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = ");
+        sql.arg(self.ws).push(" AND u.email = ").arg(email);
+        if sql.query().fetch_optional(&mut *w.tx).await?.is_some() {
+            return Err(StoreError::Duplicate("this address is already a member's".into()));
         }
+        let mut sql = Sql::new("UPDATE invitations SET revoked_at = ");
+        sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws);
+        sql.push(" AND email = ").arg(email).push(" AND accepted_at IS NULL AND revoked_at IS NULL");
+        sql.query().execute(&mut *w.tx).await?;
+        let id = new_id();
         let sql = insert(
-            "memberships",
-            "workspace_id, user_id, role, created_at",
-            args![self.ws, &user_id, role, now],
+            "invitations",
+            "id, workspace_id, email, role, token_hash, invited_by, created_at, expires_at",
+            args![&id, self.ws, email, role, token_hash, actor, now, expires_at],
         );
         sql.query().execute(&mut *w.tx).await?;
-        self.audit(
-            &mut w.tx,
-            actor,
-            "create",
-            "member",
-            &user_id,
-            json!({"role": [null, role], "email": [null, email]}),
-            now,
-        )
-        .await?;
-        let m = self.member_in(&mut w.tx, &user_id).await?.ok_or(StoreError::NotFound)?;
+        self.audit(&mut w.tx, actor, "create", "invitation", &id, json!({"email": [null, email], "role": [null, role]}), now)
+            .await?;
+        let row = self.invitation_in(&mut w.tx, &id).await?.ok_or(StoreError::NotFound)?;
         w.commit().await?;
-        Ok(m)
+        Ok(row)
+    }
+
+    async fn invitation_in(&self, conn: &mut AnyConnection, id: &str) -> Result<Option<InvitationRow>> {
+        let mut sql = Sql::new(format!("SELECT {INVITATION_COLS} FROM invitations WHERE workspace_id = "));
+        sql.arg(self.ws).push(" AND id = ").arg(id);
+        match sql.query().fetch_optional(conn).await? {
+            Some(r) => Ok(Some(invitation(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Invitations not yet accepted, revoked or expired, newest first.
+    pub async fn pending_invitations(&self) -> Result<Vec<InvitationRow>> {
+        let mut sql = Sql::new(format!("SELECT {INVITATION_COLS} FROM invitations WHERE workspace_id = "));
+        sql.arg(self.ws).push(" AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ").arg(now_ms());
+        sql.push(" ORDER BY created_at DESC, id");
+        let rows = sql.query().fetch_all(self.store.pool()).await?;
+        rows.iter().map(invitation).collect()
+    }
+
+    /// Revokes a pending invitation; one already accepted or revoked is not found.
+    pub async fn revoke_invitation(&self, id: &str, actor: &str) -> Result<()> {
+        let now = now_ms();
+        let mut w = self.begin().await?;
+        let mut sql = Sql::new("UPDATE invitations SET revoked_at = ");
+        sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws).push(" AND id = ").arg(id);
+        sql.push(" AND accepted_at IS NULL AND revoked_at IS NULL");
+        if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.audit(&mut w.tx, actor, "delete", "invitation", id, json!({}), now).await?;
+        w.commit().await?;
+        Ok(())
     }
 
     async fn owner_count(&self, conn: &mut AnyConnection) -> Result<i64> {

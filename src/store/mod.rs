@@ -26,7 +26,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
-pub use accounts::{ApiKeyRow, MemberRow, NewApiKey, RefreshOutcome, SessionRef, UserRow};
+pub use accounts::{ApiKeyRow, InvitationRefused, InvitationRow, Joiner, MemberRow, NewApiKey, RefreshOutcome, SessionRef, UserRow};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use imports::ImportJob;
 pub(crate) use moves::QueuedMove;

@@ -128,19 +128,85 @@ on_both_backends! {
         let admin = app.member(&owner, "admin").await;
         assert_eq!(app.patch(&format!("/members/{}", owner.user_id), &owner.token, json!({"role": "admin"})).await.expect(409).code(), "in_use");
         app.delete(&format!("/members/{}", owner.user_id), &owner.token).await.expect(409);
-        app.post("/members", &admin.token, json!({"email": "x@example.test", "role": "owner", "name": "X", "password": "correct horse battery"})).await.expect(403);
+        app.post("/invitations", &admin.token, json!({"email": "x@example.test", "role": "owner"})).await.expect(403);
+        app.post("/invitations", &owner.token, json!({"email": "x@example.test", "role": "owner"})).await.expect(201);
         app.patch(&format!("/members/{}", owner.user_id), &admin.token, json!({"role": "viewer"})).await.expect(403);
         app.patch(&format!("/members/{}", admin.user_id), &owner.token, json!({"role": "owner"})).await.expect(200);
         app.patch(&format!("/members/{}", owner.user_id), &admin.token, json!({"role": "admin"})).await.expect(200);
     }
 
-    async fn a_member_added_without_a_password_gets_one_generated_and_shown_once(app) {
+    async fn someone_invited_joins_only_by_accepting_and_nothing_of_them_is_shown_before(app) {
         let owner = app.signup("Acme").await;
-        let r = app.post("/members", &owner.token, json!({"email": "new@example.test", "role": "agent", "name": "New"})).await.expect(201);
-        let pw = r.body["initial_password"].as_str().unwrap();
-        app.anonymous_post("/auth/login", json!({"email": "new@example.test", "password": pw})).await.expect(200);
-        let list = app.get("/members", &owner.token).await.expect(200);
-        assert!(!list.text.contains(pw));
-        assert_eq!(list.body["data"].as_array().unwrap().len(), 2);
+        // Someone with an account of their own elsewhere.
+        let email = format!("grace-{}@navy.test", uuid::Uuid::new_v4().simple());
+        let grace = session(
+            &app.anonymous_post("/auth/signup", json!({"workspace_name": "Navy", "name": "Grace Hopper", "email": email, "password": "correct horse battery"}))
+                .await
+                .expect(201)
+                .body,
+        );
+
+        let invited = app.post("/invitations", &owner.token, json!({"email": email.to_uppercase(), "role": "agent"})).await.expect(201);
+        assert_eq!((invited.body["email"].as_str(), invited.body["role"].as_str()), (Some(email.as_str()), Some("agent")));
+        let token = invited.body["token"].as_str().unwrap().to_string();
+        let members = app.get("/members", &owner.token).await.expect(200);
+        assert_eq!(members.body["data"].as_array().unwrap().len(), 1, "not a member before accepting");
+        let pending = app.get("/invitations", &owner.token).await.expect(200);
+        assert_eq!(pending.body["data"][0]["email"], email.as_str());
+        assert!(!pending.text.contains("Grace") && !pending.text.contains(&token), "neither their name nor the token: {}", pending.text);
+
+        let joined = app.post("/invitations/accept", &grace.token, json!({"token": token})).await.expect(200);
+        assert_eq!(joined.body["workspace_id"], owner.workspace_id.as_str());
+        let in_acme = session(&joined.body);
+        assert_eq!(app.get("/me", &in_acme.token).await.expect(200).body["role"], "agent");
+        let members = app.get("/members", &owner.token).await.expect(200);
+        assert!(members.text.contains("Grace Hopper"));
+        assert!(app.get("/invitations", &owner.token).await.expect(200).body["data"].as_array().unwrap().is_empty());
+        // Their own workspace is still theirs.
+        assert_eq!(app.get("/me", &grace.token).await.expect(200).body["workspace"]["name"], "Navy");
+        // A token is taken up once.
+        assert_eq!(app.post("/invitations/accept", &grace.token, json!({"token": token})).await.expect(404).code(), "not_found");
+    }
+
+    async fn an_invitation_is_for_its_address_only_and_a_revoked_one_cannot_be_taken_up(app) {
+        let owner = app.signup("Acme").await;
+        let stranger = app.signup("Other").await;
+        let invited = app.post("/invitations", &owner.token, json!({"email": "ada@acme.test", "role": "member"})).await.expect(201);
+        let token = invited.body["token"].as_str().unwrap();
+        let r = app.post("/invitations/accept", &stranger.token, json!({"token": token})).await.expect(403);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("another e-mail address"));
+        let r = app
+            .anonymous_post("/auth/signup", json!({"invitation_token": token, "name": "Eve", "email": "eve@acme.test", "password": "correct horse battery"}))
+            .await
+            .expect(403);
+        assert_eq!(r.code(), "forbidden");
+
+        app.delete(&format!("/invitations/{}", invited.id()), &owner.token).await.expect(204);
+        let r = app
+            .anonymous_post("/auth/signup", json!({"invitation_token": token, "name": "Ada", "email": "ada@acme.test", "password": "correct horse battery"}))
+            .await
+            .expect(404);
+        assert_eq!(r.code(), "not_found");
+        // Inviting the address again replaces the old invitation with a new token.
+        let again = app.post("/invitations", &owner.token, json!({"email": "ada@acme.test", "role": "viewer"})).await.expect(201);
+        let joined = app
+            .anonymous_post("/auth/signup", json!({"invitation_token": again.body["token"], "name": "Ada", "email": "ada@acme.test", "password": "correct horse battery"}))
+            .await
+            .expect(201);
+        assert_eq!(app.get("/me", &session(&joined.body).token).await.expect(200).body["role"], "viewer");
+        assert_eq!(app.post("/invitations", &owner.token, json!({"email": "ada@acme.test", "role": "viewer"})).await.expect(409).code(), "already_exists");
+    }
+
+    async fn a_removed_member_can_be_invited_back_and_accept_with_their_password(app) {
+        let owner = app.signup("Acme").await;
+        let m = app.member(&owner, "member").await;
+        let email = app.get("/me", &m.token).await.expect(200).body["user"]["email"].as_str().unwrap().to_string();
+        app.delete(&format!("/members/{}", m.user_id), &owner.token).await.expect(204);
+        let invited = app.post("/invitations", &owner.token, json!({"email": email, "role": "viewer"})).await.expect(201);
+        let joined = app
+            .anonymous_post("/invitations/accept", json!({"token": invited.body["token"], "email": email, "password": "correct horse battery"}))
+            .await
+            .expect(200);
+        assert_eq!(app.get("/me", &session(&joined.body).token).await.expect(200).body["role"], "viewer");
     }
 }

@@ -50,7 +50,7 @@ on_both_backends! {
             (Method::POST, "/deals".into()), (Method::POST, "/activities".into()), (Method::POST, "/tags".into()),
             (Method::POST, "/teams".into()), (Method::POST, "/custom-fields".into()), (Method::POST, "/pipelines".into()),
             (Method::POST, format!("/pipelines/{pipeline}/stages")), (Method::POST, format!("/deals/{deal}/move")),
-            (Method::POST, format!("/leads/{lead}/convert")), (Method::POST, "/members".into()), (Method::POST, "/api-keys".into()),
+            (Method::POST, format!("/leads/{lead}/convert")), (Method::POST, "/invitations".into()), (Method::POST, "/api-keys".into()),
             (Method::POST, "/auth/signup".into()), (Method::POST, "/auth/login".into()), (Method::POST, "/auth/refresh".into()),
             (Method::POST, "/auth/logout".into()),
             (Method::PATCH, format!("/contacts/{contact}")), (Method::PATCH, format!("/deals/{deal}")),
@@ -119,8 +119,8 @@ on_both_backends! {
             ("/leads", json!({"name": "x", "status": "hot"}), "status"),
             ("/pipelines", json!({"name": "x", "stages": [{"name": "a", "probability": 101}]}), "stages[0].probability"),
             ("/pipelines", json!({"name": "x", "stages": "a,b"}), "stages"),
-            ("/members", json!({"email": "nope", "role": "admin"}), "email"),
-            ("/members", json!({"email": "a@b.io", "role": "god"}), "role"),
+            ("/invitations", json!({"email": "nope", "role": "admin"}), "email"),
+            ("/invitations", json!({"email": "a@b.io", "role": "god"}), "role"),
         ] {
             let r = app.post(path, &s.token, body.clone()).await;
             assert_eq!(r.status, 422, "{path} {body}: {}", r.text);

@@ -298,23 +298,21 @@ impl TestApp {
         session(&r.body)
     }
 
-    /// Adds a member with `role` to the owner's workspace and logs them in.
+    /// Invites a new member with `role` to the owner's workspace; they sign up with the
+    /// invitation. Returns their session.
     pub async fn member(&self, owner: &Session, role: &str) -> Session {
         let email = format!("{role}-{}@example.test", uuid::Uuid::new_v4().simple());
-        self.post(
-            "/members",
-            &owner.token,
-            json!({"email": email, "role": role, "name": role, "password": "correct horse battery"}),
-        )
-        .await
-        .expect(201);
+        let invitation = self
+            .post("/invitations", &owner.token, json!({"email": email, "role": role}))
+            .await
+            .expect(201);
         let r = self
             .anonymous_post(
-                "/auth/login",
-                json!({"email": email, "password": "correct horse battery", "workspace_id": owner.workspace_id}),
+                "/auth/signup",
+                json!({"invitation_token": invitation.body["token"], "name": role, "email": email, "password": "correct horse battery"}),
             )
             .await
-            .expect(200);
+            .expect(201);
         session(&r.body)
     }
 

@@ -29,6 +29,7 @@ on_both_backends! {
         let tag = app.get("/tags", &a.token).await.body["data"][0]["id"].as_str().unwrap().to_string();
         let key = app.post("/api-keys", &a.token, json!({"name": "Zyxwv key", "scopes": ["contacts:read"]})).await.expect(201).id();
         let audit = app.get("/audit-log?limit=1", &a.token).await.body["data"][0]["id"].as_str().unwrap().to_string();
+        let invitation = app.post("/invitations", &a.token, json!({"email": "zyxwv@victim.test", "role": "member"})).await.expect(201).id();
         let records: Vec<(String, String)> = vec![
             ("/pipelines".into(), pipeline.clone()),
             (format!("/pipelines/{pipeline}/stages"), stages[0].clone()),
@@ -44,7 +45,7 @@ on_both_backends! {
             ("/members".into(), a.user_id.clone()),
             ("/audit-log".into(), audit.clone()),
         ];
-        let secrets: Vec<String> = records.iter().map(|(_, id)| id.clone()).chain([a.workspace_id.clone()]).collect();
+        let secrets: Vec<String> = records.iter().map(|(_, id)| id.clone()).chain([a.workspace_id.clone(), invitation.clone()]).collect();
         let mut versions = Vec::new();
         for (path, id) in &records {
             if path.starts_with("/pipelines/") || path == "/api-keys" || path == "/members" || path == "/audit-log" {
@@ -78,7 +79,7 @@ on_both_backends! {
             }
             for path in [
                 "/contacts", "/companies", "/leads", "/deals", "/activities", "/tags", "/teams", "/custom-fields", "/pipelines",
-                "/members", "/api-keys", "/audit-log", "/imports", "/search?q=zyxwv", "/exports?object_type=contact",
+                "/members", "/invitations", "/api-keys", "/audit-log", "/imports", "/search?q=zyxwv", "/exports?object_type=contact",
                 "/exports?object_type=deal", "/me",
             ] {
                 let r = app.get(path, t).await;
@@ -98,6 +99,7 @@ on_both_backends! {
                 (Method::POST, "/activities".to_string(), Some(json!({"kind": "note", "deal_id": deal}))),
                 (Method::POST, "/teams".to_string(), Some(json!({"name": "x", "member_ids": [a.user_id]}))),
                 (Method::PATCH, format!("/members/{}", a.user_id), Some(json!({"role": "viewer"}))),
+                (Method::DELETE, format!("/invitations/{invitation}"), None),
             ] {
                 let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
                 let r = app.request(method.clone(), &path, Some(t), &[], body).await;
