@@ -12,7 +12,9 @@ use super::AppState;
 use crate::auth::{random_token, token_digest, Claims, API_KEY_PREFIX};
 use crate::domain::fields::format_timestamp;
 use crate::domain::{Access, AccessChange, EmailAddress, FieldErrors, Resource, Role, Scope};
-use crate::store::{ApiKeyRow, InvitationRefused, InvitationRow, Joiner, MemberRow, NewApiKey, RefreshOutcome, SessionRef, StoreError, UserRow};
+use crate::store::{
+    ApiKeyRow, InvitationRefused, InvitationRow, Joiner, MemberRow, NewApiKey, RefreshOutcome, SessionRef, StoreError, UserRow,
+};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;

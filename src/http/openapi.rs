@@ -479,7 +479,13 @@ pub fn build() -> Value {
             "auth",
             Some(signup),
             ("201", r("Session")),
-            &[Code::MalformedJson, Code::ValidationFailed, Code::AlreadyExists, Code::NotFound, Code::Forbidden],
+            &[
+                Code::MalformedJson,
+                Code::ValidationFailed,
+                Code::AlreadyExists,
+                Code::NotFound,
+                Code::Forbidden,
+            ],
             vec![],
         ),
     );

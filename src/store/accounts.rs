@@ -33,8 +33,14 @@ fn invitation(r: &AnyRow) -> Result<InvitationRow> {
 
 /// Who takes up an invitation: a user already signed up (and logged in), or a new one.
 pub enum Joiner<'a> {
-    Existing { user_id: &'a str },
-    New { email: &'a str, name: &'a str, password_hash: &'a str },
+    Existing {
+        user_id: &'a str,
+    },
+    New {
+        email: &'a str,
+        name: &'a str,
+        password_hash: &'a str,
+    },
 }
 
 /// Why an invitation cannot be taken up.
@@ -215,7 +221,9 @@ impl Store {
         let now = now_ms();
         let mut w = self.write().await?;
         let mut sql = Sql::new("SELECT id, workspace_id, email, role FROM invitations WHERE token_hash = ");
-        sql.arg(token_hash).push(" AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ").arg(now);
+        sql.arg(token_hash)
+            .push(" AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ")
+            .arg(now);
         let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else {
             return Ok(Err(InvitationRefused::NotValid));
         };
@@ -233,7 +241,11 @@ impl Store {
                 }
                 user_id.to_string()
             }
-            Joiner::New { email: given, name, password_hash } => {
+            Joiner::New {
+                email: given,
+                name,
+                password_hash,
+            } => {
                 if given != email {
                     return Ok(Err(InvitationRefused::OtherAddress));
                 }
@@ -265,7 +277,15 @@ impl Store {
         sql.query().execute(&mut *w.tx).await?;
         let actor = format!("user:{user_id}");
         scoped
-            .audit(&mut w.tx, &actor, "create", "member", &user_id, json!({"role": [null, role], "invitation": [null, id]}), now)
+            .audit(
+                &mut w.tx,
+                &actor,
+                "create",
+                "member",
+                &user_id,
+                json!({"role": [null, role], "invitation": [null, id]}),
+                now,
+            )
             .await?;
         w.commit().await?;
         Ok(Ok((ws, user_id)))
@@ -464,7 +484,14 @@ impl Scoped<'_> {
     /// `new_user` gives the name and password hash).
     /// Invites `email` with `role`: a pending invitation of the same address is
     /// replaced (a new token; the old one stops working).
-    pub async fn create_invitation(&self, email: &str, role: &str, token_hash: &str, expires_at: i64, actor: &str) -> Result<InvitationRow> {
+    pub async fn create_invitation(
+        &self,
+        email: &str,
+        role: &str,
+        token_hash: &str,
+        expires_at: i64,
+        actor: &str,
+    ) -> Result<InvitationRow> {
         let now = now_ms();
         let mut w = self.begin().await?;
         let mut sql = Sql::new("SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = ");
@@ -474,7 +501,9 @@ impl Scoped<'_> {
         }
         let mut sql = Sql::new("UPDATE invitations SET revoked_at = ");
         sql.arg(now).push(" WHERE workspace_id = ").arg(self.ws);
-        sql.push(" AND email = ").arg(email).push(" AND accepted_at IS NULL AND revoked_at IS NULL");
+        sql.push(" AND email = ")
+            .arg(email)
+            .push(" AND accepted_at IS NULL AND revoked_at IS NULL");
         sql.query().execute(&mut *w.tx).await?;
         let id = new_id();
         let sql = insert(
@@ -483,8 +512,16 @@ impl Scoped<'_> {
             args![&id, self.ws, email, role, token_hash, actor, now, expires_at],
         );
         sql.query().execute(&mut *w.tx).await?;
-        self.audit(&mut w.tx, actor, "create", "invitation", &id, json!({"email": [null, email], "role": [null, role]}), now)
-            .await?;
+        self.audit(
+            &mut w.tx,
+            actor,
+            "create",
+            "invitation",
+            &id,
+            json!({"email": [null, email], "role": [null, role]}),
+            now,
+        )
+        .await?;
         let row = self.invitation_in(&mut w.tx, &id).await?.ok_or(StoreError::NotFound)?;
         w.commit().await?;
         Ok(row)
@@ -502,7 +539,9 @@ impl Scoped<'_> {
     /// Invitations not yet accepted, revoked or expired, newest first.
     pub async fn pending_invitations(&self) -> Result<Vec<InvitationRow>> {
         let mut sql = Sql::new(format!("SELECT {INVITATION_COLS} FROM invitations WHERE workspace_id = "));
-        sql.arg(self.ws).push(" AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ").arg(now_ms());
+        sql.arg(self.ws)
+            .push(" AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ")
+            .arg(now_ms());
         sql.push(" ORDER BY created_at DESC, id");
         let rows = sql.query().fetch_all(self.store.pool()).await?;
         rows.iter().map(invitation).collect()

@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 pub use accounts::{ApiKeyRow, InvitationRefused, InvitationRow, Joiner, MemberRow, NewApiKey, RefreshOutcome, SessionRef, UserRow};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
-pub use imports::ImportJob;
+pub use imports::{ImportCounts, ImportJob};
 pub(crate) use moves::QueuedMove;
 pub use records::{DealMove, Page};
 pub use search::SearchHit;
