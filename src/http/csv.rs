@@ -561,7 +561,7 @@ async fn run_import(
     // Keys first, in file order: a row whose key an earlier row of the file already
     // has would race it to the store; it fails and says which line it repeats.
     let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    let prepared: Vec<(u64, &csv::StringRecord, Result<Vec<String>, Value>)> = rows
+    let prepared: Vec<_> = rows
         .iter()
         .map(|(line, row)| {
             let keys = import
