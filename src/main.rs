@@ -55,6 +55,17 @@ enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Write a consistent copy of the embedded store to FILE, while the server runs.
+    Backup {
+        /// Where to write the copy (a new file).
+        file: PathBuf,
+    },
+    /// Put a backup in place of the embedded store; the server must be stopped. The
+    /// store it replaces is kept beside it, renamed.
+    Restore {
+        /// A file written by `shoal backup`.
+        file: PathBuf,
+    },
     /// Administration tasks.
     Admin {
         #[command(subcommand)]
@@ -124,6 +135,23 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Watch { board, url, token, raw } => {
             shoal::watch::watch(&url, &token, &board, raw).await?;
+        }
+        Command::Backup { file } => {
+            let store = open_store(&settings).await?;
+            let done = store.backup_to(&file).await;
+            store.close().await;
+            done?;
+            println!("backup written to {}", file.display());
+        }
+        Command::Restore { file } => {
+            anyhow::ensure!(
+                settings.database_url.is_none(),
+                "shoal restore replaces the embedded store in data_dir; restore PostgreSQL with pg_restore (docs/operations.md)"
+            );
+            match Store::restore(&settings.data_dir, &file).await? {
+                Some(kept) => println!("restored {}; the store it replaced is kept as {}", file.display(), kept.display()),
+                None => println!("restored {}", file.display()),
+            }
         }
         Command::Migrate => {
             let store = open_store(&settings).await?;

@@ -306,6 +306,14 @@ pub struct Store {
     /// When the store last failed to serve (ms since the epoch); older connections are
     /// replaced before use.
     last_failure: Arc<AtomicI64>,
+    /// The embedded store's lock file, held shared while the store is open, so that a
+    /// restore (which takes it exclusively) cannot replace the file under a server.
+    _in_use: Option<Arc<std::fs::File>>,
+}
+
+/// The lock file beside the embedded store.
+fn lock_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("shoal.lock")
 }
 
 impl std::fmt::Debug for Store {
@@ -777,12 +785,26 @@ impl Store {
         acquire_timeout: Duration,
     ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
+        let mut in_use = None;
         let (url, backend) = match database_url {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => (u.to_string(), Backend::Postgres),
             Some(u) if u.starts_with("sqlite:") => (u.to_string(), Backend::Sqlite),
             Some(_) => anyhow::bail!("database_url must start with postgres:// or sqlite:"),
             None => {
                 std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+                let lock = std::fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(lock_file(data_dir))
+                    .with_context(|| format!("cannot open the lock file in {}", data_dir.display()))?;
+                lock.try_lock_shared().map_err(|_| {
+                    anyhow::anyhow!(
+                        "a restore is replacing the store in {}; start again when it is done",
+                        data_dir.display()
+                    )
+                })?;
+                in_use = Some(Arc::new(lock));
                 (
                     format!("sqlite://{}?mode=rwc", data_dir.join("shoal.db").display()),
                     Backend::Sqlite,
@@ -840,7 +862,26 @@ impl Store {
             writer,
             publisher: Arc::new(std::sync::OnceLock::new()),
             last_failure,
+            _in_use: in_use,
         })
+    }
+
+    /// Writes a consistent copy of the embedded store to `target` while it serves:
+    /// SQLite's `VACUUM INTO` reads one snapshot, so the copy holds every write
+    /// committed before it began and none half-done. `target` must not exist.
+    pub async fn backup_to(&self, target: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.backend == Backend::Sqlite,
+            "shoal backup copies the embedded SQLite store; back up PostgreSQL with pg_dump (docs/operations.md)"
+        );
+        anyhow::ensure!(!target.exists(), "{} exists already: name a new file", target.display());
+        let path = target.to_str().context("the backup's path is not UTF-8")?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(path)
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("cannot write the backup to {}", target.display()))?;
+        Ok(())
     }
 
     /// Records that the store failed to serve, so pooled connections are renewed.
@@ -850,6 +891,59 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Puts a backup made by [`Store::backup_to`] in place of the embedded store in
+    /// `data_dir`, which no server may have open (checked through the lock file). The
+    /// backup is checked first; the store it replaces is kept beside it, renamed.
+    /// Returns the name the replaced store was kept under, if there was one.
+    pub async fn restore(data_dir: &Path, backup: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=ro", backup.to_str().context("the backup's path is not UTF-8")?);
+        let mut conn = sqlx::AnyConnection::connect(&url)
+            .await
+            .with_context(|| format!("cannot open {} as a SQLite store", backup.display()))?;
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await?;
+        anyhow::ensure!(check == "ok", "{} is damaged: {check}", backup.display());
+        let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .with_context(|| format!("{} is not a Shoal store", backup.display()))?;
+        anyhow::ensure!(migrations > 0, "{} is not a Shoal store", backup.display());
+        conn.close().await?;
+
+        std::fs::create_dir_all(data_dir)?;
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_file(data_dir))?;
+        lock.try_lock()
+            .map_err(|_| anyhow::anyhow!("a server has the store in {} open: stop it first", data_dir.display()))?;
+        let db = data_dir.join("shoal.db");
+        let incoming = data_dir.join("shoal.db.restoring");
+        std::fs::copy(backup, &incoming).with_context(|| format!("cannot copy {}", backup.display()))?;
+        std::fs::File::open(&incoming)?.sync_all()?;
+        let kept = if db.exists() {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            let kept = data_dir.join(format!("shoal.db.replaced-{stamp}"));
+            std::fs::rename(&db, &kept)?;
+            // The replaced store's log goes with it: left beside the new file, SQLite
+            // would apply it to the wrong database.
+            for ext in ["-wal", "-shm"] {
+                let side = data_dir.join(format!("shoal.db{ext}"));
+                if side.exists() {
+                    std::fs::rename(&side, data_dir.join(format!("shoal.db.replaced-{stamp}{ext}")))?;
+                }
+            }
+            Some(kept)
+        } else {
+            None
+        };
+        std::fs::rename(&incoming, &db)?;
+        std::fs::File::open(data_dir)?.sync_all()?;
+        drop(lock);
+        Ok(kept)
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
-//! The `shoal` command: help, migrations, workspace creation, settings errors and a
-//! clean stop on SIGTERM.
+//! The `shoal` command: help, migrations, workspace creation, settings errors, a
+//! clean stop on SIGTERM and Ctrl-C, and backups.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -246,4 +246,123 @@ async fn watch_prints_a_boards_events_as_they_happen() {
     assert!(line.contains(&format!("by user:{}", s.user_id)), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Runs `shoal` with `args` off the test's thread, so the servers it talks to go on.
+async fn run_shoal(args: Vec<String>) -> std::process::Output {
+    actix_web::rt::task::spawn_blocking(move || shoal().args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_backup_taken_under_write_load_restores_to_a_server_holding_every_write_acknowledged_before_it_began() {
+    let dir = TempDir::new();
+    let settings = shoal::config::Settings {
+        data_dir: dir.0.clone(),
+        ..test_settings()
+    };
+    let server = Server::start(&settings, &[]);
+    let api = TestApp::remote(&server.address);
+    let s = api.signup("Acme").await;
+    let mut before = Vec::new();
+    for i in 0..40 {
+        before.push(
+            api.post("/contacts", &s.token, json!({"name": format!("before {i}")}))
+                .await
+                .expect(201)
+                .id(),
+        );
+    }
+
+    // Writers keep going while the backup runs.
+    let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (api, token, stop) = (TestApp::remote(&server.address), s.token.clone(), stop.clone());
+            actix_web::rt::spawn(async move {
+                let mut n = 0;
+                while !stop.get() {
+                    api.post("/contacts", &token, json!({"name": format!("during {w}-{n}")}))
+                        .await
+                        .expect(201);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let backup = dir.0.with_extension("backup.db");
+    let out = run_shoal(vec![
+        "backup".into(),
+        backup.to_str().unwrap().into(),
+        "--data-dir".into(),
+        dir.arg().into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stop.set(true);
+    let mut during = 0;
+    for w in writers {
+        during += w.await.unwrap();
+    }
+    assert!(during > 0, "writes went on during the backup");
+
+    // A restore refuses to replace the store of a running server.
+    let out = run_shoal(vec![
+        "restore".into(),
+        backup.to_str().unwrap().into(),
+        "--data-dir".into(),
+        dir.arg().into(),
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop it first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.signal("TERM");
+    drop(server);
+
+    let out = run_shoal(vec![
+        "restore".into(),
+        backup.to_str().unwrap().into(),
+        "--data-dir".into(),
+        dir.arg().into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept as"));
+    let _ = std::fs::remove_file(&backup);
+
+    let restored = Server::start(&settings, &[]);
+    let api = TestApp::remote(&restored.address);
+    let login = api
+        .anonymous_post(
+            "/auth/login",
+            json!({"email": api.get("/me", &s.token).await.body["user"]["email"], "password": "correct horse battery"}),
+        )
+        .await
+        .expect(200);
+    let token = session(&login.body).token;
+    for id in &before {
+        api.get(&format!("/contacts/{id}"), &token).await.expect(200);
+    }
+    // The restored server takes writes again.
+    api.post("/contacts", &token, json!({"name": "after"})).await.expect(201);
+}
+
+#[test]
+fn a_backup_of_a_postgresql_store_points_to_pg_dump() {
+    let out = shoal()
+        .args(["backup", "x.db", "--database-url", &postgres_admin_url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg_dump"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -187,6 +187,16 @@ impl TestApp {
         }
     }
 
+    /// A client of a server already running at `address` (a `shoal` process).
+    pub fn remote(address: &str) -> TestApp {
+        TestApp {
+            address: address.to_string(),
+            client: awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish(),
+            settings: test_settings(),
+            _cleanup: Cleanup::None,
+        }
+    }
+
     /// Another server with other settings (such as another way to the same store).
     pub async fn node_with(&self, settings: Settings) -> TestApp {
         Self::launch(settings, Cleanup::None).await
