@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use shoal::auth::{random_token, PasswordHashing};
 use shoal::config::{Secret, Settings};
 use shoal::domain::EmailAddress;
@@ -15,31 +15,52 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "Shoal: a real-time CRM served by one binary.", long_about = None)]
 struct Cli {
-    /// A TOML settings file; its values override the defaults.
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default 127.0.0.1; env SHOAL_HOST].
-    #[arg(long, global = true)]
-    host: Option<String>,
-    /// Port to listen on [default 8080; env SHOAL_PORT].
-    #[arg(long, global = true)]
-    port: Option<u16>,
-    /// postgres://… to use PostgreSQL; unset uses the embedded SQLite store [env SHOAL_DATABASE_URL].
-    #[arg(long, global = true, value_name = "URL")]
-    database_url: Option<String>,
-    /// Directory of the embedded store [default ./data; env SHOAL_DATA_DIR].
-    #[arg(long, global = true, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    opts: ServerOpts,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Where the server's settings come from, for the commands that open the store or
+/// serve (not for `watch`, which is a client).
+#[derive(Args, Clone, Default)]
+struct ServerOpts {
+    /// A TOML settings file; its values override the defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default 127.0.0.1; env SHOAL_HOST].
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on [default 8080; env SHOAL_PORT].
+    #[arg(long)]
+    port: Option<u16>,
+    /// postgres://… to use PostgreSQL; unset uses the embedded SQLite store [env SHOAL_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Directory of the embedded store [default ./data; env SHOAL_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerOpts {
+    /// These flags, with those given after the subcommand winning.
+    fn and(&self, sub: &ServerOpts) -> ServerOpts {
+        ServerOpts {
+            config: sub.config.clone().or_else(|| self.config.clone()),
+            host: sub.host.clone().or_else(|| self.host.clone()),
+            port: sub.port.or(self.port),
+            database_url: sub.database_url.clone().or_else(|| self.database_url.clone()),
+            data_dir: sub.data_dir.clone().or_else(|| self.data_dir.clone()),
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve,
+    Serve(ServerOpts),
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate(ServerOpts),
     /// Follow a board live and print its events, one per line.
     Watch {
         /// The pipeline whose board to follow.
@@ -54,17 +75,24 @@ enum Command {
         /// Print the protocol's JSON frames as they come.
         #[arg(long)]
         raw: bool,
+        /// Reconnection attempts in a row before giving up (with back-off: 1, 2, 4 … 30 s).
+        #[arg(long, default_value_t = 10)]
+        retries: u32,
     },
     /// Write a consistent copy of the embedded store to FILE, while the server runs.
     Backup {
         /// Where to write the copy (a new file).
         file: PathBuf,
+        #[command(flatten)]
+        opts: ServerOpts,
     },
     /// Put a backup in place of the embedded store; the server must be stopped. The
     /// store it replaces is kept beside it, renamed.
     Restore {
         /// A file written by `shoal backup`.
         file: PathBuf,
+        #[command(flatten)]
+        opts: ServerOpts,
     },
     /// Administration tasks.
     Admin {
@@ -89,10 +117,12 @@ enum AdminCommand {
         /// Read the owner's password from standard input instead of generating one.
         #[arg(long)]
         password_stdin: bool,
+        #[command(flatten)]
+        opts: ServerOpts,
     },
 }
 
-fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+fn settings(cli: &ServerOpts) -> anyhow::Result<Settings> {
     let mut s = Settings::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(h) = &cli.host {
         s.host = h.clone();
@@ -118,9 +148,10 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let cli = Cli::parse();
-    let settings = settings(&cli)?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    let top = &cli.opts;
+    match cli.command.unwrap_or_else(|| Command::Serve(ServerOpts::default())) {
+        Command::Serve(opts) => {
+            let settings = settings(&top.and(&opts))?;
             let (host, embedded) = (settings.host.clone(), settings.is_embedded());
             let app = Application::build(settings).await?;
             tracing::info!(url = %format!("http://{host}:{}", app.port()), store = if embedded { "sqlite (embedded)" } else { "external" }, "shoal is listening");
@@ -133,17 +164,32 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             tracing::info!("stopped");
         }
-        Command::Watch { board, url, token, raw } => {
-            shoal::watch::watch(&url, &token, &board, raw).await?;
+        Command::Watch {
+            board,
+            url,
+            token,
+            raw,
+            retries,
+        } => {
+            let watch = shoal::watch::Watch {
+                url: &url,
+                token: &token,
+                pipeline: &board,
+                raw,
+                retries,
+            };
+            shoal::watch::watch(watch).await?;
         }
-        Command::Backup { file } => {
+        Command::Backup { file, opts } => {
+            let settings = settings(&top.and(&opts))?;
             let store = open_store(&settings).await?;
             let done = store.backup_to(&file).await;
             store.close().await;
             done?;
             println!("backup written to {}", file.display());
         }
-        Command::Restore { file } => {
+        Command::Restore { file, opts } => {
+            let settings = settings(&top.and(&opts))?;
             anyhow::ensure!(
                 settings.database_url.is_none(),
                 "shoal restore replaces the embedded store in data_dir; restore PostgreSQL with pg_restore (docs/operations.md)"
@@ -153,7 +199,8 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("restored {}", file.display()),
             }
         }
-        Command::Migrate => {
+        Command::Migrate(opts) => {
+            let settings = settings(&top.and(&opts))?;
             let store = open_store(&settings).await?;
             store.migrate().await?;
             store.close().await;
@@ -166,8 +213,10 @@ async fn main() -> anyhow::Result<()> {
                     email,
                     owner_name,
                     password_stdin,
+                    opts,
                 },
         } => {
+            let settings = settings(&top.and(&opts))?;
             let email = EmailAddress::parse(&email).map_err(anyhow::Error::msg)?;
             let (password, generated) = if password_stdin {
                 let mut line = String::new();

@@ -53,6 +53,14 @@ fn help_explains_every_command_and_flag() {
     ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
+    // A command's help lists its own flags, not the server's.
+    let out = shoal().args(["watch", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("--board") && text.contains("--retries"), "{text}");
+    assert!(
+        !text.contains("--data-dir") && !text.contains("--database-url"),
+        "watch --help lists server flags:\n{text}"
+    );
     let out = shoal().args(["admin", "create-workspace", "--help"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     for word in ["--name", "--email", "--owner-name", "--password-stdin"] {
@@ -243,9 +251,106 @@ async fn watch_prints_a_boards_events_as_they_happen() {
         .expect(200);
     let line = next_line();
     assert!(line.contains("deal.moved \"Big one\""), "{line}");
-    assert!(line.contains(&format!("by user:{}", s.user_id)), "{line}");
+    assert!(
+        line.contains("in Negotiation") && line.ends_with("by Owner"),
+        "stage and member by name: {line}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `shoal watch` with `args`, its lines (stdout and stderr) as they come. Read without
+/// blocking the test's thread, which also runs the test's proxy.
+fn spawn_watch(address: &str, token: &str, args: &[&str]) -> (std::process::Child, tokio::sync::mpsc::Receiver<String>) {
+    let mut child = shoal()
+        .args(["watch", "--url", address])
+        .args(args)
+        .env("SHOAL_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
+    for out in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    (child, rx)
+}
+
+/// Lines until one containing `what`; fails the test after 20 s.
+async fn line_with(rx: &mut tokio::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let line = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no line with {what:?} within 20 s"));
+        if line.contains(what) {
+            return line;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn watch_says_why_the_server_refused_it_and_exits_non_zero() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let s = app.signup("Acme").await;
+    let (pipeline, _) = app.pipeline(&s.token).await;
+    let address = app.address.clone();
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        shoal()
+            .args(["watch", "--url", &address, "--board", &pipeline, "--token", "not-a-token"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid_credentials:"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn watch_reconnects_and_resumes_where_it_was_then_gives_up_when_the_server_stays_away() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let s = app.signup("Acme").await;
+    let (pipeline, stages) = app.pipeline(&s.token).await;
+    let deal = app.deal(&s.token, &pipeline, "Big one").await;
+    let proxy = Proxy::start(app.address.trim_start_matches("http://").to_string()).await;
+    let (mut child, mut rx) = spawn_watch(
+        &format!("http://127.0.0.1:{}", proxy.port),
+        &s.token,
+        &["--board", &pipeline, "--retries", "2"],
+    );
+    line_with(&mut rx, "subscribed to board:").await;
+
+    // The connection drops; a move happens meanwhile; the connection comes back.
+    proxy.set_down(true);
+    line_with(&mut rx, "connection lost").await;
+    app.post(&format!("/deals/{deal}/move"), &s.token, json!({"stage_id": stages[1]}))
+        .await
+        .expect(200);
+    proxy.set_down(false);
+    let missed = line_with(&mut rx, "deal.moved").await;
+    assert!(missed.contains("in Proposal"), "{missed}");
+    line_with(&mut rx, "1 missed events replayed").await;
+
+    // Down for good: after its retries it says it gave up and fails.
+    proxy.set_down(true);
+    line_with(&mut rx, "gave up after 2 attempts").await;
+    let status = actix_web::rt::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(!status.success());
 }
 
 /// Runs `shoal` with `args` off the test's thread, so the servers it talks to go on.
