@@ -190,7 +190,7 @@ async fn follow(client: &awc::Client, base: &str, w: &Watch<'_>, names: &Names, 
                     _ => {}
                 }
             }
-            awc::ws::Frame::Ping(p) if socket.send(awc::ws::Message::Pong(p)).await.is_err() => {
+            awc::ws::Frame::Ping(p) if socket.send(awc::ws::Message::Pong(p.clone())).await.is_err() => {
                 return Ended::Lost("the connection failed".into());
             }
             awc::ws::Frame::Close(reason) => {
