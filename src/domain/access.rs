@@ -189,7 +189,17 @@ impl FromStr for Scope {
             .into_iter()
             .find(|x| x.as_str() == r)
             .filter(|x| x.grantable_to_api_keys())
-            .ok_or_else(|| format!("scope '{s}' names an unknown or ungrantable resource '{r}'"))?;
+            .ok_or_else(|| {
+                let grantable: Vec<&str> = Resource::ALL
+                    .into_iter()
+                    .filter(|x| x.grantable_to_api_keys())
+                    .map(|x| x.as_str())
+                    .collect();
+                format!(
+                    "scope '{s}' names an unknown or ungrantable resource '{r}'; use one of {}",
+                    grantable.join(", ")
+                )
+            })?;
         let access = match a {
             "read" => Access::Read,
             "write" => Access::Write,

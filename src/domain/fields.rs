@@ -308,6 +308,18 @@ pub fn format_timestamp(ms: i64) -> String {
 
 /// Record ids are UUIDs; anything else cannot name a record, so it is rejected early
 /// instead of becoming a lookup that can only miss.
+/// The option nearest to `given`, if near enough to be what was meant: at most a
+/// third of its letters off (`email` → `emails`, `stge_id` → `stage_id`).
+pub fn closest<'a>(given: &str, options: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let given = given.to_ascii_lowercase();
+    options
+        .into_iter()
+        .map(|o| (strsim::levenshtein(&given, o), o))
+        .filter(|(d, o)| *d > 0 && *d <= (o.len().max(given.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
 pub fn parse_id(s: &str) -> Result<String, String> {
     uuid::Uuid::parse_str(s.trim())
         .map(|u| u.hyphenated().to_string())

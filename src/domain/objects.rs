@@ -59,6 +59,8 @@ pub struct FieldSpec {
     pub sortable: bool,
     pub search: SearchRole,
     pub default: Default,
+    /// Added to a refused value's message: how to write the value right.
+    pub hint: Option<&'static str>,
 }
 
 const fn field(name: &'static str, kind: FieldKind) -> FieldSpec {
@@ -70,6 +72,7 @@ const fn field(name: &'static str, kind: FieldKind) -> FieldSpec {
         sortable: false,
         search: SearchRole::None,
         default: Default::None,
+        hint: None,
     }
 }
 
@@ -92,6 +95,10 @@ impl FieldSpec {
     }
     const fn on_create(mut self) -> Self {
         self.writable = Writable::OnCreate;
+        self
+    }
+    const fn hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
         self
     }
     const fn server(mut self) -> Self {
@@ -177,7 +184,9 @@ static STAGE: &[FieldSpec] = &[
 
 static DEAL: &[FieldSpec] = &[
     field("title", NAME).required().sortable().title(),
-    field("amount", AMOUNT).sortable(),
+    field("amount", AMOUNT)
+        .sortable()
+        .hint("amounts are whole minor units (cents): 4200000 for 42,000.00"),
     field("currency", FieldKind::Currency),
     field("pipeline_id", FieldKind::Ref(ObjectType::Pipeline)).required(),
     // Resolved by the store to the pipeline's first stage when omitted.
@@ -329,6 +338,24 @@ impl ObjectType {
         self.fields().iter().any(|f| f.search == SearchRole::Title)
     }
 
+    /// Says a body's field is not one of this type's, naming the closest one (a typo)
+    /// or else every field a body may set.
+    pub fn unknown_field(self, key: &str) -> String {
+        let mut settable: Vec<&str> = self
+            .fields()
+            .iter()
+            .filter(|f| f.writable != Writable::Never)
+            .map(|f| f.name)
+            .collect();
+        if self.has_custom_fields() {
+            settable.push("custom_fields");
+        }
+        match super::fields::closest(key, settable.iter().copied()) {
+            Some(near) => format!("unknown field; did you mean '{near}'?"),
+            None => format!("unknown field; a {} has {}", self.name(), settable.join(", ")),
+        }
+    }
+
     /// Parses a create or update body. `defs` are the workspace's custom field
     /// definitions for this type. Every problem is reported, not just the first.
     pub fn parse_input(self, body: &Map<String, Value>, create: bool, defs: &[CustomFieldDef]) -> Result<Changes, FieldErrors> {
@@ -355,7 +382,7 @@ impl ObjectType {
                 continue;
             }
             let Some(spec) = self.field(key) else {
-                errors.add(key.clone(), "unknown field");
+                errors.add(key.clone(), self.unknown_field(key));
                 continue;
             };
             match (spec.writable, create) {
@@ -372,7 +399,10 @@ impl ObjectType {
             match spec.kind.parse_json(value) {
                 Ok(v) if v.is_null() && spec.required && !create => errors.add(key.clone(), "is required and cannot be cleared"),
                 Ok(v) => changes.values.push((spec, v)),
-                Err(e) => errors.add(key.clone(), e),
+                Err(e) => match spec.hint {
+                    Some(hint) => errors.add(key.clone(), format!("{e}; {hint}")),
+                    None => errors.add(key.clone(), e),
+                },
             }
         }
         if create {

@@ -25,6 +25,7 @@ const fn system_field(name: &'static str) -> FieldSpec {
         sortable: true,
         search: super::objects::SearchRole::None,
         default: super::objects::Default::None,
+        hint: None,
     }
 }
 
@@ -81,7 +82,8 @@ pub struct ListQuery {
 pub enum QueryError {
     UnknownParameter(String),
     InvalidFilter(String, String),
-    InvalidSort(String),
+    /// A sort that is not allowed, and the fields that may be sorted on.
+    InvalidSort(String, Vec<&'static str>),
     InvalidCursor,
     InvalidLimit,
 }
@@ -138,7 +140,7 @@ impl ListQuery {
                     };
                     let field = lookup(ty, fname)
                         .filter(|f| f.sortable)
-                        .ok_or_else(|| QueryError::InvalidSort(raw.clone()))?;
+                        .ok_or_else(|| QueryError::InvalidSort(raw.clone(), sortable(ty)))?;
                     q.sort = Sort { field, descending: desc };
                 }
                 "updated_since" => {
@@ -157,6 +159,16 @@ impl ListQuery {
         }
         Ok(q)
     }
+}
+
+/// The fields a list of this type may be sorted on.
+fn sortable(ty: ObjectType) -> Vec<&'static str> {
+    let mut names = vec!["created_at"];
+    if ty != ObjectType::AuditEntry {
+        names.push("updated_at");
+    }
+    names.extend(ty.fields().iter().filter(|f| f.sortable).map(|f| f.name));
+    names
 }
 
 fn lookup(ty: ObjectType, name: &str) -> Option<&'static FieldSpec> {
@@ -292,7 +304,7 @@ mod tests {
         ));
         assert!(matches!(
             ListQuery::parse(ObjectType::Deal, &p(&[("sort", "body")])),
-            Err(QueryError::InvalidSort(_))
+            Err(QueryError::InvalidSort(_, _))
         ));
         assert!(matches!(
             ListQuery::parse(ObjectType::Deal, &p(&[("limit", "0")])),

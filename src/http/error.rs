@@ -247,7 +247,13 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::UnknownParameter(p) => ApiError::msg(Code::UnknownParameter, format!("unknown query parameter '{p}'")),
             QueryError::InvalidFilter(p, m) => ApiError::msg(Code::InvalidQuery, format!("'{p}': {m}")),
-            QueryError::InvalidSort(s) => ApiError::msg(Code::InvalidQuery, format!("cannot sort by '{s}'")),
+            QueryError::InvalidSort(s, fields) => ApiError::msg(
+                Code::InvalidQuery,
+                format!(
+                    "cannot sort by '{s}'; sort by one of {} (a leading '-' for descending)",
+                    fields.join(", ")
+                ),
+            ),
             QueryError::InvalidCursor => ApiError::new(Code::InvalidCursor),
             QueryError::InvalidLimit => ApiError::msg(Code::InvalidQuery, "limit must be between 1 and 200"),
         }

@@ -198,6 +198,24 @@ pub async fn uniform_errors(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let res = next.call(req).await?;
     let status = res.status();
+    if status == actix_web::http::StatusCode::METHOD_NOT_ALLOWED {
+        // The methods the path takes, from the OpenAPI document (which a test holds to
+        // the routes), in `Allow` (RFC 9110, 15.5.6) and in the message.
+        let allowed = res
+            .request()
+            .app_data::<web::Data<AppState>>()
+            .and_then(|st| openapi::methods_of(&st.openapi, res.request().path()));
+        let (req, _) = res.into_parts();
+        let mut reply = HttpResponse::MethodNotAllowed();
+        let err = match &allowed {
+            Some(methods) => {
+                reply.insert_header((header::ALLOW, methods.as_str()));
+                ApiError::msg(Code::MethodNotAllowed, format!("this path takes {methods}"))
+            }
+            None => ApiError::new(Code::MethodNotAllowed),
+        };
+        return Ok(ServiceResponse::new(req, reply.json(err.body())));
+    }
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)

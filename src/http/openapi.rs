@@ -745,6 +745,35 @@ pub fn build() -> Value {
     })
 }
 
+/// The methods the document gives `path` (a concrete path such as
+/// `/api/v1/contacts/01…`), as `Allow` lists them; none for a path it does not have.
+/// Paths outside the API (health, metrics, docs) take GET.
+pub fn methods_of(doc: &Value, path: &str) -> Option<String> {
+    let fits = |template: &str| {
+        let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+    };
+    // A literal segment wins over a template's (`/invitations/accept` over `/invitations/{id}`).
+    let ops = doc["paths"]
+        .as_object()?
+        .iter()
+        .filter(|(template, _)| fits(template))
+        .min_by_key(|(template, _)| template.matches('{').count())
+        .map(|(_, ops)| ops);
+    match ops {
+        Some(ops) => {
+            let methods: Vec<String> = ops.as_object()?.keys().map(|m| m.to_ascii_uppercase()).collect();
+            Some(methods.join(", "))
+        }
+        None if ["/healthz", "/readyz", "/metrics", "/docs", "/api/v1/openapi.json", "/api/v1/ws"].contains(&path)
+            || path.starts_with("/docs/") =>
+        {
+            Some("GET".into())
+        }
+        None => None,
+    }
+}
+
 pub async fn document(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(&state.openapi)
 }

@@ -407,7 +407,7 @@ async fn convert_lead(state: State, p: Principal, id: web::Path<String>, req: Ht
             Some(_) => return Err(crate::domain::FieldErrors::single("deal", "expected an object").into()),
         };
         if let Some(k) = map.keys().next() {
-            return Err(crate::domain::FieldErrors::single(k.clone(), "unknown field").into());
+            return Err(crate::domain::FieldErrors::single(k.clone(), "unknown field; a conversion takes only 'deal'").into());
         }
         let (conversion, _) = writes::convert_lead(&state, &p, mutation_id(&req)?, &id, deal).await?;
         Ok((StatusCode::OK, conversion))

@@ -32,7 +32,13 @@ fn version(args: &Map<String, Value>) -> Result<Option<i64>, ApiError> {
 
 fn only(args: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
     match args.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(FieldErrors::single(k.clone(), "unknown field").into()),
+        Some(k) => {
+            let why = match crate::domain::fields::closest(k, allowed.iter().copied()) {
+                Some(near) => format!("unknown field; did you mean '{near}'?"),
+                None => format!("unknown field; this command takes {}", allowed.join(", ")),
+            };
+            Err(FieldErrors::single(k.clone(), why).into())
+        }
         None => Ok(()),
     }
 }

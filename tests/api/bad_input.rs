@@ -146,10 +146,18 @@ on_both_backends! {
             let r = app.get(path, &s.token).await;
             assert_clean_4xx(&r, path);
         }
-        for (method, path) in [(Method::PUT, "/contacts"), (Method::DELETE, "/contacts"), (Method::POST, "/audit-log"), (Method::PUT, "/healthz")] {
+        for (method, path, allow) in [
+            (Method::PUT, "/contacts", "GET, POST"),
+            (Method::DELETE, "/contacts", "GET, POST"),
+            (Method::POST, "/audit-log", "GET"),
+            (Method::PUT, "/healthz", "GET"),
+            (Method::GET, "/invitations/accept", "POST"),
+            (Method::PUT, "/contacts/00000000-0000-0000-0000-000000000000", "DELETE, GET, PATCH"),
+        ] {
             let r = app.request(method.clone(), path, Some(&s.token), &[], None).await;
             assert_eq!(r.status, 405, "{method} {path}: {}", r.text);
             assert_eq!(r.code(), "method_not_allowed");
+            assert_eq!(r.header("allow").as_deref(), Some(allow), "{method} {path}");
         }
         let r = app.request(Method::PATCH, "/contacts/00000000-0000-0000-0000-000000000000", Some(&s.token), &[("if-match", "banana")], Some(("application/json", b"{}".to_vec()))).await;
         assert_clean_4xx(&r, "bad If-Match");
@@ -159,5 +167,24 @@ on_both_backends! {
         assert_clean_4xx(&r, "unknown csv column");
         let r = app.request(Method::POST, "/imports?object_type=contact", Some(&s.token), &[], Some(("application/json", b"{}".to_vec()))).await;
         assert_eq!(r.code(), "unsupported_media_type");
+    }
+
+    async fn error_messages_say_how_to_fix_the_input(app) {
+        let s = app.signup("Acme").await;
+        let (pipeline, _) = app.pipeline(&s.token).await;
+        let field = |r: &Response, name: &str| r.body["error"]["details"]["fields"][name].as_str().unwrap_or_default().to_string();
+
+        let r = app.post("/contacts", &s.token, json!({"name": "x", "email": "a@b.io"})).await.expect(422);
+        assert!(field(&r, "email").contains("did you mean 'emails'"), "{}", r.text);
+        let r = app.post("/contacts", &s.token, json!({"name": "x", "zodiac": "leo"})).await.expect(422);
+        assert!(field(&r, "zodiac").contains("name, emails, phones"), "every field is listed when none is close: {}", r.text);
+        let r = app.post("/deals", &s.token, json!({"title": "x", "pipeline_id": pipeline, "amount": 42000.5, "currency": "EUR"})).await.expect(422);
+        assert!(field(&r, "amount").contains("4200000 for 42,000.00"), "{}", r.text);
+
+        let r = app.get("/contacts?sort=birthday", &s.token).await.expect(400);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("created_at") && message.contains("name"), "{message}");
+        let r = app.post("/api-keys", &s.token, json!({"name": "k", "scopes": ["planets:read"]})).await.expect(422);
+        assert!(field(&r, "scopes[0]").contains("contacts"), "the grantable resources are listed: {}", r.text);
     }
 }
