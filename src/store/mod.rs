@@ -1131,8 +1131,8 @@ mod tests {
         assert_eq!(odd.on(Backend::Sqlite).text, "SELECT $2, $1");
     }
 
-    /// A store on `backend` migrated up to, not including, its last migration.
-    async fn before_last_migration(backend: Backend) -> (Store, Box<dyn FnOnce() + Send>) {
+    /// A store on `backend` migrated up to, not including, the migration named `migration`.
+    async fn migrated_before(backend: Backend, migration: &str) -> (Store, Box<dyn FnOnce() + Send>) {
         let name = format!("shoal_ties_{}", uuid::Uuid::new_v4().simple());
         let dir = std::env::temp_dir().join(&name);
         let (url, cleanup): (Option<String>, Box<dyn FnOnce() + Send>) = match backend {
@@ -1168,8 +1168,8 @@ mod tests {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("migrations/postgres"),
         };
-        let all = m.migrations.len();
-        m.migrations = std::borrow::Cow::Owned(m.migrations[..all - 1].to_vec());
+        let stop = m.migrations.iter().position(|x| x.description.replace(' ', "_") == migration).expect("the migration exists");
+        m.migrations = std::borrow::Cow::Owned(m.migrations[..stop].to_vec());
         m.run(store.pool()).await.unwrap();
         (store, cleanup)
     }
@@ -1177,7 +1177,7 @@ mod tests {
     #[tokio::test]
     async fn cards_that_tie_in_a_column_get_keys_of_their_own_in_their_place_when_keys_become_unique() {
         for backend in [Backend::Sqlite, Backend::Postgres] {
-            let (store, cleanup) = before_last_migration(backend).await;
+            let (store, cleanup) = migrated_before(backend, "unique_ranks").await;
             sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ('w', 'W', 0)")
                 .execute(store.pool())
                 .await
