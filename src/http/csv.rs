@@ -108,6 +108,17 @@ fn plan_columns(ty: ObjectType, headers: &csv::StringRecord, defs: &[CustomField
     Ok(plan)
 }
 
+/// A list cell's items, separated by `;`.
+fn list_cell(cell: &str) -> Value {
+    Value::Array(
+        cell.split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::String(s.into()))
+            .collect(),
+    )
+}
+
 /// Turns one CSV row into the JSON body a create would take. Empty cells are left out.
 fn row_to_body(plan: &[ColumnTarget], row: &csv::StringRecord) -> Result<Map<String, Value>, FieldErrors> {
     let mut body = Map::new();
@@ -120,13 +131,7 @@ fn row_to_body(plan: &[ColumnTarget], row: &csv::StringRecord) -> Result<Map<Str
         match target {
             ColumnTarget::Field(name, kind) => {
                 let v = if kind.is_list() {
-                    Value::Array(
-                        cell.split(';')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(|s| Value::String(s.into()))
-                            .collect(),
-                    )
+                    list_cell(cell)
                 } else {
                     match kind {
                         FieldKind::Integer { .. } => cell
@@ -438,13 +443,7 @@ impl Import {
         let mut one = Map::new();
         let spec = self.ty.field(field).map(|s| s.kind);
         let v = if spec.is_some_and(FieldKind::is_list) {
-            Value::Array(
-                cell.split(';')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Value::String(s.into()))
-                    .collect(),
-            )
+            list_cell(cell)
         } else {
             Value::String(cell.into())
         };

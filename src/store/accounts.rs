@@ -31,6 +31,18 @@ fn invitation(r: &AnyRow) -> Result<InvitationRow> {
     })
 }
 
+/// A refresh token presented again means it leaked: its whole session is revoked.
+async fn reused(mut w: super::WriteTx, session: SessionRef, now: i64) -> Result<RefreshOutcome> {
+    let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+    sql.arg(now)
+        .push(" WHERE family_id = ")
+        .arg(&session.session_id)
+        .push(" AND revoked_at IS NULL");
+    sql.query().execute(&mut *w.tx).await?;
+    w.commit().await?;
+    Ok(RefreshOutcome::Reused(session))
+}
+
 /// Who takes up an invitation: a user already signed up (and logged in), or a new one.
 pub enum Joiner<'a> {
     Existing {
@@ -343,26 +355,20 @@ impl Store {
         let expires: i64 = row.try_get(3)?;
         let used: Option<i64> = row.try_get(4)?;
         let revoked: Option<i64> = row.try_get(5)?;
+        let session = SessionRef {
+            workspace_id: ws,
+            user_id: user,
+            session_id: family,
+        };
         if used.is_some() || revoked.is_some() {
-            let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
-            sql.arg(now)
-                .push(" WHERE family_id = ")
-                .arg(&family)
-                .push(" AND revoked_at IS NULL");
-            sql.query().execute(&mut *w.tx).await?;
-            w.commit().await?;
-            return Ok(RefreshOutcome::Reused(SessionRef {
-                workspace_id: ws,
-                user_id: user,
-                session_id: family,
-            }));
+            return reused(w, session, now).await;
         }
         if expires <= now {
             return Ok(RefreshOutcome::Invalid);
         }
         // The membership may have ended since the token was issued.
         let mut sql = Sql::new("SELECT 1 FROM memberships WHERE workspace_id = ");
-        sql.arg(&ws).push(" AND user_id = ").arg(&user);
+        sql.arg(&session.workspace_id).push(" AND user_id = ").arg(&session.user_id);
         if sql.query().fetch_optional(&mut *w.tx).await?.is_none() {
             return Ok(RefreshOutcome::Invalid);
         }
@@ -370,31 +376,24 @@ impl Store {
         sql.arg(now).push(" WHERE token_hash = ").arg(old_hash).push(" AND used_at IS NULL");
         if sql.query().execute(&mut *w.tx).await?.rows_affected() == 0 {
             // Used by a concurrent refresh between the read and here: as above.
-            let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
-            sql.arg(now)
-                .push(" WHERE family_id = ")
-                .arg(&family)
-                .push(" AND revoked_at IS NULL");
-            sql.query().execute(&mut *w.tx).await?;
-            w.commit().await?;
-            return Ok(RefreshOutcome::Reused(SessionRef {
-                workspace_id: ws,
-                user_id: user,
-                session_id: family,
-            }));
+            return reused(w, session, now).await;
         }
         let sql = insert(
             "refresh_tokens",
             "id, workspace_id, user_id, family_id, token_hash, created_at, expires_at",
-            args![new_id(), &ws, &user, &family, new_hash, now, expires_at],
+            args![
+                new_id(),
+                &session.workspace_id,
+                &session.user_id,
+                &session.session_id,
+                new_hash,
+                now,
+                expires_at
+            ],
         );
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
-        Ok(RefreshOutcome::Rotated(SessionRef {
-            workspace_id: ws,
-            user_id: user,
-            session_id: family,
-        }))
+        Ok(RefreshOutcome::Rotated(session))
     }
 
     /// Logout: revokes the family of the given refresh token. Returns its session, if

@@ -1168,7 +1168,11 @@ mod tests {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("migrations/postgres"),
         };
-        let stop = m.migrations.iter().position(|x| x.description.replace(' ', "_") == migration).expect("the migration exists");
+        let stop = m
+            .migrations
+            .iter()
+            .position(|x| x.description.replace(' ', "_") == migration)
+            .expect("the migration exists");
         m.migrations = std::borrow::Cow::Owned(m.migrations[..stop].to_vec());
         m.run(store.pool()).await.unwrap();
         (store, cleanup)
