@@ -104,7 +104,7 @@ impl FieldKind {
         }
         match self {
             FieldKind::Integer { .. } => {
-                let n = v.as_i64().ok_or("expected an integer")?;
+                let n = whole_number(v).ok_or("expected an integer")?;
                 self.check_int(n)
             }
             FieldKind::Bool => v.as_bool().map(FieldValue::Bool).ok_or_else(|| "expected true or false".into()),
@@ -308,6 +308,16 @@ pub fn format_timestamp(ms: i64) -> String {
 
 /// Record ids are UUIDs; anything else cannot name a record, so it is rejected early
 /// instead of becoming a lookup that can only miss.
+/// An integer, also when written with a zero fraction (`3.0`), as JSON allows and many
+/// clients write numbers; `3.5` is not one.
+pub fn whole_number(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        let f = v.as_f64()?;
+        // Beyond ±2^53 a float no longer holds every integer exactly.
+        (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then_some(f as i64)
+    })
+}
+
 /// The option nearest to `given`, if near enough to be what was meant: at most a
 /// third of its letters off (`email` → `emails`, `stge_id` → `stage_id`).
 pub fn closest<'a>(given: &str, options: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

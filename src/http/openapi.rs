@@ -23,93 +23,201 @@ fn schema_name(ty: ObjectType) -> String {
         .collect()
 }
 
-fn field_schema(kind: FieldKind) -> Value {
+/// Rust's `char::is_whitespace` and `char::is_control`, as regex class bodies: the
+/// server trims the one around text and refuses the other inside it.
+const WS: &str = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+const CTRL: &str = r"\x00-\x1f\x7f-\x9f";
+
+/// A pattern for `inner` with white space around it, which the server trims (any
+/// amount; the document promises a little, which keeps generated URLs short).
+fn trimmed(inner: &str) -> String {
+    format!("^[{WS}]{{0,8}}(?:{inner})[{WS}]{{0,8}}$")
+}
+
+/// One line of at most `max` characters after trimming; with `value`, not blank (the
+/// server reads blank text as no value).
+fn text(max: u32, value: bool) -> Value {
+    let pattern = if value {
+        trimmed(&format!("[^{CTRL}{WS}](?:[^{CTRL}]{{0,{}}})?", max - 1))
+    } else {
+        trimmed(&format!("[^{CTRL}]{{0,{max}}}"))
+    };
+    json!({"type": "string", "pattern": pattern})
+}
+
+/// A label (tag): 1 to 50 characters, none of them a control character, `;` or `,`.
+fn label() -> Value {
+    json!({"type": "string", "pattern": trimmed(&format!("[^{CTRL}{WS};,](?:[^{CTRL};,]{{0,49}})?"))})
+}
+
+/// Letters and digits in addresses: ASCII ones, and (broader than Unicode's letters,
+/// which not every regex dialect can name) characters from U+00AA on.
+const EMAIL_ATOM: &str = r"[A-Za-z0-9\u00aa-\uffff!#$%&'*+/=?^_`{|}~-]";
+const DOMAIN_LABEL: &str = r"[A-Za-z0-9\u00aa-\uffff](?:[A-Za-z0-9\u00aa-\uffff-]{0,61}[A-Za-z0-9\u00aa-\uffff])?";
+
+/// What `EmailAddress::parse` takes: dot-separated atoms, `@`, two or more labels.
+fn email() -> Value {
+    let pattern = trimmed(&format!("{EMAIL_ATOM}+(?:\\.{EMAIL_ATOM}+)*@(?:{DOMAIN_LABEL}\\.)+{DOMAIN_LABEL}"));
+    json!({"type": "string", "maxLength": 254, "pattern": pattern, "description": "stored lower-cased"})
+}
+
+/// `kind` as a request or response value; `value`: a non-blank value is required.
+fn field_schema(kind: FieldKind, value: bool) -> Value {
     match kind {
-        FieldKind::Text { max } => json!({"type": "string", "maxLength": max}),
-        FieldKind::LongText => json!({"type": "string", "maxLength": 100_000}),
-        FieldKind::Email => json!({"type": "string", "format": "email"}),
-        FieldKind::Url => json!({"type": "string", "format": "uri"}),
-        FieldKind::Phone => json!({"type": "string", "examples": ["+44 20 7946 0958"]}),
-        FieldKind::Domain => json!({"type": "string", "format": "hostname"}),
+        FieldKind::Text { max } => text(max as u32, value),
+        FieldKind::LongText => json!({"type": "string", "maxLength": 100_000, "description": "at most 100,000 bytes of UTF-8"}),
+        FieldKind::Email => email(),
+        FieldKind::Url => {
+            json!({"type": "string", "maxLength": 2048, "pattern": trimmed(&format!("https?://[^\\s{CTRL}/?#]+(?:[/?#][^\\s{CTRL}]*)?"))})
+        }
+        FieldKind::Phone => {
+            json!({"type": "string", "maxLength": 40, "pattern": trimmed(r"[ +().-]*(?:[0-9][ +().-]*){3,20}"), "examples": ["+44 20 7946 0958"]})
+        }
+        FieldKind::Domain => {
+            json!({"type": "string", "maxLength": 253, "pattern": trimmed(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")})
+        }
         FieldKind::Integer { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
-        FieldKind::Currency => json!({"type": "string", "pattern": "^[A-Za-z]{3}$", "examples": ["EUR"]}),
+        FieldKind::Currency => json!({"type": "string", "pattern": trimmed("[A-Za-z]{3}"), "examples": ["EUR"]}),
         FieldKind::Date => json!({"type": "string", "format": "date"}),
         FieldKind::Timestamp => json!({"type": "string", "format": "date-time"}),
         FieldKind::Bool => json!({"type": "boolean"}),
         FieldKind::Choice(options) => json!({"type": "string", "enum": options}),
         FieldKind::Ref(t) => json!({"type": "string", "format": "uuid", "description": format!("id of a {}", t.name())}),
         FieldKind::Member => json!({"type": "string", "format": "uuid", "description": "user id of a workspace member"}),
-        FieldKind::Label => json!({"type": "string", "maxLength": 50}),
-        FieldKind::Labels => json!({"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 100}),
-        FieldKind::Phones => json!({"type": "array", "items": {"type": "string"}, "maxItems": 100}),
-        FieldKind::Emails => json!({"type": "array", "items": {"type": "string", "format": "email"}, "maxItems": 100}),
+        FieldKind::Label => label(),
+        FieldKind::Labels => json!({"type": "array", "items": label(), "maxItems": 100}),
+        FieldKind::Phones => json!({"type": "array", "items": field_schema(FieldKind::Phone, true), "maxItems": 100}),
+        FieldKind::Emails => json!({"type": "array", "items": email(), "maxItems": 100}),
         FieldKind::Members => json!({"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 100}),
         FieldKind::Json => json!({}),
     }
 }
 
-/// Optional fields accept and show `null` (OpenAPI 3.1: a type list).
-fn nullable(spec: &FieldSpec, mut s: Value) -> Value {
+/// A field as a request sends it. A field that must hold a value takes a non-blank
+/// one; any other also takes `null` and, except text, a blank string (both mean no
+/// value); a list takes `null` for the empty list.
+fn input_schema(spec: &FieldSpec, create: bool) -> Value {
+    let must = spec.required && (spec.default == crate::domain::objects::Default::None || !create);
+    let s = field_schema(spec.kind, must);
+    if spec.kind.is_list() {
+        return json!({"anyOf": [s, {"type": "null"}]});
+    }
+    if must {
+        return s;
+    }
+    let mut alternatives = vec![s];
+    if !matches!(
+        spec.kind,
+        FieldKind::Text { .. } | FieldKind::LongText | FieldKind::Bool | FieldKind::Integer { .. } | FieldKind::Json
+    ) {
+        alternatives.push(json!({"type": "string", "pattern": format!("^[{WS}]*$")}));
+    }
+    alternatives.push(json!({"type": "null"}));
+    json!({"anyOf": alternatives})
+}
+
+/// A field as a response shows it: optional ones may be `null`.
+fn output_schema(spec: &FieldSpec) -> Value {
+    let s = field_schema(spec.kind, false);
     if spec.required || spec.kind.is_list() {
         return s;
     }
-    match s["type"].as_str().map(str::to_string) {
-        Some(t) => {
-            s["type"] = json!([t, "null"]);
-            if let Some(options) = s.get_mut("enum").and_then(Value::as_array_mut) {
-                options.push(Value::Null);
-            }
-            s
-        }
-        None => json!({"anyOf": [s, {"type": "null"}]}),
-    }
+    json!({"anyOf": [s, {"type": "null"}]})
 }
+
+const INT64: (i64, i64) = (i64::MIN, i64::MAX);
 
 fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
     let name = schema_name(ty);
     let mut props = Map::new();
     props.insert("id".into(), json!({"type": "string", "format": "uuid", "readOnly": true}));
-    let mut input = Map::new();
+    let (mut create, mut update) = (Map::new(), Map::new());
     let mut required_in = Vec::new();
     for spec in ty.fields() {
-        let mut s = nullable(spec, field_schema(spec.kind));
+        let mut shown = output_schema(spec);
         if spec.writable == Writable::Never {
-            s["readOnly"] = json!(true);
+            shown["readOnly"] = json!(true);
+            props.insert(spec.name.into(), shown);
+            continue;
         }
-        props.insert(spec.name.into(), s.clone());
-        if spec.writable != Writable::Never {
-            if spec.writable == Writable::OnCreate {
-                s["description"] = json!("set on create; cannot be changed afterwards");
-            }
-            input.insert(spec.name.into(), s);
-            if spec.required && spec.default == crate::domain::objects::Default::None {
-                required_in.push(spec.name);
-            }
+        props.insert(spec.name.into(), shown);
+        create.insert(spec.name.into(), input_schema(spec, true));
+        // Fields set once, on create, are refused in an update.
+        if spec.writable == Writable::Always {
+            update.insert(spec.name.into(), input_schema(spec, false));
+        }
+        if spec.required && spec.default == crate::domain::objects::Default::None {
+            required_in.push(spec.name);
         }
     }
     if ty.has_custom_fields() {
-        let cf = json!({"type": "object", "description": "values of the workspace's custom fields for this type"});
-        props.insert("custom_fields".into(), cf.clone());
-        input.insert("custom_fields".into(), cf);
+        let cf = json!({"type": "object", "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,39}$"}, "description": "values of the custom fields defined for this type in the workspace (GET /custom-fields); other keys are refused"});
+        props.insert("custom_fields".into(), json!({"type": "object"}));
+        create.insert("custom_fields".into(), cf.clone());
+        update.insert("custom_fields".into(), cf);
     }
     props.insert("version".into(), json!({"type": "integer", "readOnly": true}));
     props.insert(
         "created_at".into(),
         json!({"type": "string", "format": "date-time", "readOnly": true}),
     );
-    props.insert(
-        "updated_at".into(),
-        json!({"type": "string", "format": "date-time", "readOnly": true}),
-    );
-    out.insert(name.clone(), json!({"type": "object", "properties": props}));
+    if ty != ObjectType::AuditEntry {
+        props.insert(
+            "updated_at".into(),
+            json!({"type": "string", "format": "date-time", "readOnly": true}),
+        );
+    }
+    if ty == ObjectType::Pipeline {
+        props.insert(
+            "stages".into(),
+            json!({"type": "array", "items": r("Stage"), "description": "its stages, in order"}),
+        );
+    }
+    let required_out: Vec<&str> = ["id", "version", "created_at"]
+        .into_iter()
+        .chain(ty.fields().iter().filter(|f| f.required).map(|f| f.name))
+        .collect();
     out.insert(
-        format!("{name}Create"),
-        json!({"type": "object", "properties": input.clone(), "required": required_in, "additionalProperties": false}),
+        name.clone(),
+        json!({"type": "object", "properties": props, "required": required_out}),
     );
-    let mut update = input;
+    let mut create = json!({"type": "object", "properties": create, "required": required_in, "additionalProperties": false});
+    // Rules across fields that `ObjectType::check` applies to a new record.
+    match ty {
+        ObjectType::Deal => {
+            create["dependentSchemas"] = json!({"amount": {"anyOf": [
+                {"properties": {"amount": {"type": "null"}}},
+                {"required": ["currency"], "properties": {"currency": field_schema(FieldKind::Currency, true)}}
+            ]}});
+        }
+        ObjectType::Activity => {
+            create["anyOf"] = Value::Array(
+                ["contact_id", "company_id", "deal_id"]
+                    .iter()
+                    .map(|f| json!({"required": [f], "properties": {*f: {"type": "string"}}}))
+                    .collect(),
+            );
+        }
+        ObjectType::CustomField => {
+            create["properties"]["key"] = json!({"type": "string", "pattern": trimmed("[a-z][a-z0-9_]{0,39}")});
+            create["if"] = json!({"properties": {"kind": {"enum": ["select", "multi_select"]}}, "required": ["kind"]});
+            create["then"] = json!({"required": ["options"], "properties": {"options": {"type": "array", "minItems": 1}}});
+        }
+        _ => {}
+    }
+    if ty == ObjectType::Stage {
+        // Under /pipelines/{id}/stages the pipeline comes from the path.
+        let mut in_pipeline = create.clone();
+        if let Some(p) = in_pipeline["properties"].as_object_mut() {
+            p.remove("pipeline_id");
+        }
+        in_pipeline["required"] = json!(required_in.iter().filter(|f| **f != "pipeline_id").collect::<Vec<_>>());
+        out.insert("StageInPipeline".into(), in_pipeline);
+    }
+    out.insert(format!("{name}Create"), create);
     update.insert(
         "version".into(),
-        json!({"type": "integer", "description": "the version this change is based on (or send If-Match)"}),
+        json!({"type": ["integer", "null"], "minimum": INT64.0, "maximum": INT64.1, "description": "the version this change is based on (or send If-Match; both must agree)"}),
     );
     out.insert(
         format!("{name}Update"),
@@ -117,41 +225,77 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
     );
     out.insert(
         format!("{name}Page"),
-        json!({"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}}, "next_cursor": {"type": ["string", "null"]}}}),
+        json!({"type": "object", "required": ["data", "next_cursor"], "properties": {"data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}}, "next_cursor": {"type": ["string", "null"]}}}),
     );
 }
 
-fn list_parameters(ty: ObjectType) -> Vec<Value> {
-    let mut params = vec![
-        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}),
-        json!({"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"}),
-        json!({"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "a sortable field, '-' prefix for descending; default -created_at"}),
-    ];
-    if ty != ObjectType::AuditEntry {
-        params.push(json!({"name": "updated_since", "in": "query", "schema": {"type": "string", "format": "date-time"}}));
+/// The list filters and sort of `ty` (not `skip`, a timeline's own link), with
+/// `limit` and `cursor` when `paged`.
+fn list_parameters(ty: ObjectType, paged: bool, skip: Option<&str>) -> Vec<Value> {
+    let q = |name: String, schema: Value| json!({"name": name, "in": "query", "schema": schema});
+    let mut params = Vec::new();
+    if paged {
+        params.push(q(
+            "limit".into(),
+            json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+        ));
+        params.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, "description": "next_cursor of the previous page, with the same sort"}));
     }
-    for spec in ty.fields() {
-        let k = spec.kind;
-        if k == FieldKind::LongText || k == FieldKind::Json {
+    let mut sortable: Vec<String> = vec!["created_at".into()];
+    if ty != ObjectType::AuditEntry {
+        sortable.push("updated_at".into());
+    }
+    sortable.extend(ty.fields().iter().filter(|f| f.sortable).map(|f| f.name.to_string()));
+    let sorts: Vec<String> = sortable.iter().flat_map(|f| [f.clone(), format!("-{f}")]).collect();
+    params.push(json!({"name": "sort", "in": "query", "schema": {"type": "string", "enum": sorts}, "description": "default -created_at"}));
+    if ty != ObjectType::AuditEntry {
+        params.push(q("updated_since".into(), json!({"type": "string", "format": "date-time"})));
+    }
+    let system: Vec<(&str, FieldKind)> = if ty == ObjectType::AuditEntry {
+        vec![("created_at", FieldKind::Timestamp)]
+    } else {
+        vec![("created_at", FieldKind::Timestamp), ("updated_at", FieldKind::Timestamp)]
+    };
+    let fields = ty.fields().iter().map(|f| (f.name, f.kind)).chain(system);
+    let nonblank = json!({"type": "string", "maxLength": 1000, "pattern": "\\S"});
+    for (name, k) in fields {
+        if Some(name) == skip {
             continue;
         }
-        let item = if k.is_list() { json!({"type": "string"}) } else { field_schema(k) };
+        params.push(q(format!("{name}_is_null"), json!({"type": "boolean"})));
+        if k == FieldKind::Json {
+            continue;
+        }
+        if k == FieldKind::LongText {
+            params.push(
+                json!({"name": format!("{name}_contains"), "in": "query", "schema": nonblank, "description": "case-insensitive substring"}),
+            );
+            continue;
+        }
+        let one = match k {
+            FieldKind::Labels => label(),
+            FieldKind::Emails => email(),
+            FieldKind::Phones => field_schema(FieldKind::Phone, true),
+            FieldKind::Members => json!({"type": "string", "format": "uuid"}),
+            _ => field_schema(k, true),
+        };
         let what = if k.is_list() {
             "records whose list holds this item"
         } else {
             "equality"
         };
-        params.push(json!({"name": spec.name, "in": "query", "schema": item, "description": what}));
-        params.push(json!({"name": format!("{}_is_null", spec.name), "in": "query", "schema": {"type": "boolean"}}));
+        params.push(json!({"name": name, "in": "query", "schema": one, "description": what}));
         if !k.is_list() {
-            params.push(json!({"name": format!("{}_in", spec.name), "in": "query", "schema": {"type": "string"}, "description": "comma-separated values"}));
+            params.push(json!({"name": format!("{name}_in"), "in": "query", "style": "form", "explode": false, "schema": {"type": "array", "items": one, "minItems": 1, "maxItems": 20}, "description": "any of these, comma-separated (the server takes up to 100)"}));
         }
         if k.is_text_like() || k.is_list() {
-            params.push(json!({"name": format!("{}_contains", spec.name), "in": "query", "schema": {"type": "string"}, "description": "case-insensitive substring"}));
+            params.push(
+                json!({"name": format!("{name}_contains"), "in": "query", "schema": nonblank, "description": "case-insensitive substring"}),
+            );
         }
         if k.is_ordered() {
             for op in ["gt", "gte", "lt", "lte"] {
-                params.push(json!({"name": format!("{}_{op}", spec.name), "in": "query", "schema": field_schema(k)}));
+                params.push(q(format!("{name}_{op}"), field_schema(k, true)));
             }
         }
     }
@@ -204,6 +348,21 @@ fn r(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
+/// `Idempotency-Key`, honoured on every POST that creates.
+fn idempotency_key() -> Value {
+    json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}, "description": "a retry with the same key gets the first answer"})
+}
+
+/// `X-Mutation-Id`, echoed as `cause` on the events a record write makes.
+fn mutation_id() -> Value {
+    json!({"name": "X-Mutation-Id", "in": "header", "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,100}$"}, "description": "echoed as `cause` on the events this write makes"})
+}
+
+/// `If-Match`: the version a change is based on, as an ETag (`"3"`, `W/"3"`).
+fn if_match() -> Value {
+    json!({"name": "If-Match", "in": "header", "schema": {"type": "string", "pattern": "^\\s*(?:W/)?\"*[+-]?[0-9]{1,18}\"*\\s*$"}, "description": "the version the change is based on, as an ETag; must agree with a body's version"})
+}
+
 fn path_param(name: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}})
 }
@@ -213,6 +372,15 @@ const AUTHED: &[Code] = &[
     Code::InvalidCredentials,
     Code::TokenExpired,
     Code::Forbidden,
+    Code::Unavailable,
+];
+/// What a public endpoint (sign-up, log-in, sessions) can answer besides its own.
+const PUBLIC: &[Code] = &[
+    Code::MalformedJson,
+    Code::InvalidBody,
+    Code::ValidationFailed,
+    Code::UnsupportedMediaType,
+    Code::PayloadTooLarge,
     Code::Unavailable,
 ];
 const WRITE: &[Code] = &[
@@ -269,7 +437,7 @@ pub fn build() -> Value {
                 None,
                 ("200", r(&format!("{n}Page"))),
                 &with(AUTHED, &[Code::InvalidQuery, Code::UnknownParameter, Code::InvalidCursor]),
-                list_parameters(ty),
+                list_parameters(ty, true, None),
             ),
         );
         let one = format!("{path}/{{id}}");
@@ -288,7 +456,6 @@ pub fn build() -> Value {
         if ty == ObjectType::AuditEntry {
             continue;
         }
-        let idem = json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}});
         add(
             path,
             "post",
@@ -306,10 +473,9 @@ pub fn build() -> Value {
                         Code::InvalidIdempotencyKey,
                     ],
                 ),
-                vec![idem],
+                vec![idempotency_key(), mutation_id()],
             ),
         );
-        let if_match = json!({"name": "If-Match", "in": "header", "schema": {"type": "string"}, "description": "the version the change is based on, as an ETag"});
         add(
             &one,
             "patch",
@@ -319,7 +485,7 @@ pub fn build() -> Value {
                 Some(r(&format!("{n}Update"))),
                 ("200", r(&n)),
                 &with(WRITE, &[Code::NotFound, Code::VersionConflict]),
-                vec![path_param("id"), if_match.clone()],
+                vec![path_param("id"), if_match(), mutation_id()],
             ),
         );
         add(
@@ -330,12 +496,12 @@ pub fn build() -> Value {
                 tag,
                 None,
                 ("204", Value::Null),
-                &with(AUTHED, &[Code::NotFound, Code::VersionConflict, Code::InUse]),
-                vec![path_param("id"), if_match],
+                &with(AUTHED, &[Code::NotFound, Code::VersionConflict, Code::InUse, Code::InvalidBody]),
+                vec![path_param("id"), if_match(), mutation_id()],
             ),
         );
     }
-    for parent in ["contacts", "companies", "deals"] {
+    for (parent, link) in [("contacts", "contact_id"), ("companies", "company_id"), ("deals", "deal_id")] {
         add(
             &format!("/{parent}/{{id}}/timeline"),
             "get",
@@ -344,14 +510,19 @@ pub fn build() -> Value {
                 parent,
                 None,
                 ("200", r("ActivityPage")),
-                &with(AUTHED, &[Code::NotFound, Code::InvalidQuery]),
-                vec![path_param("id")],
+                &with(
+                    AUTHED,
+                    &[Code::NotFound, Code::InvalidQuery, Code::UnknownParameter, Code::InvalidCursor],
+                ),
+                [path_param("id")]
+                    .into_iter()
+                    .chain(list_parameters(ObjectType::Activity, true, Some(link)))
+                    .collect(),
             ),
         );
     }
-    let stage_in = json!({"type": "object", "properties": {"name": {"type": "string"}, "probability": {"type": "integer"}, "kind": {"enum": ["open", "won", "lost"]}}, "required": ["name"]});
-    let mut pipeline_create = r("PipelineCreate");
-    pipeline_create = json!({"allOf": [pipeline_create, {"type": "object", "properties": {"stages": {"type": "array", "items": stage_in, "maxItems": 50}}}]});
+    let mut pipeline_create = schemas["PipelineCreate"].clone();
+    pipeline_create["properties"]["stages"] = json!({"anyOf": [{"type": "array", "items": r("StageInPipeline"), "maxItems": 50}, {"type": "null"}], "description": "its stages, in order"});
     add(
         "/pipelines",
         "post",
@@ -360,8 +531,15 @@ pub fn build() -> Value {
             "pipelines",
             Some(pipeline_create),
             ("201", r("Pipeline")),
-            WRITE,
-            vec![],
+            &with(
+                WRITE,
+                &[
+                    Code::IdempotencyKeyInProgress,
+                    Code::IdempotencyKeyReused,
+                    Code::InvalidIdempotencyKey,
+                ],
+            ),
+            vec![idempotency_key()],
         ),
     );
     add(
@@ -382,10 +560,18 @@ pub fn build() -> Value {
         op(
             "Add a stage at the end",
             "pipelines",
-            Some(r("StageCreate")),
+            Some(r("StageInPipeline")),
             ("201", r("Stage")),
-            &with(WRITE, &[Code::NotFound]),
-            vec![path_param("id")],
+            &with(
+                WRITE,
+                &[
+                    Code::NotFound,
+                    Code::IdempotencyKeyInProgress,
+                    Code::IdempotencyKeyReused,
+                    Code::InvalidIdempotencyKey,
+                ],
+            ),
+            vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
     add(
@@ -397,7 +583,7 @@ pub fn build() -> Value {
             Some(r("StageUpdate")),
             ("200", r("Stage")),
             &with(WRITE, &[Code::NotFound, Code::VersionConflict]),
-            vec![path_param("id"), path_param("stage_id")],
+            vec![path_param("id"), path_param("stage_id"), if_match(), mutation_id()],
         ),
     );
     add(
@@ -408,11 +594,17 @@ pub fn build() -> Value {
             "pipelines",
             None,
             ("204", Value::Null),
-            &with(AUTHED, &[Code::NotFound, Code::InUse]),
-            vec![path_param("id"), path_param("stage_id")],
+            &with(AUTHED, &[Code::NotFound, Code::InUse, Code::VersionConflict, Code::InvalidBody]),
+            vec![path_param("id"), path_param("stage_id"), if_match(), mutation_id()],
         ),
     );
-    let mv = json!({"type": "object", "additionalProperties": false, "properties": {"stage_id": {"type": "string", "format": "uuid"}, "after": {"type": "string", "format": "uuid"}, "before": {"type": "string", "format": "uuid"}, "version": {"type": "integer"}}});
+    let id_or_null = json!({"type": ["string", "null"], "format": "uuid"});
+    let mv = json!({"type": "object", "additionalProperties": false, "properties": {
+        "stage_id": id_or_null,
+        "after": {"type": ["string", "null"], "format": "uuid", "description": "the anchor: the card lands directly after this one"},
+        "before": {"type": ["string", "null"], "format": "uuid", "description": "with after, what the client saw after the anchor (a hint); alone, the card lands directly before this one"},
+        "version": {"type": ["integer", "null"], "minimum": INT64.0, "maximum": INT64.1}
+    }});
     add(
         "/deals/{id}/move",
         "post",
@@ -421,11 +613,23 @@ pub fn build() -> Value {
             "deals",
             Some(mv),
             ("200", r("Deal")),
-            &with(WRITE, &[Code::NotFound, Code::VersionConflict]),
-            vec![path_param("id")],
+            &with(
+                WRITE,
+                &[
+                    Code::NotFound,
+                    Code::VersionConflict,
+                    Code::IdempotencyKeyInProgress,
+                    Code::IdempotencyKeyReused,
+                    Code::InvalidIdempotencyKey,
+                ],
+            ),
+            vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
-    let conv = json!({"type": "object", "properties": {"deal": r("DealCreate")}, "additionalProperties": false});
+    let mut deal = schemas["DealCreate"].clone();
+    // The deal's title defaults to the company's or lead's name; its links are the conversion's.
+    deal["required"] = json!(["pipeline_id"]);
+    let conv = json!({"type": "object", "properties": {"deal": {"anyOf": [deal, {"type": "null"}]}}, "additionalProperties": false});
     add(
         "/leads/{id}/convert",
         "post",
@@ -434,14 +638,23 @@ pub fn build() -> Value {
             "leads",
             Some(conv),
             ("200", json!({"type": "object"})),
-            &with(WRITE, &[Code::NotFound, Code::AlreadyExists]),
-            vec![path_param("id")],
+            &with(
+                WRITE,
+                &[
+                    Code::NotFound,
+                    Code::AlreadyExists,
+                    Code::IdempotencyKeyInProgress,
+                    Code::IdempotencyKeyReused,
+                    Code::InvalidIdempotencyKey,
+                ],
+            ),
+            vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
     let q = vec![
-        json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string"}}),
-        json!({"name": "types", "in": "query", "schema": {"type": "string"}, "description": "comma-separated: contact, company, lead, deal, activity"}),
-        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}),
+        json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "maxLength": 1000, "pattern": "[A-Za-z0-9\\u00aa-\\uffff]"}, "description": "words, each matched as a prefix; at least one letter or digit"}),
+        json!({"name": "types", "in": "query", "style": "form", "explode": false, "schema": {"type": "array", "items": {"enum": ["contact", "company", "lead", "deal", "activity"]}}, "description": "the types to search (default: all)"}),
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}),
     ];
     add(
         "/search",
@@ -451,12 +664,12 @@ pub fn build() -> Value {
             "search",
             None,
             ("200", json!({"type": "object"})),
-            &with(AUTHED, &[Code::InvalidQuery]),
+            &with(AUTHED, &[Code::InvalidQuery, Code::UnknownParameter]),
             q,
         ),
     );
-    let name = json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*\\S[^\\x00-\\x1f\\x7f]*$"});
-    let email = json!({"type": "string", "format": "email", "maxLength": 254});
+    let name = text(200, true);
+    let email = email();
     let password = json!({"type": "string", "minLength": 10, "maxLength": 1024});
     let signup = json!({
         "type": "object",
@@ -479,17 +692,11 @@ pub fn build() -> Value {
             "auth",
             Some(signup),
             ("201", r("Session")),
-            &[
-                Code::MalformedJson,
-                Code::ValidationFailed,
-                Code::AlreadyExists,
-                Code::NotFound,
-                Code::Forbidden,
-            ],
+            &with(PUBLIC, &[Code::AlreadyExists, Code::NotFound, Code::Forbidden]),
             vec![],
         ),
     );
-    let login = json!({"type": "object", "additionalProperties": false, "required": ["email", "password"], "properties": {"email": {"type": "string"}, "password": {"type": "string"}, "workspace_id": {"type": "string"}}});
+    let login = json!({"type": "object", "additionalProperties": false, "required": ["email", "password"], "properties": {"email": {"type": "string"}, "password": {"type": "string"}, "workspace_id": {"type": ["string", "null"]}}});
     add(
         "/auth/login",
         "post",
@@ -498,7 +705,7 @@ pub fn build() -> Value {
             "auth",
             Some(login),
             ("200", r("Session")),
-            &[Code::MalformedJson, Code::ValidationFailed, Code::InvalidCredentials],
+            &with(PUBLIC, &[Code::InvalidCredentials]),
             vec![],
         ),
     );
@@ -511,7 +718,7 @@ pub fn build() -> Value {
             "auth",
             Some(rt.clone()),
             ("200", r("Session")),
-            &[Code::InvalidCredentials, Code::RefreshTokenReused],
+            &with(PUBLIC, &[Code::InvalidCredentials, Code::RefreshTokenReused]),
             vec![],
         ),
     );
@@ -523,7 +730,7 @@ pub fn build() -> Value {
             "auth",
             Some(rt),
             ("204", Value::Null),
-            &[Code::InvalidCredentials],
+            &with(PUBLIC, &[Code::InvalidCredentials]),
             vec![],
         ),
     );
@@ -554,8 +761,16 @@ pub fn build() -> Value {
             "members",
             Some(invitation),
             ("201", json!({"type": "object"})),
-            &with(WRITE, &[Code::AlreadyExists]),
-            vec![],
+            &with(
+                WRITE,
+                &[
+                    Code::AlreadyExists,
+                    Code::IdempotencyKeyInProgress,
+                    Code::IdempotencyKeyReused,
+                    Code::InvalidIdempotencyKey,
+                ],
+            ),
+            vec![idempotency_key()],
         ),
     );
     add(
@@ -597,7 +812,7 @@ pub fn build() -> Value {
             "members",
             Some(accept),
             ("200", r("Session")),
-            &with(AUTHED, &[Code::NotFound, Code::AlreadyExists, Code::InvalidCredentials]),
+            &with(WRITE, &[Code::NotFound, Code::AlreadyExists]),
             vec![],
         ),
     );
@@ -619,7 +834,7 @@ pub fn build() -> Value {
         op(
             "Change a member's role",
             "members",
-            Some(json!({"type": "object", "required": ["role"], "properties": {"role": {"type": "string"}}})),
+            Some(json!({"type": "object", "additionalProperties": false, "required": ["role"], "properties": {"role": roles}})),
             ("200", json!({"type": "object"})),
             &with(WRITE, &[Code::NotFound, Code::InUse]),
             vec![path_param("user_id")],
@@ -637,7 +852,13 @@ pub fn build() -> Value {
             vec![path_param("user_id")],
         ),
     );
-    let key = json!({"type": "object", "additionalProperties": false, "required": ["name", "scopes"], "properties": {"name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string", "examples": ["contacts:read", "deals:write"]}}}});
+    let grantable: Vec<&str> = crate::domain::Resource::ALL
+        .into_iter()
+        .filter(|r| r.grantable_to_api_keys())
+        .map(|r| r.as_str())
+        .collect();
+    let scope = format!("^(?:{}):(?:read|write)$", grantable.join("|"));
+    let key = json!({"type": "object", "additionalProperties": false, "required": ["name", "scopes"], "properties": {"name": name, "scopes": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string", "pattern": scope, "examples": ["contacts:read", "deals:write"]}}}});
     add(
         "/api-keys",
         "get",
@@ -658,8 +879,15 @@ pub fn build() -> Value {
             "api-keys",
             Some(key),
             ("201", json!({"type": "object"})),
-            WRITE,
-            vec![],
+            &with(
+                WRITE,
+                &[
+                    Code::IdempotencyKeyInProgress,
+                    Code::IdempotencyKeyReused,
+                    Code::InvalidIdempotencyKey,
+                ],
+            ),
+            vec![idempotency_key()],
         ),
     );
     add(
@@ -687,15 +915,27 @@ pub fn build() -> Value {
         ),
     );
     let ot = json!({"name": "object_type", "in": "query", "required": true, "schema": {"enum": ["contact", "company", "lead", "deal"]}});
+    let import_params = vec![
+        ot.clone(),
+        json!({"name": "mode", "in": "query", "schema": {"enum": ["create", "skip", "update", "upsert"]}, "description": "what a row matching a record does (docs/api.md, CSV); default skip with a key, create without"}),
+        json!({"name": "key", "in": "query", "schema": {"type": "string", "pattern": "^[a-z_]+$"}, "description": "the column rows are matched on: id, none, or a text field of object_type (default emails, domain, email; none for deals)"}),
+        json!({"name": "wait", "in": "query", "schema": {"type": "boolean"}, "description": "answer 200 with the finished job instead of 202 at once"}),
+    ];
     let mut imp = op(
         "Import a CSV file as a background job",
         "imports",
         None,
         ("202", json!({"type": "object"})),
-        &with(WRITE, &[Code::Overloaded]),
-        vec![ot.clone()],
+        &with(WRITE, &[Code::Overloaded, Code::InvalidQuery, Code::UnknownParameter]),
+        import_params,
     );
-    imp["requestBody"] = json!({"required": true, "content": {"text/csv": {"schema": {"type": "string"}}}});
+    imp["responses"]["200"] =
+        json!({"description": "wait=true: the finished job", "content": {"application/json": {"schema": {"type": "object"}}}});
+    let csv_file = json!({"type": "string", "description": "first line: column names, each a writable field of object_type, custom_fields.<key>, or id/version/created_at/updated_at (ignored)"});
+    imp["requestBody"] = json!({"required": true, "content": {
+        "text/csv": {"schema": csv_file},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}
+    }});
     add("/imports", "post", imp);
     add(
         "/imports",
@@ -722,7 +962,7 @@ pub fn build() -> Value {
         ),
     );
     let mut exp = op(
-        "Export matching records as CSV (takes the list filters)",
+        "Export matching records as CSV: takes the list filters and sort of object_type (see its list), not limit or cursor",
         "exports",
         None,
         ("200", Value::Null),
@@ -732,6 +972,12 @@ pub fn build() -> Value {
     exp["responses"]["200"]["content"] = json!({"text/csv": {"schema": {"type": "string"}}});
     add("/exports", "get", exp);
 
+    // Sign-up, log-in and sessions take no bearer credential.
+    for public in ["signup", "login", "refresh", "logout"] {
+        if let Some(o) = paths.get_mut(&format!("/api/v1/auth/{public}")).and_then(|p| p.get_mut("post")) {
+            o["security"] = json!([]);
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Shoal API", "version": env!("CARGO_PKG_VERSION"), "description": "The REST API of Shoal, a real-time CRM. Every error has the body {\"error\": {\"code\", \"message\", \"details\"?}}."},

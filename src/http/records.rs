@@ -179,7 +179,7 @@ fn expected_version(req: &HttpRequest, body: &mut Map<String, Value>) -> Result<
     let field = match body.remove("version") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
-            v.as_i64()
+            crate::domain::fields::whole_number(&v)
                 .ok_or_else(|| ApiError::from(crate::domain::FieldErrors::single("version", "expected an integer")))?,
         ),
     };
@@ -345,7 +345,18 @@ struct MoveRequest {
     stage_id: Option<String>,
     after: Option<String>,
     before: Option<String>,
+    #[serde(default, deserialize_with = "whole")]
     version: Option<i64>,
+}
+
+/// An optional integer, also written with a zero fraction (`3.0`).
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => crate::domain::fields::whole_number(&v)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("expected an integer")),
+    }
 }
 
 fn opt_id(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {

@@ -23,8 +23,7 @@ fn field_id(args: &Map<String, Value>, name: &str) -> Result<Option<String>, Api
 fn version(args: &Map<String, Value>) -> Result<Option<i64>, ApiError> {
     match args.get("version") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
+        Some(v) => crate::domain::fields::whole_number(v)
             .map(Some)
             .ok_or_else(|| FieldErrors::single("version", "expected an integer").into()),
     }
