@@ -2,8 +2,8 @@
 //! tokens (refresh tokens, API keys) that are stored only as SHA-256 digests.
 
 use anyhow::anyhow;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -29,21 +29,132 @@ impl PasswordHashing {
     }
 
     pub fn hash(&self, password: &str) -> anyhow::Result<String> {
-        let salt_bytes = random_bytes::<16>()?;
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow!("salt: {e}"))?;
-        Ok(self
-            .argon()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| anyhow!("hashing: {e}"))?
-            .to_string())
+        self.hash_in(password, &mut HashMemory::default())
     }
 
     /// Checks a password against a stored hash; the hash carries its own parameters.
     pub fn verify(&self, password: &str, hash: &str) -> bool {
-        match PasswordHash::new(hash) {
-            Ok(parsed) => self.argon().verify_password(password.as_bytes(), &parsed).is_ok(),
-            Err(_) => false,
+        self.verify_in(password, hash, &mut HashMemory::default())
+    }
+
+    /// [`PasswordHashing::hash`] in `memory`, which a thread keeps from hash to hash.
+    pub fn hash_in(&self, password: &str, memory: &mut HashMemory) -> anyhow::Result<String> {
+        let salt_bytes = random_bytes::<16>()?;
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow!("salt: {e}"))?;
+        let argon = self.argon();
+        let hash = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+            argon
+                .hash_password_into_with_memory(password.as_bytes(), &salt_bytes, out, memory.blocks(&self.params))
+                .map_err(|_| password_hash::Error::Crypto)
+        })
+        .map_err(|e| anyhow!("hashing: {e}"))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|e| anyhow!("hashing: {e}"))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(hash),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// [`PasswordHashing::verify`] in `memory`.
+    pub fn verify_in(&self, password: &str, hash: &str, memory: &mut HashMemory) -> bool {
+        let Ok(parsed) = PasswordHash::new(hash) else { return false };
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return false;
+        };
+        let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed)) else {
+            return false;
+        };
+        let version = parsed.version.map(Version::try_from).unwrap_or(Ok(Version::V0x13));
+        let Ok(version) = version else { return false };
+        let mut salt_buf = [0u8; 64];
+        let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        let mut out = vec![0u8; expected.len()];
+        let argon = Argon2::new(algorithm, version, params.clone());
+        if argon
+            .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, memory.blocks(&params))
+            .is_err()
+        {
+            return false;
         }
+        // `Output`'s equality takes the same time wherever the first difference is.
+        Output::new(&out).is_ok_and(|o| o == expected)
+    }
+}
+
+/// The memory a hash works in (`argon2_memory_kib`), kept by a hashing thread from one
+/// hash to the next, so that each does not allocate and free it again.
+#[derive(Default)]
+pub struct HashMemory(Vec<Block>);
+
+impl HashMemory {
+    fn blocks(&mut self, params: &Params) -> &mut [Block] {
+        let n = params.block_count();
+        if self.0.len() != n {
+            self.0 = vec![Block::default(); n];
+        }
+        &mut self.0
+    }
+}
+
+/// A password hash works in `argon2_memory_kib` of memory (19 MiB by default). Run on
+/// any thread, each allocating it afresh, a burst of sign-ins left the process hundreds
+/// of MiB larger for good (the allocator keeps what each of its arenas once held). So
+/// hashes run here, on a few threads of their own that each keep one such block, one
+/// hash at a time, behind a bounded queue.
+#[derive(Clone)]
+pub struct PasswordPool {
+    jobs: std::sync::mpsc::SyncSender<PoolJob>,
+}
+
+type PoolJob = Box<dyn FnOnce(&PasswordHashing, &mut HashMemory) + Send>;
+
+/// The queue of waiting hashes is full: the caller answers `overloaded`.
+#[derive(Debug)]
+pub struct PoolBusy;
+
+impl PasswordPool {
+    /// Hashing threads: at most this many hashes' memory is in use at once.
+    pub const THREADS: usize = 2;
+    /// Hashes that may wait for a thread; past that, new ones are refused.
+    pub const QUEUE: usize = 64;
+
+    pub fn start(hashing: PasswordHashing) -> anyhow::Result<PasswordPool> {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<PoolJob>(Self::QUEUE);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for n in 0..Self::THREADS {
+            let (rx, hashing) = (rx.clone(), hashing.clone());
+            std::thread::Builder::new().name(format!("password-{n}")).spawn(move || {
+                let mut memory = HashMemory::default();
+                loop {
+                    // The lock is held only while taking a job; the hash runs without it.
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(&hashing, &mut memory),
+                        // The pool was dropped: the server is stopping.
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        }
+        Ok(PasswordPool { jobs })
+    }
+
+    /// Runs `f` on a hashing thread and waits for its result.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PasswordHashing, &mut HashMemory) -> T + Send + 'static,
+    ) -> Result<T, PoolBusy> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: PoolJob = Box::new(move |h, memory| {
+            let _ = tx.send(f(h, memory));
+        });
+        self.jobs.try_send(job).map_err(|_| PoolBusy)?;
+        rx.await.map_err(|_| PoolBusy)
     }
 }
 
@@ -192,6 +303,26 @@ mod tests {
         );
         assert_eq!(s.verify(&forged, 0), Err(TokenError::Malformed));
         assert_eq!(s.verify("garbage", 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn hashes_are_standard_phc_strings_that_the_argon2_crate_reads_and_writes_too() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let h = PasswordHashing::new(64, 1).unwrap();
+        let mut memory = HashMemory::default();
+        let ours = h.hash_in("correct horse", &mut memory).unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{ours}");
+        assert!(h
+            .argon()
+            .verify_password(b"correct horse", &PasswordHash::new(&ours).unwrap())
+            .is_ok());
+        let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
+        let theirs = h.argon().hash_password(b"correct horse", &salt).unwrap().to_string();
+        assert!(h.verify_in("correct horse", &theirs, &mut memory));
+        assert!(!h.verify_in("wrong horse", &theirs, &mut memory));
+        // Stored with other costs (settings changed since): still checked, by its own.
+        let other = PasswordHashing::new(128, 2).unwrap().hash("correct horse").unwrap();
+        assert!(h.verify_in("correct horse", &other, &mut memory));
     }
 
     #[test]

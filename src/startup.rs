@@ -101,7 +101,7 @@ impl Application {
             bus,
             store: store.clone(),
             tokens: TokenSigner::new(&secret),
-            passwords,
+            passwords: crate::auth::PasswordPool::start(passwords)?,
             import_slots: Arc::new(Semaphore::new(IMPORT_SLOTS)),
             dummy_hash,
             openapi: http::openapi::build(),

@@ -71,20 +71,26 @@ fn check_name(field: &str, s: &str) -> Result<String, ApiError> {
     Ok(s.to_string())
 }
 
-/// Hashing is deliberately slow; it runs off the request threads.
+/// Hashing is deliberately slow and memory-hungry; it runs on the password pool, and a
+/// full pool is answered `overloaded` rather than queued without bound.
+async fn with_hasher<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&crate::auth::PasswordHashing, &mut crate::auth::HashMemory) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    state.passwords.run(f).await.map_err(|_| ApiError {
+        retry_after_secs: Some(1),
+        ..ApiError::msg(Code::Overloaded, "too many sign-ins at once; retry in a second")
+    })
+}
+
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    let hasher = state.passwords.clone();
-    web::block(move || hasher.hash(&password))
-        .await
-        .map_err(ApiError::internal)?
+    with_hasher(state, move |h, memory| h.hash_in(&password, memory))
+        .await?
         .map_err(ApiError::internal)
 }
 
 async fn verify_password(state: &AppState, password: String, hash: String) -> Result<bool, ApiError> {
-    let hasher = state.passwords.clone();
-    web::block(move || hasher.verify(&password, &hash))
-        .await
-        .map_err(ApiError::internal)
+    with_hasher(state, move |h, memory| h.verify_in(&password, &hash, memory)).await
 }
 
 /// Issues an access token of sign-in session `family` and, unless the refresh token

@@ -22,7 +22,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::auth::{PasswordHashing, TokenSigner};
+use crate::auth::TokenSigner;
 use crate::config::Settings;
 use crate::store::Store;
 use error::{ApiError, Code};
@@ -32,7 +32,8 @@ pub struct AppState {
     pub store: Store,
     pub settings: Settings,
     pub tokens: TokenSigner,
-    pub passwords: PasswordHashing,
+    /// Password hashes run here: few at once, so their memory stays bounded.
+    pub passwords: crate::auth::PasswordPool,
     /// Bounds concurrent CSV imports; when none is free a new import is refused with
     /// `overloaded` rather than queued without limit.
     pub import_slots: Arc<Semaphore>,
