@@ -70,6 +70,9 @@ fn credential(req: &HttpRequest) -> Result<String, ApiError> {
 }
 
 async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // Listening before the credential is checked: a change made while it is checked
+    // reaches the connection too.
+    let access = state.directory.access_notices();
     let principal = principal_for_token(&state, &credential(&req)?).await?;
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::msg(Code::InvalidBody, e.to_string()))?;
     let stream = stream
@@ -84,7 +87,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         let (tx, rx) = mpsc::channel(state.settings.ws_outbound_queue);
         let mut conn = Connection {
             id,
-            access: state.directory.access_notices(),
+            access,
             state,
             principal,
             session,
