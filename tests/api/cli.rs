@@ -398,13 +398,16 @@ async fn a_backup_taken_under_write_load_restores_to_a_server_holding_every_writ
         })
         .collect();
     let backup = dir.0.with_extension("backup.db");
-    let out = run_shoal(vec![
-        "backup".into(),
-        backup.to_str().unwrap().into(),
-        "--data-dir".into(),
-        dir.arg().into(),
-    ])
-    .await;
+    // `shoal backup|restore <backup> --data-dir <the server's>`.
+    let on_store = |command: &str| {
+        run_shoal(vec![
+            command.into(),
+            backup.to_str().unwrap().into(),
+            "--data-dir".into(),
+            dir.arg().into(),
+        ])
+    };
+    let out = on_store("backup").await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     stop.set(true);
     let mut during = 0;
@@ -414,13 +417,7 @@ async fn a_backup_taken_under_write_load_restores_to_a_server_holding_every_writ
     assert!(during > 0, "writes went on during the backup");
 
     // A restore refuses to replace the store of a running server.
-    let out = run_shoal(vec![
-        "restore".into(),
-        backup.to_str().unwrap().into(),
-        "--data-dir".into(),
-        dir.arg().into(),
-    ])
-    .await;
+    let out = on_store("restore").await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("stop it first"),
@@ -430,13 +427,7 @@ async fn a_backup_taken_under_write_load_restores_to_a_server_holding_every_writ
     server.signal("TERM");
     drop(server);
 
-    let out = run_shoal(vec![
-        "restore".into(),
-        backup.to_str().unwrap().into(),
-        "--data-dir".into(),
-        dir.arg().into(),
-    ])
-    .await;
+    let out = on_store("restore").await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("kept as"));
     let _ = std::fs::remove_file(&backup);
