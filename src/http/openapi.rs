@@ -374,6 +374,12 @@ const AUTHED: &[Code] = &[
     Code::Forbidden,
     Code::Unavailable,
 ];
+/// What an endpoint that honours `Idempotency-Key` can answer besides its own.
+const IDEMPOTENT: &[Code] = &[
+    Code::IdempotencyKeyInProgress,
+    Code::IdempotencyKeyReused,
+    Code::InvalidIdempotencyKey,
+];
 /// What a public endpoint (sign-up, log-in, sessions) can answer besides its own.
 const PUBLIC: &[Code] = &[
     Code::MalformedJson,
@@ -531,14 +537,7 @@ pub fn build() -> Value {
             "pipelines",
             Some(pipeline_create),
             ("201", r("Pipeline")),
-            &with(
-                WRITE,
-                &[
-                    Code::IdempotencyKeyInProgress,
-                    Code::IdempotencyKeyReused,
-                    Code::InvalidIdempotencyKey,
-                ],
-            ),
+            &with(WRITE, IDEMPOTENT),
             vec![idempotency_key()],
         ),
     );
@@ -879,14 +878,7 @@ pub fn build() -> Value {
             "api-keys",
             Some(key),
             ("201", json!({"type": "object"})),
-            &with(
-                WRITE,
-                &[
-                    Code::IdempotencyKeyInProgress,
-                    Code::IdempotencyKeyReused,
-                    Code::InvalidIdempotencyKey,
-                ],
-            ),
+            &with(WRITE, IDEMPOTENT),
             vec![idempotency_key()],
         ),
     );
