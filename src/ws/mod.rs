@@ -32,9 +32,10 @@ pub const MAX_SUBSCRIPTIONS: usize = 100;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A connection that sends nothing (not even a pong) for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
-/// How often a connection checks its credential and topics even without an access
-/// notice, in case one was lost between nodes (Redis down or its queue full).
-const RECHECK: Duration = Duration::from_secs(60);
+/// Every this many heartbeats a connection checks its credential and topics even
+/// without an access notice, in case one was lost between nodes (Redis down or its
+/// queue full): once a minute.
+const RECHECK_EVERY: u32 = 4;
 /// The close code of a connection whose credential no longer works: its access token
 /// expired, its session ended, its API key was revoked or its member left the
 /// workspace. The close reason is the error code (`token_expired`,
@@ -120,27 +121,14 @@ pub(crate) struct Connection {
     access: broadcast::Receiver<AccessChange>,
 }
 
-/// When an access token's expiry (Unix seconds) falls, on the runtime's clock.
-fn deadline(expires_at: Option<i64>) -> Option<tokio::time::Instant> {
-    let left = expires_at? - chrono::Utc::now().timestamp();
-    Some(tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0)))
-}
-
 impl Connection {
     async fn run(&mut self, mut stream: actix_ws::AggregatedMessageStream, mut rx: mpsc::Receiver<Outbound>) -> &'static str {
+        // One timer for everything periodic: each connection's memory counts.
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+        let mut beats = 0u32;
         let mut last_heard = Instant::now();
-        let mut armed = self.principal.expires_at;
-        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        let mut expiry = Box::pin(tokio::time::sleep_until(deadline(armed).unwrap_or_else(far)));
         let mut notices_open = true;
         loop {
-            // A fresh token sent on the socket moves the deadline.
-            if self.principal.expires_at != armed {
-                armed = self.principal.expires_at;
-                expiry.as_mut().reset(deadline(armed).unwrap_or_else(far));
-            }
             tokio::select! {
                 msg = stream.next() => {
                     last_heard = Instant::now();
@@ -197,20 +185,17 @@ impl Connection {
                         return "access ended";
                     }
                 }
-                _ = &mut expiry, if armed.is_some() => {
-                    self.end(ApiError::msg(
-                        Code::TokenExpired,
-                        "the access token expired: send {\"type\": \"auth\", \"token\": …} with a fresh one before it expires, or reconnect",
-                    ))
-                    .await;
-                    return "token expired";
-                }
-                _ = recheck.tick() => {
-                    if !self.recheck().await {
+                _ = heartbeat.tick() => {
+                    // An idle connection's expired token is noticed here, within a
+                    // heartbeat; a message is checked as it comes (`on_text`).
+                    if self.expired() {
+                        self.end_expired().await;
+                        return "token expired";
+                    }
+                    beats = beats.wrapping_add(1);
+                    if beats.is_multiple_of(RECHECK_EVERY) && !self.recheck().await {
                         return "access ended";
                     }
-                }
-                _ = heartbeat.tick() => {
                     if last_heard.elapsed() > IDLE_TIMEOUT {
                         let _ = self.session.clone().close(Some(CloseCode::Away.into())).await;
                         return "idle";
@@ -256,6 +241,11 @@ impl Connection {
             Ok(m) => m,
             Err(e) => return self.send(error_frame(&e)).await,
         };
+        // A message under an expired token is not acted on (a fresh token is).
+        if self.expired() && !matches!(msg, ClientMessage::Auth { .. }) {
+            self.end_expired().await;
+            return false;
+        }
         // Notices that arrived with this message are applied before it: a command sent
         // after a demotion took effect is judged by the new role.
         if !self.apply_pending_notices().await {
@@ -312,6 +302,18 @@ impl Connection {
                 self.send(frame).await
             }
         }
+    }
+
+    fn expired(&self) -> bool {
+        self.principal.expires_at.is_some_and(|exp| exp <= chrono::Utc::now().timestamp())
+    }
+
+    async fn end_expired(&mut self) {
+        self.end(ApiError::msg(
+            Code::TokenExpired,
+            "the access token expired: send {\"type\": \"auth\", \"token\": …} with a fresh one before it expires, or reconnect",
+        ))
+        .await;
     }
 
     /// Whether an access change may concern this connection's credential.

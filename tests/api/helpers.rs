@@ -476,11 +476,12 @@ impl Ws {
         use futures_util::{SinkExt, StreamExt};
         let mut seen = Vec::new();
         // One deadline for the whole wait: the server's pings would renew a per-frame one.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        // (An idle connection's expired token is noticed within a 15 s heartbeat.)
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let frame = tokio::time::timeout_at(deadline, self.framed.next())
                 .await
-                .unwrap_or_else(|_| panic!("the server closes within 20 s; frames so far: {seen:?}"));
+                .unwrap_or_else(|_| panic!("the server closes within 30 s; frames so far: {seen:?}"));
             match frame {
                 Some(Ok(awc::ws::Frame::Text(b))) => seen.push(serde_json::from_slice(&b).expect("JSON frame")),
                 Some(Ok(awc::ws::Frame::Ping(p))) => {
