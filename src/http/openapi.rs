@@ -470,15 +470,7 @@ pub fn build() -> Value {
                 tag,
                 Some(r(&format!("{n}Create"))),
                 ("201", r(&n)),
-                &with(
-                    WRITE,
-                    &[
-                        Code::AlreadyExists,
-                        Code::IdempotencyKeyInProgress,
-                        Code::IdempotencyKeyReused,
-                        Code::InvalidIdempotencyKey,
-                    ],
-                ),
+                &[WRITE, IDEMPOTENT, &[Code::AlreadyExists]].concat(),
                 vec![idempotency_key(), mutation_id()],
             ),
         );
@@ -561,15 +553,7 @@ pub fn build() -> Value {
             "pipelines",
             Some(r("StageInPipeline")),
             ("201", r("Stage")),
-            &with(
-                WRITE,
-                &[
-                    Code::NotFound,
-                    Code::IdempotencyKeyInProgress,
-                    Code::IdempotencyKeyReused,
-                    Code::InvalidIdempotencyKey,
-                ],
-            ),
+            &[WRITE, IDEMPOTENT, &[Code::NotFound]].concat(),
             vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
@@ -612,16 +596,7 @@ pub fn build() -> Value {
             "deals",
             Some(mv),
             ("200", r("Deal")),
-            &with(
-                WRITE,
-                &[
-                    Code::NotFound,
-                    Code::VersionConflict,
-                    Code::IdempotencyKeyInProgress,
-                    Code::IdempotencyKeyReused,
-                    Code::InvalidIdempotencyKey,
-                ],
-            ),
+            &[WRITE, IDEMPOTENT, &[Code::NotFound, Code::VersionConflict]].concat(),
             vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
@@ -637,16 +612,7 @@ pub fn build() -> Value {
             "leads",
             Some(conv),
             ("200", json!({"type": "object"})),
-            &with(
-                WRITE,
-                &[
-                    Code::NotFound,
-                    Code::AlreadyExists,
-                    Code::IdempotencyKeyInProgress,
-                    Code::IdempotencyKeyReused,
-                    Code::InvalidIdempotencyKey,
-                ],
-            ),
+            &[WRITE, IDEMPOTENT, &[Code::NotFound, Code::AlreadyExists]].concat(),
             vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
@@ -760,15 +726,7 @@ pub fn build() -> Value {
             "members",
             Some(invitation),
             ("201", json!({"type": "object"})),
-            &with(
-                WRITE,
-                &[
-                    Code::AlreadyExists,
-                    Code::IdempotencyKeyInProgress,
-                    Code::IdempotencyKeyReused,
-                    Code::InvalidIdempotencyKey,
-                ],
-            ),
+            &[WRITE, IDEMPOTENT, &[Code::AlreadyExists]].concat(),
             vec![idempotency_key()],
         ),
     );
