@@ -1,9 +1,11 @@
 //! Shoal: a real-time CRM served by one binary.
 //!
-//! `domain` holds pure types and rules; `store` persists them on SQLite or
-//! PostgreSQL; `http` serves the REST API; `startup` assembles the server.
+//! `domain` holds pure types and rules; `app` is what the server does, whichever way
+//! it was asked; `http` (REST) and `ws` (WebSocket) are thin adapters over it; `store`
+//! persists on SQLite or PostgreSQL; `startup` assembles the server.
 
 pub mod actors;
+pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;

@@ -12,9 +12,10 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
+use crate::app::AppState;
 use crate::auth::{random_token, PasswordHashing, TokenSigner};
 use crate::config::Settings;
-use crate::http::{self, AppState};
+use crate::http;
 use crate::store::Store;
 
 /// How many CSV imports may run at once on a node.
@@ -104,15 +105,19 @@ impl Application {
             passwords: crate::auth::PasswordPool::start(passwords)?,
             import_slots: Arc::new(Semaphore::new(IMPORT_SLOTS)),
             dummy_hash,
-            openapi: http::openapi::build(),
-            docs: http::docs::DocsAssets::load()?,
             settings,
+            connections: Default::default(),
         });
+        let site = web::Data::new(http::Site::load()?);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(site.clone())
                 .wrap(from_fn(http::uniform_errors))
                 .wrap(from_fn(access_log))
+                // The two adapters over the application: the WebSocket endpoint, then
+                // every REST route (whose catch-all answers `not_found`).
+                .configure(crate::ws::configure)
                 .configure(http::configure)
         })
         .workers(workers)

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, Code};
 use super::extract::{authenticate, path_id, Actor, JsonBody, Principal};
 use super::idempotency::idempotent;
-use super::AppState;
+use crate::app::AppState;
 use crate::auth::{random_token, token_digest, Claims, API_KEY_PREFIX};
 use crate::domain::fields::format_timestamp;
 use crate::domain::{Access, AccessChange, EmailAddress, FieldErrors, Resource, Role, Scope};

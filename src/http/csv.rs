@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, Code};
 use super::extract::{path_id, query_pairs, read_body, Principal};
-use super::{writes, AppState};
+use crate::app::{writes, AppState};
 use crate::domain::fields::format_timestamp;
 use crate::domain::objects::Writable;
 use crate::domain::query::{ListQuery, MAX_LIMIT};
@@ -529,7 +529,7 @@ impl Import {
                 Ok(outcome) => return Ok(outcome),
                 // The persister is full: this background job waits its turn.
                 Err(e) if e.code == Code::Overloaded => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-                Err(e) if e.code.info().0.is_client_error() => {
+                Err(e) if e.code.is_client_error() => {
                     let detail = e
                         .details
                         .as_ref()

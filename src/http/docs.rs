@@ -9,7 +9,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
 
 use super::error::{ApiError, Code};
-use super::AppState;
+use super::Site;
 
 /// The files of the Swagger UI distribution that the page uses.
 const FILES: [(&str, &str); 3] = [
@@ -63,8 +63,8 @@ pub async fn page() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(PAGE)
 }
 
-pub async fn asset(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let (ct, bytes) = state.docs.files.get(name.as_str()).ok_or_else(|| ApiError::new(Code::NotFound))?;
+pub async fn asset(site: web::Data<Site>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (ct, bytes) = site.docs.files.get(name.as_str()).ok_or_else(|| ApiError::new(Code::NotFound))?;
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, *ct))
         .insert_header((CACHE_CONTROL, "public, max-age=86400"))

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Code};
 use super::extract::Principal;
-use super::AppState;
+use crate::app::AppState;
 use crate::store::{IdempotencyBegin, StoredResponse};
 
 pub const HEADER: &str = "idempotency-key";
@@ -63,10 +63,10 @@ where
                 scoped.idempotency_finish(&principal, &key, &stored).await?;
                 Ok(HttpResponse::build(status).content_type("application/json").body(stored.body))
             }
-            Err(e) if e.code.info().0.is_client_error() => {
+            Err(e) if e.code.is_client_error() => {
                 // A refused request is an outcome too: the retry gets the same answer.
                 let stored = StoredResponse {
-                    status: e.code.info().0.as_u16(),
+                    status: e.code.status(),
                     body: e.body().to_string(),
                 };
                 scoped.idempotency_finish(&principal, &key, &stored).await?;

@@ -1,5 +1,6 @@
-//! The REST API under `/api/v1`, health endpoints and the OpenAPI document. Routes
-//! parse and authorise; the store does the work.
+//! The REST API under `/api/v1`, health endpoints and the OpenAPI document: a thin
+//! adapter over `app`. Routes parse the request, call the application layer and render
+//! its answer.
 
 mod accounts;
 mod csv;
@@ -10,9 +11,8 @@ mod forward;
 mod idempotency;
 pub mod openapi;
 pub mod records;
-pub mod writes;
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -20,33 +20,25 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
-use crate::auth::TokenSigner;
-use crate::config::Settings;
-use crate::store::Store;
+use crate::app::AppState;
 use error::{ApiError, Code};
 
-/// What every request handler can reach.
-pub struct AppState {
-    pub store: Store,
-    pub settings: Settings,
-    pub tokens: TokenSigner,
-    /// Password hashes run here: few at once, so their memory stays bounded.
-    pub passwords: crate::auth::PasswordPool,
-    /// Bounds concurrent CSV imports; when none is free a new import is refused with
-    /// `overloaded` rather than queued without limit.
-    pub import_slots: Arc<Semaphore>,
-    /// A real hash of a random password, checked when a login names an unknown user.
-    pub dummy_hash: String,
+/// What the REST adapter serves besides the application: its own description.
+pub struct Site {
     /// The OpenAPI document, built once at start-up.
     pub openapi: serde_json::Value,
     /// Swagger UI's files for `/docs`.
     pub docs: docs::DocsAssets,
-    /// The node's topic actors.
-    pub directory: crate::actors::Directory,
-    /// The other nodes, when this node is in a cluster.
-    pub bus: Option<crate::bus::RedisBus>,
+}
+
+impl Site {
+    pub fn load() -> anyhow::Result<Site> {
+        Ok(Site {
+            openapi: openapi::build(),
+            docs: docs::DocsAssets::load()?,
+        })
+    }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -62,7 +54,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(accounts::configure)
                 .configure(records::configure)
                 .configure(csv::configure)
-                .configure(crate::ws::configure)
                 .configure(faults),
         )
         .default_service(web::to(not_found));
@@ -135,7 +126,7 @@ async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Res
         d.activations,
         d.restarts,
         state.directory.persister().depth(),
-        crate::ws::open_connections(),
+        state.connections.load(Ordering::Relaxed),
     );
     let mut body = body;
     if let Some((rss, cpu)) = process_usage() {
@@ -174,7 +165,7 @@ fn process_usage() -> Option<(u64, f64)> {
 fn faults(cfg: &mut web::ServiceConfig) {
     async fn crash(state: web::Data<AppState>, p: extract::Principal, topic: web::Path<String>) -> Result<HttpResponse, ApiError> {
         p.user()?;
-        let topic = crate::ws::authorize(&state, &p, &topic).await?;
+        let topic = crate::app::topics::authorize(&state, &p, &topic).await?;
         if state.directory.crash(&topic.key()).await {
             Ok(HttpResponse::NoContent().finish())
         } else {
@@ -204,8 +195,8 @@ pub async fn uniform_errors(
         // the routes), in `Allow` (RFC 9110, 15.5.6) and in the message.
         let allowed = res
             .request()
-            .app_data::<web::Data<AppState>>()
-            .and_then(|st| openapi::methods_of(&st.openapi, res.request().path()));
+            .app_data::<web::Data<Site>>()
+            .and_then(|site| openapi::methods_of(&site.openapi, res.request().path()));
         let (req, _) = res.into_parts();
         let mut reply = HttpResponse::MethodNotAllowed();
         let err = match &allowed {
@@ -224,7 +215,7 @@ pub async fn uniform_errors(
         .is_some_and(|v| v.starts_with("application/json"));
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let (req, _) = res.into_parts();
-        let err = ApiError::new(Code::from_status(status));
+        let err = ApiError::new(Code::from_status(status.as_u16()));
         let body = HttpResponse::build(status).json(err.body());
         return Ok(ServiceResponse::new(req, body));
     }

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::Code;
 use super::records::GENERIC;
-use super::AppState;
+use super::Site;
 use crate::domain::fields::FieldKind;
 use crate::domain::objects::{FieldSpec, Writable};
 use crate::domain::ObjectType;
@@ -306,7 +306,7 @@ fn errors(codes: &[Code]) -> Map<String, Value> {
     let mut out = Map::new();
     for c in codes {
         let (status, name, message) = c.info();
-        let key = status.as_u16().to_string();
+        let key = status.to_string();
         let entry = out.entry(key).or_insert_with(
             || json!({"description": "", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
         );
@@ -970,6 +970,6 @@ pub fn methods_of(doc: &Value, path: &str) -> Option<String> {
     }
 }
 
-pub async fn document(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(&state.openapi)
+pub async fn document(site: web::Data<Site>) -> HttpResponse {
+    HttpResponse::Ok().json(&site.openapi)
 }

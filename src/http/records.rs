@@ -11,11 +11,12 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, Code};
 use super::extract::{if_match, mutation_id, path_id, query_pairs, JsonBody, Principal};
 use super::idempotency::idempotent;
-use super::{writes, AppState};
+use crate::app::records::{self as commands, Within};
+use crate::app::{writes, AppState};
 use crate::domain::fields::parse_id;
 use crate::domain::query::ListQuery;
 use crate::domain::{Access, Changes, FieldValue, ObjectType, Record};
-use crate::store::{DealMove, Page, StoreError};
+use crate::store::{DealMove, Page};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
@@ -95,18 +96,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/search").route(web::get().to(search)));
 }
 
-/// Maps store failures, giving version conflicts the current record.
-pub fn store_error(ty: ObjectType) -> impl Fn(StoreError) -> ApiError {
-    move |e| match e {
-        StoreError::Conflict { expected, current } => ApiError::new(Code::VersionConflict).details(json!({
-            "expected_version": expected,
-            "current_version": current.version,
-            "current": current.to_json(ty),
-        })),
-        other => other.into(),
-    }
-}
-
 fn record_response(status: StatusCode, ty: ObjectType, rec: &Record) -> HttpResponse {
     written_response(status, rec.to_json(ty))
 }
@@ -164,10 +153,7 @@ async fn get(ty: ObjectType, state: State, p: Principal, id: web::Path<String>) 
 async fn create(ty: ObjectType, state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
     p.require(ty.resource(), Access::Write)?;
     idempotent(&state, &p, &req, &body.0, || async {
-        let map = body.object()?;
-        let defs = p.scoped(&state.store).custom_field_defs(ty).await?;
-        let changes = ty.parse_input(&map, true, &defs)?;
-        let (rec, _) = writes::create(&state, &p, mutation_id(&req)?, ty, changes).await?;
+        let (rec, _) = commands::create(&state, &p, mutation_id(&req)?, ty, body.object()?, Within::default()).await?;
         Ok((StatusCode::CREATED, rec))
     })
     .await
@@ -194,16 +180,14 @@ async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String
     let id = path_id(&id)?;
     let mut map = body.object()?;
     let expected = expected_version(&req, &mut map)?;
-    let defs = p.scoped(&state.store).custom_field_defs(ty).await?;
-    let changes = ty.parse_input(&map, false, &defs)?;
-    let (rec, _) = writes::update(&state, &p, mutation_id(&req)?, ty, &id, expected, changes).await?;
+    let (rec, _) = commands::update(&state, &p, mutation_id(&req)?, (ty, &id), expected, &map, Within::default()).await?;
     Ok(written_response(StatusCode::OK, rec))
 }
 
 async fn delete(ty: ObjectType, state: State, p: Principal, id: web::Path<String>, req: HttpRequest) -> Reply {
     p.require(ty.resource(), Access::Write)?;
     let id = path_id(&id)?;
-    writes::delete(&state, &p, mutation_id(&req)?, ty, &id, if_match(&req)?).await?;
+    commands::delete(&state, &p, mutation_id(&req)?, (ty, &id), if_match(&req)?, Within::default()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -326,8 +310,7 @@ async fn update_stage(state: State, p: Principal, ids: web::Path<(String, String
     let stage = stage_in(&state, &p, &ids.0, &ids.1).await?;
     let mut map = body.object()?;
     let expected = expected_version(&req, &mut map)?;
-    let changes = ty.parse_input(&map, false, &[])?;
-    let (rec, _) = writes::update(&state, &p, mutation_id(&req)?, ty, &stage, expected, changes).await?;
+    let (rec, _) = commands::update(&state, &p, mutation_id(&req)?, (ty, &stage), expected, &map, Within::default()).await?;
     Ok(written_response(StatusCode::OK, rec))
 }
 
@@ -335,7 +318,7 @@ async fn delete_stage(state: State, p: Principal, ids: web::Path<(String, String
     let ty = ObjectType::Stage;
     p.require(ty.resource(), Access::Write)?;
     let stage = stage_in(&state, &p, &ids.0, &ids.1).await?;
-    writes::delete(&state, &p, mutation_id(&req)?, ty, &stage, if_match(&req)?).await?;
+    commands::delete(&state, &p, mutation_id(&req)?, (ty, &stage), if_match(&req)?, Within::default()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -386,7 +369,7 @@ async fn move_deal(state: State, p: Principal, id: web::Path<String>, req: HttpR
             expected,
             within: None,
         };
-        let (rec, _) = writes::move_deal(&state, &p, mutation_id(&req)?, &id, m).await?;
+        let (rec, _) = commands::move_deal(&state, &p, mutation_id(&req)?, &id, m, Within::default()).await?;
         Ok((StatusCode::OK, rec))
     })
     .await

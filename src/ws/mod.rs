@@ -19,16 +19,14 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::actors::{Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
-use crate::domain::{Access, AccessChange, Resource, Topic};
-use crate::http::error::{ApiError, Code};
-use crate::http::extract::{principal_for_token, role_in, Actor, Principal};
-use crate::http::AppState;
+use crate::app::principal::{principal_for_token, role_in};
+use crate::app::topics::{authorize_known, not_a_topic, permit, KnownPipelines, MAX_SUBSCRIPTIONS};
+use crate::app::{Actor, ApiError, AppState, Code, Principal};
+use crate::domain::{AccessChange, Topic};
 use protocol::{error_frame, nack_frame, ClientMessage};
 
 /// Largest client message.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Most topics one connection may follow.
-pub const MAX_SUBSCRIPTIONS: usize = 100;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A connection that sends nothing (not even a pong) for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
@@ -43,15 +41,12 @@ const RECHECK_EVERY: u32 = 4;
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-/// WebSocket connections open now, for `/metrics`.
-static OPEN: AtomicU64 = AtomicU64::new(0);
 
-pub fn open_connections() -> u64 {
-    OPEN.load(Ordering::Relaxed)
-}
+/// Where connections open.
+pub const PATH: &str = "/api/v1/ws";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/ws").route(web::get().to(endpoint)));
+    cfg.service(web::resource(PATH).route(web::get().to(endpoint)));
 }
 
 /// Browsers cannot set headers on a WebSocket, so the credential may also come as
@@ -82,7 +77,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         .max_continuation_size(MAX_FRAME);
     actix_web::rt::spawn(async move {
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        OPEN.fetch_add(1, Ordering::Relaxed);
+        state.connections.fetch_add(1, Ordering::Relaxed);
         // Frames waiting to be written to this client. When full, the client is told to
         // resync: memory per connection stays bounded whatever the client's speed.
         let (tx, rx) = mpsc::channel(state.settings.ws_outbound_queue);
@@ -99,7 +94,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         };
         let reason = conn.run(stream, rx).await;
         conn.leave_all();
-        OPEN.fetch_sub(1, Ordering::Relaxed);
+        conn.state.connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(conn = id, reason, "websocket closed");
     });
     Ok(response)
@@ -483,80 +478,4 @@ impl Connection {
             }
         }
     }
-}
-
-/// Parses a topic name and checks the principal may follow it: it must belong to the
-/// principal's workspace and hold only what the principal may read.
-pub async fn authorize(state: &AppState, p: &Principal, raw: &str) -> Result<Topic, ApiError> {
-    authorize_known(state, p, raw, &mut KnownPipelines::default()).await
-}
-
-/// Pipelines a connection has found in its principal's workspace. Ids are never
-/// reused, so a pipeline found there once stays that workspace's, and the commands a
-/// connection sends to its board need not look it up each time (a pipeline deleted
-/// since fails in the write instead, which checks its records in its transaction).
-#[derive(Default)]
-pub(crate) struct KnownPipelines(std::collections::HashSet<String>);
-
-impl KnownPipelines {
-    /// Enough for every board a connection may follow; past it, it starts over.
-    const MAX: usize = MAX_SUBSCRIPTIONS;
-
-    fn insert(&mut self, id: &str) {
-        if self.0.len() >= Self::MAX {
-            self.0.clear();
-        }
-        self.0.insert(id.to_string());
-    }
-}
-
-fn not_a_topic(raw: &str) -> ApiError {
-    ApiError::msg(Code::InvalidBody, format!("'{raw}' is not a topic such as board:<pipeline id>"))
-}
-
-/// [`authorize`], skipping the lookup of a pipeline the connection already found.
-pub(crate) async fn authorize_known(state: &AppState, p: &Principal, raw: &str, known: &mut KnownPipelines) -> Result<Topic, ApiError> {
-    let topic = Topic::parse(raw).ok_or_else(|| not_a_topic(raw))?;
-    permit(p, &topic)?;
-    if let Topic::Board { pipeline_id } = &topic {
-        if !known.0.contains(pipeline_id) {
-            // Another workspace's pipeline does not exist from here.
-            p.scoped(&state.store).get(crate::domain::ObjectType::Pipeline, pipeline_id).await?;
-            known.insert(pipeline_id);
-        }
-    }
-    Ok(topic)
-}
-
-/// Whether the principal's rights let it follow the topic (of its own workspace).
-fn permit(p: &Principal, topic: &Topic) -> Result<(), ApiError> {
-    match topic {
-        Topic::Board { .. } => {
-            p.require(Resource::Pipelines, Access::Read)?;
-            p.require(Resource::Deals, Access::Read)?;
-        }
-        Topic::Workspace { workspace_id } => {
-            if *workspace_id != p.workspace_id {
-                return Err(ApiError::new(Code::NotFound));
-            }
-            for r in [
-                Resource::Contacts,
-                Resource::Companies,
-                Resource::Leads,
-                Resource::Activities,
-                Resource::Tags,
-                Resource::Teams,
-                Resource::CustomFields,
-            ] {
-                p.require(r, Access::Read)?;
-            }
-        }
-        Topic::User { workspace_id, user_id } => {
-            let own = matches!(&p.actor, Actor::User { id, .. } if id == user_id);
-            if *workspace_id != p.workspace_id || !own {
-                return Err(ApiError::msg(Code::Forbidden, "only its own member may follow a personal topic"));
-            }
-        }
-    }
-    Ok(())
 }

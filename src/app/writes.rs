@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::error::{ApiError, Code};
-use super::extract::Principal;
+use super::error::{store_error, ApiError, Code};
 use super::forward;
-use super::records::store_error;
+use super::principal::Principal;
 use super::AppState;
 use crate::actors::persister::{job, Pending, Refused};
 use crate::actors::Persister;
@@ -400,22 +399,6 @@ pub async fn update(
 ) -> Result<Written, ApiError> {
     let id = id.to_string();
     execute(state, Author::of(p), cause, Write::Update { ty, id, expected, changes }).await
-}
-
-pub async fn delete(
-    state: &AppState,
-    p: &Principal,
-    cause: Option<String>,
-    ty: ObjectType,
-    id: &str,
-    expected: Option<i64>,
-) -> Result<Vec<Event>, ApiError> {
-    let id = id.to_string();
-    Ok(execute(state, Author::of(p), cause, Write::Delete { ty, id, expected }).await?.1)
-}
-
-pub async fn move_deal(state: &AppState, p: &Principal, cause: Option<String>, id: &str, to: DealMove) -> Result<Written, ApiError> {
-    execute(state, Author::of(p), cause, Write::Move { id: id.to_string(), to }).await
 }
 
 pub async fn convert_lead(
