@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 
 /// Prefix of API keys, so they are recognisable in logs and secret scanners.
 pub const API_KEY_PREFIX: &str = "shoal_sk_";
+/// What an API-channel inbox token starts with, so a leaked one is recognisable.
+pub const INBOX_TOKEN_PREFIX: &str = "shoal_inbox_";
 
 #[derive(Clone)]
 pub struct PasswordHashing {

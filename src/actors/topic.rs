@@ -93,6 +93,8 @@ pub struct TopicActor {
     presence_shared: Instant,
     /// For boards: the stages and deals, by id, as of `seq`.
     board: Option<Board>,
+    /// For inboxes: the conversations not resolved, by id, as of `seq`.
+    inbox: Option<InboxHot>,
     last_active: Instant,
     passivate_after: Duration,
     /// Where this board's writes go, in the order they arrive here.
@@ -145,6 +147,41 @@ impl Board {
     }
 }
 
+/// The part of an inbox its agents see first: every conversation still to be worked.
+#[derive(Default)]
+struct InboxHot {
+    conversations: HashMap<String, Value>,
+}
+
+impl InboxHot {
+    /// Conversations in a snapshot; the rest are paged through `GET /conversations`.
+    const SNAPSHOT: usize = 200;
+
+    fn apply(&mut self, e: &Event) {
+        if e.data["object_type"].as_str() != Some("conversation") {
+            return;
+        }
+        let id = e.data["id"].as_str().unwrap_or_default().to_string();
+        let record = &e.data["record"];
+        if e.kind.ends_with(".deleted") || record["status"].as_str() == Some("resolved") {
+            self.conversations.remove(&id);
+        } else if record.is_object() {
+            self.conversations.insert(id, record.clone());
+        }
+    }
+
+    /// The unresolved conversations, most recent activity first, at most
+    /// [`Self::SNAPSHOT`] of them, with how many there are in all.
+    fn snapshot(&self) -> Value {
+        let mut open: Vec<&Value> = self.conversations.values().collect();
+        let activity = |c: &Value| c["last_message_at"].as_str().or(c["created_at"].as_str()).map(str::to_string);
+        open.sort_by(|a, b| activity(b).cmp(&activity(a)).then(b["id"].as_str().cmp(&a["id"].as_str())));
+        let total = open.len();
+        open.truncate(Self::SNAPSHOT);
+        json!({"conversations": open, "open_total": total, "more": total > Self::SNAPSHOT})
+    }
+}
+
 impl TopicActor {
     pub fn new(
         topic: Topic,
@@ -155,6 +192,7 @@ impl TopicActor {
         passivate_after: Duration,
     ) -> Self {
         let board = matches!(topic, Topic::Board { .. }).then(Board::default);
+        let inbox = matches!(topic, Topic::Inbox { .. }).then(InboxHot::default);
         TopicActor {
             key: topic.key().into(),
             topic,
@@ -171,6 +209,7 @@ impl TopicActor {
             remote_presence: HashMap::new(),
             presence_shared: Instant::now(),
             board,
+            inbox,
             last_active: Instant::now(),
             passivate_after,
             persister,
@@ -224,12 +263,17 @@ impl TopicActor {
                 Topic::Board { pipeline_id } => Some(load_board(&store, &ws, pipeline_id).await?),
                 _ => None,
             };
-            Ok::<_, crate::store::StoreError>((seq, board))
+            let inbox = match &topic {
+                Topic::Inbox { inbox_id } => Some(load_inbox(&store, &ws, inbox_id).await?),
+                _ => None,
+            };
+            Ok::<_, crate::store::StoreError>((seq, board, inbox))
         };
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok((seq, board)) => {
+            Ok((seq, board, inbox)) => {
                 act.seq = seq;
                 act.board = board;
+                act.inbox = inbox;
                 act.ring.clear();
                 act.early.retain(|s, _| *s > seq);
                 act.phase = Phase::Ready;
@@ -255,6 +299,9 @@ impl TopicActor {
         self.seq = e.seq;
         if let Some(b) = &mut self.board {
             b.apply(&e);
+        }
+        if let Some(i) = &mut self.inbox {
+            i.apply(&e);
         }
         let text: Arc<str> = e.frame().into();
         if self.ring.len() == RING {
@@ -366,7 +413,11 @@ impl TopicActor {
     }
 
     fn snapshot_frame(&self) -> Arc<str> {
-        let state = self.board.as_ref().map(Board::snapshot).unwrap_or_else(|| json!({}));
+        let state = match (&self.board, &self.inbox) {
+            (Some(b), _) => b.snapshot(),
+            (_, Some(i)) => i.snapshot(),
+            _ => json!({}),
+        };
         json!({"type": "snapshot", "topic": &*self.key, "seq": self.seq, "state": state})
             .to_string()
             .into()
@@ -383,6 +434,32 @@ impl TopicActor {
             self.load(ctx);
         }
     }
+}
+
+async fn load_inbox(store: &Store, ws: &str, inbox_id: &str) -> Result<InboxHot, crate::store::StoreError> {
+    let ty = ObjectType::Conversation;
+    let field = |name: &str| ty.field(name).ok_or_else(|| anyhow::anyhow!("conversation has {name}"));
+    let mut q = ListQuery {
+        limit: crate::domain::query::MAX_LIMIT,
+        ..ListQuery::newest_first()
+    }
+    .eq(field("inbox_id")?, FieldValue::Text(inbox_id.to_string()));
+    q.filters.push(crate::domain::query::Filter {
+        field: field("status")?,
+        op: crate::domain::query::Op::In,
+        values: ["open", "pending", "snoozed"].map(|s| FieldValue::Text(s.into())).to_vec(),
+    });
+    let mut inbox = InboxHot::default();
+    let scoped = store.scoped(ws);
+    loop {
+        let page = scoped.list(ty, &q).await?;
+        for r in &page.records {
+            inbox.conversations.insert(r.id.clone(), r.to_json(ty));
+        }
+        let Some(next) = page.next_cursor else { break };
+        q = q.continue_after(&next).map_err(|e| anyhow::anyhow!("cursor: {e:?}"))?;
+    }
+    Ok(inbox)
 }
 
 async fn load_board(store: &Store, ws: &str, pipeline_id: &str) -> Result<Board, crate::store::StoreError> {

@@ -1,4 +1,4 @@
-//! Writes between nodes: a node that does not own a board sends the board's writes to
+//! Writes between nodes: a node that does not own a board or inbox sends its writes to
 //! the owner over HTTP, signed with the cluster's shared key, and relays the owner's
 //! answer. The owner runs the write as if its own client had sent it.
 
@@ -9,7 +9,7 @@ use awc::http::header::CONTENT_TYPE;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Code};
-use super::writes::{on_board, Attempt, Author, BoardError, Write};
+use super::writes::{on_topic, Attempt, Author, OwnedError, Write};
 use super::AppState;
 use crate::domain::{Event, Topic};
 
@@ -57,17 +57,17 @@ fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Sends a board's write to its owner at `url` and relays the answer.
+/// Sends a board's or inbox's write to its owner at `url` and relays the answer.
 pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Option<&str>, topic: &Topic, write: &Write) -> Attempt {
-    let Topic::Board { pipeline_id } = topic else {
-        return Attempt::Done(Err(ApiError::internal(anyhow::anyhow!("only boards have owners"))));
-    };
+    if !topic.is_owned() {
+        return Attempt::Done(Err(ApiError::internal(anyhow::anyhow!("only boards and inboxes have owners"))));
+    }
     let body = json!({
         "id": uuid::Uuid::new_v4().simple().to_string(),
         "workspace_id": author.workspace_id,
         "actor": author.actor,
         "cause": cause,
-        "pipeline_id": pipeline_id,
+        "topic": topic.key(),
         "write": write.to_wire(),
     })
     .to_string();
@@ -88,16 +88,16 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
         Err(awc::error::SendRequestError::Connect(
             e @ (awc::error::ConnectError::Io(_) | awc::error::ConnectError::Timeout | awc::error::ConnectError::Resolver(_)),
         )) => {
-            tracing::debug!(%url, error = %e, "the board's owner is unreachable");
+            tracing::debug!(%url, error = %e, "the topic's owner is unreachable");
             return Attempt::Moved;
         }
         Err(e) => {
-            tracing::warn!(%url, error = %e, "the board's owner did not answer");
+            tracing::warn!(%url, error = %e, "the topic's owner did not answer");
             return Attempt::Done(Err(ApiError {
                 retry_after_secs: Some(1),
                 ..ApiError::msg(
                     Code::Unavailable,
-                    "the node that owns this board did not answer; the change may or may not have been made",
+                    "the node that owns this board or inbox did not answer; the change may or may not have been made",
                 )
             }));
         }
@@ -118,7 +118,7 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
     let Some(answer) = answer else {
         return Attempt::Done(Err(ApiError::msg(
             Code::Unavailable,
-            "the node that owns this board sent an unreadable answer; the change may or may not have been made",
+            "the node that owns this board or inbox sent an unreadable answer; the change may or may not have been made",
         )));
     };
     if status.is_success() {
@@ -133,7 +133,7 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
     // The owner refusing this node itself (different keys, clocks apart, an older
     // version) is the cluster's fault, not the client's.
     if matches!(status.as_u16(), 401 | 404 | 405) {
-        tracing::error!(%url, status = status.as_u16(), "the board's owner refused a forwarded write; check that the nodes share their key, clock and version");
+        tracing::error!(%url, status = status.as_u16(), "the topic's owner refused a forwarded write; check that the nodes share their key, clock and version");
         return Attempt::Done(Err(ApiError::internal(anyhow::anyhow!("forwarding refused with {status}"))));
     }
     let e = &answer["error"];
@@ -149,11 +149,11 @@ pub(crate) async fn send(state: &AppState, url: &str, author: &Author, cause: Op
 pub enum Answer {
     /// It ran: the record's JSON and the events, to send back.
     Done(Value),
-    /// This node does not own the board; the write did not run.
+    /// This node does not own the topic; the write did not run.
     NotOwner,
 }
 
-/// Takes a write another node forwarded, as the board's owner: `timestamp` and
+/// Takes a write another node forwarded, as the topic's owner: `timestamp` and
 /// `signature` are the request's headers of those names, `body` its bytes.
 pub async fn receive(state: &AppState, timestamp: Option<&str>, signature: Option<&str>, body: &[u8]) -> Result<Answer, ApiError> {
     let ts: i64 = timestamp.and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -169,21 +169,21 @@ pub async fn receive(state: &AppState, timestamp: Option<&str>, signature: Optio
     if !text("id").is_some_and(|id| first_sighting(&id, ts)) {
         return Err(ApiError::msg(Code::Unauthenticated, "this forwarded write was already taken"));
     }
-    let (Some(workspace_id), Some(actor), Some(pipeline_id), Some(write)) = (
+    let (Some(workspace_id), Some(actor), Some(topic), Some(write)) = (
         text("workspace_id"),
         text("actor"),
-        text("pipeline_id"),
+        v["topic"].as_str().and_then(Topic::parse).filter(Topic::is_owned),
         Write::from_wire(&v["write"]),
     ) else {
         return Err(ApiError::msg(Code::InvalidBody, "not a forwarded write"));
     };
     let author = Author { workspace_id, actor };
-    match on_board(state, author, text("cause"), pipeline_id, write, true).await {
+    match on_topic(state, author, text("cause"), topic, write, true).await {
         Ok((result, events)) => Ok(Answer::Done(json!({
             "result": result,
             "events": events.iter().map(Event::to_wire).collect::<Vec<_>>(),
         }))),
-        Err(BoardError::Api(e)) => Err(e),
-        Err(BoardError::NotOwner(_)) => Ok(Answer::NotOwner),
+        Err(OwnedError::Api(e)) => Err(e),
+        Err(OwnedError::NotOwner(_)) => Ok(Answer::NotOwner),
     }
 }

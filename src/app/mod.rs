@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod forward;
+pub mod inbox;
 pub mod principal;
 pub mod records;
 pub mod topics;

@@ -8,27 +8,37 @@ use super::error::{ApiError, Code};
 use super::principal::Principal;
 use super::writes::{self, Author, Write, Written};
 use super::AppState;
-use crate::domain::{Access, FieldErrors, ObjectType, Record};
+use crate::domain::fields::parse_id;
+use crate::domain::{Access, FieldErrors, ObjectType, Record, Topic};
 use crate::store::DealMove;
 
-/// Where a command was sent: to a board's topic (the pipeline's id), whose records it
-/// may touch and no others, or anywhere else.
+/// Where a command was sent: to a board's or an inbox's topic, whose records it may
+/// touch and no others, or anywhere else.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Within<'a>(pub Option<&'a str>);
+pub struct Within<'a>(pub Option<&'a Topic>);
 
 impl Within<'_> {
-    /// A record on another board does not exist from a board's topic.
+    /// The field that ties a record to the topic, and the topic's id.
+    fn tie(&self) -> Option<(&'static str, &str)> {
+        match self.0? {
+            Topic::Board { pipeline_id } => Some(("pipeline_id", pipeline_id)),
+            Topic::Inbox { inbox_id } => Some(("inbox_id", inbox_id)),
+            _ => None,
+        }
+    }
+
+    /// A record of another board or inbox does not exist from this topic.
     fn check(&self, rec: &Record) -> Result<(), ApiError> {
-        match self.0 {
-            Some(board) if rec.text("pipeline_id") != Some(board) => Err(ApiError::new(Code::NotFound)),
+        match self.tie() {
+            Some((field, id)) if rec.text(field) != Some(id) => Err(ApiError::new(Code::NotFound)),
             _ => Ok(()),
         }
     }
 
-    /// Runs the write, on the board already known when there is one.
+    /// Runs the write, on the board or inbox already known when there is one.
     async fn run(&self, state: &AppState, p: &Principal, cause: Option<String>, write: Write) -> Result<Written, ApiError> {
-        match self.0 {
-            Some(board) => writes::execute_on_board(state, Author::of(p), cause, board.to_string(), write).await,
+        match self.0.filter(|t| t.is_owned()) {
+            Some(topic) => writes::execute_on(state, Author::of(p), cause, topic.clone(), write).await,
             None => writes::execute(state, Author::of(p), cause, write).await,
         }
     }
@@ -44,18 +54,29 @@ pub async fn create(
     within: Within<'_>,
 ) -> Result<Written, ApiError> {
     p.require(ty.resource(), Access::Write)?;
-    if let Some(board) = within.0 {
-        match fields.get("pipeline_id") {
-            None => {
-                fields.insert("pipeline_id".into(), Value::String(board.to_string()));
+    match (within.tie(), ty) {
+        // A message's inbox is its conversation's.
+        (Some(("inbox_id", _)), ObjectType::Message) => {
+            if let Some(Value::String(c)) = fields.get("conversation_id") {
+                let conv = p
+                    .scoped(&state.store)
+                    .get(ObjectType::Conversation, &parse_id(c).map_err(|_| ApiError::new(Code::NotFound))?)
+                    .await?;
+                within.check(&conv)?;
             }
-            Some(v) if v.as_str() == Some(board) => {}
-            Some(_) => return Err(FieldErrors::single("pipeline_id", "must be this board's pipeline").into()),
         }
+        (Some((field, id)), _) => match fields.get(field) {
+            None => {
+                fields.insert(field.into(), Value::String(id.to_string()));
+            }
+            Some(v) if v.as_str() == Some(id) => {}
+            Some(_) => return Err(FieldErrors::single(field, "must be this topic's").into()),
+        },
+        (None, _) => {}
     }
     let defs = p.scoped(&state.store).custom_field_defs(ty).await?;
     let changes = ty.parse_input(&fields, true, &defs)?;
-    writes::create(state, p, cause, ty, changes).await
+    within.run(state, p, cause, Write::Create { ty, changes }).await
 }
 
 /// Changes the given fields of a record, based on version `expected` when given.
@@ -94,6 +115,10 @@ pub async fn delete(
     within: Within<'_>,
 ) -> Result<Written, ApiError> {
     p.require(ty.resource(), Access::Write)?;
+    // Agents work conversations; only who configures inboxes removes them.
+    if ty == ObjectType::Conversation {
+        p.require(ObjectType::Inbox.resource(), Access::Write)?;
+    }
     if within.0.is_some() {
         within.check(&p.scoped(&state.store).get(ty, id).await?)?;
     }
@@ -116,6 +141,6 @@ pub async fn move_deal(
     within: Within<'_>,
 ) -> Result<Written, ApiError> {
     p.require(ObjectType::Deal.resource(), Access::Write)?;
-    to.within = within.0.map(str::to_string);
+    to.within = within.tie().map(|(_, id)| id.to_string());
     within.run(state, p, cause, Write::Move { id: id.to_string(), to }).await
 }

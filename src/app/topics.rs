@@ -2,7 +2,7 @@
 //! principal may follow, checked when it subscribes, when it sends a command to one and
 //! again whenever its rights change.
 
-use crate::domain::{Access, Resource, Topic};
+use crate::domain::{Access, ObjectType, Resource, Topic};
 
 use super::error::{ApiError, Code};
 use super::principal::{Actor, Principal};
@@ -14,18 +14,18 @@ pub const MAX_SUBSCRIPTIONS: usize = 100;
 /// Parses a topic name and checks the principal may follow it: it must belong to the
 /// principal's workspace and hold only what the principal may read.
 pub async fn authorize(state: &AppState, p: &Principal, raw: &str) -> Result<Topic, ApiError> {
-    authorize_known(state, p, raw, &mut KnownPipelines::default()).await
+    authorize_known(state, p, raw, &mut KnownTopics::default()).await
 }
 
-/// Pipelines a connection has found in its principal's workspace. Ids are never
-/// reused, so a pipeline found there once stays that workspace's, and the commands a
-/// connection sends to its board need not look it up each time (a pipeline deleted
-/// since fails in the write instead, which checks its records in its transaction).
+/// Boards and inboxes a connection has found in its principal's workspace, by topic
+/// key. Ids are never reused, so one found there once stays that workspace's, and the
+/// commands a connection sends to it need not look it up each time (one deleted since
+/// fails in the write instead, which checks its records in its transaction).
 #[derive(Default)]
-pub struct KnownPipelines(std::collections::HashSet<String>);
+pub struct KnownTopics(std::collections::HashSet<String>);
 
-impl KnownPipelines {
-    /// Enough for every board a connection may follow; past it, it starts over.
+impl KnownTopics {
+    /// Enough for every topic a connection may follow; past it, it starts over.
     const MAX: usize = MAX_SUBSCRIPTIONS;
 
     fn insert(&mut self, id: &str) {
@@ -37,18 +37,27 @@ impl KnownPipelines {
 }
 
 pub fn not_a_topic(raw: &str) -> ApiError {
-    ApiError::msg(Code::InvalidBody, format!("'{raw}' is not a topic such as board:<pipeline id>"))
+    ApiError::msg(
+        Code::InvalidBody,
+        format!("'{raw}' is not a topic such as board:<pipeline id> or inbox:<inbox id>"),
+    )
 }
 
-/// [`authorize`], skipping the lookup of a pipeline the connection already found.
-pub async fn authorize_known(state: &AppState, p: &Principal, raw: &str, known: &mut KnownPipelines) -> Result<Topic, ApiError> {
+/// [`authorize`], skipping the lookup of a board or inbox the connection already found.
+pub async fn authorize_known(state: &AppState, p: &Principal, raw: &str, known: &mut KnownTopics) -> Result<Topic, ApiError> {
     let topic = Topic::parse(raw).ok_or_else(|| not_a_topic(raw))?;
     permit(p, &topic)?;
-    if let Topic::Board { pipeline_id } = &topic {
-        if !known.0.contains(pipeline_id) {
-            // Another workspace's pipeline does not exist from here.
-            p.scoped(&state.store).get(crate::domain::ObjectType::Pipeline, pipeline_id).await?;
-            known.insert(pipeline_id);
+    let owner = match &topic {
+        Topic::Board { pipeline_id } => Some((ObjectType::Pipeline, pipeline_id)),
+        Topic::Inbox { inbox_id } => Some((ObjectType::Inbox, inbox_id)),
+        _ => None,
+    };
+    if let Some((ty, id)) = owner {
+        let key = topic.key();
+        if !known.0.contains(&key) {
+            // Another workspace's pipeline or inbox does not exist from here.
+            p.scoped(&state.store).get(ty, id).await?;
+            known.insert(&key);
         }
     }
     Ok(topic)
@@ -61,6 +70,7 @@ pub fn permit(p: &Principal, topic: &Topic) -> Result<(), ApiError> {
             p.require(Resource::Pipelines, Access::Read)?;
             p.require(Resource::Deals, Access::Read)?;
         }
+        Topic::Inbox { .. } => p.require(Resource::Conversations, Access::Read)?,
         Topic::Workspace { workspace_id } => {
             if *workspace_id != p.workspace_id {
                 return Err(ApiError::new(Code::NotFound));

@@ -1,9 +1,10 @@
-//! The write path of records. Every create, update, delete, move and conversion goes to
-//! the persister, which commits it in a batch and answers once it is durable. Writes of
-//! a board (its pipeline, stages and deals) first pass through the board's actor, its
-//! single writer, which queues them in arrival order; in a cluster that actor lives on
-//! the board's owner node, and other nodes forward the write to it. REST, WebSocket and
-//! CSV writes all come through here, so they are one stream.
+//! The write path of records. Every create, update, delete, move, conversion and
+//! inbound message goes to the persister, which commits it in a batch and answers once
+//! it is durable. Writes of a board (its pipeline, stages and deals) or of an inbox
+//! (its conversations and messages) first pass through that topic's actor, its single
+//! writer, which queues them in arrival order; in a cluster that actor lives on the
+//! topic's owner node, and other nodes forward the write to it. REST, WebSocket, CSV
+//! and channel writes all come through here, so they are one stream.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,8 @@ use super::AppState;
 use crate::actors::persister::{job, Pending, Refused};
 use crate::actors::Persister;
 use crate::actors::{Disown, Ordered, Own, Route};
-use crate::domain::{Changes, Event, FieldValue, ObjectType, Topic};
-use crate::store::{DealMove, Store, StoreError, WriteTx};
+use crate::domain::{Changes, EmailAddress, Event, FieldValue, ObjectType, Topic};
+use crate::store::{DealMove, Inbound, Store, StoreError, WriteTx};
 
 /// What a write answers: the record (or conversion) as JSON, and its events.
 pub type Written = (Value, Vec<Event>);
@@ -51,6 +52,8 @@ pub enum Write {
         lead_id: String,
         deal: Option<Changes>,
     },
+    /// A message posted to an API-channel inbox.
+    Inbound(Inbound),
 }
 
 impl Write {
@@ -60,6 +63,7 @@ impl Write {
             Write::Create { ty, .. } | Write::Update { ty, .. } | Write::Delete { ty, .. } => *ty,
             Write::Move { .. } => ObjectType::Deal,
             Write::Convert { .. } => ObjectType::Lead,
+            Write::Inbound(_) => ObjectType::Message,
         }
     }
 
@@ -75,6 +79,10 @@ impl Write {
                 "within": to.within,
             }),
             Write::Convert { lead_id, deal } => json!({"op": "convert", "id": lead_id, "deal": deal.as_ref().map(Changes::to_wire)}),
+            Write::Inbound(m) => json!({
+                "op": "inbound", "inbox_id": m.inbox_id, "source_id": m.source_id, "email": m.email.as_ref().map(|e| e.as_str()),
+                "name": m.name, "subject": m.subject, "text": m.text, "external_id": m.external_id,
+            }),
         }
     }
 
@@ -122,6 +130,18 @@ impl Write {
                     d => Some(Changes::from_wire(ObjectType::Deal, d)?),
                 },
             },
+            "inbound" => Write::Inbound(Inbound {
+                inbox_id: text("inbox_id")?,
+                source_id: text("source_id"),
+                email: match v["email"].as_str() {
+                    Some(e) => Some(EmailAddress::parse(e).ok()?),
+                    None => None,
+                },
+                name: text("name"),
+                subject: text("subject"),
+                text: text("text")?,
+                external_id: text("external_id"),
+            }),
             _ => return None,
         })
     }
@@ -170,6 +190,7 @@ impl Write {
                             "deal": c.deal.map(|r| r.to_json(ObjectType::Deal)),
                         })
                     }
+                    Write::Inbound(m) => s.inbound_in(w, m, actor).await?,
                 })
             })
         })
@@ -206,44 +227,62 @@ fn moving(key: &str) -> ApiError {
     }
 }
 
-/// The board a write belongs to, checked to be in the author's workspace before its
-/// actor is woken.
-async fn board_of(state: &AppState, author: &Author, write: &Write) -> Result<Option<String>, ApiError> {
+/// The board or inbox a write belongs to, whose actor is its single writer, checked to
+/// be in the author's workspace before that actor is woken.
+async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Option<Topic>, ApiError> {
     let scoped = state.store.scoped(&author.workspace_id);
-    let pipeline = match write {
-        Write::Create {
-            ty: ObjectType::Deal | ObjectType::Stage,
-            changes,
-        } => match changes.get("pipeline_id") {
-            Some(FieldValue::Text(p)) => Some(p.clone()),
+    let given = |changes: &Changes, field: &str| match changes.get(field) {
+        Some(FieldValue::Text(p)) => Some(p.clone()),
+        _ => None,
+    };
+    let board = |p: Option<String>| p.map(|pipeline_id| Topic::Board { pipeline_id });
+    let inbox = |i: Option<String>| i.map(|inbox_id| Topic::Inbox { inbox_id });
+    let topic = match write {
+        Write::Create { ty, changes } => match ty {
+            ObjectType::Deal | ObjectType::Stage => board(given(changes, "pipeline_id")),
+            ObjectType::Conversation => inbox(given(changes, "inbox_id")),
+            ObjectType::Message => match given(changes, "conversation_id") {
+                Some(c) => match scoped.get(ObjectType::Conversation, &c).await {
+                    Ok(conv) => inbox(conv.text("inbox_id").map(str::to_string)),
+                    // An unknown conversation is the write's own validation error.
+                    Err(StoreError::NotFound) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                None => None,
+            },
             _ => None,
         },
         Write::Update { ty, id, .. } | Write::Delete { ty, id, .. } => match ty {
-            ObjectType::Pipeline => Some(id.clone()),
-            ObjectType::Deal | ObjectType::Stage => scoped.get(*ty, id).await?.text("pipeline_id").map(str::to_string),
+            ObjectType::Pipeline => board(Some(id.clone())),
+            ObjectType::Inbox => inbox(Some(id.clone())),
+            ObjectType::Deal | ObjectType::Stage => board(scoped.get(*ty, id).await?.text("pipeline_id").map(str::to_string)),
+            ObjectType::Conversation | ObjectType::Message => inbox(scoped.get(*ty, id).await?.text("inbox_id").map(str::to_string)),
             _ => None,
         },
-        Write::Move { id, .. } => scoped.get(ObjectType::Deal, id).await?.text("pipeline_id").map(str::to_string),
-        Write::Convert { deal: Some(d), .. } => match d.get("pipeline_id") {
-            Some(FieldValue::Text(p)) => Some(p.clone()),
-            _ => None,
-        },
-        _ => None,
+        Write::Move { id, .. } => board(scoped.get(ObjectType::Deal, id).await?.text("pipeline_id").map(str::to_string)),
+        Write::Convert { deal: Some(d), .. } => board(given(d, "pipeline_id")),
+        Write::Convert { deal: None, .. } => None,
+        Write::Inbound(m) => inbox(Some(m.inbox_id.clone())),
     };
-    match pipeline {
-        Some(pid) => match scoped.get(ObjectType::Pipeline, &pid).await {
-            Ok(_) => Ok(Some(pid)),
-            // An unknown pipeline is the write's own validation error to report.
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        },
-        None => Ok(None),
+    let Some(topic) = topic else {
+        return Ok(None);
+    };
+    let (ty, id) = match &topic {
+        Topic::Board { pipeline_id } => (ObjectType::Pipeline, pipeline_id),
+        Topic::Inbox { inbox_id } => (ObjectType::Inbox, inbox_id),
+        _ => return Ok(None),
+    };
+    match scoped.get(ty, id).await {
+        Ok(_) => Ok(Some(topic)),
+        // An unknown pipeline or inbox is the write's own validation error to report.
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Runs a write and waits until it is durable.
 pub async fn execute(state: &AppState, author: Author, cause: Option<String>, write: Write) -> Result<Written, ApiError> {
-    match board_of(state, &author, &write).await? {
+    match owner_of(state, &author, &write).await? {
         None => {
             let ty = write.ty();
             let pending = write
@@ -251,61 +290,52 @@ pub async fn execute(state: &AppState, author: Author, cause: Option<String>, wr
                 .map_err(overloaded)?;
             pending.outcome().await.map_err(store_error(ty))
         }
-        Some(pipeline_id) => execute_on_board(state, author, cause, pipeline_id, write).await,
+        Some(topic) => execute_on(state, author, cause, topic, write).await,
     }
 }
 
-/// Runs a write of a board its caller has already found, the board of the pipeline
-/// `pipeline_id` (a command sent to a board's topic about a record on it).
-pub async fn execute_on_board(
-    state: &AppState,
-    author: Author,
-    cause: Option<String>,
-    pipeline_id: String,
-    write: Write,
-) -> Result<Written, ApiError> {
-    on_board(state, author, cause, pipeline_id, write, false)
-        .await
-        .map_err(|e| match e {
-            BoardError::Api(e) => e,
-            BoardError::NotOwner(key) => moving(&key),
-        })
+/// Runs a write of a board or inbox its caller has already found (a command sent to
+/// that topic about a record on it).
+pub async fn execute_on(state: &AppState, author: Author, cause: Option<String>, topic: Topic, write: Write) -> Result<Written, ApiError> {
+    on_topic(state, author, cause, topic, write, false).await.map_err(|e| match e {
+        OwnedError::Api(e) => e,
+        OwnedError::NotOwner(key) => moving(&key),
+    })
 }
 
-/// Why a board's write did not run.
-pub enum BoardError {
+/// Why a board's or inbox's write did not run.
+pub enum OwnedError {
     Api(ApiError),
-    /// This node does not own the board (answered to a node that forwarded the write).
+    /// This node does not own the topic (answered to a node that forwarded the write).
     NotOwner(String),
 }
 
-impl From<ApiError> for BoardError {
+impl From<ApiError> for OwnedError {
     fn from(e: ApiError) -> Self {
-        BoardError::Api(e)
+        OwnedError::Api(e)
     }
 }
 
-/// How one attempt at a board's write ended.
+/// How one attempt at a board's or inbox's write ended.
 pub(crate) enum Attempt {
     Done(Result<Written, ApiError>),
-    /// The write did not run because the board is not where it was looked for.
+    /// The write did not run because the topic is not where it was looked for.
     Moved,
 }
 
-/// A board's write: queued by the board's actor when this node owns the board, else
-/// forwarded to the owner. `forwarded`: another node sent it here as to the owner; it is
-/// not sent on again, so a write crosses at most one hop. While the board changes owner
-/// (the old one died and its lease has yet to lapse) the write waits, up to a lease
-/// time and a bit, and then is refused as `unavailable`.
-pub async fn on_board(
+/// A board's or inbox's write: queued by the topic's actor when this node owns the
+/// topic, else forwarded to the owner. `forwarded`: another node sent it here as to the
+/// owner; it is not sent on again, so a write crosses at most one hop. While the topic
+/// changes owner (the old one died and its lease has yet to lapse) the write waits, up
+/// to a lease time and a bit, and then is refused as `unavailable`.
+pub async fn on_topic(
     state: &AppState,
     author: Author,
     cause: Option<String>,
-    pipeline_id: String,
+    topic: Topic,
     write: Write,
     forwarded: bool,
-) -> Result<Written, BoardError> {
-    let topic = Topic::Board { pipeline_id };
+) -> Result<Written, OwnedError> {
     let key = topic.key();
     // Alone, a node waits only for a board actor that was stopping to be replaced.
     let patience = state
@@ -317,9 +347,15 @@ pub async fn on_board(
     let mut pause = Duration::from_millis(20);
     loop {
         let attempt = match state.directory.route(&topic, &author.workspace_id).await {
-            None => return Err(ApiError::msg(Code::Unavailable, "the board's owner cannot be found while Redis is unreachable").into()),
+            None => {
+                return Err(ApiError::msg(
+                    Code::Unavailable,
+                    format!("the owner of {key} cannot be found while Redis is unreachable"),
+                )
+                .into())
+            }
             Some(Route::Here { addr, fresh }) => here(state, &addr, fresh, author.clone(), cause.clone(), write.clone()).await,
-            Some(Route::There(_)) if forwarded => return Err(BoardError::NotOwner(key)),
+            Some(Route::There(_)) if forwarded => return Err(OwnedError::NotOwner(key)),
             Some(Route::There(url)) => forward::send(state, &url, &author, cause.as_deref(), &topic, &write).await,
         };
         match attempt {
@@ -329,7 +365,7 @@ pub async fn on_board(
                 // A forwarded write is retried by the node that sent it, which knows when
                 // its client stops waiting; retrying here too could run it after that.
                 if forwarded || Instant::now() >= deadline {
-                    return Err(BoardError::NotOwner(key));
+                    return Err(OwnedError::NotOwner(key));
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(250));
@@ -338,7 +374,7 @@ pub async fn on_board(
     }
 }
 
-/// Queues the write on this node's actor of the board.
+/// Queues the write on this node's actor of the topic.
 async fn here(
     state: &AppState,
     addr: &actix::Addr<crate::actors::TopicActor>,

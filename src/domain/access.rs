@@ -57,15 +57,21 @@ impl Role {
 
     /// The permission table. Viewers read everything a member may read; agents (support)
     /// work people and conversations but not the sales pipeline; members work all CRM
-    /// records; admins also shape the workspace (pipelines, custom fields, members, keys,
-    /// audit, bulk export); owners additionally manage other owners.
+    /// records and conversations; admins also shape the workspace (pipelines, inboxes,
+    /// custom fields, members, keys, audit, bulk export); owners additionally manage
+    /// other owners.
     pub fn allows(self, resource: Resource, access: Access) -> bool {
         use Resource::*;
         match (self, access) {
             (Role::Owner, _) | (Role::Admin, _) => true,
             (_, Access::Read) => !matches!(resource, ApiKeys | AuditLog | Exports),
-            (Role::Member, Access::Write) => matches!(resource, Contacts | Companies | Leads | Deals | Activities | Tags | Teams | Imports),
-            (Role::Agent, Access::Write) => matches!(resource, Contacts | Companies | Leads | Activities | Tags),
+            (Role::Member, Access::Write) => {
+                matches!(
+                    resource,
+                    Contacts | Companies | Leads | Deals | Activities | Tags | Teams | Imports | Conversations
+                )
+            }
+            (Role::Agent, Access::Write) => matches!(resource, Contacts | Companies | Leads | Activities | Tags | Conversations),
             (Role::Viewer, Access::Write) => false,
         }
     }
@@ -104,10 +110,14 @@ pub enum Resource {
     AuditLog,
     Imports,
     Exports,
+    /// Inboxes and their channels' settings.
+    Inboxes,
+    /// Conversations and their messages.
+    Conversations,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 14] = [
+    pub const ALL: [Resource; 16] = [
         Resource::Contacts,
         Resource::Companies,
         Resource::Leads,
@@ -122,6 +132,8 @@ impl Resource {
         Resource::AuditLog,
         Resource::Imports,
         Resource::Exports,
+        Resource::Inboxes,
+        Resource::Conversations,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +152,8 @@ impl Resource {
             Resource::AuditLog => "audit_log",
             Resource::Imports => "imports",
             Resource::Exports => "exports",
+            Resource::Inboxes => "inboxes",
+            Resource::Conversations => "conversations",
         }
     }
 

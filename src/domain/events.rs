@@ -13,6 +13,8 @@ use super::objects::{ObjectType, Record};
 pub enum Topic {
     /// One pipeline: its stages and deals.
     Board { pipeline_id: String },
+    /// One support inbox: its conversations and their messages.
+    Inbox { inbox_id: String },
     /// Contacts, companies, leads, activities, tags, teams and custom fields of a workspace.
     Workspace { workspace_id: String },
     /// One member's personal notifications in one workspace.
@@ -25,6 +27,7 @@ impl Topic {
         let mut parts = s.split(':');
         let topic = match (parts.next()?, parts.next(), parts.next()) {
             ("board", Some(p), None) => Topic::Board { pipeline_id: id(p)? },
+            ("inbox", Some(i), None) => Topic::Inbox { inbox_id: id(i)? },
             ("workspace", Some(w), None) => Topic::Workspace { workspace_id: id(w)? },
             ("user", Some(w), Some(u)) => Topic::User {
                 workspace_id: id(w)?,
@@ -35,9 +38,16 @@ impl Topic {
         parts.next().is_none().then_some(topic)
     }
 
+    /// Whether one node owns the topic in a cluster and writes it alone (its actor is
+    /// the single writer of what it holds).
+    pub fn is_owned(&self) -> bool {
+        matches!(self, Topic::Board { .. } | Topic::Inbox { .. })
+    }
+
     pub fn key(&self) -> String {
         match self {
             Topic::Board { pipeline_id } => format!("board:{pipeline_id}"),
+            Topic::Inbox { inbox_id } => format!("inbox:{inbox_id}"),
             Topic::Workspace { workspace_id } => format!("workspace:{workspace_id}"),
             Topic::User { workspace_id, user_id } => format!("user:{workspace_id}:{user_id}"),
         }
@@ -53,6 +63,10 @@ impl Topic {
             ObjectType::Deal | ObjectType::Stage => record.text("pipeline_id").map(|p| Topic::Board {
                 pipeline_id: p.to_string(),
             }),
+            ObjectType::Inbox => Some(Topic::Inbox {
+                inbox_id: record.id.clone(),
+            }),
+            ObjectType::Conversation | ObjectType::Message => record.text("inbox_id").map(|i| Topic::Inbox { inbox_id: i.to_string() }),
             _ => Some(Topic::Workspace {
                 workspace_id: workspace_id.to_string(),
             }),
@@ -127,7 +141,8 @@ impl Event {
 }
 
 /// The kind of event a write of `ty` makes: created, updated (or, for a deal whose only
-/// changes are its stage and place, moved) and deleted.
+/// changes are its stage and place, moved; for a conversation whose only changes are
+/// who has it, assigned, or its status, status_changed) and deleted.
 pub fn kind_of(ty: ObjectType, before: Option<&Record>, after: Option<&Record>, changes: &Value) -> String {
     let verb = match (before, after) {
         (None, _) => "created",
@@ -136,10 +151,16 @@ pub fn kind_of(ty: ObjectType, before: Option<&Record>, after: Option<&Record>, 
             let moved_only = changes
                 .as_object()
                 .is_some_and(|c| !c.is_empty() && c.keys().all(|k| matches!(k.as_str(), "stage_id" | "rank" | "pipeline_id")));
-            if ty == ObjectType::Deal && moved_only {
-                "moved"
-            } else {
-                "updated"
+            let only = |fields: &[&str]| {
+                changes
+                    .as_object()
+                    .is_some_and(|c| !c.is_empty() && c.keys().all(|k| fields.contains(&k.as_str())))
+            };
+            match ty {
+                ObjectType::Deal if moved_only => "moved",
+                ObjectType::Conversation if only(&["assignee_id", "team_id"]) => "assigned",
+                ObjectType::Conversation if only(&["status", "snoozed_until"]) => "status_changed",
+                _ => "updated",
             }
         }
     };
@@ -153,7 +174,12 @@ mod tests {
     #[test]
     fn topics_round_trip_and_reject_malformed_names() {
         let id = "01a2008a-4174-73f7-b110-2d98d39cf08c";
-        for t in [format!("board:{id}"), format!("workspace:{id}"), format!("user:{id}:{id}")] {
+        for t in [
+            format!("board:{id}"),
+            format!("inbox:{id}"),
+            format!("workspace:{id}"),
+            format!("user:{id}:{id}"),
+        ] {
             assert_eq!(Topic::parse(&t).unwrap().key(), t);
         }
         for bad in ["board", "board:x", "room:1", &format!("board:{id}:x"), &format!("user:{id}")] {

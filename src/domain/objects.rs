@@ -23,6 +23,9 @@ pub enum ObjectType {
     Team,
     CustomField,
     AuditEntry,
+    Inbox,
+    Conversation,
+    Message,
 }
 
 /// Who may write a field.
@@ -124,8 +127,17 @@ pub const LEAD_STATUSES: &[&str] = &["new", "contacted", "qualified", "disqualif
 pub const STAGE_KINDS: &[&str] = &["open", "won", "lost"];
 pub const ACTIVITY_KINDS: &[&str] = &["note", "task", "call", "meeting", "email"];
 pub const CUSTOM_FIELD_KINDS: &[&str] = &["text", "number", "date", "bool", "select", "multi_select", "url", "email"];
-pub const CUSTOM_FIELD_OBJECTS: &[&str] = &["contact", "company", "lead", "deal"];
+pub const CUSTOM_FIELD_OBJECTS: &[&str] = &["contact", "company", "lead", "deal", "conversation"];
 pub const AUDIT_ACTIONS: &[&str] = &["create", "update", "delete"];
+/// How an inbox's conversations reach it: `api` (posted by an integrator or a chat
+/// widget with the inbox's token) or `email`.
+pub const INBOX_CHANNELS: &[&str] = &["api", "email"];
+pub const CONVERSATION_STATUSES: &[&str] = &["open", "pending", "snoozed", "resolved"];
+pub const PRIORITIES: &[&str] = &["none", "low", "medium", "high", "urgent"];
+pub const MESSAGE_DIRECTIONS: &[&str] = &["incoming", "outgoing"];
+/// `message` goes to the customer (or came from them); a `note` is private to the
+/// agents; an `activity` is a line the server writes ("Ann assigned this to Bob").
+pub const MESSAGE_KINDS: &[&str] = &["message", "note", "activity"];
 
 static CONTACT: &[FieldSpec] = &[
     field("name", NAME).required().sortable().title(),
@@ -240,8 +252,66 @@ static AUDIT_ENTRY: &[FieldSpec] = &[
     field("changes", FieldKind::Json).server(),
 ];
 
+static INBOX: &[FieldSpec] = &[
+    field("name", NAME).required().sortable(),
+    field("channel", FieldKind::Choice(INBOX_CHANNELS))
+        .required()
+        .on_create()
+        .default(Default::Text("api")),
+    field("team_id", FieldKind::Ref(ObjectType::Team)),
+    field("auto_assign", FieldKind::Bool).required().default(Default::Int(0)),
+    // At most this many open conversations per agent when assigning automatically;
+    // none means no limit.
+    field("max_open_per_agent", FieldKind::Integer { min: 1, max: 10_000 }),
+];
+
+static CONVERSATION: &[FieldSpec] = &[
+    field("inbox_id", FieldKind::Ref(ObjectType::Inbox)).required().on_create(),
+    field("contact_id", FieldKind::Ref(ObjectType::Contact)).required(),
+    field("subject", NAME).sortable().title(),
+    field("status", FieldKind::Choice(CONVERSATION_STATUSES))
+        .required()
+        .default(Default::Text("open")),
+    field("snoozed_until", FieldKind::Timestamp)
+        .sortable()
+        .hint("a snoozed conversation opens again at this time, RFC 3339"),
+    field("priority", FieldKind::Choice(PRIORITIES))
+        .required()
+        .sortable()
+        .default(Default::Text("none")),
+    field("assignee_id", FieldKind::Member),
+    field("team_id", FieldKind::Ref(ObjectType::Team)),
+    field("tags", FieldKind::Labels).body(),
+    // The workspace's running number (#1042), for people to name it by.
+    field("number", FieldKind::Integer { min: 1, max: i64::MAX }).server().sortable(),
+    field("first_reply_at", FieldKind::Timestamp).server().sortable(),
+    field("last_message_at", FieldKind::Timestamp).server().sortable(),
+    // Since when the customer has waited for an answer; none when they are not waiting.
+    field("waiting_since", FieldKind::Timestamp).server().sortable(),
+];
+
+static MESSAGE: &[FieldSpec] = &[
+    field("conversation_id", FieldKind::Ref(ObjectType::Conversation))
+        .required()
+        .on_create(),
+    field("inbox_id", FieldKind::Ref(ObjectType::Inbox)).server(),
+    field("direction", FieldKind::Choice(MESSAGE_DIRECTIONS)).server(),
+    field("kind", FieldKind::Choice(MESSAGE_KINDS))
+        .required()
+        .on_create()
+        .default(Default::Text("message")),
+    // Who wrote it: `user:<id>`, `api_key:<id>` or `contact:<id>`.
+    field("author", FieldKind::Text { max: 100 }).server(),
+    field("text", FieldKind::LongText).required().on_create().title(),
+    // The channel's own id of the message, unique in the inbox: the same id posted
+    // twice is one message.
+    field("external_id", FieldKind::Text { max: 200 }).on_create(),
+    // Members named in a note, told on their personal topic.
+    field("mentions", FieldKind::Members).on_create(),
+];
+
 impl ObjectType {
-    pub const ALL: [ObjectType; 11] = [
+    pub const ALL: [ObjectType; 14] = [
         ObjectType::Contact,
         ObjectType::Company,
         ObjectType::Lead,
@@ -253,6 +323,9 @@ impl ObjectType {
         ObjectType::Team,
         ObjectType::CustomField,
         ObjectType::AuditEntry,
+        ObjectType::Inbox,
+        ObjectType::Conversation,
+        ObjectType::Message,
     ];
 
     pub fn fields(self) -> &'static [FieldSpec] {
@@ -268,6 +341,9 @@ impl ObjectType {
             ObjectType::Team => TEAM,
             ObjectType::CustomField => CUSTOM_FIELD,
             ObjectType::AuditEntry => AUDIT_ENTRY,
+            ObjectType::Inbox => INBOX,
+            ObjectType::Conversation => CONVERSATION,
+            ObjectType::Message => MESSAGE,
         }
     }
 
@@ -289,6 +365,9 @@ impl ObjectType {
             ObjectType::Team => "team",
             ObjectType::CustomField => "custom_field",
             ObjectType::AuditEntry => "audit_entry",
+            ObjectType::Inbox => "inbox",
+            ObjectType::Conversation => "conversation",
+            ObjectType::Message => "message",
         }
     }
 
@@ -309,6 +388,9 @@ impl ObjectType {
             ObjectType::Team => "teams",
             ObjectType::CustomField => "custom_field_defs",
             ObjectType::AuditEntry => "audit_log",
+            ObjectType::Inbox => "inboxes",
+            ObjectType::Conversation => "conversations",
+            ObjectType::Message => "messages",
         }
     }
 
@@ -324,10 +406,20 @@ impl ObjectType {
             ObjectType::Team => Resource::Teams,
             ObjectType::CustomField => Resource::CustomFields,
             ObjectType::AuditEntry => Resource::AuditLog,
+            ObjectType::Inbox => Resource::Inboxes,
+            ObjectType::Conversation | ObjectType::Message => Resource::Conversations,
         }
     }
 
     pub fn has_custom_fields(self) -> bool {
+        matches!(
+            self,
+            ObjectType::Contact | ObjectType::Company | ObjectType::Lead | ObjectType::Deal | ObjectType::Conversation
+        )
+    }
+
+    /// Types moved in and out in bulk as CSV.
+    pub fn is_importable(self) -> bool {
         matches!(
             self,
             ObjectType::Contact | ObjectType::Company | ObjectType::Lead | ObjectType::Deal
@@ -446,6 +538,15 @@ impl ObjectType {
             }
             ObjectType::Activity if ["contact_id", "company_id", "deal_id"].iter().all(|f| get(f).is_null()) => {
                 errors.add("contact_id", "an activity must be linked to a contact, a company or a deal");
+            }
+            ObjectType::Conversation => {
+                let snoozed = get("status").as_text() == Some("snoozed");
+                if snoozed && get("snoozed_until").is_null() {
+                    errors.add("snoozed_until", "is required to snooze: when the conversation opens again");
+                }
+                if !snoozed && !get("snoozed_until").is_null() {
+                    errors.add("snoozed_until", "is only set on a snoozed conversation");
+                }
             }
             ObjectType::CustomField => {
                 let key = get("key");

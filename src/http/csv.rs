@@ -36,7 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn csv_type(raw: Option<&str>) -> Result<ObjectType, ApiError> {
     let raw = raw.ok_or_else(|| ApiError::msg(Code::InvalidQuery, "'object_type' is required"))?;
-    ObjectType::from_name(raw).filter(|t| t.has_custom_fields()).ok_or_else(|| {
+    ObjectType::from_name(raw).filter(|t| t.is_importable()).ok_or_else(|| {
         ApiError::msg(
             Code::InvalidQuery,
             format!("'{raw}' cannot be imported or exported; use contact, company, lead or deal"),

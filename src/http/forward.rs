@@ -1,5 +1,5 @@
-//! `POST /internal/v1/writes`: where a board's owner takes the writes other nodes
-//! forward to it (see `app::forward`).
+//! `POST /internal/v1/writes`: where a board's or inbox's owner takes the writes other
+//! nodes forward to it (see `app::forward`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -13,7 +13,7 @@ async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes)
         Answer::Done(answer) => Ok(HttpResponse::Ok().json(answer)),
         Answer::NotOwner => Ok(HttpResponse::ServiceUnavailable()
             .insert_header((NOT_OWNER, "1"))
-            .json(ApiError::msg(Code::Unavailable, "this node does not own the board").body())),
+            .json(ApiError::msg(Code::Unavailable, "this node does not own the topic").body())),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 mod forward;
 mod idempotency;
+mod inbox;
 pub mod openapi;
 pub mod records;
 
@@ -53,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
                 .configure(accounts::configure)
                 .configure(records::configure)
+                .configure(inbox::configure)
                 .configure(csv::configure)
                 .configure(faults),
         )

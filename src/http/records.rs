@@ -116,9 +116,14 @@ pub fn page_json(ty: ObjectType, page: &Page) -> Value {
     })
 }
 
-async fn list(ty: ObjectType, state: State, p: Principal, req: HttpRequest) -> Reply {
+pub(super) async fn list(ty: ObjectType, state: State, p: Principal, req: HttpRequest) -> Reply {
+    list_of(ty, &state, &p, &query_pairs(&req)?).await
+}
+
+/// A page of records of `ty` as the query parameters `params` ask.
+pub(super) async fn list_of(ty: ObjectType, state: &AppState, p: &Principal, params: &[(String, String)]) -> Reply {
     p.require(ty.resource(), Access::Read)?;
-    let q = ListQuery::parse(ty, &query_pairs(&req)?)?;
+    let q = ListQuery::parse(ty, params)?;
     let page = p.scoped(&state.store).list(ty, &q).await?;
     Ok(HttpResponse::Ok().json(page_json(ty, &page)))
 }
@@ -144,13 +149,13 @@ async fn timeline(field: &'static str, state: State, p: Principal, id: web::Path
     Ok(HttpResponse::Ok().json(page_json(ty, &page)))
 }
 
-async fn get(ty: ObjectType, state: State, p: Principal, id: web::Path<String>) -> Reply {
+pub(super) async fn get(ty: ObjectType, state: State, p: Principal, id: web::Path<String>) -> Reply {
     p.require(ty.resource(), Access::Read)?;
     let rec = p.scoped(&state.store).get(ty, &path_id(&id)?).await?;
     Ok(record_response(StatusCode::OK, ty, &rec))
 }
 
-async fn create(ty: ObjectType, state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
+pub(super) async fn create(ty: ObjectType, state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
     p.require(ty.resource(), Access::Write)?;
     idempotent(&state, &p, &req, &body.0, || async {
         let (rec, _) = commands::create(&state, &p, mutation_id(&req)?, ty, body.object()?, Within::default()).await?;
@@ -175,7 +180,7 @@ fn expected_version(req: &HttpRequest, body: &mut Map<String, Value>) -> Result<
     }
 }
 
-async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String>, req: HttpRequest, body: JsonBody) -> Reply {
+pub(super) async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String>, req: HttpRequest, body: JsonBody) -> Reply {
     p.require(ty.resource(), Access::Write)?;
     let id = path_id(&id)?;
     let mut map = body.object()?;
@@ -184,7 +189,7 @@ async fn update(ty: ObjectType, state: State, p: Principal, id: web::Path<String
     Ok(written_response(StatusCode::OK, rec))
 }
 
-async fn delete(ty: ObjectType, state: State, p: Principal, id: web::Path<String>, req: HttpRequest) -> Reply {
+pub(super) async fn delete(ty: ObjectType, state: State, p: Principal, id: web::Path<String>, req: HttpRequest) -> Reply {
     p.require(ty.resource(), Access::Write)?;
     let id = path_id(&id)?;
     commands::delete(&state, &p, mutation_id(&req)?, (ty, &id), if_match(&req)?, Within::default()).await?;

@@ -38,7 +38,7 @@ impl WriteTx {
         if let Some((fenced, _)) = &self.fence {
             // A fenced write is its board owner's; another board has its own owner, which
             // alone may write there.
-            if fenced != topic && topic.starts_with("board:") {
+            if fenced != topic && (topic.starts_with("board:") || topic.starts_with("inbox:")) {
                 return Err(super::StoreError::Invalid(crate::domain::FieldErrors::single(
                     "pipeline_id",
                     "a deal cannot change pipeline while the server runs as a cluster; create it in the other pipeline instead",

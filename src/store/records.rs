@@ -298,7 +298,7 @@ impl Scoped<'_> {
     pub(crate) async fn create_in(&self, w: &mut WriteTx, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
         let id = new_id();
         let now = now_ms();
-        self.prepare(&mut w.tx, ty, &id, None, &mut changes).await?;
+        self.prepare(&mut w.tx, ty, &id, None, &mut changes, actor).await?;
         let empty = Record {
             id: id.clone(),
             version: 0,
@@ -328,6 +328,9 @@ impl Scoped<'_> {
 
         let rec = self.fetch(&mut w.tx, ty, &id).await?.ok_or(StoreError::NotFound)?;
         self.after_write(w, ty, None, Some(&rec), actor, now).await?;
+        if ty == ObjectType::Message {
+            self.message_posted(w, &rec, actor, now).await?;
+        }
         Ok(rec)
     }
 
@@ -348,7 +351,7 @@ impl Scoped<'_> {
     /// resolved and checked every reference in `changes` (a move), so they are not
     /// looked up again.
     #[allow(clippy::too_many_arguments)]
-    async fn update_from(
+    pub(super) async fn update_from(
         &self,
         w: &mut WriteTx,
         ty: ObjectType,
@@ -369,7 +372,7 @@ impl Scoped<'_> {
             }
         }
         if !checked {
-            self.prepare(&mut w.tx, ty, id, Some(&before), &mut changes).await?;
+            self.prepare(&mut w.tx, ty, id, Some(&before), &mut changes, actor).await?;
         }
         let (values, custom) = before.merged(&changes);
         if values == before.values && custom == before.custom {
@@ -428,7 +431,15 @@ impl Scoped<'_> {
                 self.remove_row(w, ObjectType::Activity, &orphan, actor, now).await?;
             }
         }
+        if ty == ObjectType::Conversation {
+            self.delete_messages_of(&mut w.tx, id).await?;
+        }
         self.release_references(&mut w.tx, ty, &before, now).await?;
+        if ty == ObjectType::Inbox {
+            let mut sql = Sql::new("DELETE FROM inbox_tokens WHERE workspace_id = ");
+            sql.arg(self.ws).push(" AND inbox_id = ").arg(id);
+            sql.query().execute(&mut *w.tx).await?;
+        }
         self.remove_row(w, ty, &before, actor, now).await
     }
 
@@ -470,9 +481,12 @@ impl Scoped<'_> {
         id: &str,
         before: Option<&Record>,
         changes: &mut Changes,
+        actor: &str,
     ) -> Result<()> {
         match ty {
             ObjectType::Deal => self.prepare_deal(conn, before, changes).await,
+            ObjectType::Conversation => self.prepare_conversation(conn, before, changes).await,
+            ObjectType::Message if before.is_none() => self.prepare_message(conn, changes, actor).await,
             ObjectType::Stage if before.is_none() => {
                 let pipeline = changes.get("pipeline_id").and_then(|v| v.as_text()).unwrap_or_default().to_string();
                 let mut sql = Sql::new("SELECT COALESCE(MAX(position) + 1, 0) FROM stages WHERE workspace_id = ");

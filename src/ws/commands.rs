@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::app::records::{self, Within};
-use crate::app::topics::{authorize_known, KnownPipelines};
+use crate::app::topics::{authorize_known, KnownTopics};
 use crate::app::{ApiError, AppState, Code, Principal};
 use crate::domain::fields::parse_id;
 use crate::domain::{FieldErrors, ObjectType, Topic};
@@ -45,7 +45,7 @@ fn only(args: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
 pub async fn run(
     state: &AppState,
     p: &Principal,
-    known: &mut KnownPipelines,
+    known: &mut KnownTopics,
     id: &str,
     topic: &str,
     op: &str,
@@ -63,18 +63,18 @@ pub async fn run(
         .ok_or_else(|| ApiError::msg(Code::InvalidBody, format!("unknown op '{op}'")))?;
     let fits = match &topic {
         Topic::Board { .. } => matches!(ty, ObjectType::Deal | ObjectType::Stage),
-        Topic::Workspace { .. } => !matches!(ty, ObjectType::Deal | ObjectType::Stage),
+        Topic::Inbox { .. } => matches!(ty, ObjectType::Conversation | ObjectType::Message),
+        Topic::Workspace { .. } => !matches!(
+            ty,
+            ObjectType::Deal | ObjectType::Stage | ObjectType::Inbox | ObjectType::Conversation | ObjectType::Message
+        ),
         Topic::User { .. } => false,
     };
     if !fits {
         return Err(ApiError::msg(Code::InvalidBody, format!("'{op}' is not a command of this topic")));
     }
     let cause = Some(id.to_string());
-    let board = match &topic {
-        Topic::Board { pipeline_id } => Some(pipeline_id.as_str()),
-        _ => None,
-    };
-    let within = Within(board);
+    let within = Within(Some(&topic));
     let required =
         |args: &Map<String, Value>| field_id(args, "id")?.ok_or_else(|| ApiError::from(FieldErrors::single("id", "is required")));
     let events = match verb {

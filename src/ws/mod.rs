@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::actors::{Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
 use crate::app::principal::{principal_for_token, role_in};
-use crate::app::topics::{authorize_known, not_a_topic, permit, KnownPipelines, MAX_SUBSCRIPTIONS};
+use crate::app::topics::{authorize_known, not_a_topic, permit, KnownTopics, MAX_SUBSCRIPTIONS};
 use crate::app::{Actor, ApiError, AppState, Code, Principal};
 use crate::domain::{AccessChange, Topic};
 use protocol::{error_frame, nack_frame, ClientMessage};
@@ -88,7 +88,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
             principal,
             session,
             subs: HashMap::new(),
-            pipelines: KnownPipelines::default(),
+            known: KnownTopics::default(),
             tx,
             overflow: Arc::new(Overflow::default()),
         };
@@ -107,8 +107,8 @@ pub(crate) struct Connection {
     session: Session,
     /// Followed topics and their actors.
     subs: HashMap<String, Addr<TopicActor>>,
-    /// Boards this connection was allowed to, for its commands.
-    pipelines: KnownPipelines,
+    /// Boards and inboxes this connection was allowed to, for its commands.
+    known: KnownTopics,
     tx: mpsc::Sender<Outbound>,
     overflow: Arc<Overflow>,
     /// Access changes on this node (and, in a cluster, the others'), so that a demoted
@@ -290,7 +290,7 @@ impl Connection {
                 }
             }
             ClientMessage::Command { id, topic, op, args } => {
-                let frame = match commands::run(&self.state, &self.principal, &mut self.pipelines, &id, &topic, &op, args).await {
+                let frame = match commands::run(&self.state, &self.principal, &mut self.known, &id, &topic, &op, args).await {
                     Ok(a) => json!({"type": "ack", "id": id, "seq": a.seq, "noop": a.noop}).to_string(),
                     Err(e) => nack_frame(&id, &e),
                 };
@@ -433,7 +433,7 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, raw: &str, since: Option<i64>) -> Result<(), ApiError> {
-        let topic = authorize_known(&self.state, &self.principal, raw, &mut self.pipelines).await?;
+        let topic = authorize_known(&self.state, &self.principal, raw, &mut self.known).await?;
         let key = topic.key();
         if !self.subs.contains_key(&key) && self.subs.len() >= MAX_SUBSCRIPTIONS {
             return Err(ApiError::msg(

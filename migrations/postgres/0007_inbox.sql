@@ -1,0 +1,96 @@
+-- The support inbox: inboxes, their conversations and the conversations' messages.
+-- Every change to them goes through the inbox's actor, its single writer.
+
+CREATE TABLE inboxes (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    team_id TEXT,
+    auto_assign BIGINT NOT NULL,
+    max_open_per_agent BIGINT
+);
+CREATE INDEX inboxes_created ON inboxes (workspace_id, created_at);
+CREATE INDEX inboxes_updated ON inboxes (workspace_id, updated_at);
+
+-- An API-channel inbox's token, by its digest (the token itself is shown once).
+CREATE TABLE inbox_tokens (
+    inbox_id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    digest TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+
+-- How a channel names a contact (an integrator's identifier, or `email:<address>`),
+-- so that the next message from them finds the same contact at once.
+CREATE TABLE inbox_contacts (
+    workspace_id TEXT NOT NULL,
+    inbox_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    PRIMARY KEY (inbox_id, source_id)
+);
+CREATE INDEX inbox_contacts_contact ON inbox_contacts (workspace_id, contact_id);
+
+-- Running numbers per workspace (a conversation's #1042). Taking the next one locks
+-- the row until the transaction ends, so two inboxes never take the same number.
+CREATE TABLE counters (
+    workspace_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+);
+
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    inbox_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    subject TEXT,
+    status TEXT NOT NULL,
+    snoozed_until BIGINT,
+    priority TEXT NOT NULL,
+    assignee_id TEXT,
+    team_id TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    number BIGINT NOT NULL,
+    first_reply_at BIGINT,
+    last_message_at BIGINT,
+    waiting_since BIGINT,
+    custom_fields TEXT NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX conversations_number ON conversations (workspace_id, number);
+CREATE INDEX conversations_created ON conversations (workspace_id, created_at);
+CREATE INDEX conversations_updated ON conversations (workspace_id, updated_at);
+CREATE INDEX conversations_last_message ON conversations (workspace_id, last_message_at);
+CREATE INDEX conversations_inbox ON conversations (workspace_id, inbox_id, status, last_message_at);
+CREATE INDEX conversations_status ON conversations (workspace_id, status, last_message_at);
+CREATE INDEX conversations_assignee ON conversations (workspace_id, assignee_id, status, last_message_at);
+CREATE INDEX conversations_contact ON conversations (workspace_id, contact_id, inbox_id, status);
+CREATE INDEX conversations_waiting ON conversations (workspace_id, waiting_since);
+
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    inbox_id TEXT NOT NULL,
+    direction TEXT,
+    kind TEXT NOT NULL,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL,
+    external_id TEXT,
+    mentions TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX messages_created ON messages (workspace_id, created_at);
+CREATE INDEX messages_updated ON messages (workspace_id, updated_at);
+CREATE INDEX messages_conversation ON messages (workspace_id, conversation_id, created_at);
+CREATE UNIQUE INDEX messages_external ON messages (inbox_id, external_id) WHERE external_id IS NOT NULL;

@@ -1,0 +1,133 @@
+//! The support inbox's commands beyond plain record writes: inboxes with their channel
+//! tokens, and the API channel, through which integrators and chat widgets post
+//! customers' messages with an inbox's token.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, Code};
+use super::principal::Principal;
+use super::records::{self, Within};
+use super::writes::{self, Author, Write, Written};
+use super::AppState;
+use crate::auth::{random_token, token_digest, INBOX_TOKEN_PREFIX};
+use crate::domain::{Access, EmailAddress, FieldErrors, ObjectType};
+use crate::store::Inbound;
+
+/// Creates an inbox; one of channel `api` gets a token, answered here once.
+pub async fn create_inbox(state: &AppState, p: &Principal, cause: Option<String>, fields: Map<String, Value>) -> Result<Value, ApiError> {
+    let (mut inbox, _) = records::create(state, p, cause, ObjectType::Inbox, fields, Within::default()).await?;
+    if inbox["channel"] == "api" {
+        let id = inbox["id"].as_str().unwrap_or_default().to_string();
+        inbox["token"] = Value::String(new_token(state, p, &id).await?);
+    }
+    Ok(inbox)
+}
+
+/// Gives an API-channel inbox a new token; the old one stops working at once.
+pub async fn rotate_token(state: &AppState, p: &Principal, inbox_id: &str) -> Result<Value, ApiError> {
+    p.require(ObjectType::Inbox.resource(), Access::Write)?;
+    let inbox = p.scoped(&state.store).get(ObjectType::Inbox, inbox_id).await?;
+    if inbox.text("channel") != Some("api") {
+        return Err(ApiError::msg(Code::InvalidBody, "only an inbox of channel 'api' has a token"));
+    }
+    Ok(json!({"inbox_id": inbox_id, "token": new_token(state, p, inbox_id).await?}))
+}
+
+async fn new_token(state: &AppState, p: &Principal, inbox_id: &str) -> Result<String, ApiError> {
+    let token = format!("{INBOX_TOKEN_PREFIX}{}", random_token()?);
+    p.scoped(&state.store).set_inbox_token(inbox_id, &token_digest(&token)).await?;
+    Ok(token)
+}
+
+/// A message an integrator posts for a customer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Posted {
+    /// The integrator's own id of the customer.
+    pub contact_identifier: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub subject: Option<String>,
+    pub text: String,
+    /// The integrator's id of the message: posting it again is answered as before.
+    pub external_id: Option<String>,
+}
+
+/// Limits of a posted message's fields, in characters.
+const MAX_IDENTIFIER: usize = 200;
+const MAX_NAME: usize = 200;
+const MAX_TEXT: usize = 100_000;
+
+impl Posted {
+    fn validate(self, inbox_id: String) -> Result<Inbound, ApiError> {
+        let mut errors = FieldErrors::default();
+        let trimmed = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let source_id = trimmed(self.contact_identifier);
+        if source_id.as_ref().is_some_and(|s| s.chars().count() > MAX_IDENTIFIER) {
+            errors.add("contact_identifier", format!("at most {MAX_IDENTIFIER} characters"));
+        }
+        let email = match trimmed(self.email) {
+            Some(e) => match EmailAddress::parse(&e) {
+                Ok(e) => Some(e),
+                Err(why) => {
+                    errors.add("email", why);
+                    None
+                }
+            },
+            None => None,
+        };
+        if source_id.is_none() && email.is_none() && !errors.0.contains_key("email") {
+            errors.add("contact_identifier", "give the customer's contact_identifier or email (or both)");
+        }
+        let name = trimmed(self.name);
+        let subject = trimmed(self.subject);
+        for (field, v) in [("name", &name), ("subject", &subject)] {
+            if v.as_ref().is_some_and(|s| s.chars().count() > MAX_NAME) {
+                errors.add(field, format!("at most {MAX_NAME} characters"));
+            }
+        }
+        let text = self.text.trim().to_string();
+        if text.is_empty() {
+            errors.add("text", "is required");
+        } else if text.chars().count() > MAX_TEXT {
+            errors.add("text", format!("at most {MAX_TEXT} characters"));
+        }
+        let external_id = trimmed(self.external_id);
+        if external_id.as_ref().is_some_and(|s| s.chars().count() > MAX_IDENTIFIER) {
+            errors.add("external_id", format!("at most {MAX_IDENTIFIER} characters"));
+        }
+        errors.into_result()?;
+        Ok(Inbound {
+            inbox_id,
+            source_id,
+            email,
+            name,
+            subject,
+            text,
+            external_id,
+        })
+    }
+}
+
+/// Takes a customer's message posted with an inbox token: threaded into the
+/// customer's unresolved conversation in the inbox, or opening one. Answers the
+/// message and its conversation, and whether the message was already there.
+pub async fn post_inbound(state: &AppState, token: &str, posted: Posted) -> Result<Written, ApiError> {
+    let credentials = || {
+        ApiError::msg(
+            Code::InvalidCredentials,
+            "send the inbox's token as 'Authorization: Bearer shoal_inbox_…'",
+        )
+    };
+    if !token.starts_with(INBOX_TOKEN_PREFIX) {
+        return Err(credentials());
+    }
+    let (workspace_id, inbox_id) = state.store.inbox_by_token(&token_digest(token)).await?.ok_or_else(credentials)?;
+    let inbound = posted.validate(inbox_id.clone())?;
+    let author = Author {
+        workspace_id,
+        actor: format!("inbox:{inbox_id}"),
+    };
+    writes::execute(state, author, None, Write::Inbound(inbound)).await
+}

@@ -1,0 +1,160 @@
+//! REST routes of the support inbox: inboxes and their tokens, conversations, their
+//! messages, and the API channel's endpoint for integrators.
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use super::error::{ApiError, Code};
+use super::extract::{mutation_id, path_id, query_pairs, JsonBody, Principal};
+use super::idempotency::idempotent;
+use super::records::{create, delete, get, list, list_of, update};
+use crate::app::inbox::{self, Posted};
+use crate::app::records::{self as commands, Within};
+use crate::app::{Actor, AppState};
+use crate::domain::{Access, ObjectType};
+
+type State = web::Data<AppState>;
+type Reply = Result<HttpResponse, ApiError>;
+
+const INBOX: ObjectType = ObjectType::Inbox;
+const CONVERSATION: ObjectType = ObjectType::Conversation;
+const MESSAGE: ObjectType = ObjectType::Message;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/inboxes")
+            .route(web::get().to(|s: State, p: Principal, r: HttpRequest| list(INBOX, s, p, r)))
+            .route(web::post().to(create_inbox)),
+    )
+    .service(
+        web::resource("/inboxes/{id}")
+            .route(web::get().to(|s: State, p: Principal, id: web::Path<String>| get(INBOX, s, p, id)))
+            .route(
+                web::patch().to(|s: State, p: Principal, id: web::Path<String>, r: HttpRequest, b: JsonBody| update(INBOX, s, p, id, r, b)),
+            )
+            .route(web::delete().to(|s: State, p: Principal, id: web::Path<String>, r: HttpRequest| delete(INBOX, s, p, id, r))),
+    )
+    .service(web::resource("/inboxes/{id}/token").route(web::post().to(rotate_token)))
+    .service(
+        web::resource("/conversations")
+            .route(web::get().to(list_conversations))
+            .route(web::post().to(|s: State, p: Principal, r: HttpRequest, b: JsonBody| create(CONVERSATION, s, p, r, b))),
+    )
+    .service(
+        web::resource("/conversations/{id}")
+            .route(web::get().to(|s: State, p: Principal, id: web::Path<String>| get(CONVERSATION, s, p, id)))
+            .route(
+                web::patch()
+                    .to(|s: State, p: Principal, id: web::Path<String>, r: HttpRequest, b: JsonBody| update(CONVERSATION, s, p, id, r, b)),
+            )
+            .route(web::delete().to(|s: State, p: Principal, id: web::Path<String>, r: HttpRequest| delete(CONVERSATION, s, p, id, r))),
+    )
+    .service(
+        web::resource("/conversations/{id}/messages")
+            .route(web::get().to(list_messages))
+            .route(web::post().to(post_message)),
+    )
+    .service(web::resource("/channels/api/messages").route(web::post().to(post_inbound)));
+}
+
+async fn create_inbox(state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {
+    p.require(INBOX.resource(), Access::Write)?;
+    idempotent(&state, &p, &req, &body.0, || async {
+        let inbox = inbox::create_inbox(&state, &p, mutation_id(&req)?, body.object()?).await?;
+        Ok((StatusCode::CREATED, inbox))
+    })
+    .await
+}
+
+async fn rotate_token(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    Ok(HttpResponse::Ok().json(inbox::rotate_token(&state, &p, &path_id(&id)?).await?))
+}
+
+/// Conversations, with `assignee=me` (the caller's) and `assignee=none` (nobody's)
+/// besides every field's filters.
+async fn list_conversations(state: State, p: Principal, req: HttpRequest) -> Reply {
+    let mut params = Vec::new();
+    for (k, v) in query_pairs(&req)? {
+        if k != "assignee" {
+            params.push((k, v));
+            continue;
+        }
+        match v.as_str() {
+            "me" => match &p.actor {
+                Actor::User { id, .. } => params.push(("assignee_id".into(), id.clone())),
+                Actor::ApiKey { .. } => {
+                    return Err(ApiError::msg(
+                        Code::InvalidQuery,
+                        "'assignee=me' needs a member's access token, not an API key",
+                    ))
+                }
+            },
+            "none" => params.push(("assignee_id_is_null".into(), "true".into())),
+            _ => {
+                return Err(ApiError::msg(
+                    Code::InvalidQuery,
+                    "'assignee' is 'me' or 'none'; filter by a member with assignee_id=<user id>",
+                ))
+            }
+        }
+    }
+    list_of(CONVERSATION, &state, &p, &params).await
+}
+
+/// A conversation's messages, newest first unless `sort=created_at`; `cursor` pages on
+/// in either order.
+async fn list_messages(state: State, p: Principal, id: web::Path<String>, req: HttpRequest) -> Reply {
+    p.require(CONVERSATION.resource(), Access::Read)?;
+    let id = path_id(&id)?;
+    p.scoped(&state.store).get(CONVERSATION, &id).await?;
+    let mut params = query_pairs(&req)?;
+    if params.iter().any(|(k, _)| k == "conversation_id") {
+        return Err(ApiError::msg(Code::UnknownParameter, "'conversation_id' is given by the path"));
+    }
+    params.push(("conversation_id".into(), id));
+    list_of(MESSAGE, &state, &p, &params).await
+}
+
+/// A reply to the customer (`kind` `message`, the default) or a private note.
+async fn post_message(state: State, p: Principal, id: web::Path<String>, req: HttpRequest, body: JsonBody) -> Reply {
+    p.require(MESSAGE.resource(), Access::Write)?;
+    let id = path_id(&id)?;
+    idempotent(&state, &p, &req, &body.0, || async {
+        let mut fields = body.object()?;
+        if fields.contains_key("conversation_id") {
+            return Err(crate::domain::FieldErrors::single("conversation_id", "is given by the path").into());
+        }
+        fields.insert("conversation_id".into(), Value::String(id.clone()));
+        let (msg, _) = commands::create(&state, &p, mutation_id(&req)?, MESSAGE, fields, Within::default()).await?;
+        Ok((StatusCode::CREATED, msg))
+    })
+    .await
+}
+
+/// The API channel: an integrator posts a customer's message with the inbox's token.
+/// A new message is answered 201; one whose `external_id` the inbox already holds, 200
+/// with what it answered the first time.
+async fn post_inbound(state: State, req: HttpRequest, body: JsonBody) -> Reply {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::msg(
+                Code::Unauthenticated,
+                "send the inbox's token as 'Authorization: Bearer shoal_inbox_…'",
+            )
+        })?;
+    let posted: Posted = body.parse()?;
+    let (answer, _) = inbox::post_inbound(&state, token, posted).await?;
+    let status = if answer["duplicate"] == true {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status).json(answer))
+}

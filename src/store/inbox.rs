@@ -1,0 +1,316 @@
+//! The inbox's rules that need the store: a conversation's running number, what a
+//! new message changes in its conversation, the API channel's inbound messages
+//! (contact matching, threading, dedupe by external id) and inbox tokens. All of it
+//! runs inside the write of the inbox's actor, its single writer.
+
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Row};
+
+use super::records::invalid;
+use super::{args, insert, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
+use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record, Topic};
+
+const CONVERSATION: ObjectType = ObjectType::Conversation;
+const MESSAGE: ObjectType = ObjectType::Message;
+
+/// A message posted to an API-channel inbox by an integrator or a chat widget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub inbox_id: String,
+    /// The integrator's own id of the sender.
+    pub source_id: Option<String>,
+    pub email: Option<EmailAddress>,
+    /// The sender's name, for a contact made for them.
+    pub name: Option<String>,
+    /// The subject of a conversation this message opens.
+    pub subject: Option<String>,
+    pub text: String,
+    /// The channel's id of the message: posting it again changes nothing.
+    pub external_id: Option<String>,
+}
+
+impl Scoped<'_> {
+    /// Fills in what the store decides for a conversation: its running number when it
+    /// is new; a snooze's end cleared when it stops being snoozed.
+    pub(super) async fn prepare_conversation(
+        &self,
+        conn: &mut AnyConnection,
+        before: Option<&Record>,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        match before {
+            None => {
+                let number = self.next_number(conn, "conversation").await?;
+                changes.set(CONVERSATION, "number", FieldValue::Int(number));
+            }
+            Some(b) => {
+                let unsnoozed = changes.get("status").is_some_and(|s| s.as_text() != Some("snoozed"));
+                if unsnoozed && !b.get("snoozed_until").is_null() && changes.get("snoozed_until").is_none() {
+                    changes.set(CONVERSATION, "snoozed_until", FieldValue::Null);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The workspace's next running number of `name`; the row stays locked until the
+    /// transaction ends, so no two writers take the same one.
+    async fn next_number(&self, conn: &mut AnyConnection, name: &str) -> Result<i64> {
+        let mut sql = insert("counters", "workspace_id, name, value", args![self.ws, name, 1i64]);
+        sql.push(" ON CONFLICT (workspace_id, name) DO UPDATE SET value = counters.value + 1 RETURNING value");
+        Ok(sql.query().fetch_one(conn).await?.try_get(0)?)
+    }
+
+    /// Fills in a new message's server fields: its inbox (its conversation's), its
+    /// author (the actor, unless the channel named the contact) and its direction.
+    pub(super) async fn prepare_message(&self, conn: &mut AnyConnection, changes: &mut Changes, actor: &str) -> Result<()> {
+        let conversation = changes
+            .get("conversation_id")
+            .and_then(|v| v.as_text())
+            .unwrap_or_default()
+            .to_string();
+        let Some(conv) = self.fetch(conn, CONVERSATION, &conversation).await? else {
+            return Err(invalid("conversation_id", "no such conversation"));
+        };
+        changes.set(MESSAGE, "inbox_id", conv.get("inbox_id").clone());
+        let author = match changes.get("author").and_then(|a| a.as_text()) {
+            Some(a) => a.to_string(),
+            None => actor.to_string(),
+        };
+        changes.set(MESSAGE, "author", FieldValue::Text(author.clone()));
+        let kind = changes.get("kind").and_then(|k| k.as_text()).unwrap_or("message").to_string();
+        let direction = match kind.as_str() {
+            "message" if author.starts_with("contact:") => FieldValue::Text("incoming".into()),
+            "message" => FieldValue::Text("outgoing".into()),
+            _ => FieldValue::Null,
+        };
+        changes.set(MESSAGE, "direction", direction);
+        if kind != "note" && changes.get("mentions").is_some_and(|m| !m.as_list().is_empty()) {
+            return Err(invalid("mentions", "only a note mentions members"));
+        }
+        Ok(())
+    }
+
+    /// What a new message changes in its conversation: the time of its last message,
+    /// since when the customer waits (an answer ends the wait; the first answer is the
+    /// first reply) and, for a customer writing to a pending or snoozed conversation,
+    /// its status. Members mentioned in a note are told on their personal topic.
+    pub(super) async fn message_posted(&self, w: &mut WriteTx, msg: &Record, actor: &str, now: i64) -> Result<()> {
+        let conversation = msg.text("conversation_id").unwrap_or_default().to_string();
+        for user in msg.get("mentions").as_list() {
+            let topic = Topic::User {
+                workspace_id: self.ws.to_string(),
+                user_id: user.clone(),
+            };
+            let note = json!({"object_type": "message", "id": msg.id, "conversation_id": conversation, "record": msg.to_json(MESSAGE)});
+            w.append_event(self.ws, &topic.key(), "mentioned", note, actor, now).await?;
+        }
+        if msg.text("kind") != Some("message") {
+            return Ok(());
+        }
+        let conv = self
+            .fetch(&mut w.tx, CONVERSATION, &conversation)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut changes = Changes::default();
+        changes.set(CONVERSATION, "last_message_at", FieldValue::Int(msg.created_at));
+        if msg.text("direction") == Some("incoming") {
+            if conv.get("waiting_since").is_null() {
+                changes.set(CONVERSATION, "waiting_since", FieldValue::Int(msg.created_at));
+            }
+            if matches!(conv.text("status"), Some("pending" | "snoozed")) {
+                changes.set(CONVERSATION, "status", FieldValue::Text("open".into()));
+            }
+        } else {
+            changes.set(CONVERSATION, "waiting_since", FieldValue::Null);
+            if conv.get("first_reply_at").is_null() {
+                changes.set(CONVERSATION, "first_reply_at", FieldValue::Int(msg.created_at));
+            }
+        }
+        self.update_from(w, CONVERSATION, conv, None, changes, actor, false).await?;
+        Ok(())
+    }
+
+    /// Before a conversation is deleted: its messages go with it (and out of search).
+    pub(super) async fn delete_messages_of(&self, conn: &mut AnyConnection, conversation_id: &str) -> Result<()> {
+        let mut docs = Sql::new("DELETE FROM search_docs WHERE workspace_id = ");
+        docs.arg(self.ws)
+            .push(" AND object_id IN (SELECT id FROM messages WHERE workspace_id = ")
+            .arg(self.ws)
+            .push(" AND conversation_id = ")
+            .arg(conversation_id)
+            .push(")");
+        docs.query().execute(&mut *conn).await?;
+        let mut sql = Sql::new("DELETE FROM messages WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND conversation_id = ").arg(conversation_id);
+        sql.query().execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// Takes a message posted to an API-channel inbox: finds the sender's contact (by
+    /// the channel's id for them, else by e-mail) or makes one, threads the message
+    /// into the contact's unresolved conversation in the inbox or opens one, and
+    /// answers the message, its conversation and the contact. A message whose
+    /// external id the inbox already holds is answered as it was, and nothing changes.
+    pub(crate) async fn inbound_in(&self, w: &mut WriteTx, m: Inbound, actor: &str) -> Result<Value> {
+        let inbox = self
+            .fetch(&mut w.tx, ObjectType::Inbox, &m.inbox_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if inbox.text("channel") != Some("api") {
+            return Err(invalid("inbox_id", "only an inbox of channel 'api' takes posted messages"));
+        }
+        if let Some(ext) = &m.external_id {
+            let mut sql = Sql::new("SELECT id FROM messages WHERE inbox_id = ");
+            sql.arg(&m.inbox_id).push(" AND external_id = ").arg(ext);
+            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
+                let id: String = row.try_get(0)?;
+                return self.inbound_answer(&mut w.tx, &id, true).await;
+            }
+        }
+        let contact = self.inbound_contact(w, &m, actor).await?;
+        let mut sql = Sql::new("SELECT id FROM conversations WHERE workspace_id = ");
+        sql.arg(self.ws)
+            .push(" AND contact_id = ")
+            .arg(&contact)
+            .push(" AND inbox_id = ")
+            .arg(&m.inbox_id)
+            .push(" AND status <> 'resolved' ORDER BY created_at DESC LIMIT 1");
+        let open: Option<String> = match sql.query().fetch_optional(&mut *w.tx).await? {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        };
+        let conversation = match open {
+            Some(id) => id,
+            None => {
+                let mut c = Changes::default();
+                c.set(CONVERSATION, "inbox_id", FieldValue::Text(m.inbox_id.clone()));
+                c.set(CONVERSATION, "contact_id", FieldValue::Text(contact.clone()));
+                c.set(CONVERSATION, "status", FieldValue::Text("open".into()));
+                c.set(CONVERSATION, "priority", FieldValue::Text("none".into()));
+                if let Some(s) = &m.subject {
+                    c.set(CONVERSATION, "subject", FieldValue::Text(s.clone()));
+                }
+                if let FieldValue::Text(team) = inbox.get("team_id") {
+                    c.set(CONVERSATION, "team_id", FieldValue::Text(team.clone()));
+                }
+                self.create_in(w, CONVERSATION, c, actor).await?.id
+            }
+        };
+        let mut msg = Changes::default();
+        msg.set(MESSAGE, "conversation_id", FieldValue::Text(conversation));
+        msg.set(MESSAGE, "kind", FieldValue::Text("message".into()));
+        msg.set(MESSAGE, "author", FieldValue::Text(format!("contact:{contact}")));
+        msg.set(MESSAGE, "text", FieldValue::Text(m.text.clone()));
+        if let Some(ext) = &m.external_id {
+            msg.set(MESSAGE, "external_id", FieldValue::Text(ext.clone()));
+        }
+        let created = self.create_in(w, MESSAGE, msg, actor).await?;
+        self.inbound_answer(&mut w.tx, &created.id, false).await
+    }
+
+    /// The sender's contact: known to the inbox by its source id (or e-mail), else
+    /// the workspace's contact with that e-mail, else a new one; remembered for the
+    /// next message either way.
+    async fn inbound_contact(&self, w: &mut WriteTx, m: &Inbound, actor: &str) -> Result<String> {
+        let by_email = m.email.as_ref().map(|e| format!("email:{}", e.as_str()));
+        let sources: Vec<&String> = m.source_id.iter().chain(by_email.iter()).collect();
+        for source in &sources {
+            let mut sql = Sql::new("SELECT contact_id FROM inbox_contacts WHERE inbox_id = ");
+            sql.arg(&m.inbox_id).push(" AND source_id = ").arg(source.as_str());
+            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
+                let id: String = row.try_get(0)?;
+                // A contact deleted since is made again below.
+                if self.exists(&mut w.tx, ObjectType::Contact, &id).await? {
+                    self.remember_sources(&mut w.tx, m, &sources, &id).await?;
+                    return Ok(id);
+                }
+            }
+        }
+        let mut found = None;
+        if let Some(email) = &m.email {
+            // Addresses are stored lowercased in a JSON list: the quoted address is
+            // an exact item.
+            let mut sql = Sql::new("SELECT id FROM contacts WHERE workspace_id = ");
+            sql.arg(self.ws)
+                .push(" AND emails LIKE ")
+                .arg(format!("%\"{}\"%", email.as_str()))
+                .push(" ORDER BY created_at LIMIT 1");
+            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
+                found = Some(row.try_get::<String, _>(0)?);
+            }
+        }
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let name = m
+                    .name
+                    .clone()
+                    .or_else(|| m.email.as_ref().map(|e| e.as_str().to_string()))
+                    .or_else(|| m.source_id.clone())
+                    .unwrap_or_else(|| "Visitor".into());
+                let mut c = Changes::default();
+                c.set(ObjectType::Contact, "name", FieldValue::Text(name));
+                if let Some(e) = &m.email {
+                    c.set(ObjectType::Contact, "emails", FieldValue::List(vec![e.as_str().to_string()]));
+                }
+                self.create_in(w, ObjectType::Contact, c, actor).await?.id
+            }
+        };
+        self.remember_sources(&mut w.tx, m, &sources, &id).await?;
+        Ok(id)
+    }
+
+    async fn remember_sources(&self, conn: &mut AnyConnection, m: &Inbound, sources: &[&String], contact: &str) -> Result<()> {
+        for source in sources {
+            let mut sql = insert(
+                "inbox_contacts",
+                "workspace_id, inbox_id, source_id, contact_id",
+                args![self.ws, &m.inbox_id, source.as_str(), contact],
+            );
+            sql.push(" ON CONFLICT (inbox_id, source_id) DO UPDATE SET contact_id = ")
+                .arg(contact);
+            sql.query().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn inbound_answer(&self, conn: &mut AnyConnection, message_id: &str, duplicate: bool) -> Result<Value> {
+        let msg = self.fetch(conn, MESSAGE, message_id).await?.ok_or(StoreError::NotFound)?;
+        let conv_id = msg.text("conversation_id").unwrap_or_default().to_string();
+        let conv = self.fetch(conn, CONVERSATION, &conv_id).await?.ok_or(StoreError::NotFound)?;
+        Ok(json!({
+            "message": msg.to_json(MESSAGE),
+            "conversation": conv.to_json(CONVERSATION),
+            "duplicate": duplicate,
+        }))
+    }
+
+    /// Gives the inbox a new token (answered once; only its digest is kept), which
+    /// replaces the one it had.
+    pub async fn set_inbox_token(&self, inbox_id: &str, digest: &str) -> Result<()> {
+        let mut sql = insert(
+            "inbox_tokens",
+            "inbox_id, workspace_id, digest, created_at",
+            args![inbox_id, self.ws, digest, now_ms()],
+        );
+        sql.push(" ON CONFLICT (inbox_id) DO UPDATE SET digest = ")
+            .arg(digest)
+            .push(", created_at = ")
+            .arg(now_ms());
+        sql.query().execute(self.store.pool()).await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The workspace and inbox an inbox token belongs to.
+    pub async fn inbox_by_token(&self, digest: &str) -> Result<Option<(String, String)>> {
+        let mut sql = Sql::new("SELECT workspace_id, inbox_id FROM inbox_tokens WHERE digest = ");
+        sql.arg(digest);
+        match sql.query().fetch_optional(self.pool()).await? {
+            Some(row) => Ok(Some((row.try_get(0)?, row.try_get(1)?))),
+            None => Ok(None),
+        }
+    }
+}
