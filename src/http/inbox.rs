@@ -121,6 +121,7 @@ async fn list_messages(state: State, p: Principal, id: web::Path<String>, req: H
 async fn post_message(state: State, p: Principal, id: web::Path<String>, req: HttpRequest, body: JsonBody) -> Reply {
     p.require(MESSAGE.resource(), Access::Write)?;
     let id = path_id(&id)?;
+    p.scoped(&state.store).get(CONVERSATION, &id).await?;
     idempotent(&state, &p, &req, &body.0, || async {
         let mut fields = body.object()?;
         if fields.contains_key("conversation_id") {

@@ -198,6 +198,18 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
                     .collect(),
             );
         }
+        ObjectType::Conversation => {
+            // A snoozed conversation says until when; no other has that time.
+            create["if"] = json!({"properties": {"status": {"const": "snoozed"}}, "required": ["status"]});
+            create["then"] =
+                json!({"required": ["snoozed_until"], "properties": {"snoozed_until": field_schema(FieldKind::Timestamp, true)}});
+            create["else"] = json!({"properties": {"snoozed_until": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": format!("^[{WS}]*$")}]}}});
+        }
+        ObjectType::Message => {
+            // Only a note mentions members.
+            create["if"] = json!({"properties": {"mentions": {"type": "array", "minItems": 1}}, "required": ["mentions"]});
+            create["then"] = json!({"required": ["kind"], "properties": {"kind": {"const": "note"}}});
+        }
         ObjectType::CustomField => {
             create["properties"]["key"] = json!({"type": "string", "pattern": trimmed("[a-z][a-z0-9_]{0,39}")});
             create["if"] = json!({"properties": {"kind": {"enum": ["select", "multi_select"]}}, "required": ["kind"]});
@@ -406,6 +418,134 @@ fn with(base: &[Code], more: &[Code]) -> Vec<Code> {
     base.iter().chain(more).copied().collect()
 }
 
+/// The support inbox beyond its records' generic routes: an API inbox's token, the
+/// conversation filters `assignee=me|none`, messages, and the API channel.
+fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Value)) {
+    let mut inbox = schemas["Inbox"].clone();
+    inbox["properties"]["token"] =
+        json!({"type": "string", "description": "an inbox of channel api: its token for POST /channels/api/messages, shown only now"});
+    add(
+        "/inboxes",
+        "post",
+        op(
+            "Create an inbox (one of channel api answers its token, once)",
+            "inboxes",
+            Some(r("InboxCreate")),
+            ("201", inbox),
+            &[WRITE, IDEMPOTENT, &[Code::AlreadyExists]].concat(),
+            vec![idempotency_key(), mutation_id()],
+        ),
+    );
+    add(
+        "/inboxes/{id}/token",
+        "post",
+        op(
+            "Give an API inbox a new token; the old one stops working",
+            "inboxes",
+            None,
+            (
+                "200",
+                json!({"type": "object", "required": ["inbox_id", "token"], "properties": {"inbox_id": {"type": "string"}, "token": {"type": "string"}}}),
+            ),
+            &with(AUTHED, &[Code::NotFound, Code::InvalidBody]),
+            vec![path_param("id")],
+        ),
+    );
+    let mut params = list_parameters(ObjectType::Conversation, true, None);
+    params.push(json!({"name": "assignee", "in": "query", "schema": {"enum": ["me", "none"]}, "description": "me: assigned to the caller; none: to nobody"}));
+    add(
+        "/conversations",
+        "get",
+        op(
+            "List conversations",
+            "conversations",
+            None,
+            ("200", r("ConversationPage")),
+            &with(AUTHED, &[Code::InvalidQuery, Code::UnknownParameter, Code::InvalidCursor]),
+            params,
+        ),
+    );
+    add(
+        "/conversations/{id}/messages",
+        "get",
+        op(
+            "A conversation's messages, newest first unless sorted by created_at",
+            "conversations",
+            None,
+            ("200", r("MessagePage")),
+            &with(
+                AUTHED,
+                &[Code::NotFound, Code::InvalidQuery, Code::UnknownParameter, Code::InvalidCursor],
+            ),
+            [path_param("id")]
+                .into_iter()
+                .chain(list_parameters(ObjectType::Message, true, Some("conversation_id")))
+                .collect(),
+        ),
+    );
+    let mut reply = schemas["MessageCreate"].clone();
+    if let Some(p) = reply["properties"].as_object_mut() {
+        p.remove("conversation_id");
+    }
+    reply["required"] = json!(["text"]);
+    add(
+        "/conversations/{id}/messages",
+        "post",
+        op(
+            "Reply to the customer (kind message) or add a private note",
+            "conversations",
+            Some(reply),
+            ("201", r("Message")),
+            &[WRITE, IDEMPOTENT, &[Code::NotFound]].concat(),
+            vec![path_param("id"), idempotency_key(), mutation_id()],
+        ),
+    );
+    let short = |max: u32| json!({"type": ["string", "null"], "maxLength": max});
+    let posted = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["text"],
+        "properties": {
+            "contact_identifier": short(200),
+            "email": {"anyOf": [email(), {"type": "null"}]},
+            "name": short(200),
+            "subject": short(200),
+            "text": {"type": "string", "minLength": 1, "maxLength": 100000, "pattern": "\\S"},
+            "external_id": short(200)
+        },
+        "anyOf": [
+            {"required": ["contact_identifier"], "properties": {"contact_identifier": {"type": "string", "pattern": "\\S"}}},
+            {"required": ["email"], "properties": {"email": email()}}
+        ],
+        "description": "the customer (contact_identifier, the integrator's own id for them, and/or email) and their message"
+    });
+    let answer = json!({"type": "object", "required": ["message", "conversation", "duplicate"], "properties": {
+        "message": r("Message"), "conversation": r("Conversation"), "duplicate": {"type": "boolean"}
+    }});
+    let mut channel = op(
+        "Post a customer's message to an API inbox, with the inbox's token",
+        "channels",
+        Some(posted),
+        ("201", answer.clone()),
+        &[
+            Code::Unauthenticated,
+            Code::InvalidCredentials,
+            Code::MalformedJson,
+            Code::InvalidBody,
+            Code::ValidationFailed,
+            Code::UnsupportedMediaType,
+            Code::PayloadTooLarge,
+            Code::Overloaded,
+            Code::Unavailable,
+        ],
+        vec![],
+    );
+    channel["responses"]["200"] =
+        json!({"description": "already posted (same external_id): the first answer", "content": {"application/json": {"schema": answer}}});
+    channel["security"] = json!([{"inboxToken": []}]);
+    add("/channels/api/messages", "post", channel);
+}
+
 pub fn build() -> Value {
     let mut schemas = Map::new();
     schemas.insert(
@@ -427,11 +567,12 @@ pub fn build() -> Value {
         let entry = paths.entry(format!("/api/v1{path}")).or_insert_with(|| json!({}));
         entry[method] = o;
     };
-    for (path, ty) in GENERIC
-        .iter()
-        .copied()
-        .chain([("/pipelines", ObjectType::Pipeline), ("/audit-log", ObjectType::AuditEntry)])
-    {
+    for (path, ty) in GENERIC.iter().copied().chain([
+        ("/pipelines", ObjectType::Pipeline),
+        ("/audit-log", ObjectType::AuditEntry),
+        ("/inboxes", ObjectType::Inbox),
+        ("/conversations", ObjectType::Conversation),
+    ]) {
         let n = schema_name(ty);
         let tag = ty.table();
         add(
@@ -600,6 +741,7 @@ pub fn build() -> Value {
             vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
+    inbox_paths(&schemas, &mut add);
     let mut deal = schemas["DealCreate"].clone();
     // The deal's title defaults to the company's or lead's name; its links are the conversion's.
     deal["required"] = json!(["pipeline_id"]);
@@ -618,7 +760,7 @@ pub fn build() -> Value {
     );
     let q = vec![
         json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "maxLength": 1000, "pattern": "[A-Za-z0-9\\u00aa-\\uffff]"}, "description": "words, each matched as a prefix; at least one letter or digit"}),
-        json!({"name": "types", "in": "query", "style": "form", "explode": false, "schema": {"type": "array", "items": {"enum": ["contact", "company", "lead", "deal", "activity"]}}, "description": "the types to search (default: all)"}),
+        json!({"name": "types", "in": "query", "style": "form", "explode": false, "schema": {"type": "array", "items": {"enum": ObjectType::ALL.into_iter().filter(|t| t.is_searchable()).map(|t| t.name()).collect::<Vec<_>>()}}, "description": "the types to search (default: all)"}),
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}),
     ];
     add(
@@ -936,7 +1078,10 @@ pub fn build() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an access token from /auth/login, or an API key (shoal_sk_…)"}}
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an access token from /auth/login, or an API key (shoal_sk_…)"},
+                "inboxToken": {"type": "http", "scheme": "bearer", "description": "an API inbox's token (shoal_inbox_…), from POST /inboxes or /inboxes/{id}/token"}
+            }
         }
     })
 }

@@ -17,6 +17,7 @@ mod crash;
 mod csv_files;
 mod docs;
 mod failover;
+mod inbox;
 mod isolation;
 mod ordering;
 mod outage;

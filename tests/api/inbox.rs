@@ -1,0 +1,333 @@
+//! The support inbox: conversations and messages on inbox topics, the API channel,
+//! replies and notes, filters, roles and isolation.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+/// An API inbox of the owner's workspace: its id and token.
+async fn api_inbox(app: &TestApp, owner: &Session, name: &str) -> (String, String) {
+    let r = app
+        .post("/inboxes", &owner.token, json!({"name": name, "channel": "api"}))
+        .await
+        .expect(201);
+    let token = r.body["token"].as_str().expect("an API inbox answers its token").to_string();
+    assert!(token.starts_with("shoal_inbox_"), "{token}");
+    (r.id(), token)
+}
+
+/// Posts a customer's message through the API channel.
+async fn inbound(app: &TestApp, token: &str, body: Value) -> Response {
+    app.post("/channels/api/messages", token, body).await
+}
+
+fn events(frames: &[Value]) -> Vec<Value> {
+    frames.iter().filter(|f| f["type"] == "event").cloned().collect()
+}
+
+/// Events until `n` of them have arrived.
+async fn next_events(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let f = ws.recv().await;
+        if f["type"] == "event" {
+            seen.push(f);
+        }
+    }
+    seen
+}
+
+fn seq_kind_id(f: &Value) -> (i64, String, String) {
+    (
+        f["seq"].as_i64().unwrap(),
+        f["kind"].as_str().unwrap().to_string(),
+        f["data"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+on_both_backends! {
+    async fn two_agents_on_one_inbox_see_the_same_messages_in_order_and_one_that_reconnects_gets_exactly_what_it_missed(app) {
+        let owner = app.signup("Support").await;
+        let ann = app.member(&owner, "agent").await;
+        let bob = app.member(&owner, "agent").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Website chat").await;
+        let topic = format!("inbox:{inbox}");
+        let mut wa = app.ws(&ann.token).await;
+        let mut wb = app.ws(&bob.token).await;
+        let first = wa.subscribe(&topic, None).await;
+        assert_eq!(first[0]["type"], "snapshot");
+        assert_eq!(first[0]["state"]["conversations"], json!([]));
+        wb.subscribe(&topic, None).await;
+
+        // A customer writes; the conversation opens and each message updates it.
+        for i in 0..5 {
+            inbound(&app, &token, json!({"contact_identifier": "cust-1", "name": "Carla", "text": format!("hello {i}")})).await.expect(201);
+        }
+        // conversation.created, then per message message.created + conversation.updated.
+        let a = next_events(&mut wa, 11).await;
+        let b = next_events(&mut wb, 11).await;
+        assert_eq!(a.iter().map(seq_kind_id).collect::<Vec<_>>(), b.iter().map(seq_kind_id).collect::<Vec<_>>());
+        assert_eq!(a[0]["kind"], "conversation.created");
+        assert_eq!(a[1]["kind"], "message.created");
+        assert_eq!(a[1]["data"]["record"]["direction"], "incoming");
+        assert_eq!(a[1]["data"]["record"]["text"], "hello 0");
+        let seqs: Vec<i64> = a.iter().map(|f| f["seq"].as_i64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+
+        // Bob drops; 100 messages arrive; he comes back from his last seq.
+        let last_b = b.last().unwrap()["seq"].as_i64().unwrap();
+        wb.close().await;
+        for i in 0..100 {
+            inbound(&app, &token, json!({"contact_identifier": "cust-1", "text": format!("more {i}"), "external_id": format!("m-{i}")})).await.expect(201);
+        }
+        let missed = next_events(&mut wa, 200).await;
+        let mut wb = app.ws(&bob.token).await;
+        let frames = wb.subscribe(&topic, Some(last_b)).await;
+        let replayed = events(&frames);
+        assert_eq!(replayed.iter().map(seq_kind_id).collect::<Vec<_>>(), missed.iter().map(seq_kind_id).collect::<Vec<_>>());
+        assert_eq!(frames.last().unwrap()["seq"], missed.last().unwrap()["seq"]);
+
+        // A new subscriber's snapshot holds the open conversation as it is now.
+        let mut wc = app.ws(&owner.token).await;
+        let snap = wc.subscribe(&topic, None).await;
+        let convs = snap[0]["state"]["conversations"].as_array().unwrap();
+        assert_eq!(convs.len(), 1);
+        assert_eq!(snap[0]["state"]["open_total"], 1);
+        let listed = app.get(&format!("/conversations/{}/messages?limit=200", convs[0]["id"].as_str().unwrap()), &ann.token).await.expect(200);
+        assert_eq!(listed.body["data"].as_array().unwrap().len(), 105);
+        assert_eq!(listed.body["data"][0]["text"], "more 99", "newest first");
+    }
+
+    async fn the_api_channel_threads_a_customers_messages_matches_contacts_and_takes_each_external_id_once(app) {
+        let owner = app.signup("Support").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Widget").await;
+        let known = app.post("/contacts", &owner.token, json!({"name": "Dora", "emails": ["dora@example.com"]})).await.expect(201).id();
+
+        let first = inbound(&app, &token, json!({"email": "Dora@Example.com", "subject": "Billing", "text": "Invoice?", "external_id": "x1"})).await.expect(201);
+        let conv = first.body["conversation"].clone();
+        assert_eq!(conv["contact_id"], known.as_str(), "matched by e-mail");
+        assert_eq!(conv["inbox_id"], inbox.as_str());
+        assert_eq!(conv["subject"], "Billing");
+        assert_eq!(conv["status"], "open");
+        assert!(conv["number"].as_i64().unwrap() >= 1);
+        assert!(conv["waiting_since"].is_string());
+        assert_eq!(first.body["duplicate"], false);
+
+        // The same external id again: answered as before, nothing new.
+        let again = inbound(&app, &token, json!({"email": "dora@example.com", "text": "Invoice?", "external_id": "x1"})).await.expect(200);
+        assert_eq!(again.body["duplicate"], true);
+        assert_eq!(again.body["message"]["id"], first.body["message"]["id"]);
+
+        // A second message threads into the same conversation.
+        let second = inbound(&app, &token, json!({"email": "dora@example.com", "text": "Hello?", "external_id": "x2"})).await.expect(201);
+        assert_eq!(second.body["conversation"]["id"], conv["id"]);
+        let conv_id = conv["id"].as_str().unwrap().to_string();
+        let msgs = app.get(&format!("/conversations/{conv_id}/messages?sort=created_at"), &owner.token).await.expect(200);
+        let texts: Vec<&str> = msgs.body["data"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["Invoice?", "Hello?"]);
+
+        // Resolved, the next message opens a new conversation with the next number.
+        app.patch(&format!("/conversations/{conv_id}"), &owner.token, json!({"status": "resolved"})).await.expect(200);
+        let third = inbound(&app, &token, json!({"email": "dora@example.com", "text": "One more thing"})).await.expect(201);
+        assert_ne!(third.body["conversation"]["id"], conv["id"]);
+        assert_eq!(third.body["conversation"]["number"].as_i64().unwrap(), conv["number"].as_i64().unwrap() + 1);
+
+        // An unknown sender becomes a contact, found again by the integrator's id.
+        let new = inbound(&app, &token, json!({"contact_identifier": "user-77", "name": "Eve", "text": "Hi"})).await.expect(201);
+        let eve = new.body["conversation"]["contact_id"].as_str().unwrap().to_string();
+        let contact = app.get(&format!("/contacts/{eve}"), &owner.token).await.expect(200);
+        assert_eq!(contact.body["name"], "Eve");
+        let later = inbound(&app, &token, json!({"contact_identifier": "user-77", "text": "Still there?"})).await.expect(201);
+        assert_eq!(later.body["conversation"]["contact_id"], eve.as_str());
+        assert_eq!(later.body["conversation"]["id"], new.body["conversation"]["id"]);
+
+        // Messages are found by search.
+        let found = app.get("/search?q=invoice&types=message", &owner.token).await.expect(200);
+        assert_eq!(found.body["data"].as_array().unwrap().len(), 1);
+    }
+
+    async fn a_reply_ends_the_wait_and_sets_the_first_reply_and_a_note_tells_the_members_it_mentions(app) {
+        let owner = app.signup("Support").await;
+        let ann = app.member(&owner, "agent").await;
+        let bob = app.member(&owner, "agent").await;
+        let (_, token) = api_inbox(&app, &owner, "Chat").await;
+        let conv = inbound(&app, &token, json!({"contact_identifier": "c1", "text": "Help"})).await.expect(201).body["conversation"].clone();
+        let id = conv["id"].as_str().unwrap().to_string();
+        let mut bob_ws = app.ws(&bob.token).await;
+        bob_ws.subscribe(&format!("user:{}:{}", owner.workspace_id, bob.user_id), None).await;
+
+        let note = app.post(&format!("/conversations/{id}/messages"), &ann.token, json!({"kind": "note", "text": "@bob can you take this?", "mentions": [bob.user_id]})).await.expect(201);
+        assert_eq!(note.body["direction"], Value::Null);
+        assert_eq!(note.body["author"], format!("user:{}", ann.user_id));
+        let told = bob_ws.until("event").await;
+        let told = told.last().unwrap();
+        assert_eq!(told["kind"], "mentioned");
+        assert_eq!(told["data"]["conversation_id"], id.as_str());
+        let still = app.get(&format!("/conversations/{id}"), &ann.token).await.expect(200);
+        assert!(still.body["waiting_since"].is_string(), "a note is no answer");
+        assert_eq!(still.body["first_reply_at"], Value::Null);
+
+        let reply = app.post(&format!("/conversations/{id}/messages"), &ann.token, json!({"text": "On it!"})).await.expect(201);
+        assert_eq!(reply.body["direction"], "outgoing");
+        let after = app.get(&format!("/conversations/{id}"), &ann.token).await.expect(200);
+        assert_eq!(after.body["waiting_since"], Value::Null);
+        assert_eq!(after.body["first_reply_at"], reply.body["created_at"]);
+        assert_eq!(after.body["last_message_at"], reply.body["created_at"]);
+
+        // Mentions belong to notes only.
+        let r = app.post(&format!("/conversations/{id}/messages"), &ann.token, json!({"text": "hi", "mentions": [bob.user_id]})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["mentions"].is_string(), "{}", r.text);
+    }
+
+    async fn assigning_and_changing_status_are_their_own_events_and_conversations_filter_by_assignee(app) {
+        let owner = app.signup("Support").await;
+        let ann = app.member(&owner, "agent").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Chat").await;
+        let mut ids = Vec::new();
+        for c in ["a", "b", "c"] {
+            ids.push(inbound(&app, &token, json!({"contact_identifier": c, "text": "Hi"})).await.expect(201).body["conversation"]["id"].as_str().unwrap().to_string());
+        }
+        let mut ws = app.ws(&ann.token).await;
+        ws.subscribe(&format!("inbox:{inbox}"), None).await;
+        app.patch(&format!("/conversations/{}", ids[0]), &ann.token, json!({"assignee_id": ann.user_id})).await.expect(200);
+        app.patch(&format!("/conversations/{}", ids[1]), &ann.token, json!({"status": "snoozed", "snoozed_until": "2030-01-01T09:00:00Z"})).await.expect(200);
+        app.patch(&format!("/conversations/{}", ids[1]), &ann.token, json!({"status": "open"})).await.expect(200);
+        let kinds: Vec<String> = next_events(&mut ws, 3).await.iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+        assert_eq!(kinds, ["conversation.assigned", "conversation.status_changed", "conversation.status_changed"]);
+        let reopened = app.get(&format!("/conversations/{}", ids[1]), &ann.token).await.expect(200);
+        assert_eq!(reopened.body["snoozed_until"], Value::Null, "opening ends the snooze");
+
+        let mine = app.get("/conversations?assignee=me", &ann.token).await.expect(200);
+        assert_eq!(ids_of(&mine.body), vec![ids[0].clone()]);
+        let nobodys = app.get("/conversations?assignee=none&sort=created_at", &ann.token).await.expect(200);
+        assert_eq!(ids_of(&nobodys.body), vec![ids[1].clone(), ids[2].clone()]);
+        let open = app.get(&format!("/conversations?inbox_id={inbox}&status=open&sort=-last_message_at"), &ann.token).await.expect(200);
+        assert_eq!(open.body["data"].as_array().unwrap().len(), 3);
+        let r = app.get("/conversations?assignee=someone", &ann.token).await.expect(400);
+        assert_eq!(r.code(), "invalid_query");
+        let r = app.patch(&format!("/conversations/{}", ids[2]), &ann.token, json!({"status": "snoozed"})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["snoozed_until"].is_string(), "{}", r.text);
+    }
+
+    async fn agents_work_conversations_but_only_admins_shape_inboxes_and_viewers_only_read(app) {
+        let owner = app.signup("Support").await;
+        let agent = app.member(&owner, "agent").await;
+        let viewer = app.member(&owner, "viewer").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Chat").await;
+        let conv = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(201).body["conversation"]["id"].as_str().unwrap().to_string();
+
+        app.post("/inboxes", &agent.token, json!({"name": "Mine"})).await.expect(403);
+        app.patch(&format!("/inboxes/{inbox}"), &agent.token, json!({"name": "Renamed"})).await.expect(403);
+        app.post(&format!("/inboxes/{inbox}/token"), &agent.token, json!({})).await.expect(403);
+        app.delete(&format!("/conversations/{conv}"), &agent.token).await.expect(403);
+        app.post(&format!("/conversations/{conv}/messages"), &agent.token, json!({"text": "Hello"})).await.expect(201);
+        app.patch(&format!("/conversations/{conv}"), &agent.token, json!({"priority": "high", "tags": ["vip"]})).await.expect(200);
+
+        app.get("/conversations", &viewer.token).await.expect(200);
+        app.get(&format!("/inboxes/{inbox}"), &viewer.token).await.expect(200);
+        app.post(&format!("/conversations/{conv}/messages"), &viewer.token, json!({"text": "Hello"})).await.expect(403);
+        app.patch(&format!("/conversations/{conv}"), &viewer.token, json!({"status": "resolved"})).await.expect(403);
+
+        // A rotated token replaces the old one at once.
+        let fresh = app.post(&format!("/inboxes/{inbox}/token"), &owner.token, json!({})).await.expect(200);
+        let r = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(401);
+        assert_eq!(r.code(), "invalid_credentials");
+        inbound(&app, fresh.body["token"].as_str().unwrap(), json!({"contact_identifier": "c", "text": "Hi"})).await.expect(201);
+        // An inbox still holding conversations cannot be deleted; an admin removes them first.
+        app.delete(&format!("/inboxes/{inbox}"), &owner.token).await.expect(409);
+        app.delete(&format!("/conversations/{conv}"), &owner.token).await.expect(204);
+        app.get(&format!("/conversations/{conv}/messages"), &owner.token).await.expect(404);
+    }
+
+    async fn another_workspace_sees_nothing_of_an_inbox_and_a_token_posts_only_to_its_own(app) {
+        let a = app.signup("A").await;
+        let b = app.signup("B").await;
+        let (inbox, token) = api_inbox(&app, &a, "Chat").await;
+        let conv = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(201).body["conversation"]["id"].as_str().unwrap().to_string();
+        app.get(&format!("/inboxes/{inbox}"), &b.token).await.expect(404);
+        app.get(&format!("/conversations/{conv}"), &b.token).await.expect(404);
+        app.get(&format!("/conversations/{conv}/messages"), &b.token).await.expect(404);
+        app.post(&format!("/conversations/{conv}/messages"), &b.token, json!({"text": "x"})).await.expect(404);
+        assert_eq!(app.get("/conversations", &b.token).await.expect(200).body["data"], json!([]));
+        let mut ws = app.ws(&b.token).await;
+        ws.send(json!({"type": "subscribe", "topic": format!("inbox:{inbox}")})).await;
+        let err = ws.until("error").await;
+        assert_eq!(err.last().unwrap()["code"], "not_found");
+        // A's token cannot be used as B's credential, nor B's access token as an inbox's.
+        app.get("/conversations", &token).await.expect(401);
+        inbound(&app, &b.token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(401);
+    }
+
+    async fn agents_reply_and_change_conversations_with_commands_on_the_inbox_topic(app) {
+        let owner = app.signup("Support").await;
+        let agent = app.member(&owner, "agent").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Chat").await;
+        let (other, _) = api_inbox(&app, &owner, "Other").await;
+        let conv = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(201).body["conversation"]["id"].as_str().unwrap().to_string();
+        let topic = format!("inbox:{inbox}");
+        let mut ws = app.ws(&agent.token).await;
+        ws.subscribe(&topic, None).await;
+        ws.send(json!({"type": "command", "id": "r1", "topic": topic, "op": "message.create", "args": {"conversation_id": conv, "text": "Hello from the socket"}})).await;
+        // The ack and the events it caused, in whichever order they come.
+        let (ack, evs) = ack_and_events(&mut ws, 2).await;
+        assert_eq!(evs[0]["kind"], "message.created");
+        assert_eq!(evs[0]["cause"], "r1");
+        assert_eq!(evs[1]["kind"], "conversation.updated");
+        assert_eq!(ack["seq"], evs[1]["seq"], "acked with the seq of its last event on the topic");
+        ws.send(json!({"type": "command", "id": "r2", "topic": topic, "op": "conversation.update", "args": {"id": conv, "changes": {"status": "pending"}}})).await;
+        let (_, evs) = ack_and_events(&mut ws, 1).await;
+        assert_eq!(evs[0]["kind"], "conversation.status_changed");
+        assert_eq!(evs[0]["cause"], "r2");
+        // A conversation of another inbox is not found from this one's topic.
+        let other_topic = format!("inbox:{other}");
+        ws.send(json!({"type": "command", "id": "r3", "topic": other_topic, "op": "message.create", "args": {"conversation_id": conv, "text": "x"}})).await;
+        let nack = ws.until("nack").await;
+        assert_eq!(nack.last().unwrap()["code"], "not_found");
+        ws.send(json!({"type": "command", "id": "r4", "topic": topic, "op": "inbox.update", "args": {"id": inbox, "changes": {"name": "x"}}})).await;
+        let nack = ws.until("nack").await;
+        assert_eq!(nack.last().unwrap()["code"], "invalid_body");
+    }
+
+    async fn bad_posts_to_the_api_channel_are_refused_with_a_reason(app) {
+        let owner = app.signup("Support").await;
+        let (_, token) = api_inbox(&app, &owner, "Chat").await;
+        let r = inbound(&app, &token, json!({"text": "who am I?"})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["contact_identifier"].is_string(), "{}", r.text);
+        let r = inbound(&app, &token, json!({"email": "not-an-address", "text": "x"})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["email"].is_string(), "{}", r.text);
+        let r = inbound(&app, &token, json!({"contact_identifier": "c", "text": "   "})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["text"].is_string(), "{}", r.text);
+        inbound(&app, &token, json!({"contact_identifier": "c", "text": "x", "colour": "red"})).await.expect(422);
+        inbound(&app, "shoal_inbox_nope", json!({"contact_identifier": "c", "text": "x"})).await.expect(401);
+        let r = app.anonymous_post("/channels/api/messages", json!({"contact_identifier": "c", "text": "x"})).await.expect(401);
+        assert_eq!(r.code(), "unauthenticated");
+        // An e-mail inbox takes no posted messages and has no token.
+        let email = app.post("/inboxes", &owner.token, json!({"name": "Mail", "channel": "email"})).await.expect(201);
+        assert!(email.body.get("token").is_none());
+        app.post(&format!("/inboxes/{}/token", email.id()), &owner.token, json!({})).await.expect(400);
+    }
+}
+
+/// The next ack and the `n` events before or after it.
+async fn ack_and_events(ws: &mut Ws, n: usize) -> (Value, Vec<Value>) {
+    let (mut ack, mut evs) = (None, Vec::new());
+    while ack.is_none() || evs.len() < n {
+        let f = ws.recv().await;
+        match f["type"].as_str() {
+            Some("ack") => ack = Some(f),
+            Some("event") => evs.push(f),
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    (ack.unwrap(), evs)
+}
+
+fn ids_of(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
