@@ -61,17 +61,17 @@ CREATE TABLE conversations (
     tags TEXT NOT NULL DEFAULT '[]',
     number BIGINT NOT NULL,
     first_reply_at BIGINT,
-    last_message_at BIGINT,
+    last_message_at BIGINT NOT NULL,
     waiting_since BIGINT,
     custom_fields TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX conversations_number ON conversations (workspace_id, number);
 CREATE INDEX conversations_created ON conversations (workspace_id, created_at);
 CREATE INDEX conversations_updated ON conversations (workspace_id, updated_at);
-CREATE INDEX conversations_last_message ON conversations (workspace_id, last_message_at);
-CREATE INDEX conversations_inbox ON conversations (workspace_id, inbox_id, status, last_message_at);
-CREATE INDEX conversations_status ON conversations (workspace_id, status, last_message_at);
-CREATE INDEX conversations_assignee ON conversations (workspace_id, assignee_id, status, last_message_at);
+CREATE INDEX conversations_last_message ON conversations (workspace_id, last_message_at, id);
+CREATE INDEX conversations_inbox ON conversations (workspace_id, inbox_id, status, last_message_at, id);
+CREATE INDEX conversations_status ON conversations (workspace_id, status, last_message_at, id);
+CREATE INDEX conversations_assignee ON conversations (workspace_id, assignee_id, status, last_message_at, id);
 CREATE INDEX conversations_contact ON conversations (workspace_id, contact_id, inbox_id, status);
 CREATE INDEX conversations_waiting ON conversations (workspace_id, waiting_since);
 
@@ -92,5 +92,14 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_created ON messages (workspace_id, created_at);
 CREATE INDEX messages_updated ON messages (workspace_id, updated_at);
-CREATE INDEX messages_conversation ON messages (workspace_id, conversation_id, created_at);
+CREATE INDEX messages_conversation ON messages (workspace_id, conversation_id, created_at, id);
 CREATE UNIQUE INDEX messages_external ON messages (inbox_id, external_id) WHERE external_id IS NOT NULL;
+
+-- How far each member has read each conversation, for their unread counts.
+CREATE TABLE conversation_reads (
+    workspace_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    last_read_at BIGINT NOT NULL,
+    PRIMARY KEY (conversation_id, user_id)
+);

@@ -40,6 +40,34 @@ async fn new_token(state: &AppState, p: &Principal, inbox_id: &str) -> Result<St
     Ok(token)
 }
 
+/// Marks a conversation read by the calling member, up to now.
+pub async fn mark_read(state: &AppState, p: &Principal, conversation_id: &str) -> Result<Value, ApiError> {
+    p.require(ObjectType::Conversation.resource(), Access::Read)?;
+    let (user, _) = p.user()?;
+    let write = Write::Read {
+        conversation_id: conversation_id.to_string(),
+        user_id: user.to_string(),
+        at: crate::store::now_ms(),
+    };
+    Ok(writes::execute(state, Author::of(p), None, write).await?.0)
+}
+
+/// Adds to each conversation (JSON) how many customer messages the calling member has
+/// not read (`unread_count`); a key, which reads for nobody, gets none.
+pub async fn with_unread(state: &AppState, p: &Principal, conversations: &mut [Value]) -> Result<(), ApiError> {
+    let Ok((user, _)) = p.user() else {
+        return Ok(());
+    };
+    let ids: Vec<String> = conversations.iter().filter_map(|c| c["id"].as_str().map(str::to_string)).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let counts = p.scoped(&state.store).unread_counts(user, &refs).await?;
+    for c in conversations {
+        let n = c["id"].as_str().and_then(|id| counts.get(id)).copied().unwrap_or(0);
+        c["unread_count"] = json!(n);
+    }
+    Ok(())
+}
+
 /// A message an integrator posts for a customer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

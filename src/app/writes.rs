@@ -54,6 +54,12 @@ pub enum Write {
     },
     /// A message posted to an API-channel inbox.
     Inbound(Inbound),
+    /// A member has read a conversation up to a time.
+    Read {
+        conversation_id: String,
+        user_id: String,
+        at: i64,
+    },
 }
 
 impl Write {
@@ -64,6 +70,7 @@ impl Write {
             Write::Move { .. } => ObjectType::Deal,
             Write::Convert { .. } => ObjectType::Lead,
             Write::Inbound(_) => ObjectType::Message,
+            Write::Read { .. } => ObjectType::Conversation,
         }
     }
 
@@ -83,6 +90,11 @@ impl Write {
                 "op": "inbound", "inbox_id": m.inbox_id, "source_id": m.source_id, "email": m.email.as_ref().map(|e| e.as_str()),
                 "name": m.name, "subject": m.subject, "text": m.text, "external_id": m.external_id,
             }),
+            Write::Read {
+                conversation_id,
+                user_id,
+                at,
+            } => json!({"op": "read", "id": conversation_id, "user_id": user_id, "at": at}),
         }
     }
 
@@ -142,6 +154,11 @@ impl Write {
                 text: text("text")?,
                 external_id: text("external_id"),
             }),
+            "read" => Write::Read {
+                conversation_id: id()?,
+                user_id: text("user_id")?,
+                at: v["at"].as_i64()?,
+            },
             _ => return None,
         })
     }
@@ -191,6 +208,11 @@ impl Write {
                         })
                     }
                     Write::Inbound(m) => s.inbound_in(w, m, actor).await?,
+                    Write::Read {
+                        conversation_id,
+                        user_id,
+                        at,
+                    } => s.mark_read_in(w, &conversation_id, &user_id, at, actor).await?,
                 })
             })
         })
@@ -263,6 +285,8 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
         Write::Convert { deal: Some(d), .. } => board(given(d, "pipeline_id")),
         Write::Convert { deal: None, .. } => None,
         Write::Inbound(m) => inbox(Some(m.inbox_id.clone())),
+        // A member's own reading, on their personal topic: no inbox's to order.
+        Write::Read { .. } => None,
     };
     let Some(topic) = topic else {
         return Ok(None);

@@ -285,7 +285,9 @@ static CONVERSATION: &[FieldSpec] = &[
     // The workspace's running number (#1042), for people to name it by.
     field("number", FieldKind::Integer { min: 1, max: i64::MAX }).server().sortable(),
     field("first_reply_at", FieldKind::Timestamp).server().sortable(),
-    field("last_message_at", FieldKind::Timestamp).server().sortable(),
+    // When it was opened, until its first message; never empty, so lists sorted by
+    // it walk an index.
+    field("last_message_at", FieldKind::Timestamp).required().server().sortable(),
     // Since when the customer has waited for an answer; none when they are not waiting.
     field("waiting_since", FieldKind::Timestamp).server().sortable(),
 ];

@@ -9,11 +9,11 @@ use serde_json::Value;
 use super::error::{ApiError, Code};
 use super::extract::{mutation_id, path_id, query_pairs, JsonBody, Principal};
 use super::idempotency::idempotent;
-use super::records::{create, delete, get, list, list_of, update};
+use super::records::{create, delete, get, list, list_of, page_json, update};
 use crate::app::inbox::{self, Posted};
 use crate::app::records::{self as commands, Within};
 use crate::app::{Actor, AppState};
-use crate::domain::{Access, ObjectType};
+use crate::domain::{Access, ListQuery, ObjectType};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
@@ -44,13 +44,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/conversations/{id}")
-            .route(web::get().to(|s: State, p: Principal, id: web::Path<String>| get(CONVERSATION, s, p, id)))
+            .route(web::get().to(get_conversation))
             .route(
                 web::patch()
                     .to(|s: State, p: Principal, id: web::Path<String>, r: HttpRequest, b: JsonBody| update(CONVERSATION, s, p, id, r, b)),
             )
             .route(web::delete().to(|s: State, p: Principal, id: web::Path<String>, r: HttpRequest| delete(CONVERSATION, s, p, id, r))),
     )
+    .service(web::resource("/conversations/{id}/read").route(web::post().to(mark_read)))
     .service(
         web::resource("/conversations/{id}/messages")
             .route(web::get().to(list_messages))
@@ -100,7 +101,31 @@ async fn list_conversations(state: State, p: Principal, req: HttpRequest) -> Rep
             }
         }
     }
-    list_of(CONVERSATION, &state, &p, &params).await
+    p.require(CONVERSATION.resource(), Access::Read)?;
+    let q = ListQuery::parse(CONVERSATION, &params)?;
+    let page = p.scoped(&state.store).list(CONVERSATION, &q).await?;
+    let mut body = page_json(CONVERSATION, &page);
+    if let Some(data) = body["data"].as_array_mut() {
+        inbox::with_unread(&state, &p, data).await?;
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A conversation, with the caller's unread count.
+async fn get_conversation(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    p.require(CONVERSATION.resource(), Access::Read)?;
+    let rec = p.scoped(&state.store).get(CONVERSATION, &path_id(&id)?).await?;
+    let mut one = [rec.to_json(CONVERSATION)];
+    inbox::with_unread(&state, &p, &mut one).await?;
+    let [body] = one;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, format!("\"{}\"", rec.version)))
+        .json(body))
+}
+
+/// The calling member has read the conversation up to now.
+async fn mark_read(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    Ok(HttpResponse::Ok().json(inbox::mark_read(&state, &p, &path_id(&id)?).await?))
 }
 
 /// A conversation's messages, newest first unless `sort=created_at`; `cursor` pages on

@@ -451,6 +451,21 @@ fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Va
             vec![path_param("id")],
         ),
     );
+    add(
+        "/conversations/{id}/read",
+        "post",
+        op(
+            "Mark the conversation read by the calling member, up to now",
+            "conversations",
+            None,
+            (
+                "200",
+                json!({"type": "object", "required": ["conversation_id", "user_id", "last_read_at"], "properties": {"conversation_id": {"type": "string"}, "user_id": {"type": "string"}, "last_read_at": {"type": "string", "format": "date-time"}}}),
+            ),
+            &with(AUTHED, &[Code::NotFound, Code::Overloaded]),
+            vec![path_param("id")],
+        ),
+    );
     let mut params = list_parameters(ObjectType::Conversation, true, None);
     params.push(json!({"name": "assignee", "in": "query", "schema": {"enum": ["me", "none"]}, "description": "me: assigned to the caller; none: to nobody"}));
     add(
@@ -559,6 +574,7 @@ pub fn build() -> Value {
     for ty in ObjectType::ALL {
         object_schemas(ty, &mut schemas);
     }
+    schemas["Conversation"]["properties"]["unread_count"] = json!({"type": "integer", "minimum": 0, "readOnly": true, "description": "customer messages the calling member has not read (not given to API keys)"});
     let session = json!({"type": "object", "properties": {"token_type": {"const": "Bearer"}, "access_token": {"type": "string"}, "expires_in": {"type": "integer"}, "refresh_token": {"type": "string"}, "workspace_id": {"type": "string"}, "user_id": {"type": "string"}}});
     schemas.insert("Session".into(), session);
 

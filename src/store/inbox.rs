@@ -42,6 +42,7 @@ impl Scoped<'_> {
             None => {
                 let number = self.next_number(conn, "conversation").await?;
                 changes.set(CONVERSATION, "number", FieldValue::Int(number));
+                changes.set(CONVERSATION, "last_message_at", FieldValue::Int(now_ms()));
             }
             Some(b) => {
                 let unsnoozed = changes.get("status").is_some_and(|s| s.as_text() != Some("snoozed"));
@@ -300,6 +301,66 @@ impl Scoped<'_> {
             .arg(now_ms());
         sql.query().execute(self.store.pool()).await?;
         Ok(())
+    }
+}
+
+impl Scoped<'_> {
+    /// Records that `user_id` has read the conversation up to `at` (never moving back),
+    /// and tells the member's other sessions on their personal topic.
+    pub(crate) async fn mark_read_in(&self, w: &mut WriteTx, conversation_id: &str, user_id: &str, at: i64, actor: &str) -> Result<Value> {
+        if !self.exists(&mut w.tx, CONVERSATION, conversation_id).await? {
+            return Err(StoreError::NotFound);
+        }
+        let mut sql = insert(
+            "conversation_reads",
+            "workspace_id, conversation_id, user_id, last_read_at",
+            args![self.ws, conversation_id, user_id, at],
+        );
+        sql.push(" ON CONFLICT (conversation_id, user_id) DO UPDATE SET last_read_at = ")
+            .arg(at)
+            .push(" WHERE conversation_reads.last_read_at < ")
+            .arg(at);
+        sql.query().execute(&mut *w.tx).await?;
+        let mut read = Sql::new("SELECT last_read_at FROM conversation_reads WHERE conversation_id = ");
+        read.arg(conversation_id).push(" AND user_id = ").arg(user_id);
+        let last: i64 = read.query().fetch_one(&mut *w.tx).await?.try_get(0)?;
+        let answer = json!({
+            "conversation_id": conversation_id,
+            "user_id": user_id,
+            "last_read_at": crate::domain::fields::format_timestamp(last),
+        });
+        let topic = Topic::User {
+            workspace_id: self.ws.to_string(),
+            user_id: user_id.to_string(),
+        };
+        w.append_event(self.ws, &topic.key(), "conversation.read", answer.clone(), actor, now_ms())
+            .await?;
+        Ok(answer)
+    }
+
+    /// How many customer messages each of `conversations` holds that `user_id` has not
+    /// read; conversations with none are left out.
+    pub async fn unread_counts(&self, user_id: &str, conversations: &[&str]) -> Result<std::collections::HashMap<String, i64>> {
+        let mut out = std::collections::HashMap::new();
+        if conversations.is_empty() {
+            return Ok(out);
+        }
+        let mut sql = Sql::new("SELECT m.conversation_id, COUNT(*) FROM messages m LEFT JOIN conversation_reads r ON r.conversation_id = m.conversation_id AND r.user_id = ");
+        sql.arg(user_id)
+            .push(" WHERE m.workspace_id = ")
+            .arg(self.ws)
+            .push(" AND m.direction = 'incoming' AND m.created_at > COALESCE(r.last_read_at, 0) AND m.conversation_id IN (");
+        for (i, c) in conversations.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.arg(*c);
+        }
+        sql.push(") GROUP BY m.conversation_id");
+        for row in sql.query().fetch_all(self.store.pool()).await? {
+            out.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        Ok(out)
     }
 }
 

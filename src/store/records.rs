@@ -157,7 +157,8 @@ impl Scoped<'_> {
         let id = self.bytewise("id");
         let dir = if q.sort.descending { "DESC" } else { "ASC" };
         let op = if q.sort.descending { "<" } else { ">" };
-        if matches!(col, "created_at" | "updated_at") {
+        let never_null = matches!(col, "created_at" | "updated_at") || (q.sort.field.required && q.sort.field.kind == FieldKind::Timestamp);
+        if never_null {
             // Never null: ordered by the column itself, so both engines walk the
             // workspace's index on it and stop after one page, instead of sorting every
             // row of the workspace (the default order of every list).

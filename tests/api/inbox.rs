@@ -175,6 +175,22 @@ on_both_backends! {
         assert_eq!(after.body["first_reply_at"], reply.body["created_at"]);
         assert_eq!(after.body["last_message_at"], reply.body["created_at"]);
 
+        // Unread counts are each member's: customer messages after their read position.
+        inbound(&app, &token, json!({"contact_identifier": "c1", "text": "Thanks, and also…"})).await.expect(201);
+        let unread = |body: &Value| body["unread_count"].as_i64().unwrap();
+        assert_eq!(unread(&app.get(&format!("/conversations/{id}"), &ann.token).await.expect(200).body), 2);
+        let mut ann_ws = app.ws(&ann.token).await;
+        ann_ws.subscribe(&format!("user:{}:{}", owner.workspace_id, ann.user_id), None).await;
+        let read = app.post(&format!("/conversations/{id}/read"), &ann.token, json!({})).await.expect(200);
+        assert_eq!(read.body["conversation_id"], id.as_str());
+        let seen = ann_ws.until("event").await;
+        assert_eq!(seen.last().unwrap()["kind"], "conversation.read", "the member's other sessions hear of it");
+        assert_eq!(unread(&app.get(&format!("/conversations/{id}"), &ann.token).await.expect(200).body), 0);
+        let listed = app.get("/conversations", &bob.token).await.expect(200);
+        assert_eq!(unread(&listed.body["data"][0]), 2, "bob has read nothing");
+        inbound(&app, &token, json!({"contact_identifier": "c1", "text": "Hello again"})).await.expect(201);
+        assert_eq!(unread(&app.get(&format!("/conversations/{id}"), &ann.token).await.expect(200).body), 1);
+
         // Mentions belong to notes only.
         let r = app.post(&format!("/conversations/{id}/messages"), &ann.token, json!({"text": "hi", "mentions": [bob.user_id]})).await.expect(422);
         assert!(r.body["error"]["details"]["fields"]["mentions"].is_string(), "{}", r.text);
