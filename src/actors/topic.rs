@@ -812,12 +812,72 @@ pub struct Presence {
     pub state: Option<Map<String, Value>>,
 }
 
+/// The conversation a presence state replies to, if it says `replying`.
+fn replying_to(state: &Value) -> Option<&str> {
+    (state["activity"] == "replying")
+        .then(|| state["conversation_id"].as_str())
+        .flatten()
+}
+
+impl TopicActor {
+    /// Collision guard: a member starts replying to a conversation others are replying
+    /// to already. Everyone replying to it who is connected here is told who is.
+    /// `local`: the connection that started here, if it did; `remote`: members who
+    /// started on another node.
+    fn warn_of_collision(&mut self, conversation: &str, local: Option<u64>, remote: &[String]) {
+        let mut here: Vec<(u64, &str)> = self
+            .presence
+            .iter()
+            .filter(|(_, p)| replying_to(&p.state) == Some(conversation))
+            .map(|(c, p)| (*c, p.user_id.as_str()))
+            .collect();
+        here.sort_unstable();
+        let mut users: Vec<String> = here.iter().map(|(_, u)| u.to_string()).collect();
+        for (list, _) in self.remote_presence.values() {
+            for m in list.iter().filter(|m| replying_to(&m["state"]) == Some(conversation)) {
+                users.extend(m["user_id"].as_str().map(str::to_string));
+            }
+        }
+        users.sort_unstable();
+        users.dedup();
+        if users.len() < 2 {
+            return;
+        }
+        // Connections here to tell: all replying here when one started here; when one
+        // started elsewhere, those here (their node tells its own).
+        let tell: Vec<u64> = match (local, remote.is_empty()) {
+            (Some(_), _) | (None, false) => here.iter().map(|(c, _)| *c).collect(),
+            (None, true) => Vec::new(),
+        };
+        let text: Arc<str> = json!({"type": "collision", "topic": &*self.key, "conversation_id": conversation, "replying": users})
+            .to_string()
+            .into();
+        for conn in tell {
+            if let Some(s) = self.subscribers.get(&conn) {
+                let frame = Outbound::Frame {
+                    topic: self.key.clone(),
+                    text: text.clone(),
+                };
+                if s.tx.try_send(frame).is_err() {
+                    s.overflow.raise();
+                }
+            }
+        }
+    }
+}
+
 impl Handler<Presence> for TopicActor {
     type Result = bool;
     fn handle(&mut self, msg: Presence, _: &mut Context<Self>) -> bool {
         let Some(user_id) = self.subscribers.get(&msg.conn).map(|s| s.user_id.clone()) else {
             return false;
         };
+        let was_replying = self.presence.get(&msg.conn).and_then(|p| replying_to(&p.state).map(str::to_string));
+        let now_replying = msg.state.as_ref().and_then(|s| {
+            (s.get("activity") == Some(&json!("replying")))
+                .then(|| s.get("conversation_id").and_then(Value::as_str).map(str::to_string))
+                .flatten()
+        });
         let changed = match msg.state {
             None => self.presence.remove(&msg.conn).is_some(),
             Some(state) => {
@@ -836,6 +896,9 @@ impl Handler<Presence> for TopicActor {
         };
         if changed {
             self.presence_changed();
+        }
+        if let Some(conversation) = now_replying.filter(|c| self.inbox.is_some() && was_replying.as_ref() != Some(c)) {
+            self.warn_of_collision(&conversation, Some(msg.conn), &[]);
         }
         true
     }
@@ -859,9 +922,27 @@ impl Handler<RemotePresence> for TopicActor {
                 .insert(msg.node, (msg.members.clone(), Instant::now() + PRESENCE_TTL))
                 .map(|(m, _)| m)
         };
-        if previous.unwrap_or_default() != msg.members {
+        let previous = previous.unwrap_or_default();
+        if previous != msg.members {
             let f = self.presence_frame();
             self.broadcast(f);
+        }
+        if self.inbox.is_some() {
+            // Members the other node says started replying since it last said.
+            let before: Vec<(Option<&str>, Option<&str>)> =
+                previous.iter().map(|m| (m["user_id"].as_str(), replying_to(&m["state"]))).collect();
+            let mut started: Vec<(String, String)> = Vec::new();
+            for m in &msg.members {
+                let (user, conv) = (m["user_id"].as_str(), replying_to(&m["state"]));
+                if let (Some(u), Some(c)) = (user, conv) {
+                    if !before.contains(&(Some(u), Some(c))) {
+                        started.push((c.to_string(), u.to_string()));
+                    }
+                }
+            }
+            for (conversation, user) in started {
+                self.warn_of_collision(&conversation, None, &[user]);
+            }
         }
     }
 }

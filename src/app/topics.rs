@@ -96,3 +96,34 @@ pub fn permit(p: &Principal, topic: &Topic) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// What an agent may say they are doing in a conversation of an inbox.
+pub const INBOX_ACTIVITIES: [&str; 3] = ["viewing", "typing", "replying"];
+
+/// Checks a presence state for the topic: on an inbox it names a conversation and
+/// what the member does in it (`{"conversation_id", "activity"}`); on other topics it
+/// is the client's own.
+pub fn check_presence(topic: &Topic, state: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<(), ApiError> {
+    let (Topic::Inbox { .. }, Some(state)) = (topic, state) else {
+        return Ok(());
+    };
+    let bad = |why: &str| {
+        ApiError::msg(
+            Code::InvalidBody,
+            format!("{why}: presence on an inbox is {{\"conversation_id\": <id>, \"activity\": \"viewing\" | \"typing\" | \"replying\"}}"),
+        )
+    };
+    if let Some(k) = state.keys().find(|k| !matches!(k.as_str(), "conversation_id" | "activity")) {
+        return Err(bad(&format!("unknown field '{k}'")));
+    }
+    let conversation = state
+        .get("conversation_id")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad("conversation_id is missing"))?;
+    crate::domain::fields::parse_id(conversation).map_err(|_| bad("conversation_id is not an id"))?;
+    let activity = state.get("activity").and_then(|v| v.as_str()).unwrap_or_default();
+    if !INBOX_ACTIVITIES.contains(&activity) {
+        return Err(bad("activity is missing or unknown"));
+    }
+    Ok(())
+}

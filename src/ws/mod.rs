@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::actors::{Outbound, Overflow, Presence, Subscribe, SubscribeReply, TopicActor, Unsubscribe};
 use crate::app::principal::{principal_for_token, role_in};
-use crate::app::topics::{authorize_known, not_a_topic, permit, KnownTopics, MAX_SUBSCRIPTIONS};
+use crate::app::topics::{authorize_known, check_presence, not_a_topic, permit, KnownTopics, MAX_SUBSCRIPTIONS};
 use crate::app::{Actor, ApiError, AppState, Code, Principal};
 use crate::domain::{AccessChange, Topic};
 use protocol::{error_frame, nack_frame, ClientMessage};
@@ -264,6 +264,11 @@ impl Connection {
                 self.send(json!({"type": "unsubscribed", "topic": key}).to_string()).await
             }
             ClientMessage::Presence { topic, state } => {
+                if let Some(parsed) = Topic::parse(&topic) {
+                    if let Err(e) = check_presence(&parsed, state.as_ref()) {
+                        return self.send(error_frame(&e)).await;
+                    }
+                }
                 let topic = Topic::parse(&topic).map(|t| t.key()).unwrap_or(topic);
                 let too_big = state
                     .as_ref()

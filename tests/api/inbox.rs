@@ -305,6 +305,47 @@ on_both_backends! {
         assert_eq!(nack.last().unwrap()["code"], "invalid_body");
     }
 
+    async fn two_agents_replying_to_one_conversation_are_both_told_and_everyone_sees_who_types(app) {
+        let owner = app.signup("Support").await;
+        let ann = app.member(&owner, "agent").await;
+        let bob = app.member(&owner, "agent").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Chat").await;
+        let conv = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(201).body["conversation"]["id"].as_str().unwrap().to_string();
+        let other = inbound(&app, &token, json!({"contact_identifier": "d", "text": "Hi"})).await.expect(201).body["conversation"]["id"].as_str().unwrap().to_string();
+        let topic = format!("inbox:{inbox}");
+        let mut wa = app.ws(&ann.token).await;
+        let mut wb = app.ws(&bob.token).await;
+        wa.subscribe(&topic, None).await;
+        wb.subscribe(&topic, None).await;
+
+        wa.send(json!({"type": "presence", "topic": topic, "state": {"conversation_id": conv, "activity": "typing"}})).await;
+        let seen = wb.until("presence").await;
+        let members = &seen.last().unwrap()["members"];
+        assert_eq!(members[0]["user_id"], ann.user_id.as_str());
+        assert_eq!(members[0]["state"]["activity"], "typing");
+
+        // Replying to different conversations is no collision; to the same one is.
+        wa.send(json!({"type": "presence", "topic": topic, "state": {"conversation_id": conv, "activity": "replying"}})).await;
+        wb.send(json!({"type": "presence", "topic": topic, "state": {"conversation_id": other, "activity": "replying"}})).await;
+        wb.send(json!({"type": "presence", "topic": topic, "state": {"conversation_id": conv, "activity": "replying"}})).await;
+        for ws in [&mut wa, &mut wb] {
+            let frames = ws.until("collision").await;
+            let c = frames.last().unwrap();
+            assert_eq!(c["conversation_id"], conv.as_str());
+            let mut who: Vec<&str> = c["replying"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+            who.sort_unstable();
+            let mut expected = vec![ann.user_id.as_str(), bob.user_id.as_str()];
+            expected.sort_unstable();
+            assert_eq!(who, expected);
+            assert!(frames.iter().all(|f| f["type"] != "collision" || f["conversation_id"] == conv.as_str()));
+        }
+
+        // A presence state on an inbox says which conversation and what is done there.
+        wa.send(json!({"type": "presence", "topic": topic, "state": {"conversation_id": conv, "activity": "dancing"}})).await;
+        let err = wa.until("error").await;
+        assert_eq!(err.last().unwrap()["code"], "invalid_body");
+    }
+
     async fn bad_posts_to_the_api_channel_are_refused_with_a_reason(app) {
         let owner = app.signup("Support").await;
         let (_, token) = api_inbox(&app, &owner, "Chat").await;
