@@ -141,7 +141,7 @@ impl Posted {
 /// Takes a customer's message posted with an inbox token: threaded into the
 /// customer's unresolved conversation in the inbox, or opening one. Answers the
 /// message and its conversation, and whether the message was already there.
-pub async fn post_inbound(state: &AppState, token: &str, posted: Posted) -> Result<Written, ApiError> {
+pub async fn post_inbound(state: &AppState, token: &str, cause: Option<String>, posted: Posted) -> Result<Written, ApiError> {
     let credentials = || {
         ApiError::msg(
             Code::InvalidCredentials,
@@ -157,5 +157,5 @@ pub async fn post_inbound(state: &AppState, token: &str, posted: Posted) -> Resu
         workspace_id,
         actor: format!("inbox:{inbox_id}"),
     };
-    writes::execute(state, author, None, Write::Inbound(inbound)).await
+    writes::execute(state, author, cause, Write::Inbound(inbound)).await
 }

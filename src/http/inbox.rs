@@ -176,7 +176,7 @@ async fn post_inbound(state: State, req: HttpRequest, body: JsonBody) -> Reply {
             )
         })?;
     let posted: Posted = body.parse()?;
-    let (answer, _) = inbox::post_inbound(&state, token, posted).await?;
+    let (answer, _) = inbox::post_inbound(&state, token, mutation_id(&req)?, posted).await?;
     let status = if answer["duplicate"] == true {
         StatusCode::OK
     } else {

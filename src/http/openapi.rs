@@ -553,7 +553,7 @@ fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Va
             Code::Overloaded,
             Code::Unavailable,
         ],
-        vec![],
+        vec![mutation_id()],
     );
     channel["responses"]["200"] =
         json!({"description": "already posted (same external_id): the first answer", "content": {"application/json": {"schema": answer}}});

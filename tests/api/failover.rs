@@ -349,6 +349,133 @@ async fn when_the_owner_is_killed_another_node_takes_the_board_over_and_loses_no
 }
 
 #[actix_web::test]
+async fn an_inbox_has_one_owner_takes_writes_through_the_others_and_its_owner_killed_loses_no_acknowledged_message() {
+    let mut c = Cluster::start().await;
+    let url = c.url(0);
+    let (_, s) = c
+        .post(
+            &url,
+            "/auth/signup",
+            "",
+            "signup",
+            json!({"workspace_name": "Help", "name": "H", "email": "h@failover.test", "password": "correct horse battery"}),
+        )
+        .await
+        .unwrap();
+    let token = s["access_token"].as_str().unwrap().to_string();
+    let (status, inbox) = c
+        .post(&url, "/inboxes", &token, "inbox", json!({"name": "Chat", "channel": "api"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{inbox}");
+    let (id, inbox_token) = (
+        inbox["id"].as_str().unwrap().to_string(),
+        inbox["token"].as_str().unwrap().to_string(),
+    );
+    let (status, _) = c
+        .post(
+            &url,
+            "/channels/api/messages",
+            &inbox_token,
+            "first",
+            json!({"contact_identifier": "c0", "text": "first"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let lease_key = format!("{}:lease:inbox:{id}", c.channel);
+    let lease = || {
+        let (redis, key) = (c.redis.clone(), lease_key.clone());
+        async move {
+            let client = redis::Client::open(redis.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut conn).await.unwrap()
+        }
+    };
+    assert!(lease().await.unwrap().contains(&url), "the first writer's node owns the inbox");
+
+    // An agent watches from node B throughout.
+    let topic = format!("inbox:{id}");
+    let mut on_b = Ws::connect(&c.url(1), &token).await;
+    let b_start = on_b.subscribe(&topic, None).await.last().unwrap()["seq"].as_i64().unwrap();
+
+    // Customers write through B and C, whose owner is A; A is killed midway.
+    let acked: Rc<RefCell<Vec<String>>> = Rc::default();
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, node) = (c.client.clone(), c.url(1 + w % 2));
+            let (inbox_token, acked, stop) = (inbox_token.clone(), acked.clone(), stop.clone());
+            async move {
+                let mut i = 0;
+                while !stop.get() {
+                    i += 1;
+                    let m = format!("w{w}-{i}");
+                    let body = json!({"contact_identifier": format!("c{w}"), "text": m, "external_id": m});
+                    if let Some((201, _)) = post(&client, &node, "/channels/api/messages", &inbox_token, &m, body).await {
+                        acked.borrow_mut().push(m);
+                    }
+                }
+            }
+        })
+        .collect();
+    let writing = actix_web::rt::spawn(futures_util::future::join_all(writers));
+    let wait_for = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while acked.borrow().len() < n {
+                assert!(Instant::now() < deadline, "only {} messages acknowledged", acked.borrow().len());
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(60).await;
+    let before = acked.borrow().len();
+    c.nodes[0].take().unwrap().kill9();
+    wait_for(before + 60).await;
+    stop.set(true);
+    writing.await.unwrap();
+    let lease = lease().await.unwrap();
+    assert!(
+        lease.contains(&c.url(1)) || lease.contains(&c.url(2)),
+        "a live node owns the inbox: {lease}"
+    );
+
+    // The inbox's log: one sequence, and every acknowledged message in it once.
+    let db = c.app.settings.database_url.as_ref().unwrap().expose().to_string();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db).await.unwrap();
+    let rows = sqlx::query("SELECT seq, cause, type FROM event_log WHERE topic = $1 ORDER BY seq")
+        .bind(&topic)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, (1..=rows.len() as i64).collect::<Vec<_>>(), "one sequence without gaps");
+    let mut created: HashMap<String, usize> = HashMap::new();
+    for r in rows.iter().filter(|r| r.get::<String, _>(2) == "message.created") {
+        if let Some(cause) = r.get::<Option<String>, _>(1) {
+            *created.entry(cause).or_default() += 1;
+        }
+    }
+    for m in acked.borrow().iter() {
+        assert_eq!(created.get(m), Some(&1), "acknowledged {m} is in the inbox once");
+    }
+    // B's agent saw every event once, in order.
+    let last = *seqs.last().unwrap();
+    let mut frames = Vec::new();
+    let mut at = b_start;
+    while at < last {
+        let f = on_b.recv().await;
+        at = f["seq"].as_i64().unwrap_or(at);
+        frames.push(f);
+    }
+    assert_eq!(follow(b_start, &frames), last);
+}
+
+#[actix_web::test]
 async fn a_paused_owner_that_lost_its_lease_cannot_write_and_the_board_keeps_one_sequence() {
     let c = Cluster::start().await;
     let (token, pipeline, _) = owned_board(&c, 0).await;
