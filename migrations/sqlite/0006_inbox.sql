@@ -103,3 +103,30 @@ CREATE TABLE conversation_reads (
     last_read_at BIGINT NOT NULL,
     PRIMARY KEY (conversation_id, user_id)
 );
+
+-- Replies agents insert by shortcode, with variables the server fills in.
+CREATE TABLE canned_responses (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    shortcode TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE UNIQUE INDEX canned_responses_shortcode ON canned_responses (workspace_id, shortcode);
+CREATE INDEX canned_responses_created ON canned_responses (workspace_id, created_at);
+CREATE INDEX canned_responses_updated ON canned_responses (workspace_id, updated_at);
+
+-- Named lists of actions applied to a conversation as one change.
+CREATE TABLE macros (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    actions TEXT NOT NULL
+);
+CREATE INDEX macros_created ON macros (workspace_id, created_at);
+CREATE INDEX macros_updated ON macros (workspace_id, updated_at);

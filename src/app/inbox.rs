@@ -68,6 +68,43 @@ pub async fn with_unread(state: &AppState, p: &Principal, conversations: &mut [V
     Ok(())
 }
 
+/// Applies a macro to a conversation: one change, one conversation event (and an
+/// event per note or reply it writes).
+pub async fn apply_macro(
+    state: &AppState,
+    p: &Principal,
+    cause: Option<String>,
+    macro_id: &str,
+    conversation_id: &str,
+    expected: Option<i64>,
+) -> Result<Value, ApiError> {
+    p.require(ObjectType::Conversation.resource(), Access::Write)?;
+    p.require(ObjectType::Macro.resource(), Access::Read)?;
+    let scoped = p.scoped(&state.store);
+    scoped.get(ObjectType::Macro, macro_id).await?;
+    scoped.get(ObjectType::Conversation, conversation_id).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => FieldErrors::single("conversation_id", "no such conversation").into(),
+        e => ApiError::from(e),
+    })?;
+    let write = Write::ApplyMacro {
+        macro_id: macro_id.to_string(),
+        conversation_id: conversation_id.to_string(),
+        expected,
+    };
+    Ok(writes::execute(state, Author::of(p), cause, write).await?.0)
+}
+
+/// A canned response filled in for a conversation, as the caller would send it.
+pub async fn render_canned(state: &AppState, p: &Principal, canned_id: &str, conversation_id: &str) -> Result<Value, ApiError> {
+    p.require(ObjectType::CannedResponse.resource(), Access::Read)?;
+    p.require(ObjectType::Conversation.resource(), Access::Read)?;
+    let text = p
+        .scoped(&state.store)
+        .render_canned(canned_id, conversation_id, &p.actor_id())
+        .await?;
+    Ok(json!({"text": text}))
+}
+
 /// A message an integrator posts for a customer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

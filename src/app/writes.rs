@@ -54,6 +54,12 @@ pub enum Write {
     },
     /// A message posted to an API-channel inbox.
     Inbound(Inbound),
+    /// A macro applied to a conversation, based on its version `expected` when given.
+    ApplyMacro {
+        macro_id: String,
+        conversation_id: String,
+        expected: Option<i64>,
+    },
     /// A member has read a conversation up to a time.
     Read {
         conversation_id: String,
@@ -70,7 +76,7 @@ impl Write {
             Write::Move { .. } => ObjectType::Deal,
             Write::Convert { .. } => ObjectType::Lead,
             Write::Inbound(_) => ObjectType::Message,
-            Write::Read { .. } => ObjectType::Conversation,
+            Write::Read { .. } | Write::ApplyMacro { .. } => ObjectType::Conversation,
         }
     }
 
@@ -95,6 +101,11 @@ impl Write {
                 user_id,
                 at,
             } => json!({"op": "read", "id": conversation_id, "user_id": user_id, "at": at}),
+            Write::ApplyMacro {
+                macro_id,
+                conversation_id,
+                expected,
+            } => json!({"op": "apply_macro", "macro_id": macro_id, "id": conversation_id, "expected": expected}),
         }
     }
 
@@ -154,6 +165,11 @@ impl Write {
                 text: text("text")?,
                 external_id: text("external_id"),
             }),
+            "apply_macro" => Write::ApplyMacro {
+                macro_id: text("macro_id")?,
+                conversation_id: id()?,
+                expected,
+            },
             "read" => Write::Read {
                 conversation_id: id()?,
                 user_id: text("user_id")?,
@@ -213,6 +229,11 @@ impl Write {
                         user_id,
                         at,
                     } => s.mark_read_in(w, &conversation_id, &user_id, at, actor).await?,
+                    Write::ApplyMacro {
+                        macro_id,
+                        conversation_id,
+                        expected,
+                    } => s.apply_macro_in(w, &macro_id, &conversation_id, expected, actor).await?,
                 })
             })
         })
@@ -287,6 +308,13 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
         Write::Inbound(m) => inbox(Some(m.inbox_id.clone())),
         // A member's own reading, on their personal topic: no inbox's to order.
         Write::Read { .. } => None,
+        Write::ApplyMacro { conversation_id, .. } => inbox(
+            scoped
+                .get(ObjectType::Conversation, conversation_id)
+                .await?
+                .text("inbox_id")
+                .map(str::to_string),
+        ),
     };
     let Some(topic) = topic else {
         return Ok(None);

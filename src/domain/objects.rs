@@ -26,6 +26,8 @@ pub enum ObjectType {
     Inbox,
     Conversation,
     Message,
+    CannedResponse,
+    Macro,
 }
 
 /// Who may write a field.
@@ -312,8 +314,27 @@ static MESSAGE: &[FieldSpec] = &[
     field("mentions", FieldKind::Members).on_create(),
 ];
 
+static CANNED_RESPONSE: &[FieldSpec] = &[
+    field("shortcode", FieldKind::Text { max: 40 })
+        .required()
+        .sortable()
+        .title()
+        .hint("what an agent types after '/': a-z, 0-9, - and _"),
+    field("text", FieldKind::LongText)
+        .required()
+        .body()
+        .hint("variables: {{contact.name}}, {{contact.email}}, {{agent.name}}, {{conversation.number}}, {{conversation.subject}}, {{inbox.name}}, {{workspace.name}}"),
+];
+
+static MACRO: &[FieldSpec] = &[
+    field("name", NAME).required().sortable(),
+    // A list of {"type", "value"}: set_status, set_priority, assign, set_team,
+    // add_labels, remove_labels, add_note, send_canned_response.
+    field("actions", FieldKind::Json).required(),
+];
+
 impl ObjectType {
-    pub const ALL: [ObjectType; 14] = [
+    pub const ALL: [ObjectType; 16] = [
         ObjectType::Contact,
         ObjectType::Company,
         ObjectType::Lead,
@@ -328,6 +349,8 @@ impl ObjectType {
         ObjectType::Inbox,
         ObjectType::Conversation,
         ObjectType::Message,
+        ObjectType::CannedResponse,
+        ObjectType::Macro,
     ];
 
     pub fn fields(self) -> &'static [FieldSpec] {
@@ -346,6 +369,8 @@ impl ObjectType {
             ObjectType::Inbox => INBOX,
             ObjectType::Conversation => CONVERSATION,
             ObjectType::Message => MESSAGE,
+            ObjectType::CannedResponse => CANNED_RESPONSE,
+            ObjectType::Macro => MACRO,
         }
     }
 
@@ -370,6 +395,8 @@ impl ObjectType {
             ObjectType::Inbox => "inbox",
             ObjectType::Conversation => "conversation",
             ObjectType::Message => "message",
+            ObjectType::CannedResponse => "canned_response",
+            ObjectType::Macro => "macro",
         }
     }
 
@@ -393,6 +420,8 @@ impl ObjectType {
             ObjectType::Inbox => "inboxes",
             ObjectType::Conversation => "conversations",
             ObjectType::Message => "messages",
+            ObjectType::CannedResponse => "canned_responses",
+            ObjectType::Macro => "macros",
         }
     }
 
@@ -408,7 +437,7 @@ impl ObjectType {
             ObjectType::Team => Resource::Teams,
             ObjectType::CustomField => Resource::CustomFields,
             ObjectType::AuditEntry => Resource::AuditLog,
-            ObjectType::Inbox => Resource::Inboxes,
+            ObjectType::Inbox | ObjectType::CannedResponse | ObjectType::Macro => Resource::Inboxes,
             ObjectType::Conversation | ObjectType::Message => Resource::Conversations,
         }
     }
@@ -540,6 +569,26 @@ impl ObjectType {
             }
             ObjectType::Activity if ["contact_id", "company_id", "deal_id"].iter().all(|f| get(f).is_null()) => {
                 errors.add("contact_id", "an activity must be linked to a contact, a company or a deal");
+            }
+            ObjectType::CannedResponse => {
+                if let Err(e) = super::inbox::check_shortcode(get("shortcode").as_text().unwrap_or("")) {
+                    errors.add("shortcode", e);
+                }
+                if let Err(e) = super::inbox::variables(get("text").as_text().unwrap_or("")) {
+                    errors.add("text", e);
+                }
+            }
+            ObjectType::Macro => {
+                let actions = get("actions");
+                let parsed = actions.as_text().map(serde_json::from_str::<Value>);
+                match parsed {
+                    Some(Ok(v)) => {
+                        if let Err(e) = super::inbox::parse_actions(&v) {
+                            errors.add("actions", e);
+                        }
+                    }
+                    _ => errors.add("actions", "expected a list of actions"),
+                }
             }
             ObjectType::Conversation => {
                 let snoozed = get("status").as_text() == Some("snoozed");

@@ -4,6 +4,7 @@
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, Code};
@@ -13,7 +14,8 @@ use super::records::{create, delete, get, list, list_of, page_json, update};
 use crate::app::inbox::{self, Posted};
 use crate::app::records::{self as commands, Within};
 use crate::app::{Actor, AppState};
-use crate::domain::{Access, ListQuery, ObjectType};
+use crate::domain::fields::parse_id;
+use crate::domain::{Access, FieldErrors, ListQuery, ObjectType};
 
 type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
@@ -57,7 +59,44 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_messages))
             .route(web::post().to(post_message)),
     )
-    .service(web::resource("/channels/api/messages").route(web::post().to(post_inbound)));
+    .service(web::resource("/channels/api/messages").route(web::post().to(post_inbound)))
+    .service(web::resource("/canned-responses/{id}/render").route(web::post().to(render_canned)))
+    .service(web::resource("/macros/{id}/apply").route(web::post().to(apply_macro)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForConversation {
+    conversation_id: String,
+}
+
+/// A canned response filled in for a conversation, to put in the reply box.
+async fn render_canned(state: State, p: Principal, id: web::Path<String>, body: JsonBody) -> Reply {
+    let id = path_id(&id)?;
+    let b: ForConversation = body.parse()?;
+    let conversation = parse_id(&b.conversation_id).map_err(|e| FieldErrors::single("conversation_id", e))?;
+    Ok(HttpResponse::Ok().json(inbox::render_canned(&state, &p, &id, &conversation).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyMacro {
+    conversation_id: String,
+    /// The conversation's version the macro is meant for.
+    #[serde(default, deserialize_with = "crate::http::records::whole")]
+    version: Option<i64>,
+}
+
+/// Applies a macro to a conversation as one change.
+async fn apply_macro(state: State, p: Principal, id: web::Path<String>, req: HttpRequest, body: JsonBody) -> Reply {
+    let id = path_id(&id)?;
+    idempotent(&state, &p, &req, &body.0, || async {
+        let b: ApplyMacro = body.parse()?;
+        let conversation = parse_id(&b.conversation_id).map_err(|e| FieldErrors::single("conversation_id", e))?;
+        let applied = inbox::apply_macro(&state, &p, mutation_id(&req)?, &id, &conversation, b.version).await?;
+        Ok((StatusCode::OK, applied))
+    })
+    .await
 }
 
 async fn create_inbox(state: State, p: Principal, req: HttpRequest, body: JsonBody) -> Reply {

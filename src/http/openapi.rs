@@ -205,6 +205,13 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
                 json!({"required": ["snoozed_until"], "properties": {"snoozed_until": field_schema(FieldKind::Timestamp, true)}});
             create["else"] = json!({"properties": {"snoozed_until": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": format!("^[{WS}]*$")}]}}});
         }
+        ObjectType::Macro => {
+            create["properties"]["actions"] = macro_actions();
+            update.insert("actions".into(), macro_actions());
+        }
+        ObjectType::CannedResponse => {
+            create["properties"]["shortcode"] = json!({"type": "string", "pattern": "^[\\s]*[a-z0-9_-]{1,40}[\\s]*$"});
+        }
         ObjectType::Message => {
             // Only a note mentions members.
             create["if"] = json!({"properties": {"mentions": {"type": "array", "minItems": 1}}, "required": ["mentions"]});
@@ -418,6 +425,28 @@ fn with(base: &[Code], more: &[Code]) -> Vec<Code> {
     base.iter().chain(more).copied().collect()
 }
 
+/// A macro's steps, as `domain::inbox::parse_actions` takes them.
+fn macro_actions() -> Value {
+    let id_or_null = json!({"type": ["string", "null"], "format": "uuid"});
+    let labels = json!({"type": "array", "minItems": 1, "items": label()});
+    let step = |ty: &str, value: Value| json!({"type": "object", "additionalProperties": false, "required": ["type", "value"], "properties": {"type": {"const": ty}, "value": value}});
+    let statuses: Vec<&str> = crate::domain::objects::CONVERSATION_STATUSES
+        .iter()
+        .copied()
+        .filter(|s| *s != "snoozed")
+        .collect();
+    json!({"type": "array", "minItems": 1, "maxItems": crate::domain::inbox::MAX_ACTIONS, "items": {"oneOf": [
+        step("set_status", json!({"enum": statuses})),
+        step("set_priority", json!({"enum": crate::domain::objects::PRIORITIES})),
+        step("assign", id_or_null.clone()),
+        step("set_team", id_or_null),
+        step("add_labels", labels.clone()),
+        step("remove_labels", labels),
+        step("add_note", json!({"type": "string", "minLength": 1, "maxLength": 10000, "pattern": "\\S"})),
+        step("send_canned_response", json!({"type": "string", "format": "uuid"}))
+    ]}, "description": "steps applied in order as one change"})
+}
+
 /// The support inbox beyond its records' generic routes: an API inbox's token, the
 /// conversation filters `assignee=me|none`, messages, and the API channel.
 fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Value)) {
@@ -464,6 +493,45 @@ fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Va
             ),
             &with(AUTHED, &[Code::NotFound, Code::Overloaded]),
             vec![path_param("id")],
+        ),
+    );
+    let for_conversation = |extra: Value| {
+        let mut props = json!({"conversation_id": {"type": "string", "format": "uuid"}});
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        json!({"type": "object", "additionalProperties": false, "required": ["conversation_id"], "properties": props})
+    };
+    add(
+        "/canned-responses/{id}/render",
+        "post",
+        op(
+            "A canned response filled in for a conversation",
+            "canned_responses",
+            Some(for_conversation(json!({}))),
+            (
+                "200",
+                json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}),
+            ),
+            &with(WRITE, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
+    add(
+        "/macros/{id}/apply",
+        "post",
+        op(
+            "Apply a macro to a conversation as one change",
+            "macros",
+            Some(for_conversation(
+                json!({"version": {"type": ["integer", "null"], "minimum": INT64.0, "maximum": INT64.1}}),
+            )),
+            (
+                "200",
+                json!({"type": "object", "required": ["conversation", "messages"], "properties": {"conversation": r("Conversation"), "messages": {"type": "array", "items": r("Message")}}}),
+            ),
+            &[WRITE, IDEMPOTENT, &[Code::NotFound, Code::VersionConflict, Code::Overloaded]].concat(),
+            vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
     let mut params = list_parameters(ObjectType::Conversation, true, None);

@@ -22,7 +22,7 @@ type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
 
 /// Object types served by the generic handlers, with their paths.
-pub const GENERIC: [(&str, ObjectType); 8] = [
+pub const GENERIC: [(&str, ObjectType); 10] = [
     ("/contacts", ObjectType::Contact),
     ("/companies", ObjectType::Company),
     ("/leads", ObjectType::Lead),
@@ -31,6 +31,8 @@ pub const GENERIC: [(&str, ObjectType); 8] = [
     ("/tags", ObjectType::Tag),
     ("/teams", ObjectType::Team),
     ("/custom-fields", ObjectType::CustomField),
+    ("/canned-responses", ObjectType::CannedResponse),
+    ("/macros", ObjectType::Macro),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -338,7 +340,7 @@ struct MoveRequest {
 }
 
 /// An optional integer, also written with a zero fraction (`3.0`).
-fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(v) => crate::domain::fields::whole_number(&v)

@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::records::invalid;
 use super::{args, insert, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
+use crate::domain::inbox::{parse_actions, render, MacroAction};
 use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record, Topic};
 
 const CONVERSATION: ObjectType = ObjectType::Conversation;
@@ -27,6 +28,27 @@ pub struct Inbound {
     pub text: String,
     /// The channel's id of the message: posting it again changes nothing.
     pub external_id: Option<String>,
+}
+
+/// What a customer's or an agent's message changes in its conversation: the time of
+/// its last message, since when the customer waits (an answer ends the wait; the first
+/// answer is the first reply) and, for a customer writing to a pending or snoozed
+/// conversation, its status.
+fn posted_changes(conv: &Record, msg: &Record, changes: &mut Changes) {
+    changes.set(CONVERSATION, "last_message_at", FieldValue::Int(msg.created_at));
+    if msg.text("direction") == Some("incoming") {
+        if conv.get("waiting_since").is_null() {
+            changes.set(CONVERSATION, "waiting_since", FieldValue::Int(msg.created_at));
+        }
+        if matches!(conv.text("status"), Some("pending" | "snoozed")) {
+            changes.set(CONVERSATION, "status", FieldValue::Text("open".into()));
+        }
+    } else {
+        changes.set(CONVERSATION, "waiting_since", FieldValue::Null);
+        if conv.get("first_reply_at").is_null() {
+            changes.set(CONVERSATION, "first_reply_at", FieldValue::Int(msg.created_at));
+        }
+    }
 }
 
 impl Scoped<'_> {
@@ -92,12 +114,26 @@ impl Scoped<'_> {
         Ok(())
     }
 
-    /// What a new message changes in its conversation: the time of its last message,
-    /// since when the customer waits (an answer ends the wait; the first answer is the
-    /// first reply) and, for a customer writing to a pending or snoozed conversation,
-    /// its status. Members mentioned in a note are told on their personal topic.
+    /// What a new message changes in its conversation (see [`posted_changes`]); members
+    /// mentioned in a note are told on their personal topic.
     pub(super) async fn message_posted(&self, w: &mut WriteTx, msg: &Record, actor: &str, now: i64) -> Result<()> {
-        let conversation = msg.text("conversation_id").unwrap_or_default().to_string();
+        self.tell_mentioned(w, msg, actor, now).await?;
+        if msg.text("kind") != Some("message") {
+            return Ok(());
+        }
+        let conversation = msg.text("conversation_id").unwrap_or_default();
+        let conv = self
+            .fetch(&mut w.tx, CONVERSATION, conversation)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut changes = Changes::default();
+        posted_changes(&conv, msg, &mut changes);
+        self.update_from(w, CONVERSATION, conv, None, changes, actor, false).await?;
+        Ok(())
+    }
+
+    async fn tell_mentioned(&self, w: &mut WriteTx, msg: &Record, actor: &str, now: i64) -> Result<()> {
+        let conversation = msg.text("conversation_id").unwrap_or_default();
         for user in msg.get("mentions").as_list() {
             let topic = Topic::User {
                 workspace_id: self.ws.to_string(),
@@ -106,30 +142,131 @@ impl Scoped<'_> {
             let note = json!({"object_type": "message", "id": msg.id, "conversation_id": conversation, "record": msg.to_json(MESSAGE)});
             w.append_event(self.ws, &topic.key(), "mentioned", note, actor, now).await?;
         }
-        if msg.text("kind") != Some("message") {
-            return Ok(());
-        }
-        let conv = self
-            .fetch(&mut w.tx, CONVERSATION, &conversation)
+        Ok(())
+    }
+
+    /// Applies a macro to a conversation as one change: its notes and replies are
+    /// written, and every change to the conversation (the macro's own and what its
+    /// reply changes) is one update, one event. Based on the conversation's version
+    /// `expected` when given.
+    pub(crate) async fn apply_macro_in(
+        &self,
+        w: &mut WriteTx,
+        macro_id: &str,
+        conversation_id: &str,
+        expected: Option<i64>,
+        actor: &str,
+    ) -> Result<Value> {
+        let mac = self
+            .fetch(&mut w.tx, ObjectType::Macro, macro_id)
             .await?
             .ok_or(StoreError::NotFound)?;
+        let conv = self
+            .fetch(&mut w.tx, CONVERSATION, conversation_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if let Some(v) = expected.filter(|v| *v != conv.version) {
+            return Err(StoreError::Conflict {
+                expected: v,
+                current: Box::new(conv),
+            });
+        }
+        let stored = serde_json::from_str::<Value>(mac.text("actions").unwrap_or("[]")).unwrap_or(Value::Null);
+        let actions = parse_actions(&stored).map_err(|e| anyhow::anyhow!("a stored macro's actions: {e}"))?;
         let mut changes = Changes::default();
-        changes.set(CONVERSATION, "last_message_at", FieldValue::Int(msg.created_at));
-        if msg.text("direction") == Some("incoming") {
-            if conv.get("waiting_since").is_null() {
-                changes.set(CONVERSATION, "waiting_since", FieldValue::Int(msg.created_at));
-            }
-            if matches!(conv.text("status"), Some("pending" | "snoozed")) {
-                changes.set(CONVERSATION, "status", FieldValue::Text("open".into()));
-            }
-        } else {
-            changes.set(CONVERSATION, "waiting_since", FieldValue::Null);
-            if conv.get("first_reply_at").is_null() {
-                changes.set(CONVERSATION, "first_reply_at", FieldValue::Int(msg.created_at));
+        let mut tags: Vec<String> = conv.get("tags").as_list().to_vec();
+        let mut messages: Vec<(&str, String)> = Vec::new();
+        for action in actions {
+            match action {
+                MacroAction::Status(s) => changes.set(CONVERSATION, "status", FieldValue::Text(s)),
+                MacroAction::Priority(p) => changes.set(CONVERSATION, "priority", FieldValue::Text(p)),
+                MacroAction::Assign(a) => changes.set(CONVERSATION, "assignee_id", a.map_or(FieldValue::Null, FieldValue::Text)),
+                MacroAction::Team(t) => changes.set(CONVERSATION, "team_id", t.map_or(FieldValue::Null, FieldValue::Text)),
+                MacroAction::AddLabels(add) => {
+                    for l in add {
+                        if !tags.contains(&l) {
+                            tags.push(l);
+                        }
+                    }
+                    changes.set(CONVERSATION, "tags", FieldValue::List(tags.clone()));
+                }
+                MacroAction::RemoveLabels(remove) => {
+                    tags.retain(|t| !remove.contains(t));
+                    changes.set(CONVERSATION, "tags", FieldValue::List(tags.clone()));
+                }
+                MacroAction::Note(text) => messages.push(("note", text)),
+                MacroAction::Reply { canned_response_id } => {
+                    let Some(canned) = self.fetch(&mut w.tx, ObjectType::CannedResponse, &canned_response_id).await? else {
+                        return Err(invalid("actions", "the macro's canned response no longer exists; edit the macro"));
+                    };
+                    let text = self
+                        .fill_in(&mut w.tx, canned.text("text").unwrap_or_default(), &conv, actor)
+                        .await?;
+                    messages.push(("message", text));
+                }
             }
         }
-        self.update_from(w, CONVERSATION, conv, None, changes, actor, false).await?;
-        Ok(())
+        let mut written = Vec::new();
+        for (kind, text) in messages {
+            let mut m = Changes::default();
+            m.set(MESSAGE, "conversation_id", FieldValue::Text(conv.id.clone()));
+            m.set(MESSAGE, "kind", FieldValue::Text(kind.into()));
+            m.set(MESSAGE, "text", FieldValue::Text(text));
+            let msg = self.insert_in(w, MESSAGE, m, actor).await?;
+            if kind == "message" {
+                // What the reply changes, unless the macro sets it itself.
+                let mut follows = Changes::default();
+                posted_changes(&conv, &msg, &mut follows);
+                for (spec, v) in follows.values {
+                    if changes.get(spec.name).is_none() {
+                        changes.set(CONVERSATION, spec.name, v);
+                    }
+                }
+            }
+            written.push(msg.to_json(MESSAGE));
+        }
+        let after = self.update_from(w, CONVERSATION, conv, None, changes, actor, false).await?;
+        Ok(json!({"conversation": after.to_json(CONVERSATION), "messages": written}))
+    }
+
+    /// A canned response's text with its variables filled in for a conversation and
+    /// the member (`actor`) sending it.
+    pub(crate) async fn fill_in(&self, conn: &mut AnyConnection, template: &str, conv: &Record, actor: &str) -> Result<String> {
+        let contact = self
+            .fetch(conn, ObjectType::Contact, conv.text("contact_id").unwrap_or_default())
+            .await?;
+        let inbox = self
+            .fetch(conn, ObjectType::Inbox, conv.text("inbox_id").unwrap_or_default())
+            .await?;
+        let name_of = |table: &str, id: &str| {
+            let mut sql = Sql::new(format!("SELECT name FROM {table} WHERE id = "));
+            sql.arg(id);
+            sql
+        };
+        let agent = match actor.strip_prefix("user:") {
+            Some(user) => match name_of("users", user).query().fetch_optional(&mut *conn).await? {
+                Some(row) => Some(row.try_get::<String, _>(0)?),
+                None => None,
+            },
+            None => None,
+        };
+        let workspace = match name_of("workspaces", self.ws).query().fetch_optional(&mut *conn).await? {
+            Some(row) => Some(row.try_get::<String, _>(0)?),
+            None => None,
+        };
+        Ok(render(template, |name| match name {
+            "contact.name" => contact.as_ref().and_then(|c| c.text("name")).map(str::to_string),
+            "contact.email" => contact.as_ref().and_then(|c| c.get("emails").as_list().first().cloned()),
+            "agent.name" => agent.clone(),
+            "conversation.number" => match conv.get("number") {
+                FieldValue::Int(n) => Some(n.to_string()),
+                _ => None,
+            },
+            "conversation.subject" => conv.text("subject").map(str::to_string),
+            "inbox.name" => inbox.as_ref().and_then(|i| i.text("name")).map(str::to_string),
+            "workspace.name" => workspace.clone(),
+            _ => None,
+        }))
     }
 
     /// Before a conversation is deleted: its messages go with it (and out of search).
@@ -361,6 +498,21 @@ impl Scoped<'_> {
             out.insert(row.try_get(0)?, row.try_get(1)?);
         }
         Ok(out)
+    }
+}
+
+impl Scoped<'_> {
+    /// A canned response filled in for a conversation, as `actor` would send it.
+    pub async fn render_canned(&self, canned_id: &str, conversation_id: &str, actor: &str) -> Result<String> {
+        let mut conn = self.store.pool().acquire().await?;
+        let canned = self
+            .fetch(&mut conn, ObjectType::CannedResponse, canned_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let Some(conv) = self.fetch(&mut conn, CONVERSATION, conversation_id).await? else {
+            return Err(invalid("conversation_id", "no such conversation"));
+        };
+        self.fill_in(&mut conn, canned.text("text").unwrap_or_default(), &conv, actor).await
     }
 }
 

@@ -296,7 +296,17 @@ impl Scoped<'_> {
             .collect())
     }
 
-    pub(crate) async fn create_in(&self, w: &mut WriteTx, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
+    pub(crate) async fn create_in(&self, w: &mut WriteTx, ty: ObjectType, changes: Changes, actor: &str) -> Result<Record> {
+        let rec = self.insert_in(w, ty, changes, actor).await?;
+        if ty == ObjectType::Message {
+            self.message_posted(w, &rec, actor, rec.created_at).await?;
+        }
+        Ok(rec)
+    }
+
+    /// A new record, with what every write does besides (audit, search, its event),
+    /// but nothing that follows from it in other records.
+    pub(super) async fn insert_in(&self, w: &mut WriteTx, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
         let id = new_id();
         let now = now_ms();
         self.prepare(&mut w.tx, ty, &id, None, &mut changes, actor).await?;
@@ -329,9 +339,6 @@ impl Scoped<'_> {
 
         let rec = self.fetch(&mut w.tx, ty, &id).await?.ok_or(StoreError::NotFound)?;
         self.after_write(w, ty, None, Some(&rec), actor, now).await?;
-        if ty == ObjectType::Message {
-            self.message_posted(w, &rec, actor, now).await?;
-        }
         Ok(rec)
     }
 

@@ -388,3 +388,76 @@ fn ids_of(page: &Value) -> Vec<String> {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect()
 }
+
+on_both_backends! {
+    async fn a_macro_applies_as_one_change_and_one_conversation_event_with_its_note_and_filled_in_reply(app) {
+        let owner = app.signup("Acme Support").await;
+        let agent = app.member(&owner, "agent").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Chat").await;
+        let conv = inbound(&app, &token, json!({"email": "rita@example.com", "name": "Rita", "text": "Refund please"})).await.expect(201).body["conversation"].clone();
+        let id = conv["id"].as_str().unwrap().to_string();
+        let canned = app
+            .post("/canned-responses", &owner.token, json!({"shortcode": "refund", "text": "Hi {{contact.name}}, {{agent.name}} here from {{workspace.name}}: your refund for #{{conversation.number}} is on its way."}))
+            .await
+            .expect(201)
+            .id();
+        let r = app.post("/canned-responses", &owner.token, json!({"shortcode": "Bad Code", "text": "Hi {{contact.age}}"})).await.expect(422);
+        let fields = &r.body["error"]["details"]["fields"];
+        assert!(fields["shortcode"].is_string() && fields["text"].as_str().unwrap().contains("unknown variable"), "{}", r.text);
+        app.post("/canned-responses", &agent.token, json!({"shortcode": "mine", "text": "x"})).await.expect(403);
+
+        let rendered = app.post(&format!("/canned-responses/{canned}/render"), &agent.token, json!({"conversation_id": id})).await.expect(200);
+        let number = conv["number"].as_i64().unwrap();
+        assert_eq!(rendered.body["text"], format!("Hi Rita, agent here from Acme Support: your refund for #{number} is on its way."));
+
+        let mac = app
+            .post(
+                "/macros",
+                &owner.token,
+                json!({"name": "Refund", "actions": [
+                    {"type": "set_priority", "value": "high"},
+                    {"type": "assign", "value": agent.user_id},
+                    {"type": "add_labels", "value": ["refund", "billing"]},
+                    {"type": "add_note", "value": "Refund approved by policy 4.2"},
+                    {"type": "send_canned_response", "value": canned},
+                    {"type": "set_status", "value": "resolved"}
+                ]}),
+            )
+            .await
+            .expect(201)
+            .id();
+        let r = app.post("/macros", &owner.token, json!({"name": "Broken", "actions": [{"type": "explode"}]})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["actions"].as_str().unwrap().contains("type is one of"), "{}", r.text);
+
+        let mut ws = app.ws(&agent.token).await;
+        let start = ws.subscribe(&format!("inbox:{inbox}"), None).await.last().unwrap()["seq"].as_i64().unwrap();
+        let applied = app.post(&format!("/macros/{mac}/apply"), &agent.token, json!({"conversation_id": id})).await.expect(200);
+        let after = &applied.body["conversation"];
+        assert_eq!(after["status"], "resolved");
+        assert_eq!(after["priority"], "high");
+        assert_eq!(after["assignee_id"], agent.user_id.as_str());
+        assert_eq!(after["tags"], json!(["refund", "billing"]));
+        assert!(after["first_reply_at"].is_string(), "the reply counts as the first reply");
+        assert_eq!(after["version"].as_i64().unwrap(), conv["version"].as_i64().unwrap() + 1, "one change");
+        let msgs = applied.body["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0]["kind"], "note");
+        assert_eq!(msgs[1]["kind"], "message");
+        assert_eq!(msgs[1]["text"], rendered.body["text"]);
+
+        let evs = next_events(&mut ws, 3).await;
+        let kinds: Vec<&str> = evs.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["message.created", "message.created", "conversation.updated"]);
+        assert_eq!(evs[0]["seq"].as_i64().unwrap(), start + 1);
+        // Nothing more: the macro's conversation changes were one event.
+        app.post(&format!("/conversations/{id}/read"), &agent.token, json!({})).await.expect(200);
+        let viewers_next = app.post(&format!("/conversations/{id}/messages"), &agent.token, json!({"kind": "note", "text": "done"})).await.expect(201);
+        let next = next_events(&mut ws, 1).await;
+        assert_eq!(next[0]["data"]["id"], viewers_next.body["id"]);
+
+        // Based on a stale version, a macro is refused.
+        let r = app.post(&format!("/macros/{mac}/apply"), &agent.token, json!({"conversation_id": id, "version": 1})).await.expect(409);
+        assert_eq!(r.code(), "version_conflict");
+        app.post(&format!("/macros/{mac}/apply"), &agent.token, json!({"conversation_id": mac})).await.expect(422);
+    }
+}

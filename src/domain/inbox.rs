@@ -1,0 +1,211 @@
+//! Rules of the support inbox that need nothing but values: canned responses'
+//! variables and how they are filled in, and macros' actions.
+
+use serde_json::Value;
+
+use super::fields::{parse_id, FieldKind};
+use super::objects::{CONVERSATION_STATUSES, PRIORITIES};
+
+/// The variables a canned response may use, as `{{contact.name}}`.
+pub const VARIABLES: [&str; 7] = [
+    "contact.name",
+    "contact.email",
+    "agent.name",
+    "conversation.number",
+    "conversation.subject",
+    "inbox.name",
+    "workspace.name",
+];
+
+/// The variables a template names, in order, or the first malformed or unknown one.
+pub fn variables(template: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| "a '{{' is not closed by '}}'".to_string())?;
+        let name = after[..end].trim();
+        if !VARIABLES.contains(&name) {
+            return Err(format!("unknown variable '{{{{{name}}}}}'; use {}", VARIABLES.join(", ")));
+        }
+        out.push(name);
+        rest = &after[end + 2..];
+    }
+    Ok(out)
+}
+
+/// Fills in a template's variables with `value(name)` (empty when it has none). The
+/// template was checked with [`variables`] when it was saved; anything malformed is
+/// left as written.
+pub fn render(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        out.push_str(&rest[..start]);
+        out.push_str(&value(after[..end].trim()).unwrap_or_default());
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether a canned response's shortcode is well formed: what an agent types after
+/// `/`, lowercase letters, digits, `-` and `_`.
+pub fn check_shortcode(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("1 to 40 of a-z, 0-9, - and _".into())
+    }
+}
+
+/// One step of a macro.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MacroAction {
+    Status(String),
+    Priority(String),
+    /// A member, or nobody.
+    Assign(Option<String>),
+    Team(Option<String>),
+    AddLabels(Vec<String>),
+    RemoveLabels(Vec<String>),
+    /// A private note with this text.
+    Note(String),
+    /// A reply to the customer: a canned response's text, filled in.
+    Reply {
+        canned_response_id: String,
+    },
+}
+
+/// Most steps in one macro.
+pub const MAX_ACTIONS: usize = 20;
+
+/// Parses a macro's `actions`: a list of `{"type": …, "value": …}`.
+pub fn parse_actions(v: &Value) -> Result<Vec<MacroAction>, String> {
+    let items = v.as_array().ok_or("expected a list of actions")?;
+    if items.is_empty() || items.len() > MAX_ACTIONS {
+        return Err(format!("a macro has 1 to {MAX_ACTIONS} actions"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, a)| parse_action(a).map_err(|e| format!("action {i}: {e}")))
+        .collect()
+}
+
+fn parse_action(a: &Value) -> Result<MacroAction, String> {
+    let obj = a.as_object().ok_or("expected {\"type\", \"value\"}")?;
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "type" | "value")) {
+        return Err(format!("unknown key '{k}'; an action is {{\"type\", \"value\"}}"));
+    }
+    let value = obj.get("value").unwrap_or(&Value::Null);
+    let choice = |allowed: &[&str]| match value.as_str() {
+        Some(s) if allowed.contains(&s) => Ok(s.to_string()),
+        _ => Err(format!("value is one of {}", allowed.join(", "))),
+    };
+    let id_or_null = || match value {
+        Value::Null => Ok(None),
+        Value::String(s) => parse_id(s).map(Some),
+        _ => Err("value is an id or null".to_string()),
+    };
+    let labels = || -> Result<Vec<String>, String> {
+        let items = value.as_array().filter(|l| !l.is_empty()).ok_or("value is a list of labels")?;
+        items
+            .iter()
+            .map(|l| FieldKind::Labels.parse_list_item(l.as_str().unwrap_or_default()))
+            .collect()
+    };
+    Ok(match obj.get("type").and_then(Value::as_str) {
+        Some("set_status") => MacroAction::Status(choice(
+            CONVERSATION_STATUSES
+                .iter()
+                .filter(|s| **s != "snoozed")
+                .copied()
+                .collect::<Vec<_>>()
+                .as_slice(),
+        )?),
+        Some("set_priority") => MacroAction::Priority(choice(PRIORITIES)?),
+        Some("assign") => MacroAction::Assign(id_or_null()?),
+        Some("set_team") => MacroAction::Team(id_or_null()?),
+        Some("add_labels") => MacroAction::AddLabels(labels()?),
+        Some("remove_labels") => MacroAction::RemoveLabels(labels()?),
+        Some("add_note") => match value.as_str().map(str::trim) {
+            Some(t) if !t.is_empty() && t.len() <= 10_000 => MacroAction::Note(t.to_string()),
+            _ => return Err("value is the note's text, 1 to 10000 characters".into()),
+        },
+        Some("send_canned_response") => MacroAction::Reply {
+            canned_response_id: id_or_null()?.ok_or("value is a canned response's id")?,
+        },
+        _ => {
+            return Err(format!("type is one of {}", ACTION_TYPES.join(", ")));
+        }
+    })
+}
+
+/// The `type`s of macro actions.
+pub const ACTION_TYPES: [&str; 8] = [
+    "set_status",
+    "set_priority",
+    "assign",
+    "set_team",
+    "add_labels",
+    "remove_labels",
+    "add_note",
+    "send_canned_response",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn templates_name_known_variables_and_render_them() {
+        assert_eq!(
+            variables("Hi {{ contact.name }}, I'm {{agent.name}}.").unwrap(),
+            ["contact.name", "agent.name"]
+        );
+        assert!(variables("Hi {{contact.age}}").unwrap_err().contains("unknown variable"));
+        assert!(variables("Hi {{contact.name").is_err());
+        let out = render("Hi {{ contact.name }} (#{{conversation.number}}){{inbox.name}}", |v| match v {
+            "contact.name" => Some("Ann".into()),
+            "conversation.number" => Some("42".into()),
+            _ => None,
+        });
+        assert_eq!(out, "Hi Ann (#42)");
+        assert_eq!(render("no variables", |_| None), "no variables");
+    }
+
+    #[test]
+    fn macro_actions_parse_strictly() {
+        let id = "01a2008a-4174-73f7-b110-2d98d39cf08c";
+        let actions = parse_actions(&json!([
+            {"type": "set_status", "value": "resolved"},
+            {"type": "assign", "value": null},
+            {"type": "add_labels", "value": ["vip", "Billing"]},
+            {"type": "send_canned_response", "value": id}
+        ]))
+        .unwrap();
+        assert_eq!(actions[0], MacroAction::Status("resolved".into()));
+        assert_eq!(actions[1], MacroAction::Assign(None));
+        assert_eq!(
+            actions[3],
+            MacroAction::Reply {
+                canned_response_id: id.into()
+            }
+        );
+        assert!(parse_actions(&json!([])).is_err());
+        assert!(
+            parse_actions(&json!([{"type": "set_status", "value": "snoozed"}])).is_err(),
+            "a snooze needs a time"
+        );
+        assert!(parse_actions(&json!([{"type": "launch"}])).unwrap_err().contains("type is one of"));
+        assert!(parse_actions(&json!([{"type": "add_note", "value": "x", "extra": 1}])).is_err());
+    }
+}
