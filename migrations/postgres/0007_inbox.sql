@@ -130,3 +130,18 @@ CREATE TABLE macros (
 );
 CREATE INDEX macros_created ON macros (workspace_id, created_at);
 CREATE INDEX macros_updated ON macros (workspace_id, updated_at);
+
+-- The status a member last chose (online, busy, offline) and when: they have it while
+-- connected, and are offline otherwise.
+ALTER TABLE memberships ADD COLUMN availability TEXT NOT NULL DEFAULT 'online';
+ALTER TABLE memberships ADD COLUMN availability_since BIGINT NOT NULL DEFAULT 0;
+
+-- Whose turn it is in an inbox's round-robin: the member with the oldest turn (or
+-- none yet) gets the next conversation.
+CREATE TABLE inbox_assignments (
+    workspace_id TEXT NOT NULL,
+    inbox_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    turn BIGINT NOT NULL,
+    PRIMARY KEY (inbox_id, user_id)
+);

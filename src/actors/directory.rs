@@ -21,6 +21,8 @@ pub const EVENT_QUEUE: usize = 65_536;
 /// Access changes not yet seen by a connection. A connection that falls this far behind
 /// is told it lagged and checks its credential and every topic it follows anew.
 pub const ACCESS_NOTICES: usize = 1024;
+/// The prefix of the presence "topic" on which nodes share who is connected.
+const AVAILABILITY: &str = "availability:";
 /// Boards whose owner this node remembers, before it forgets the stale ones.
 const MAX_OWNERS_KNOWN: usize = 16_384;
 
@@ -49,6 +51,8 @@ struct Inner {
     owners: Mutex<HashMap<String, (Option<String>, Instant)>>,
     /// Access changes, for this node's open connections.
     access: tokio::sync::broadcast::Sender<AccessChange>,
+    /// Which members are connected, here and on the other nodes, and their status.
+    availability: super::availability::Availability,
 }
 
 /// Where a board's writes go.
@@ -84,6 +88,7 @@ impl Directory {
                 leases: std::sync::OnceLock::new(),
                 owners: Mutex::new(HashMap::new()),
                 access: tokio::sync::broadcast::channel(ACCESS_NOTICES).0,
+                availability: Default::default(),
             }),
         }
     }
@@ -94,6 +99,21 @@ impl Directory {
         if let Some(b) = &bus {
             let _ = self.inner.bus.set(b.clone());
             let _ = self.inner.leases.set(b.leases());
+        }
+        if bus.is_some() {
+            let d = self.clone();
+            self.inner.arbiter.spawn(async move {
+                let mut beat = tokio::time::interval(super::availability::HEARTBEAT);
+                loop {
+                    beat.tick().await;
+                    for ws in d.inner.availability.local_workspaces() {
+                        d.share_availability(&ws);
+                    }
+                    for ws in d.inner.availability.expire() {
+                        d.show_availability(&ws);
+                    }
+                }
+            });
         }
         let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
         store.publish_to(tx);
@@ -115,11 +135,69 @@ impl Directory {
         }
     }
 
-    /// Another node's viewers of a topic.
+    /// Another node's viewers of a topic (or, for `availability:<workspace>`, its
+    /// connected members).
     pub fn dispatch_presence(&self, topic: &str, node: String, members: Vec<serde_json::Value>) {
+        if let Some(ws) = topic.strip_prefix(AVAILABILITY) {
+            if self.inner.availability.remote(ws, &node, &members) {
+                self.show_availability(ws);
+            }
+            return;
+        }
         let addr = self.lock().get(topic).cloned();
         if let Some(addr) = addr {
             let _ = addr.try_send(super::topic::RemotePresence { node, members });
+        }
+    }
+
+    /// A connection of a member opened here; `chosen` is the status they last chose
+    /// (at `since`, Unix ms).
+    pub fn member_connected(&self, ws: &str, user: &str, chosen: &str, since: i64) {
+        if self.inner.availability.connected(ws, user, chosen, since) {
+            self.availability_changed(ws);
+        }
+    }
+
+    /// A connection of a member closed here; with their last one anywhere they are
+    /// offline.
+    pub fn member_disconnected(&self, ws: &str, user: &str) {
+        if self.inner.availability.disconnected(ws, user) {
+            self.availability_changed(ws);
+        }
+    }
+
+    /// A member chose a status.
+    pub fn member_chose(&self, ws: &str, user: &str, status: &str, since: i64) {
+        self.inner.availability.choose(ws, user, status, since);
+        self.availability_changed(ws);
+    }
+
+    /// The workspace's connected members and their status; the others are offline.
+    pub fn availability(&self, ws: &str) -> std::collections::BTreeMap<String, String> {
+        self.inner.availability.of(ws)
+    }
+
+    fn availability_changed(&self, ws: &str) {
+        self.share_availability(ws);
+        self.show_availability(ws);
+    }
+
+    fn share_availability(&self, ws: &str) {
+        if let Some(bus) = self.inner.bus.get() {
+            bus.publish_presence(&format!("{AVAILABILITY}{ws}"), self.inner.availability.local(ws));
+        }
+    }
+
+    /// Tells this node's followers of the workspace topic who is available now.
+    fn show_availability(&self, ws: &str) {
+        let topic = Topic::Workspace {
+            workspace_id: ws.to_string(),
+        }
+        .key();
+        let addr = self.lock().get(&topic).cloned();
+        if let Some(addr) = addr {
+            let frame = serde_json::json!({"type": "availability", "topic": topic, "members": self.availability(ws)});
+            let _ = addr.try_send(super::topic::Ephemeral(frame.to_string().into()));
         }
     }
 

@@ -2,6 +2,7 @@
 //! notifications), activated on first use and passivated when idle, and the node's
 //! directory that finds them and hands them committed events.
 
+pub mod availability;
 mod directory;
 pub mod persister;
 pub mod tenant;

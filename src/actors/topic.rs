@@ -904,6 +904,19 @@ impl Handler<Presence> for TopicActor {
     }
 }
 
+/// A frame for every follower of the topic that is not an event: it has no seq and
+/// is not replayed (who is available, say).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ephemeral(pub Arc<str>);
+
+impl Handler<Ephemeral> for TopicActor {
+    type Result = ();
+    fn handle(&mut self, msg: Ephemeral, _: &mut Context<Self>) {
+        self.broadcast(msg.0);
+    }
+}
+
 /// Another node's viewers of this topic.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -105,6 +105,52 @@ pub async fn render_canned(state: &AppState, p: &Principal, canned_id: &str, con
     Ok(json!({"text": text}))
 }
 
+/// A member's connection opened: they are available as they last chose.
+pub async fn connection_opened(state: &AppState, p: &Principal) {
+    let Ok((user, _)) = p.user() else { return };
+    let (status, since) = match p.scoped(&state.store).chosen_availability(user).await {
+        Ok(chosen) => chosen,
+        // Not knowing what they chose, they are online, as a new member is.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a member's chosen availability; taking online");
+            ("online".to_string(), 0)
+        }
+    };
+    state.directory.member_connected(&p.workspace_id, user, &status, since);
+}
+
+/// A member's connection closed; with their last one they are offline.
+pub fn connection_closed(state: &AppState, p: &Principal) {
+    if let Ok((user, _)) = p.user() {
+        state.directory.member_disconnected(&p.workspace_id, user);
+    }
+}
+
+/// The calling member chooses to be online, busy or offline (while connected; with no
+/// connection open they are offline whatever they chose).
+pub async fn choose_availability(state: &AppState, p: &Principal, status: &str) -> Result<Value, ApiError> {
+    let (user, _) = p.user()?;
+    if !crate::actors::availability::STATUSES.contains(&status) {
+        return Err(FieldErrors::single("status", "one of online, busy, offline").into());
+    }
+    let since = p.scoped(&state.store).choose_availability(user, status).await?;
+    state.directory.member_chose(&p.workspace_id, user, status, since);
+    let now = state.directory.availability(&p.workspace_id);
+    Ok(json!({"user_id": user, "chosen": status, "status": now.get(user).map_or("offline", String::as_str)}))
+}
+
+/// Every member of the workspace and whether they are online, busy or offline.
+pub async fn availability(state: &AppState, p: &Principal) -> Result<Value, ApiError> {
+    p.require(crate::domain::Resource::Members, Access::Read)?;
+    let members = p.scoped(&state.store).members().await?;
+    let now = state.directory.availability(&p.workspace_id);
+    let data: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"user_id": m.user_id, "name": m.name, "role": m.role, "status": now.get(&m.user_id).map_or("offline", String::as_str)}))
+        .collect();
+    Ok(json!({"data": data}))
+}
+
 /// A message an integrator posts for a customer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +217,7 @@ impl Posted {
             subject,
             text,
             external_id,
+            available: Vec::new(),
         })
     }
 }
@@ -189,7 +236,14 @@ pub async fn post_inbound(state: &AppState, token: &str, cause: Option<String>, 
         return Err(credentials());
     }
     let (workspace_id, inbox_id) = state.store.inbox_by_token(&token_digest(token)).await?.ok_or_else(credentials)?;
-    let inbound = posted.validate(inbox_id.clone())?;
+    let mut inbound = posted.validate(inbox_id.clone())?;
+    inbound.available = state
+        .directory
+        .availability(&workspace_id)
+        .into_iter()
+        .filter(|(_, status)| status == "online")
+        .map(|(user, _)| user)
+        .collect();
     let author = Author {
         workspace_id,
         actor: format!("inbox:{inbox_id}"),

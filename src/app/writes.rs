@@ -94,7 +94,7 @@ impl Write {
             Write::Convert { lead_id, deal } => json!({"op": "convert", "id": lead_id, "deal": deal.as_ref().map(Changes::to_wire)}),
             Write::Inbound(m) => json!({
                 "op": "inbound", "inbox_id": m.inbox_id, "source_id": m.source_id, "email": m.email.as_ref().map(|e| e.as_str()),
-                "name": m.name, "subject": m.subject, "text": m.text, "external_id": m.external_id,
+                "name": m.name, "subject": m.subject, "text": m.text, "external_id": m.external_id, "available": m.available,
             }),
             Write::Read {
                 conversation_id,
@@ -164,6 +164,10 @@ impl Write {
                 subject: text("subject"),
                 text: text("text")?,
                 external_id: text("external_id"),
+                available: v["available"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
             }),
             "apply_macro" => Write::ApplyMacro {
                 macro_id: text("macro_id")?,

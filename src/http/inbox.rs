@@ -61,7 +61,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/channels/api/messages").route(web::post().to(post_inbound)))
     .service(web::resource("/canned-responses/{id}/render").route(web::post().to(render_canned)))
-    .service(web::resource("/macros/{id}/apply").route(web::post().to(apply_macro)));
+    .service(web::resource("/macros/{id}/apply").route(web::post().to(apply_macro)))
+    .service(
+        web::resource("/availability")
+            .route(web::get().to(availability))
+            .route(web::put().to(choose_availability)),
+    );
+}
+
+async fn availability(state: State, p: Principal) -> Reply {
+    Ok(HttpResponse::Ok().json(inbox::availability(&state, &p).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Choice {
+    status: String,
+}
+
+/// The calling member chooses to be online, busy or offline.
+async fn choose_availability(state: State, p: Principal, body: JsonBody) -> Reply {
+    let c: Choice = body.parse()?;
+    Ok(HttpResponse::Ok().json(inbox::choose_availability(&state, &p, &c.status).await?))
 }
 
 #[derive(Deserialize)]

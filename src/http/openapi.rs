@@ -534,6 +534,37 @@ fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Va
             vec![path_param("id"), idempotency_key(), mutation_id()],
         ),
     );
+    let status = json!({"enum": crate::actors::availability::STATUSES});
+    add(
+        "/availability",
+        "get",
+        op(
+            "Every member and whether they are online, busy or offline",
+            "availability",
+            None,
+            (
+                "200",
+                json!({"type": "object", "required": ["data"], "properties": {"data": {"type": "array", "items": {"type": "object", "required": ["user_id", "status"], "properties": {"user_id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string"}, "status": status}}}}}),
+            ),
+            AUTHED,
+            vec![],
+        ),
+    );
+    add(
+        "/availability",
+        "put",
+        op(
+            "Choose to be online, busy or offline (offline anyway with no connection open)",
+            "availability",
+            Some(json!({"type": "object", "additionalProperties": false, "required": ["status"], "properties": {"status": status}})),
+            (
+                "200",
+                json!({"type": "object", "required": ["user_id", "chosen", "status"], "properties": {"user_id": {"type": "string"}, "chosen": status, "status": status}}),
+            ),
+            WRITE,
+            vec![],
+        ),
+    );
     let mut params = list_parameters(ObjectType::Conversation, true, None);
     params.push(json!({"name": "assignee", "in": "query", "schema": {"enum": ["me", "none"]}, "description": "me: assigned to the caller; none: to nobody"}));
     add(

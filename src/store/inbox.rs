@@ -28,6 +28,9 @@ pub struct Inbound {
     pub text: String,
     /// The channel's id of the message: posting it again changes nothing.
     pub external_id: Option<String>,
+    /// Members online (not busy) when it was posted: those a new conversation may be
+    /// assigned to when the inbox assigns automatically.
+    pub available: Vec<String>,
 }
 
 /// What a customer's or an agent's message changes in its conversation: the time of
@@ -332,6 +335,11 @@ impl Scoped<'_> {
                 if let FieldValue::Text(team) = inbox.get("team_id") {
                     c.set(CONVERSATION, "team_id", FieldValue::Text(team.clone()));
                 }
+                if inbox.get("auto_assign") == &FieldValue::Bool(true) {
+                    if let Some(agent) = self.next_assignee(&mut w.tx, &inbox, &m.available).await? {
+                        c.set(CONVERSATION, "assignee_id", FieldValue::Text(agent));
+                    }
+                }
                 self.create_in(w, CONVERSATION, c, actor).await?.id
             }
         };
@@ -345,6 +353,86 @@ impl Scoped<'_> {
         }
         let created = self.create_in(w, MESSAGE, msg, actor).await?;
         self.inbound_answer(&mut w.tx, &created.id, false).await
+    }
+
+    /// Round-robin: of the `available` members who may work the inbox's conversations
+    /// (its team's, when it has one) and hold fewer open ones in it than its limit, the
+    /// one whose turn is oldest (never first); their turn is then the newest.
+    async fn next_assignee(&self, conn: &mut AnyConnection, inbox: &Record, available: &[String]) -> Result<Option<String>> {
+        if available.is_empty() {
+            return Ok(None);
+        }
+        let list = |sql: &mut Sql, ids: &[String]| {
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.arg(id);
+            }
+        };
+        let mut sql = Sql::new("SELECT user_id FROM memberships WHERE workspace_id = ");
+        sql.arg(self.ws)
+            .push(" AND role IN ('owner', 'admin', 'member', 'agent') AND user_id IN (");
+        list(&mut sql, available);
+        sql.push(")");
+        let mut eligible: Vec<String> = sql
+            .query()
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if let FieldValue::Text(team) = inbox.get("team_id") {
+            let members = self
+                .fetch(conn, ObjectType::Team, team)
+                .await?
+                .map(|t| t.get("member_ids").as_list().to_vec())
+                .unwrap_or_default();
+            eligible.retain(|u| members.contains(u));
+        }
+        if eligible.is_empty() {
+            return Ok(None);
+        }
+        if let FieldValue::Int(limit) = inbox.get("max_open_per_agent") {
+            let mut sql = Sql::new("SELECT assignee_id, COUNT(*) FROM conversations WHERE workspace_id = ");
+            sql.arg(self.ws)
+                .push(" AND inbox_id = ")
+                .arg(&inbox.id)
+                .push(" AND status IN ('open', 'pending') AND assignee_id IN (");
+            list(&mut sql, &eligible);
+            sql.push(") GROUP BY assignee_id");
+            let mut full = Vec::new();
+            for row in sql.query().fetch_all(&mut *conn).await? {
+                let (user, open): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+                if open >= *limit {
+                    full.push(user);
+                }
+            }
+            eligible.retain(|u| !full.contains(u));
+        }
+        let mut sql = Sql::new("SELECT user_id, turn FROM inbox_assignments WHERE inbox_id = ");
+        sql.arg(&inbox.id);
+        let mut turns = std::collections::HashMap::new();
+        let mut last = 0i64;
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            let (user, turn): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+            last = last.max(turn);
+            turns.insert(user, turn);
+        }
+        let Some(next) = eligible.into_iter().min_by(|a, b| {
+            let turn = |u: &String| turns.get(u).copied().unwrap_or(0);
+            turn(a).cmp(&turn(b)).then(a.cmp(b))
+        }) else {
+            return Ok(None);
+        };
+        let mut sql = insert(
+            "inbox_assignments",
+            "workspace_id, inbox_id, user_id, turn",
+            args![self.ws, &inbox.id, &next, last + 1],
+        );
+        sql.push(" ON CONFLICT (inbox_id, user_id) DO UPDATE SET turn = ").arg(last + 1);
+        sql.query().execute(&mut *conn).await?;
+        Ok(Some(next))
     }
 
     /// The sender's contact: known to the inbox by its source id (or e-mail), else
@@ -513,6 +601,33 @@ impl Scoped<'_> {
             return Err(invalid("conversation_id", "no such conversation"));
         };
         self.fill_in(&mut conn, canned.text("text").unwrap_or_default(), &conv, actor).await
+    }
+}
+
+impl Scoped<'_> {
+    /// The status a member last chose, and when (Unix ms).
+    pub async fn chosen_availability(&self, user_id: &str) -> Result<(String, i64)> {
+        let mut sql = Sql::new("SELECT availability, availability_since FROM memberships WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND user_id = ").arg(user_id);
+        match sql.query().fetch_optional(self.store.pool()).await? {
+            Some(row) => Ok((row.try_get(0)?, row.try_get(1)?)),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    /// Records the status a member chose; answers when (Unix ms).
+    pub async fn choose_availability(&self, user_id: &str, status: &str) -> Result<i64> {
+        let now = now_ms();
+        let mut sql = Sql::new("UPDATE memberships SET availability = ");
+        sql.arg(status)
+            .push(", availability_since = ")
+            .arg(now)
+            .push(" WHERE workspace_id = ")
+            .arg(self.ws)
+            .push(" AND user_id = ")
+            .arg(user_id);
+        sql.query().execute(self.store.pool()).await?;
+        Ok(now)
     }
 }
 

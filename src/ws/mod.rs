@@ -71,6 +71,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
     let access = state.directory.access_notices();
     let principal = principal_for_token(&state, &credential(&req)?).await?;
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::msg(Code::InvalidBody, e.to_string()))?;
+    crate::app::inbox::connection_opened(&state, &principal).await;
     let stream = stream
         .max_frame_size(MAX_FRAME)
         .aggregate_continuations()
@@ -94,6 +95,7 @@ async fn endpoint(req: HttpRequest, body: web::Payload, state: web::Data<AppStat
         };
         let reason = conn.run(stream, rx).await;
         conn.leave_all();
+        crate::app::inbox::connection_closed(&conn.state, &conn.principal);
         conn.state.connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(conn = id, reason, "websocket closed");
     });

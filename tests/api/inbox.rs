@@ -461,3 +461,120 @@ on_both_backends! {
         app.post(&format!("/macros/{mac}/apply"), &agent.token, json!({"conversation_id": mac})).await.expect(422);
     }
 }
+
+/// How many of an inbox's conversations each member holds, and how many nobody does.
+async fn assignees(app: &TestApp, token: &str, inbox: &str) -> (std::collections::HashMap<String, usize>, usize) {
+    let mut per: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut unassigned = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/conversations?inbox_id={inbox}&limit=200");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = app.get(&path, token).await.expect(200);
+        for c in page.body["data"].as_array().unwrap() {
+            match c["assignee_id"].as_str() {
+                Some(a) => *per.entry(a.to_string()).or_default() += 1,
+                None => unassigned += 1,
+            }
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return (per, unassigned),
+        }
+    }
+}
+
+/// The next `availability` frame that satisfies `ok`.
+async fn availability_until(ws: &mut Ws, ok: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let f = ws.recv().await;
+        if f["type"] == "availability" && ok(&f["members"]) {
+            return f;
+        }
+    }
+}
+
+on_both_backends! {
+    async fn a_member_is_available_as_they_choose_while_connected_and_offline_with_their_last_connection_gone(app) {
+        let owner = app.signup("Support").await;
+        let ann = app.member(&owner, "agent").await;
+        let mut watch = app.ws(&owner.token).await;
+        watch.subscribe(&format!("workspace:{}", owner.workspace_id), None).await;
+        let status = |body: &Value, user: &str| {
+            body["data"].as_array().unwrap().iter().find(|m| m["user_id"] == user).unwrap()["status"].as_str().unwrap().to_string()
+        };
+        let listed = app.get("/availability", &owner.token).await.expect(200);
+        assert_eq!(status(&listed.body, &ann.user_id), "offline", "not connected");
+
+        let first = app.ws(&ann.token).await;
+        let second = app.ws(&ann.token).await;
+        availability_until(&mut watch, |m| m[&ann.user_id] == "online").await;
+        let chose = app.send_json(awc::http::Method::PUT, "/availability", &ann.token, &[], json!({"status": "busy"})).await.expect(200);
+        assert_eq!(chose.body["status"], "busy");
+        availability_until(&mut watch, |m| m[&ann.user_id] == "busy").await;
+        first.close().await;
+        assert_eq!(status(&app.get("/availability", &owner.token).await.expect(200).body, &ann.user_id), "busy", "one connection is still open");
+        second.close().await;
+        availability_until(&mut watch, |m| m.get(&ann.user_id).is_none()).await;
+        assert_eq!(status(&app.get("/availability", &owner.token).await.expect(200).body, &ann.user_id), "offline");
+
+        // The choice outlives the connections: back online means back busy.
+        let _again = app.ws(&ann.token).await;
+        availability_until(&mut watch, |m| m[&ann.user_id] == "busy").await;
+        let r = app.send_json(awc::http::Method::PUT, "/availability", &ann.token, &[], json!({"status": "away"})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["status"].is_string());
+    }
+
+    async fn round_robin_shares_new_conversations_fairly_among_online_agents_within_their_capacity(app) {
+        let owner = app.signup("Support").await;
+        let agents = [app.member(&owner, "agent").await, app.member(&owner, "agent").await, app.member(&owner, "agent").await];
+        let busy = app.member(&owner, "agent").await;
+        let viewer = app.member(&owner, "viewer").await;
+        let mut sockets = Vec::new();
+        for s in agents.iter().chain([&busy, &viewer]) {
+            sockets.push(app.ws(&s.token).await);
+        }
+        app.send_json(awc::http::Method::PUT, "/availability", &busy.token, &[], json!({"status": "busy"})).await.expect(200);
+        let _offline = app.member(&owner, "agent").await;
+
+        // 100 conversations, capacity 40: each of the three online agents gets 33 or 34.
+        let r = app.post("/inboxes", &owner.token, json!({"name": "Wide", "channel": "api", "auto_assign": true, "max_open_per_agent": 40})).await.expect(201);
+        let (wide, token) = (r.id(), r.body["token"].as_str().unwrap().to_string());
+        for i in 0..100 {
+            inbound(&app, &token, json!({"contact_identifier": format!("c{i}"), "text": "Hi"})).await.expect(201);
+        }
+        let (per, unassigned) = assignees(&app, &owner.token, &wide).await;
+        assert_eq!(unassigned, 0);
+        assert_eq!(per.len(), 3, "only the online agents: {per:?}");
+        for a in &agents {
+            let n = per[&a.user_id];
+            assert!((33..=34).contains(&n), "fair to one: {per:?}");
+        }
+
+        // 40 conversations, capacity 10: ten each, and the rest wait for someone.
+        let r = app.post("/inboxes", &owner.token, json!({"name": "Narrow", "channel": "api", "auto_assign": true, "max_open_per_agent": 10})).await.expect(201);
+        let (narrow, token) = (r.id(), r.body["token"].as_str().unwrap().to_string());
+        for i in 0..40 {
+            inbound(&app, &token, json!({"contact_identifier": format!("n{i}"), "text": "Hi"})).await.expect(201);
+        }
+        let (per, unassigned) = assignees(&app, &owner.token, &narrow).await;
+        assert_eq!(per.values().copied().collect::<Vec<_>>(), vec![10, 10, 10], "{per:?}");
+        assert_eq!(unassigned, 10);
+
+        // An inbox with a team assigns only within it; a new conversation's assignee
+        // hears of it on their topic.
+        let team = app.post("/teams", &owner.token, json!({"name": "Tier 2", "member_ids": [agents[2].user_id]})).await.expect(201).id();
+        let r = app.post("/inboxes", &owner.token, json!({"name": "Tier 2", "channel": "api", "auto_assign": true, "team_id": team})).await.expect(201);
+        let token = r.body["token"].as_str().unwrap().to_string();
+        let mut personal = app.ws(&agents[2].token).await;
+        personal.subscribe(&format!("user:{}:{}", owner.workspace_id, agents[2].user_id), None).await;
+        let conv = inbound(&app, &token, json!({"contact_identifier": "t", "text": "Hi"})).await.expect(201).body["conversation"].clone();
+        assert_eq!(conv["assignee_id"], agents[2].user_id.as_str());
+        assert_eq!(conv["team_id"], team.as_str());
+        let told = personal.until("event").await;
+        assert_eq!(told.last().unwrap()["kind"], "assigned");
+        drop(sockets);
+    }
+}
