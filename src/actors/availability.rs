@@ -26,11 +26,14 @@ struct Here {
     connections: usize,
 }
 
+/// One node's members as it last said: user → (status, since).
+type Listed = HashMap<String, (String, i64)>;
+
 #[derive(Default)]
 struct Workspace {
     here: HashMap<String, Here>,
-    /// Other nodes' members: node → (user → (status, since), until when trusted).
-    remote: HashMap<String, (HashMap<String, (String, i64)>, Instant)>,
+    /// Other nodes' members: node → (their list, until when it is trusted).
+    remote: HashMap<String, (Listed, Instant)>,
 }
 
 #[derive(Default)]
@@ -98,7 +101,7 @@ impl Availability {
 
     /// Another node's members of `ws`, as it says now. True when that changed anything.
     pub fn remote(&self, ws: &str, node: &str, members: &[Value]) -> bool {
-        let list: HashMap<String, (String, i64)> = members
+        let list: Listed = members
             .iter()
             .filter_map(|m| {
                 Some((
