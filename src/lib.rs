@@ -14,6 +14,7 @@ pub mod http;
 pub mod startup;
 pub mod store;
 pub mod watch;
+pub mod workers;
 pub mod ws;
 
 pub use startup::Application;

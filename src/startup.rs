@@ -29,6 +29,8 @@ pub struct Application {
     actors: actix::Arbiter,
     /// The persister's thread, likewise.
     writer: actix::Arbiter,
+    /// Workers (the SLA scheduler), stopped with the server.
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -107,8 +109,10 @@ impl Application {
             dummy_hash,
             settings,
             connections: Default::default(),
+            clock: Default::default(),
         });
         let site = web::Data::new(http::Site::load()?);
+        let background = vec![actix_web::rt::spawn(crate::workers::sla::run(state.clone().into_inner()))];
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -135,6 +139,7 @@ impl Application {
             store,
             actors,
             writer,
+            workers: background,
         })
     }
 
@@ -151,6 +156,9 @@ impl Application {
     /// requests and closes the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
+        for w in &self.workers {
+            w.abort();
+        }
         self.actors.stop();
         self.writer.stop();
         self.store.close().await;

@@ -11,7 +11,11 @@ CREATE TABLE inboxes (
     channel TEXT NOT NULL,
     team_id TEXT,
     auto_assign BIGINT NOT NULL,
-    max_open_per_agent BIGINT
+    max_open_per_agent BIGINT,
+    time_zone TEXT NOT NULL,
+    business_hours TEXT,
+    holidays TEXT,
+    sla_policy_id TEXT
 );
 CREATE INDEX inboxes_created ON inboxes (workspace_id, created_at);
 CREATE INDEX inboxes_updated ON inboxes (workspace_id, updated_at);
@@ -63,6 +67,11 @@ CREATE TABLE conversations (
     first_reply_at BIGINT,
     last_message_at BIGINT NOT NULL,
     waiting_since BIGINT,
+    sla_policy_id TEXT,
+    first_response_due_at BIGINT,
+    next_response_due_at BIGINT,
+    resolution_due_at BIGINT,
+    sla_breached BIGINT NOT NULL DEFAULT 0,
     custom_fields TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX conversations_number ON conversations (workspace_id, number);
@@ -74,6 +83,7 @@ CREATE INDEX conversations_status ON conversations (workspace_id, status, last_m
 CREATE INDEX conversations_assignee ON conversations (workspace_id, assignee_id, status, last_message_at, id);
 CREATE INDEX conversations_contact ON conversations (workspace_id, contact_id, inbox_id, status);
 CREATE INDEX conversations_waiting ON conversations (workspace_id, waiting_since);
+CREATE INDEX conversations_breached ON conversations (workspace_id, sla_breached, last_message_at, id);
 
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
@@ -145,3 +155,34 @@ CREATE TABLE inbox_assignments (
     turn BIGINT NOT NULL,
     PRIMARY KEY (inbox_id, user_id)
 );
+
+-- Service-level targets, counted in the inbox's business hours.
+CREATE TABLE sla_policies (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    first_response_minutes BIGINT,
+    next_response_minutes BIGINT,
+    resolution_minutes BIGINT,
+    business_hours_only BIGINT NOT NULL
+);
+CREATE INDEX sla_policies_created ON sla_policies (workspace_id, created_at);
+CREATE INDEX sla_policies_updated ON sla_policies (workspace_id, updated_at);
+
+-- The SLA scheduler's timers, as data: a warning at 80 % of a target and a breach at
+-- 100 %. A timer fires by being deleted in the write that tells of it, so a restart
+-- neither loses nor repeats one.
+CREATE TABLE sla_timers (
+    workspace_id TEXT NOT NULL,
+    inbox_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    fire_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    PRIMARY KEY (conversation_id, target, kind)
+);
+CREATE INDEX sla_timers_fire ON sla_timers (fire_at);

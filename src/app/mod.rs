@@ -4,6 +4,7 @@
 //! and the record commands ([`records`]). The REST routes (`http`), the WebSocket loop
 //! (`ws`) and workers are thin adapters over this layer and never import each other.
 
+pub mod clock;
 pub mod error;
 pub mod forward;
 pub mod inbox;
@@ -42,4 +43,6 @@ pub struct AppState {
     pub bus: Option<crate::bus::RedisBus>,
     /// Live connections open on this node, for `/metrics`.
     pub connections: AtomicU64,
+    /// The time SLA timers are judged by.
+    pub clock: clock::Clock,
 }

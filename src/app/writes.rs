@@ -60,6 +60,11 @@ pub enum Write {
         conversation_id: String,
         expected: Option<i64>,
     },
+    /// The conversation's SLA timers due by `now` fire.
+    SlaCheck {
+        conversation_id: String,
+        now: i64,
+    },
     /// A member has read a conversation up to a time.
     Read {
         conversation_id: String,
@@ -76,7 +81,7 @@ impl Write {
             Write::Move { .. } => ObjectType::Deal,
             Write::Convert { .. } => ObjectType::Lead,
             Write::Inbound(_) => ObjectType::Message,
-            Write::Read { .. } | Write::ApplyMacro { .. } => ObjectType::Conversation,
+            Write::Read { .. } | Write::ApplyMacro { .. } | Write::SlaCheck { .. } => ObjectType::Conversation,
         }
     }
 
@@ -106,6 +111,7 @@ impl Write {
                 conversation_id,
                 expected,
             } => json!({"op": "apply_macro", "macro_id": macro_id, "id": conversation_id, "expected": expected}),
+            Write::SlaCheck { conversation_id, now } => json!({"op": "sla_check", "id": conversation_id, "now": now}),
         }
     }
 
@@ -169,6 +175,10 @@ impl Write {
                     .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
                     .unwrap_or_default(),
             }),
+            "sla_check" => Write::SlaCheck {
+                conversation_id: id()?,
+                now: v["now"].as_i64()?,
+            },
             "apply_macro" => Write::ApplyMacro {
                 macro_id: text("macro_id")?,
                 conversation_id: id()?,
@@ -238,6 +248,7 @@ impl Write {
                         conversation_id,
                         expected,
                     } => s.apply_macro_in(w, &macro_id, &conversation_id, expected, actor).await?,
+                    Write::SlaCheck { conversation_id, now } => s.sla_check_in(w, &conversation_id, now, actor).await?,
                 })
             })
         })
@@ -312,7 +323,7 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
         Write::Inbound(m) => inbox(Some(m.inbox_id.clone())),
         // A member's own reading, on their personal topic: no inbox's to order.
         Write::Read { .. } => None,
-        Write::ApplyMacro { conversation_id, .. } => inbox(
+        Write::ApplyMacro { conversation_id, .. } | Write::SlaCheck { conversation_id, .. } => inbox(
             scoped
                 .get(ObjectType::Conversation, conversation_id)
                 .await?

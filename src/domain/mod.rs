@@ -6,6 +6,7 @@ pub mod custom_fields;
 pub mod email;
 pub mod events;
 pub mod fields;
+pub mod hours;
 pub mod inbox;
 pub mod objects;
 pub mod query;

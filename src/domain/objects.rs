@@ -28,6 +28,7 @@ pub enum ObjectType {
     Message,
     CannedResponse,
     Macro,
+    SlaPolicy,
 }
 
 /// Who may write a field.
@@ -265,6 +266,15 @@ static INBOX: &[FieldSpec] = &[
     // At most this many open conversations per agent when assigning automatically;
     // none means no limit.
     field("max_open_per_agent", FieldKind::Integer { min: 1, max: 10_000 }),
+    field("time_zone", FieldKind::Text { max: 64 })
+        .required()
+        .default(Default::Text("UTC"))
+        .hint("an IANA time zone such as Europe/Paris"),
+    // {"mon": [["09:00", "17:00"]], …}; none: always open.
+    field("business_hours", FieldKind::Json),
+    // ["2026-12-25", …]: closed all day.
+    field("holidays", FieldKind::Json),
+    field("sla_policy_id", FieldKind::Ref(ObjectType::SlaPolicy)),
 ];
 
 static CONVERSATION: &[FieldSpec] = &[
@@ -292,6 +302,26 @@ static CONVERSATION: &[FieldSpec] = &[
     field("last_message_at", FieldKind::Timestamp).required().server().sortable(),
     // Since when the customer has waited for an answer; none when they are not waiting.
     field("waiting_since", FieldKind::Timestamp).server().sortable(),
+    // The inbox's SLA policy when the conversation opened, and the deadlines it set
+    // that are still to be met.
+    field("sla_policy_id", FieldKind::Ref(ObjectType::SlaPolicy)).server(),
+    field("first_response_due_at", FieldKind::Timestamp).server().sortable(),
+    field("next_response_due_at", FieldKind::Timestamp).server().sortable(),
+    field("resolution_due_at", FieldKind::Timestamp).server().sortable(),
+    // A deadline was missed.
+    field("sla_breached", FieldKind::Bool).server().required().default(Default::Int(0)),
+];
+
+/// SLA targets, in minutes of the inbox's business hours.
+const TARGET: FieldKind = FieldKind::Integer { min: 1, max: 525_600 };
+
+static SLA_POLICY: &[FieldSpec] = &[
+    field("name", NAME).required().sortable(),
+    field("first_response_minutes", TARGET),
+    field("next_response_minutes", TARGET),
+    field("resolution_minutes", TARGET),
+    // Count only the inbox's business hours (else every hour).
+    field("business_hours_only", FieldKind::Bool).required().default(Default::Int(1)),
 ];
 
 static MESSAGE: &[FieldSpec] = &[
@@ -334,7 +364,7 @@ static MACRO: &[FieldSpec] = &[
 ];
 
 impl ObjectType {
-    pub const ALL: [ObjectType; 16] = [
+    pub const ALL: [ObjectType; 17] = [
         ObjectType::Contact,
         ObjectType::Company,
         ObjectType::Lead,
@@ -351,6 +381,7 @@ impl ObjectType {
         ObjectType::Message,
         ObjectType::CannedResponse,
         ObjectType::Macro,
+        ObjectType::SlaPolicy,
     ];
 
     pub fn fields(self) -> &'static [FieldSpec] {
@@ -371,6 +402,7 @@ impl ObjectType {
             ObjectType::Message => MESSAGE,
             ObjectType::CannedResponse => CANNED_RESPONSE,
             ObjectType::Macro => MACRO,
+            ObjectType::SlaPolicy => SLA_POLICY,
         }
     }
 
@@ -397,6 +429,7 @@ impl ObjectType {
             ObjectType::Message => "message",
             ObjectType::CannedResponse => "canned_response",
             ObjectType::Macro => "macro",
+            ObjectType::SlaPolicy => "sla_policy",
         }
     }
 
@@ -422,6 +455,7 @@ impl ObjectType {
             ObjectType::Message => "messages",
             ObjectType::CannedResponse => "canned_responses",
             ObjectType::Macro => "macros",
+            ObjectType::SlaPolicy => "sla_policies",
         }
     }
 
@@ -437,7 +471,7 @@ impl ObjectType {
             ObjectType::Team => Resource::Teams,
             ObjectType::CustomField => Resource::CustomFields,
             ObjectType::AuditEntry => Resource::AuditLog,
-            ObjectType::Inbox | ObjectType::CannedResponse | ObjectType::Macro => Resource::Inboxes,
+            ObjectType::Inbox | ObjectType::CannedResponse | ObjectType::Macro | ObjectType::SlaPolicy => Resource::Inboxes,
             ObjectType::Conversation | ObjectType::Message => Resource::Conversations,
         }
     }
@@ -569,6 +603,27 @@ impl ObjectType {
             }
             ObjectType::Activity if ["contact_id", "company_id", "deal_id"].iter().all(|f| get(f).is_null()) => {
                 errors.add("contact_id", "an activity must be linked to a contact, a company or a deal");
+            }
+            ObjectType::Inbox => {
+                let json = |name: &str| {
+                    get(name)
+                        .as_text()
+                        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                        .unwrap_or(Value::Null)
+                };
+                let zone = get("time_zone");
+                if let Err((field, e)) =
+                    super::hours::BusinessHours::parse(zone.as_text().unwrap_or("UTC"), &json("business_hours"), &json("holidays"))
+                {
+                    errors.add(field, e);
+                }
+            }
+            ObjectType::SlaPolicy
+                if ["first_response_minutes", "next_response_minutes", "resolution_minutes"]
+                    .iter()
+                    .all(|f| get(f).is_null()) =>
+            {
+                errors.add("first_response_minutes", "a policy sets at least one target");
             }
             ObjectType::CannedResponse => {
                 if let Err(e) = super::inbox::check_shortcode(get("shortcode").as_text().unwrap_or("")) {

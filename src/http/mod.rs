@@ -174,7 +174,17 @@ fn faults(cfg: &mut web::ServiceConfig) {
             Err(ApiError::new(Code::NotFound))
         }
     }
-    cfg.service(web::resource("/_faults/crash/{topic}").route(web::post().to(crash)));
+    /// Moves the server's clock forward, so timers (SLA) fall due at once.
+    async fn clock(state: web::Data<AppState>, body: extract::JsonBody) -> Result<HttpResponse, ApiError> {
+        let ms = body.value()?["advance_ms"]
+            .as_i64()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| ApiError::msg(Code::InvalidBody, "send {\"advance_ms\": <positive integer>}"))?;
+        state.clock.advance(ms);
+        Ok(HttpResponse::Ok().json(json!({"now_ms": state.clock.now_ms()})))
+    }
+    cfg.service(web::resource("/_faults/crash/{topic}").route(web::post().to(crash)))
+        .service(web::resource("/_faults/clock").route(web::post().to(clock)));
 }
 
 #[cfg(not(feature = "fault-injection"))]

@@ -22,7 +22,7 @@ type State = web::Data<AppState>;
 type Reply = Result<HttpResponse, ApiError>;
 
 /// Object types served by the generic handlers, with their paths.
-pub const GENERIC: [(&str, ObjectType); 10] = [
+pub const GENERIC: [(&str, ObjectType); 11] = [
     ("/contacts", ObjectType::Contact),
     ("/companies", ObjectType::Company),
     ("/leads", ObjectType::Lead),
@@ -33,6 +33,7 @@ pub const GENERIC: [(&str, ObjectType); 10] = [
     ("/custom-fields", ObjectType::CustomField),
     ("/canned-responses", ObjectType::CannedResponse),
     ("/macros", ObjectType::Macro),
+    ("/sla-policies", ObjectType::SlaPolicy),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -8,11 +8,54 @@ use sqlx::{AnyConnection, Row};
 
 use super::records::invalid;
 use super::{args, insert, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
+use crate::domain::hours::BusinessHours;
 use crate::domain::inbox::{parse_actions, render, MacroAction};
 use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record, Topic};
 
 const CONVERSATION: ObjectType = ObjectType::Conversation;
 const MESSAGE: ObjectType = ObjectType::Message;
+
+/// An SLA target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    FirstResponse,
+    NextResponse,
+    Resolution,
+}
+
+impl Target {
+    const ALL: [Target; 3] = [Target::FirstResponse, Target::NextResponse, Target::Resolution];
+
+    fn name(self) -> &'static str {
+        match self {
+            Target::FirstResponse => "first_response",
+            Target::NextResponse => "next_response",
+            Target::Resolution => "resolution",
+        }
+    }
+
+    fn minutes(self) -> &'static str {
+        match self {
+            Target::FirstResponse => "first_response_minutes",
+            Target::NextResponse => "next_response_minutes",
+            Target::Resolution => "resolution_minutes",
+        }
+    }
+
+    fn due_field(self) -> &'static str {
+        match self {
+            Target::FirstResponse => "first_response_due_at",
+            Target::NextResponse => "next_response_due_at",
+            Target::Resolution => "resolution_due_at",
+        }
+    }
+}
+
+/// A conversation's SLA policy and the hours it counts in.
+struct Sla {
+    policy: Record,
+    hours: BusinessHours,
+}
 
 /// A message posted to an API-channel inbox by an integrator or a chat widget.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,23 +103,201 @@ impl Scoped<'_> {
     pub(super) async fn prepare_conversation(
         &self,
         conn: &mut AnyConnection,
+        id: &str,
         before: Option<&Record>,
         changes: &mut Changes,
     ) -> Result<()> {
         match before {
             None => {
                 let number = self.next_number(conn, "conversation").await?;
+                let now = now_ms();
                 changes.set(CONVERSATION, "number", FieldValue::Int(number));
-                changes.set(CONVERSATION, "last_message_at", FieldValue::Int(now_ms()));
+                changes.set(CONVERSATION, "last_message_at", FieldValue::Int(now));
+                changes.set(CONVERSATION, "sla_breached", FieldValue::Bool(false));
+                let inbox = changes.get("inbox_id").and_then(|v| v.as_text()).unwrap_or_default().to_string();
+                let Some(inbox) = self.fetch(conn, ObjectType::Inbox, &inbox).await? else {
+                    // The write reports the unknown inbox.
+                    return Ok(());
+                };
+                let Some(policy) = inbox.text("sla_policy_id").map(str::to_string) else {
+                    return Ok(());
+                };
+                changes.set(CONVERSATION, "sla_policy_id", FieldValue::Text(policy.clone()));
+                if let Some(sla) = self.sla_of(conn, &inbox, &policy).await? {
+                    for target in [Target::FirstResponse, Target::Resolution] {
+                        self.start_target(conn, &sla, target, id, &inbox.id, now, changes).await?;
+                    }
+                }
             }
             Some(b) => {
                 let unsnoozed = changes.get("status").is_some_and(|s| s.as_text() != Some("snoozed"));
                 if unsnoozed && !b.get("snoozed_until").is_null() && changes.get("snoozed_until").is_none() {
                     changes.set(CONVERSATION, "snoozed_until", FieldValue::Null);
                 }
+                self.follow_targets(conn, b, changes).await?;
             }
         }
         Ok(())
+    }
+
+    /// The policy and the hours its targets count in.
+    async fn sla_of(&self, conn: &mut AnyConnection, inbox: &Record, policy: &str) -> Result<Option<Sla>> {
+        let Some(policy) = self.fetch(conn, ObjectType::SlaPolicy, policy).await? else {
+            return Ok(None);
+        };
+        let hours = if policy.get("business_hours_only") == &FieldValue::Bool(true) {
+            let json = |name: &str| {
+                inbox
+                    .text(name)
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                    .unwrap_or(Value::Null)
+            };
+            BusinessHours::parse(inbox.text("time_zone").unwrap_or("UTC"), &json("business_hours"), &json("holidays"))
+                .map_err(|(_, e)| anyhow::anyhow!("an inbox's stored hours: {e}"))?
+        } else {
+            BusinessHours::always()
+        };
+        Ok(Some(Sla { policy, hours }))
+    }
+
+    /// Starts a target's clock at `start`: its deadline on the conversation, and its
+    /// warning (at 80 %) and breach timers.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_target(
+        &self,
+        conn: &mut AnyConnection,
+        sla: &Sla,
+        target: Target,
+        conversation: &str,
+        inbox: &str,
+        start: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        let FieldValue::Int(minutes) = sla.policy.get(target.minutes()) else {
+            return Ok(());
+        };
+        let (Some(due), Some(warn)) = (sla.hours.add(start, minutes * 60), sla.hours.add(start, minutes * 48)) else {
+            // Never open again within the horizon: no deadline to keep.
+            return Ok(());
+        };
+        changes.set(CONVERSATION, target.due_field(), FieldValue::Int(due));
+        for (kind, at) in [("warning", warn), ("breach", due)] {
+            let mut sql = insert(
+                "sla_timers",
+                "workspace_id, inbox_id, conversation_id, target, kind, fire_at, due_at",
+                args![self.ws, inbox, conversation, target.name(), kind, at, due],
+            );
+            sql.push(" ON CONFLICT (conversation_id, target, kind) DO UPDATE SET fire_at = ")
+                .arg(at)
+                .push(", due_at = ")
+                .arg(due);
+            sql.query().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// A target met (or no longer counting): its deadline and timers go.
+    async fn stop_target(&self, conn: &mut AnyConnection, target: Target, conversation: &str, changes: &mut Changes) -> Result<()> {
+        changes.set(CONVERSATION, target.due_field(), FieldValue::Null);
+        let mut sql = Sql::new("DELETE FROM sla_timers WHERE conversation_id = ");
+        sql.arg(conversation).push(" AND target = ").arg(target.name());
+        sql.query().execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// What a change to a conversation under a policy does to its targets: the first
+    /// reply meets the first response; a customer left waiting after a reply starts the
+    /// next response, which an answer meets; resolving meets them all.
+    async fn follow_targets(&self, conn: &mut AnyConnection, b: &Record, changes: &mut Changes) -> Result<()> {
+        let Some(policy) = b.text("sla_policy_id").map(str::to_string) else {
+            return Ok(());
+        };
+        let id = b.id.as_str();
+        let resolved = changes.get("status").is_some_and(|s| s.as_text() == Some("resolved")) && b.text("status") != Some("resolved");
+        if resolved {
+            for t in Target::ALL {
+                if !b.get(t.due_field()).is_null() {
+                    self.stop_target(conn, t, id, changes).await?;
+                }
+            }
+            return Ok(());
+        }
+        let replied = changes.get("first_reply_at").is_some_and(|v| !v.is_null()) && b.get("first_reply_at").is_null();
+        if replied && !b.get(Target::FirstResponse.due_field()).is_null() {
+            self.stop_target(conn, Target::FirstResponse, id, changes).await?;
+        }
+        match changes.get("waiting_since") {
+            Some(FieldValue::Null) if !b.get(Target::NextResponse.due_field()).is_null() => {
+                self.stop_target(conn, Target::NextResponse, id, changes).await?;
+            }
+            Some(FieldValue::Int(since)) if b.get("waiting_since").is_null() && !b.get("first_reply_at").is_null() => {
+                let since = *since;
+                let inbox = b.text("inbox_id").unwrap_or_default().to_string();
+                if let Some(inbox) = self.fetch(conn, ObjectType::Inbox, &inbox).await? {
+                    if let Some(sla) = self.sla_of(conn, &inbox, &policy).await? {
+                        self.start_target(conn, &sla, Target::NextResponse, id, &inbox.id, since, changes)
+                            .await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Fires the conversation's SLA timers due by `now`, each once: `sla.warning` or
+    /// `sla.breached` on the inbox (and to its assignee), and a breach marks the
+    /// conversation. Answers how many fired.
+    pub(crate) async fn sla_check_in(&self, w: &mut WriteTx, conversation_id: &str, now: i64, actor: &str) -> Result<Value> {
+        let mut sql = Sql::new("SELECT target, kind, due_at FROM sla_timers WHERE conversation_id = ");
+        sql.arg(conversation_id)
+            .push(" AND fire_at <= ")
+            .arg(now)
+            .push(" ORDER BY fire_at, CASE kind WHEN 'warning' THEN 0 ELSE 1 END");
+        let due: Vec<(String, String, i64)> = sql
+            .query()
+            .fetch_all(&mut *w.tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_>>()?;
+        if due.is_empty() {
+            return Ok(json!({"fired": 0}));
+        }
+        let mut sql = Sql::new("DELETE FROM sla_timers WHERE conversation_id = ");
+        sql.arg(conversation_id).push(" AND fire_at <= ").arg(now);
+        sql.query().execute(&mut *w.tx).await?;
+        let Some(conv) = self.fetch(&mut w.tx, CONVERSATION, conversation_id).await? else {
+            return Ok(json!({"fired": 0}));
+        };
+        let stamp = now_ms();
+        let inbox_topic = Topic::Inbox {
+            inbox_id: conv.text("inbox_id").unwrap_or_default().to_string(),
+        }
+        .key();
+        let mut breached = false;
+        for (target, kind, due_at) in &due {
+            let event = if kind == "breach" { "sla.breached" } else { "sla.warning" };
+            breached |= kind == "breach";
+            let data = json!({
+                "object_type": "conversation", "id": conv.id, "target": target,
+                "due_at": crate::domain::fields::format_timestamp(*due_at), "record": conv.to_json(CONVERSATION),
+            });
+            w.append_event(self.ws, &inbox_topic, event, data.clone(), actor, stamp).await?;
+            if let Some(user) = conv.text("assignee_id") {
+                let topic = Topic::User {
+                    workspace_id: self.ws.to_string(),
+                    user_id: user.to_string(),
+                };
+                w.append_event(self.ws, &topic.key(), event, data, actor, stamp).await?;
+            }
+        }
+        if breached && conv.get("sla_breached") != &FieldValue::Bool(true) {
+            let mut c = Changes::default();
+            c.set(CONVERSATION, "sla_breached", FieldValue::Bool(true));
+            self.update_from(w, CONVERSATION, conv, None, c, actor, false).await?;
+        }
+        Ok(json!({"fired": due.len()}))
     }
 
     /// The workspace's next running number of `name`; the row stays locked until the
@@ -284,6 +505,9 @@ impl Scoped<'_> {
         docs.query().execute(&mut *conn).await?;
         let mut sql = Sql::new("DELETE FROM messages WHERE workspace_id = ");
         sql.arg(self.ws).push(" AND conversation_id = ").arg(conversation_id);
+        sql.query().execute(&mut *conn).await?;
+        let mut sql = Sql::new("DELETE FROM sla_timers WHERE conversation_id = ");
+        sql.arg(conversation_id);
         sql.query().execute(&mut *conn).await?;
         Ok(())
     }
@@ -632,6 +856,25 @@ impl Scoped<'_> {
 }
 
 impl Store {
+    /// Conversations (with their workspace) whose SLA timers are due by `now`, at most
+    /// `limit`.
+    pub async fn due_sla_timers(&self, now: i64, limit: i64) -> Result<Vec<(String, String)>> {
+        let mut sql = Sql::new("SELECT DISTINCT workspace_id, conversation_id FROM sla_timers WHERE fire_at <= ");
+        sql.arg(now).push(" LIMIT ").arg(limit);
+        sql.query()
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// When the next SLA timer fires (Unix ms), if any is set.
+    pub async fn next_sla_timer(&self) -> Result<Option<i64>> {
+        let sql = Sql::new("SELECT MIN(fire_at) FROM sla_timers");
+        Ok(sql.query().fetch_one(self.pool()).await?.try_get(0)?)
+    }
+
     /// The workspace and inbox an inbox token belongs to.
     pub async fn inbox_by_token(&self, digest: &str) -> Result<Option<(String, String)>> {
         let mut sql = Sql::new("SELECT workspace_id, inbox_id FROM inbox_tokens WHERE digest = ");

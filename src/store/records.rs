@@ -493,7 +493,7 @@ impl Scoped<'_> {
     ) -> Result<()> {
         match ty {
             ObjectType::Deal => self.prepare_deal(conn, before, changes).await,
-            ObjectType::Conversation => self.prepare_conversation(conn, before, changes).await,
+            ObjectType::Conversation => self.prepare_conversation(conn, id, before, changes).await,
             ObjectType::Message if before.is_none() => self.prepare_message(conn, changes, actor).await,
             ObjectType::Stage if before.is_none() => {
                 let pipeline = changes.get("pipeline_id").and_then(|v| v.as_text()).unwrap_or_default().to_string();

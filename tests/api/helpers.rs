@@ -81,6 +81,8 @@ impl Drop for Cleanup {
 
 pub struct TestApp {
     pub address: String,
+    /// Stops the in-process server (none for a server in another process).
+    server: Option<(actix_web::dev::ServerHandle, actix_web::rt::task::JoinHandle<anyhow::Result<()>>)>,
     pub client: awc::Client,
     /// What the server was started with, so a second node can share its store.
     pub settings: Settings,
@@ -123,11 +125,18 @@ pub struct Session {
     pub workspace_id: String,
 }
 
-async fn start(settings: Settings) -> String {
+async fn start(
+    settings: Settings,
+) -> (
+    String,
+    actix_web::dev::ServerHandle,
+    actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
+) {
     let app = Application::build(settings).await.expect("the application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
-    actix_web::rt::spawn(app.run_until_stopped());
-    address
+    let handle = app.handle();
+    let running = actix_web::rt::spawn(app.run_until_stopped());
+    (address, handle, running)
 }
 
 /// The token test servers ask for on `/metrics`.
@@ -177,10 +186,11 @@ impl TestApp {
     }
 
     async fn launch(settings: Settings, cleanup: Cleanup) -> TestApp {
-        let address = start(settings.clone()).await;
+        let (address, handle, running) = start(settings.clone()).await;
         let client = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
         TestApp {
             address,
+            server: Some((handle, running)),
             client,
             settings,
             _cleanup: cleanup,
@@ -191,10 +201,28 @@ impl TestApp {
     pub fn remote(address: &str) -> TestApp {
         TestApp {
             address: address.to_string(),
+            server: None,
             client: awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish(),
             settings: test_settings(),
             _cleanup: Cleanup::None,
         }
+    }
+
+    /// Stops the server (draining requests, closing the store) and starts it again on
+    /// the same store, as an operator's restart would.
+    pub async fn restart(&mut self) {
+        if let Some((handle, running)) = self.server.take() {
+            handle.stop(true).await;
+            running.await.expect("the server task ends").expect("the server stops cleanly");
+        }
+        let (address, handle, running) = start(self.settings.clone()).await;
+        self.address = address;
+        self.server = Some((handle, running));
+    }
+
+    /// Moves the server's clock forward by `ms`, so timers due by then fire.
+    pub async fn advance_clock(&self, ms: i64, token: &str) {
+        self.post("/_faults/clock", token, json!({"advance_ms": ms})).await.expect(200);
     }
 
     /// Another server with other settings (such as another way to the same store).

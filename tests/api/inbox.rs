@@ -578,3 +578,99 @@ on_both_backends! {
         drop(sockets);
     }
 }
+
+on_both_backends! {
+    async fn sla_warnings_and_breaches_fire_on_time_once_each_even_across_a_restart(app) {
+        let mut app = app;
+        let owner = app.signup("Support").await;
+        let agent = app.member(&owner, "agent").await;
+        let policy = app
+            .post("/sla-policies", &owner.token, json!({"name": "Chat", "first_response_minutes": 10, "next_response_minutes": 5, "resolution_minutes": 60, "business_hours_only": false}))
+            .await
+            .expect(201)
+            .id();
+        let r = app.post("/inboxes", &owner.token, json!({"name": "Chat", "channel": "api", "sla_policy_id": policy})).await.expect(201);
+        let (inbox, token) = (r.id(), r.body["token"].as_str().unwrap().to_string());
+        let topic = format!("inbox:{inbox}");
+        let conv = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Help!"})).await.expect(201).body["conversation"].clone();
+        let id = conv["id"].as_str().unwrap().to_string();
+        let opened = chrono::DateTime::parse_from_rfc3339(conv["created_at"].as_str().unwrap()).unwrap().timestamp_millis();
+        let due = |field: &str, c: &Value| chrono::DateTime::parse_from_rfc3339(c[field].as_str().unwrap()).unwrap().timestamp_millis();
+        assert!((due("first_response_due_at", &conv) - opened - 600_000).abs() < 1000, "{conv}");
+        assert!((due("resolution_due_at", &conv) - opened - 3_600_000).abs() < 1000, "{conv}");
+        assert_eq!(conv["next_response_due_at"], Value::Null);
+        assert_eq!(conv["sla_breached"], false);
+        app.patch(&format!("/conversations/{id}"), &owner.token, json!({"assignee_id": agent.user_id})).await.expect(200);
+
+        let mut ws = app.ws(&agent.token).await;
+        let start = ws.subscribe(&topic, None).await.last().unwrap()["seq"].as_i64().unwrap();
+        let mut mine = app.ws(&agent.token).await;
+        mine.subscribe(&format!("user:{}:{}", owner.workspace_id, agent.user_id), None).await;
+
+        // 80 % of ten minutes: the warning, on the inbox and to the assignee.
+        app.advance_clock(8 * 60_000 + 5_000, &owner.token).await;
+        let warned = ws.until("event").await;
+        let warned = warned.last().unwrap();
+        assert_eq!(warned["kind"], "sla.warning");
+        assert_eq!(warned["data"]["target"], "first_response");
+        assert_eq!(warned["data"]["id"], id.as_str());
+        let told = mine.until("event").await;
+        assert_eq!(told.last().unwrap()["kind"], "sla.warning");
+
+        // The server restarts between the warning and the breach.
+        drop((ws, mine));
+        app.restart().await;
+        app.advance_clock(10 * 60_000 + 5_000, &owner.token).await;
+        let mut ws = app.ws(&agent.token).await;
+        let mut frames = ws.subscribe(&topic, Some(start)).await;
+        while !frames.iter().any(|f| f["kind"] == "sla.breached") {
+            frames.push(ws.recv().await);
+        }
+        let sla: Vec<(String, String)> = frames
+            .iter()
+            .filter(|f| f["kind"].as_str().is_some_and(|k| k.starts_with("sla.")))
+            .map(|f| (f["kind"].as_str().unwrap().to_string(), f["data"]["target"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(sla, [("sla.warning".to_string(), "first_response".to_string()), ("sla.breached".to_string(), "first_response".to_string())], "once each");
+        let breached = app.get("/conversations?sla_breached=true", &agent.token).await.expect(200);
+        assert_eq!(ids_of(&breached.body), vec![id.clone()]);
+
+        // A reply meets the first response; a customer waiting again starts the next
+        // response, which the next reply meets; resolving meets the resolution.
+        app.post(&format!("/conversations/{id}/messages"), &agent.token, json!({"text": "Sorry for the wait"})).await.expect(201);
+        let c = app.get(&format!("/conversations/{id}"), &agent.token).await.expect(200).body;
+        assert_eq!(c["first_response_due_at"], Value::Null);
+        inbound(&app, &token, json!({"contact_identifier": "c", "text": "Still broken"})).await.expect(201);
+        let c = app.get(&format!("/conversations/{id}"), &agent.token).await.expect(200).body;
+        assert!(c["next_response_due_at"].is_string(), "{c}");
+        app.post(&format!("/conversations/{id}/messages"), &agent.token, json!({"text": "Fixed now"})).await.expect(201);
+        let c = app.get(&format!("/conversations/{id}"), &agent.token).await.expect(200).body;
+        assert_eq!(c["next_response_due_at"], Value::Null);
+        let c = app.patch(&format!("/conversations/{id}"), &agent.token, json!({"status": "resolved"})).await.expect(200).body;
+        assert_eq!(c["resolution_due_at"], Value::Null);
+        assert_eq!(c["sla_breached"], true, "a breach stays on record");
+    }
+
+    async fn deadlines_count_only_the_inbox_business_hours(app) {
+        let owner = app.signup("Support").await;
+        let policy = app.post("/sla-policies", &owner.token, json!({"name": "Office", "first_response_minutes": 120})).await.expect(201).id();
+        // Closed every day but one a week, an hour long: two open hours are a week apart.
+        let r = app
+            .post("/inboxes", &owner.token, json!({"name": "Office", "channel": "api", "sla_policy_id": policy, "time_zone": "Asia/Tokyo", "business_hours": {"mon": [["09:00", "10:00"]]}}))
+            .await
+            .expect(201);
+        let token = r.body["token"].as_str().unwrap().to_string();
+        let conv = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(201).body["conversation"].clone();
+        let due = chrono::DateTime::parse_from_rfc3339(conv["first_response_due_at"].as_str().unwrap()).unwrap();
+        let local = due.with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).unwrap());
+        assert_eq!(local.format("%a %H:%M").to_string(), "Mon 10:00", "{conv}");
+        let created = chrono::DateTime::parse_from_rfc3339(conv["created_at"].as_str().unwrap()).unwrap();
+        assert!(due - created > chrono::Duration::days(7), "two open hours take more than a week");
+
+        let r = app.post("/inboxes", &owner.token, json!({"name": "Bad", "time_zone": "Mars/Olympus", "business_hours": {"mon": [["17:00", "09:00"]]}})).await.expect(422);
+        let fields = &r.body["error"]["details"]["fields"];
+        assert!(fields["time_zone"].is_string() || fields["business_hours"].is_string(), "{}", r.text);
+        let r = app.post("/sla-policies", &owner.token, json!({"name": "Empty"})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["first_response_minutes"].is_string());
+    }
+}

@@ -1,0 +1,5 @@
+//! Work the server does on its own, not at a client's request: each worker calls the
+//! application layer like any adapter, so its writes take the same path, under the
+//! same single writers.
+
+pub mod sla;

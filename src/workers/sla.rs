@@ -1,0 +1,51 @@
+//! The SLA scheduler: fires conversations' SLA timers when they fall due. The timers
+//! are rows in the store, written with the changes that start and stop targets, so a
+//! restart loses none; each fires in a write through its inbox's single writer that
+//! deletes it, so none fires twice, whichever node (or how many) noticed it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::writes::{self, Author, Write};
+use crate::app::AppState;
+
+/// The longest the scheduler sleeps without looking: timers set meanwhile may fall due
+/// before the one it waits for.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// Conversations handled per look; more wait for the next.
+const BATCH: i64 = 500;
+/// Who the events of fired timers are by.
+pub const ACTOR: &str = "system:sla";
+
+/// Runs until the task is dropped.
+pub async fn run(state: Arc<AppState>) {
+    loop {
+        let now = state.clock.now_ms();
+        match state.store.due_sla_timers(now, BATCH).await {
+            Ok(due) => {
+                for (workspace_id, conversation_id) in due {
+                    let author = Author {
+                        workspace_id,
+                        actor: ACTOR.to_string(),
+                    };
+                    let write = Write::SlaCheck {
+                        conversation_id: conversation_id.clone(),
+                        now,
+                    };
+                    if let Err(e) = writes::execute(&state, author, None, write).await {
+                        tracing::warn!(conversation = %conversation_id, code = e.code.name(), error = %e, "an SLA timer could not fire; trying again");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read SLA timers; trying again"),
+        }
+        let wait = match state.store.next_sla_timer().await {
+            Ok(Some(at)) => Duration::from_millis(u64::try_from(at - state.clock.now_ms()).unwrap_or(0)).min(LOOK_EVERY),
+            _ => LOOK_EVERY,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.clock.moved() => {}
+        }
+    }
+}
