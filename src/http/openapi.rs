@@ -205,6 +205,24 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
                 json!({"required": ["snoozed_until"], "properties": {"snoozed_until": field_schema(FieldKind::Timestamp, true)}});
             create["else"] = json!({"properties": {"snoozed_until": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": format!("^[{WS}]*$")}]}}});
         }
+        ObjectType::Inbox => {
+            let time = json!({"type": "string", "pattern": "^(?:[01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"});
+            let day = json!({"type": "array", "maxItems": 10, "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": time}});
+            let hours = json!({"type": ["object", "null"], "propertyNames": {"enum": crate::domain::hours::DAYS}, "additionalProperties": day, "description": "open intervals per day in the inbox's time zone, such as {\"mon\": [[\"09:00\", \"17:00\"]]}; days left out are closed; none: always open"});
+            let holidays = json!({"type": ["array", "null"], "maxItems": 366, "items": {"type": "string", "format": "date"}, "description": "days closed all day"});
+            for (name, schema) in [("business_hours", hours), ("holidays", holidays)] {
+                create["properties"][name] = schema.clone();
+                update.insert(name.into(), schema);
+            }
+        }
+        ObjectType::SlaPolicy => {
+            create["anyOf"] = Value::Array(
+                ["first_response_minutes", "next_response_minutes", "resolution_minutes"]
+                    .iter()
+                    .map(|f| json!({"required": [f], "properties": {*f: {"type": "integer"}}}))
+                    .collect(),
+            );
+        }
         ObjectType::Macro => {
             create["properties"]["actions"] = macro_actions();
             update.insert("actions".into(), macro_actions());
