@@ -509,7 +509,11 @@ impl ObjectType {
         }
         match super::fields::closest(key, settable.iter().copied()) {
             Some(near) => format!("unknown field; did you mean '{near}'?"),
-            None => format!("unknown field; a {} has {}", self.name(), settable.join(", ")),
+            None => {
+                let noun = self.name().replace('_', " ");
+                let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                format!("unknown field; {article} {noun} has {}", settable.join(", "))
+            }
         }
     }
 

@@ -45,6 +45,10 @@ on_both_backends! {
         let contact = app.post("/contacts", &s.token, json!({"name": "Keep me"})).await.expect(201).id();
         let deal = app.post("/deals", &s.token, json!({"title": "Keep", "pipeline_id": pipeline})).await.expect(201).id();
         let lead = app.post("/leads", &s.token, json!({"name": "Lead"})).await.expect(201).id();
+        let inbox = app.post("/inboxes", &s.token, json!({"name": "Chat", "channel": "api"})).await.expect(201).id();
+        let conversation = app.post("/conversations", &s.token, json!({"inbox_id": inbox, "contact_id": contact})).await.expect(201).id();
+        let canned = app.post("/canned-responses", &s.token, json!({"shortcode": "hi", "text": "Hi"})).await.expect(201).id();
+        let mac = app.post("/macros", &s.token, json!({"name": "Close", "actions": [{"type": "set_status", "value": "resolved"}]})).await.expect(201).id();
         let endpoints: Vec<(Method, String)> = vec![
             (Method::POST, "/contacts".into()), (Method::POST, "/companies".into()), (Method::POST, "/leads".into()),
             (Method::POST, "/deals".into()), (Method::POST, "/activities".into()), (Method::POST, "/tags".into()),
@@ -56,6 +60,11 @@ on_both_backends! {
             (Method::PATCH, format!("/contacts/{contact}")), (Method::PATCH, format!("/deals/{deal}")),
             (Method::PATCH, format!("/pipelines/{pipeline}")), (Method::PATCH, format!("/pipelines/{pipeline}/stages/{}", stages[0])),
             (Method::PATCH, format!("/members/{}", s.user_id)), (Method::PATCH, format!("/leads/{lead}")),
+            (Method::POST, "/inboxes".into()), (Method::PATCH, format!("/inboxes/{inbox}")), (Method::POST, "/conversations".into()),
+            (Method::PATCH, format!("/conversations/{conversation}")), (Method::POST, format!("/conversations/{conversation}/messages")),
+            (Method::POST, "/canned-responses".into()), (Method::POST, format!("/canned-responses/{canned}/render")),
+            (Method::POST, "/macros".into()), (Method::POST, format!("/macros/{mac}/apply")), (Method::POST, "/sla-policies".into()),
+            (Method::POST, "/channels/api/messages".into()), (Method::PUT, "/availability".into()),
         ];
         let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
         let bodies: Vec<(&str, &str, Vec<u8>, Option<&str>)> = vec![
@@ -93,6 +102,8 @@ on_both_backends! {
         assert_eq!(app.get(&format!("/contacts/{contact}"), &s.token).await.body["version"], 1);
         assert_eq!(app.get(&format!("/deals/{deal}"), &s.token).await.body["version"], 1);
         assert_eq!(ids(&app.get("/leads", &s.token).await.body).len(), 1);
+        assert_eq!(app.get(&format!("/conversations/{conversation}"), &s.token).await.body["version"], 1);
+        assert_eq!(ids(&app.get(&format!("/conversations/{conversation}/messages"), &s.token).await.body).len(), 0);
     }
 
     async fn invalid_field_values_name_the_field_and_the_problem(app) {

@@ -30,6 +30,13 @@ on_both_backends! {
         let key = app.post("/api-keys", &a.token, json!({"name": "Zyxwv key", "scopes": ["contacts:read"]})).await.expect(201).id();
         let audit = app.get("/audit-log?limit=1", &a.token).await.body["data"][0]["id"].as_str().unwrap().to_string();
         let invitation = app.post("/invitations", &a.token, json!({"email": "zyxwv@victim.test", "role": "member"})).await.expect(201).id();
+        let policy = app.post("/sla-policies", &a.token, json!({"name": "Zyxwv SLA", "first_response_minutes": 60})).await.expect(201).id();
+        let inbox = app.post("/inboxes", &a.token, json!({"name": "Zyxwv Inbox", "channel": "api", "sla_policy_id": policy})).await.expect(201);
+        let (inbox, inbox_token) = (inbox.id(), inbox.body["token"].as_str().unwrap().to_string());
+        let posted = app.post("/channels/api/messages", &inbox_token, json!({"contact_identifier": "zyxwv", "subject": "Zyxwv case", "text": "zyxwv message"})).await.expect(201);
+        let conversation = posted.body["conversation"]["id"].as_str().unwrap().to_string();
+        let canned = app.post("/canned-responses", &a.token, json!({"shortcode": "zyxwv", "text": "Zyxwv reply"})).await.expect(201).id();
+        let mac = app.post("/macros", &a.token, json!({"name": "Zyxwv macro", "actions": [{"type": "add_note", "value": "zyxwv"}]})).await.expect(201).id();
         let records: Vec<(String, String)> = vec![
             ("/pipelines".into(), pipeline.clone()),
             (format!("/pipelines/{pipeline}/stages"), stages[0].clone()),
@@ -44,8 +51,13 @@ on_both_backends! {
             ("/api-keys".into(), key.clone()),
             ("/members".into(), a.user_id.clone()),
             ("/audit-log".into(), audit.clone()),
+            ("/inboxes".into(), inbox.clone()),
+            ("/conversations".into(), conversation.clone()),
+            ("/canned-responses".into(), canned.clone()),
+            ("/macros".into(), mac.clone()),
+            ("/sla-policies".into(), policy.clone()),
         ];
-        let secrets: Vec<String> = records.iter().map(|(_, id)| id.clone()).chain([a.workspace_id.clone(), invitation.clone()]).collect();
+        let secrets: Vec<String> = records.iter().map(|(_, id)| id.clone()).chain([a.workspace_id.clone(), invitation.clone(), inbox_token.clone()]).collect();
         let mut versions = Vec::new();
         for (path, id) in &records {
             if path.starts_with("/pipelines/") || path == "/api-keys" || path == "/members" || path == "/audit-log" {
@@ -60,7 +72,7 @@ on_both_backends! {
         for role in ["admin", "member", "agent", "viewer"] {
             tokens.push(app.member(&b, role).await.token);
         }
-        let scopes: Vec<String> = ["contacts", "companies", "leads", "pipelines", "deals", "activities", "tags", "custom_fields", "teams", "members", "audit_log", "imports", "exports"]
+        let scopes: Vec<String> = ["contacts", "companies", "leads", "pipelines", "deals", "activities", "tags", "custom_fields", "teams", "members", "audit_log", "imports", "exports", "inboxes", "conversations"]
             .iter().map(|r| format!("{r}:write")).collect();
         tokens.push(app.post("/api-keys", &b.token, json!({"name": "all", "scopes": scopes})).await.expect(201).body["key"].as_str().unwrap().to_string());
         let b_pipeline = app.pipeline(&b.token).await.0;
@@ -80,7 +92,8 @@ on_both_backends! {
             for path in [
                 "/contacts", "/companies", "/leads", "/deals", "/activities", "/tags", "/teams", "/custom-fields", "/pipelines",
                 "/members", "/invitations", "/api-keys", "/audit-log", "/imports", "/search?q=zyxwv", "/exports?object_type=contact",
-                "/exports?object_type=deal", "/me",
+                "/exports?object_type=deal", "/me", "/inboxes", "/conversations", "/canned-responses", "/macros", "/sla-policies",
+                "/availability", "/search?q=zyxwv&types=message,conversation",
             ] {
                 let r = app.get(path, t).await;
                 assert!(matches!(r.status, 200 | 403), "{path}: {} {}", r.status, r.text);
@@ -100,6 +113,14 @@ on_both_backends! {
                 (Method::POST, "/teams".to_string(), Some(json!({"name": "x", "member_ids": [a.user_id]}))),
                 (Method::PATCH, format!("/members/{}", a.user_id), Some(json!({"role": "viewer"}))),
                 (Method::DELETE, format!("/invitations/{invitation}"), None),
+                (Method::GET, format!("/conversations/{conversation}/messages"), None),
+                (Method::POST, format!("/conversations/{conversation}/messages"), Some(json!({"text": "x"}))),
+                (Method::POST, format!("/conversations/{conversation}/read"), None),
+                (Method::POST, format!("/inboxes/{inbox}/token"), None),
+                (Method::POST, format!("/macros/{mac}/apply"), Some(json!({"conversation_id": conversation}))),
+                (Method::POST, format!("/canned-responses/{canned}/render"), Some(json!({"conversation_id": conversation}))),
+                (Method::POST, "/conversations".to_string(), Some(json!({"inbox_id": inbox, "contact_id": contact}))),
+                (Method::POST, "/inboxes".to_string(), Some(json!({"name": "x", "sla_policy_id": policy}))),
             ] {
                 let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
                 let r = app.request(method.clone(), &path, Some(t), &[], body).await;
@@ -122,5 +143,9 @@ on_both_backends! {
         assert!(keys.body["data"][0]["revoked_at"].is_null());
         let lead = app.get(&format!("/leads/{lead}"), &a.token).await.expect(200);
         assert_eq!(lead.body["status"], "new");
+        let messages = app.get(&format!("/conversations/{conversation}/messages"), &a.token).await.expect(200);
+        assert_eq!(messages.body["data"].as_array().unwrap().len(), 1);
+        // The inbox's token still works, for its own inbox only.
+        app.post("/channels/api/messages", &inbox_token, json!({"contact_identifier": "zyxwv", "text": "still mine"})).await.expect(201);
     }
 }

@@ -40,6 +40,20 @@ const MATRIX: &[(&str, [(bool, bool); 5])] = &[
         "exports",
         [(true, false), (true, false), (false, false), (false, false), (false, false)],
     ),
+    ("inboxes", [(true, true), (true, true), (true, false), (true, false), (true, false)]),
+    (
+        "conversations",
+        [(true, true), (true, true), (true, true), (true, true), (true, false)],
+    ),
+    (
+        "canned-responses",
+        [(true, true), (true, true), (true, false), (true, false), (true, false)],
+    ),
+    ("macros", [(true, true), (true, true), (true, false), (true, false), (true, false)]),
+    (
+        "sla-policies",
+        [(true, true), (true, true), (true, false), (true, false), (true, false)],
+    ),
 ];
 
 const ROLES: [&str; 5] = ["owner", "admin", "member", "agent", "viewer"];
@@ -49,6 +63,7 @@ on_both_backends! {
         let owner = app.signup("Acme").await;
         let (pipeline, _) = app.pipeline(&owner.token).await;
         let contact = app.post("/contacts", &owner.token, json!({"name": "Target"})).await.expect(201).id();
+        let inbox = app.post("/inboxes", &owner.token, json!({"name": "Support"})).await.expect(201).id();
         let mut sessions = vec![owner.clone()];
         for role in &ROLES[1..] {
             sessions.push(app.member(&owner, role).await);
@@ -75,6 +90,11 @@ on_both_backends! {
                     "custom-fields" => Some(json!({"object_type": "deal", "key": format!("k{unique}"), "label": "x", "kind": "text"})),
                     "members" => Some(json!({"email": format!("{unique}@example.test"), "role": "viewer"})),
                     "api-keys" => Some(json!({"name": "x", "scopes": ["contacts:read"]})),
+                    "inboxes" => Some(json!({"name": "x"})),
+                    "sla-policies" => Some(json!({"name": "x", "first_response_minutes": 5})),
+                    "conversations" => Some(json!({"inbox_id": inbox, "contact_id": contact})),
+                    "canned-responses" => Some(json!({"shortcode": format!("s{}", &unique[..8]), "text": "Hello"})),
+                    "macros" => Some(json!({"name": "x", "actions": [{"type": "set_status", "value": "resolved"}]})),
                     _ => None,
                 };
                 let r = match (family, write) {
@@ -98,5 +118,13 @@ on_both_backends! {
         assert_eq!(app.delete(&format!("/contacts/{contact}"), &viewer.token).await.status, 403);
         app.patch(&format!("/contacts/{contact}"), &member.token, json!({"title": "x"})).await.expect(200);
         assert_eq!(app.delete(&format!("/pipelines/{pipeline}"), &member.token).await.status, 403);
+        // Agents work conversations but only admins remove them.
+        let conversation = app.post("/conversations", &owner.token, json!({"inbox_id": inbox, "contact_id": contact})).await.expect(201).id();
+        let agent = &sessions[3];
+        app.post(&format!("/conversations/{conversation}/messages"), &agent.token, json!({"text": "On it"})).await.expect(201);
+        assert_eq!(app.post(&format!("/conversations/{conversation}/messages"), &viewer.token, json!({"text": "x"})).await.status, 403);
+        assert_eq!(app.delete(&format!("/conversations/{conversation}"), &agent.token).await.status, 403);
+        assert_eq!(app.delete(&format!("/conversations/{conversation}"), &member.token).await.status, 403);
+        app.delete(&format!("/conversations/{conversation}"), &sessions[1].token).await.expect(204);
     }
 }
