@@ -112,7 +112,7 @@ impl Application {
             clock: Default::default(),
         });
         let site = web::Data::new(http::Site::load()?);
-        let background = vec![actix_web::rt::spawn(crate::workers::sla::run(state.clone().into_inner()))];
+        let background = vec![actix_web::rt::spawn(crate::workers::timers::run(state.clone().into_inner()))];
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

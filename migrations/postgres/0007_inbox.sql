@@ -172,10 +172,10 @@ CREATE TABLE sla_policies (
 CREATE INDEX sla_policies_created ON sla_policies (workspace_id, created_at);
 CREATE INDEX sla_policies_updated ON sla_policies (workspace_id, updated_at);
 
--- The SLA scheduler's timers, as data: a warning at 80 % of a target and a breach at
--- 100 %. A timer fires by being deleted in the write that tells of it, so a restart
--- neither loses nor repeats one.
-CREATE TABLE sla_timers (
+-- Conversations' timers, as data: an SLA target's warning at 80 % and breach at 100 %,
+-- and the end of a snooze. A timer fires by being deleted in the write that tells of
+-- it, so a restart neither loses nor repeats one.
+CREATE TABLE conversation_timers (
     workspace_id TEXT NOT NULL,
     inbox_id TEXT NOT NULL,
     conversation_id TEXT NOT NULL,
@@ -185,4 +185,4 @@ CREATE TABLE sla_timers (
     due_at BIGINT NOT NULL,
     PRIMARY KEY (conversation_id, target, kind)
 );
-CREATE INDEX sla_timers_fire ON sla_timers (fire_at);
+CREATE INDEX conversation_timers_fire ON conversation_timers (fire_at);

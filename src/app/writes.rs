@@ -61,7 +61,7 @@ pub enum Write {
         expected: Option<i64>,
     },
     /// The conversation's SLA timers due by `now` fire.
-    SlaCheck {
+    FireTimers {
         conversation_id: String,
         now: i64,
     },
@@ -81,7 +81,7 @@ impl Write {
             Write::Move { .. } => ObjectType::Deal,
             Write::Convert { .. } => ObjectType::Lead,
             Write::Inbound(_) => ObjectType::Message,
-            Write::Read { .. } | Write::ApplyMacro { .. } | Write::SlaCheck { .. } => ObjectType::Conversation,
+            Write::Read { .. } | Write::ApplyMacro { .. } | Write::FireTimers { .. } => ObjectType::Conversation,
         }
     }
 
@@ -111,7 +111,7 @@ impl Write {
                 conversation_id,
                 expected,
             } => json!({"op": "apply_macro", "macro_id": macro_id, "id": conversation_id, "expected": expected}),
-            Write::SlaCheck { conversation_id, now } => json!({"op": "sla_check", "id": conversation_id, "now": now}),
+            Write::FireTimers { conversation_id, now } => json!({"op": "fire_timers", "id": conversation_id, "now": now}),
         }
     }
 
@@ -175,7 +175,7 @@ impl Write {
                     .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
                     .unwrap_or_default(),
             }),
-            "sla_check" => Write::SlaCheck {
+            "fire_timers" => Write::FireTimers {
                 conversation_id: id()?,
                 now: v["now"].as_i64()?,
             },
@@ -248,7 +248,7 @@ impl Write {
                         conversation_id,
                         expected,
                     } => s.apply_macro_in(w, &macro_id, &conversation_id, expected, actor).await?,
-                    Write::SlaCheck { conversation_id, now } => s.sla_check_in(w, &conversation_id, now, actor).await?,
+                    Write::FireTimers { conversation_id, now } => s.fire_timers_in(w, &conversation_id, now, actor).await?,
                 })
             })
         })
@@ -323,7 +323,7 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
         Write::Inbound(m) => inbox(Some(m.inbox_id.clone())),
         // A member's own reading, on their personal topic: no inbox's to order.
         Write::Read { .. } => None,
-        Write::ApplyMacro { conversation_id, .. } | Write::SlaCheck { conversation_id, .. } => inbox(
+        Write::ApplyMacro { conversation_id, .. } | Write::FireTimers { conversation_id, .. } => inbox(
             scoped
                 .get(ObjectType::Conversation, conversation_id)
                 .await?

@@ -114,6 +114,17 @@ impl Scoped<'_> {
                 changes.set(CONVERSATION, "number", FieldValue::Int(number));
                 changes.set(CONVERSATION, "last_message_at", FieldValue::Int(now));
                 changes.set(CONVERSATION, "sla_breached", FieldValue::Bool(false));
+                if let (Some(FieldValue::Int(at)), Some("snoozed")) =
+                    (changes.get("snoozed_until"), changes.get("status").and_then(|s| s.as_text()))
+                {
+                    let inbox = changes.get("inbox_id").and_then(|v| v.as_text()).unwrap_or_default();
+                    let sql = insert(
+                        "conversation_timers",
+                        "workspace_id, inbox_id, conversation_id, target, kind, fire_at, due_at",
+                        args![self.ws, inbox, id, "snooze", "wake", *at, *at],
+                    );
+                    sql.query().execute(&mut *conn).await?;
+                }
                 let inbox = changes.get("inbox_id").and_then(|v| v.as_text()).unwrap_or_default().to_string();
                 let Some(inbox) = self.fetch(conn, ObjectType::Inbox, &inbox).await? else {
                     // The write reports the unknown inbox.
@@ -135,6 +146,7 @@ impl Scoped<'_> {
                     changes.set(CONVERSATION, "snoozed_until", FieldValue::Null);
                 }
                 self.follow_targets(conn, b, changes).await?;
+                self.follow_snooze(conn, b, changes).await?;
             }
         }
         Ok(())
@@ -183,7 +195,7 @@ impl Scoped<'_> {
         changes.set(CONVERSATION, target.due_field(), FieldValue::Int(due));
         for (kind, at) in [("warning", warn), ("breach", due)] {
             let mut sql = insert(
-                "sla_timers",
+                "conversation_timers",
                 "workspace_id, inbox_id, conversation_id, target, kind, fire_at, due_at",
                 args![self.ws, inbox, conversation, target.name(), kind, at, due],
             );
@@ -199,9 +211,38 @@ impl Scoped<'_> {
     /// A target met (or no longer counting): its deadline and timers go.
     async fn stop_target(&self, conn: &mut AnyConnection, target: Target, conversation: &str, changes: &mut Changes) -> Result<()> {
         changes.set(CONVERSATION, target.due_field(), FieldValue::Null);
-        let mut sql = Sql::new("DELETE FROM sla_timers WHERE conversation_id = ");
+        let mut sql = Sql::new("DELETE FROM conversation_timers WHERE conversation_id = ");
         sql.arg(conversation).push(" AND target = ").arg(target.name());
         sql.query().execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// A snoozed conversation opens again when its snooze ends: a timer, set (or moved)
+    /// with the snooze and cleared when it stops being snoozed.
+    async fn follow_snooze(&self, conn: &mut AnyConnection, b: &Record, changes: &mut Changes) -> Result<()> {
+        if changes.get("status").is_none() && changes.get("snoozed_until").is_none() {
+            return Ok(());
+        }
+        let until = match (changes.get("snoozed_until"), b.get("snoozed_until")) {
+            (Some(v), _) => v.clone(),
+            (None, old) => old.clone(),
+        };
+        let status = changes
+            .get("status")
+            .and_then(|s| s.as_text())
+            .or(b.text("status"))
+            .unwrap_or_default();
+        let mut clear = Sql::new("DELETE FROM conversation_timers WHERE conversation_id = ");
+        clear.arg(&b.id).push(" AND target = 'snooze'");
+        clear.query().execute(&mut *conn).await?;
+        if let (FieldValue::Int(at), "snoozed") = (until, status) {
+            let sql = insert(
+                "conversation_timers",
+                "workspace_id, inbox_id, conversation_id, target, kind, fire_at, due_at",
+                args![self.ws, b.text("inbox_id").unwrap_or_default(), &b.id, "snooze", "wake", at, at],
+            );
+            sql.query().execute(&mut *conn).await?;
+        }
         Ok(())
     }
 
@@ -248,8 +289,8 @@ impl Scoped<'_> {
     /// Fires the conversation's SLA timers due by `now`, each once: `sla.warning` or
     /// `sla.breached` on the inbox (and to its assignee), and a breach marks the
     /// conversation. Answers how many fired.
-    pub(crate) async fn sla_check_in(&self, w: &mut WriteTx, conversation_id: &str, now: i64, actor: &str) -> Result<Value> {
-        let mut sql = Sql::new("SELECT target, kind, due_at FROM sla_timers WHERE conversation_id = ");
+    pub(crate) async fn fire_timers_in(&self, w: &mut WriteTx, conversation_id: &str, now: i64, actor: &str) -> Result<Value> {
+        let mut sql = Sql::new("SELECT target, kind, due_at FROM conversation_timers WHERE conversation_id = ");
         sql.arg(conversation_id)
             .push(" AND fire_at <= ")
             .arg(now)
@@ -264,7 +305,7 @@ impl Scoped<'_> {
         if due.is_empty() {
             return Ok(json!({"fired": 0}));
         }
-        let mut sql = Sql::new("DELETE FROM sla_timers WHERE conversation_id = ");
+        let mut sql = Sql::new("DELETE FROM conversation_timers WHERE conversation_id = ");
         sql.arg(conversation_id).push(" AND fire_at <= ").arg(now);
         sql.query().execute(&mut *w.tx).await?;
         let Some(conv) = self.fetch(&mut w.tx, CONVERSATION, conversation_id).await? else {
@@ -276,7 +317,12 @@ impl Scoped<'_> {
         }
         .key();
         let mut breached = false;
+        let mut wake = false;
         for (target, kind, due_at) in &due {
+            if kind == "wake" {
+                wake = conv.text("status") == Some("snoozed");
+                continue;
+            }
             let event = if kind == "breach" { "sla.breached" } else { "sla.warning" };
             breached |= kind == "breach";
             let data = json!({
@@ -292,9 +338,14 @@ impl Scoped<'_> {
                 w.append_event(self.ws, &topic.key(), event, data, actor, stamp).await?;
             }
         }
+        let mut c = Changes::default();
         if breached && conv.get("sla_breached") != &FieldValue::Bool(true) {
-            let mut c = Changes::default();
             c.set(CONVERSATION, "sla_breached", FieldValue::Bool(true));
+        }
+        if wake {
+            c.set(CONVERSATION, "status", FieldValue::Text("open".into()));
+        }
+        if !c.values.is_empty() {
             self.update_from(w, CONVERSATION, conv, None, c, actor, false).await?;
         }
         Ok(json!({"fired": due.len()}))
@@ -506,7 +557,7 @@ impl Scoped<'_> {
         let mut sql = Sql::new("DELETE FROM messages WHERE workspace_id = ");
         sql.arg(self.ws).push(" AND conversation_id = ").arg(conversation_id);
         sql.query().execute(&mut *conn).await?;
-        let mut sql = Sql::new("DELETE FROM sla_timers WHERE conversation_id = ");
+        let mut sql = Sql::new("DELETE FROM conversation_timers WHERE conversation_id = ");
         sql.arg(conversation_id);
         sql.query().execute(&mut *conn).await?;
         Ok(())
@@ -858,8 +909,8 @@ impl Scoped<'_> {
 impl Store {
     /// Conversations (with their workspace) whose SLA timers are due by `now`, at most
     /// `limit`.
-    pub async fn due_sla_timers(&self, now: i64, limit: i64) -> Result<Vec<(String, String)>> {
-        let mut sql = Sql::new("SELECT DISTINCT workspace_id, conversation_id FROM sla_timers WHERE fire_at <= ");
+    pub async fn due_timers(&self, now: i64, limit: i64) -> Result<Vec<(String, String)>> {
+        let mut sql = Sql::new("SELECT DISTINCT workspace_id, conversation_id FROM conversation_timers WHERE fire_at <= ");
         sql.arg(now).push(" LIMIT ").arg(limit);
         sql.query()
             .fetch_all(self.pool())
@@ -870,8 +921,8 @@ impl Store {
     }
 
     /// When the next SLA timer fires (Unix ms), if any is set.
-    pub async fn next_sla_timer(&self) -> Result<Option<i64>> {
-        let sql = Sql::new("SELECT MIN(fire_at) FROM sla_timers");
+    pub async fn next_timer(&self) -> Result<Option<i64>> {
+        let sql = Sql::new("SELECT MIN(fire_at) FROM conversation_timers");
         Ok(sql.query().fetch_one(self.pool()).await?.try_get(0)?)
     }
 

@@ -2,4 +2,4 @@
 //! application layer like any adapter, so its writes take the same path, under the
 //! same single writers.
 
-pub mod sla;
+pub mod timers;

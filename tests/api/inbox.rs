@@ -651,6 +651,23 @@ on_both_backends! {
         assert_eq!(c["sla_breached"], true, "a breach stays on record");
     }
 
+    async fn a_snoozed_conversation_opens_again_when_its_snooze_ends(app) {
+        let owner = app.signup("Support").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Chat").await;
+        let id = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Later is fine"})).await.expect(201).body["conversation"]["id"].as_str().unwrap().to_string();
+        let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        app.patch(&format!("/conversations/{id}"), &owner.token, json!({"status": "snoozed", "snoozed_until": until})).await.expect(200);
+        let mut ws = app.ws(&owner.token).await;
+        ws.subscribe(&format!("inbox:{inbox}"), None).await;
+        app.advance_clock(3_600_000 + 5_000, &owner.token).await;
+        let woke = ws.until("event").await;
+        let woke = woke.last().unwrap();
+        assert_eq!(woke["kind"], "conversation.status_changed");
+        assert_eq!(woke["data"]["record"]["status"], "open");
+        assert_eq!(woke["data"]["record"]["snoozed_until"], Value::Null);
+        assert_eq!(woke["actor"], "system:timers");
+    }
+
     async fn deadlines_count_only_the_inbox_business_hours(app) {
         let owner = app.signup("Support").await;
         let policy = app.post("/sla-policies", &owner.token, json!({"name": "Office", "first_response_minutes": 120})).await.expect(201).id();

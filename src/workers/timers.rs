@@ -1,7 +1,8 @@
-//! The SLA scheduler: fires conversations' SLA timers when they fall due. The timers
-//! are rows in the store, written with the changes that start and stop targets, so a
-//! restart loses none; each fires in a write through its inbox's single writer that
-//! deletes it, so none fires twice, whichever node (or how many) noticed it.
+//! The conversation timer scheduler: fires SLA warnings and breaches, and ends snoozes,
+//! when they fall due. The timers are rows in the store, written with the changes
+//! that set and clear them, so a restart loses none; each fires in a write through its
+//! inbox's single writer that deletes it, so none fires twice, whichever node (or how
+//! many) noticed it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,31 +16,31 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Conversations handled per look; more wait for the next.
 const BATCH: i64 = 500;
 /// Who the events of fired timers are by.
-pub const ACTOR: &str = "system:sla";
+pub const ACTOR: &str = "system:timers";
 
 /// Runs until the task is dropped.
 pub async fn run(state: Arc<AppState>) {
     loop {
         let now = state.clock.now_ms();
-        match state.store.due_sla_timers(now, BATCH).await {
+        match state.store.due_timers(now, BATCH).await {
             Ok(due) => {
                 for (workspace_id, conversation_id) in due {
                     let author = Author {
                         workspace_id,
                         actor: ACTOR.to_string(),
                     };
-                    let write = Write::SlaCheck {
+                    let write = Write::FireTimers {
                         conversation_id: conversation_id.clone(),
                         now,
                     };
                     if let Err(e) = writes::execute(&state, author, None, write).await {
-                        tracing::warn!(conversation = %conversation_id, code = e.code.name(), error = %e, "an SLA timer could not fire; trying again");
+                        tracing::warn!(conversation = %conversation_id, code = e.code.name(), error = %e, "a conversation timer could not fire; trying again");
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read SLA timers; trying again"),
+            Err(e) => tracing::warn!(error = %e, "cannot read conversation timers; trying again"),
         }
-        let wait = match state.store.next_sla_timer().await {
+        let wait = match state.store.next_timer().await {
             Ok(Some(at)) => Duration::from_millis(u64::try_from(at - state.clock.now_ms()).unwrap_or(0)).min(LOOK_EVERY),
             _ => LOOK_EVERY,
         };
