@@ -97,6 +97,9 @@ CREATE TABLE messages (
     kind TEXT NOT NULL,
     author TEXT NOT NULL,
     text TEXT NOT NULL,
+    html TEXT,
+    attachments TEXT,
+    delivery_status TEXT,
     external_id TEXT,
     mentions TEXT NOT NULL DEFAULT '[]'
 );

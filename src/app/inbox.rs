@@ -151,6 +151,38 @@ pub async fn availability(state: &AppState, p: &Principal) -> Result<Value, ApiE
     Ok(json!({"data": data}))
 }
 
+/// The channel reports where an agent's reply is on its way to the customer.
+pub async fn report_delivery(state: &AppState, token: &str, message_id: &str, status: &str) -> Result<Value, ApiError> {
+    let (workspace_id, inbox_id) = inbox_of_token(state, token).await?;
+    if !matches!(status, "sent" | "delivered" | "read" | "failed") {
+        return Err(FieldErrors::single("status", "one of sent, delivered, read, failed").into());
+    }
+    let author = Author {
+        workspace_id,
+        actor: format!("inbox:{inbox_id}"),
+    };
+    let write = Write::Delivery {
+        inbox_id,
+        message_id: message_id.to_string(),
+        status: status.to_string(),
+    };
+    Ok(writes::execute(state, author, None, write).await?.0)
+}
+
+/// The workspace and inbox an inbox token stands for.
+async fn inbox_of_token(state: &AppState, token: &str) -> Result<(String, String), ApiError> {
+    let credentials = || {
+        ApiError::msg(
+            Code::InvalidCredentials,
+            "send the inbox's token as 'Authorization: Bearer shoal_inbox_…'",
+        )
+    };
+    if !token.starts_with(INBOX_TOKEN_PREFIX) {
+        return Err(credentials());
+    }
+    state.store.inbox_by_token(&token_digest(token)).await?.ok_or_else(credentials)
+}
+
 /// A message an integrator posts for a customer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +193,10 @@ pub struct Posted {
     pub name: Option<String>,
     pub subject: Option<String>,
     pub text: String,
+    /// Rich text, sanitised when kept.
+    pub html: Option<String>,
+    /// What the message carries, described: `[{"name", "content_type", "size", "url"?}]`.
+    pub attachments: Option<Value>,
     /// The integrator's id of the message: posting it again is answered as before.
     pub external_id: Option<String>,
 }
@@ -204,6 +240,14 @@ impl Posted {
         } else if text.chars().count() > MAX_TEXT {
             errors.add("text", format!("at most {MAX_TEXT} characters"));
         }
+        let html = self.html.filter(|h| !h.trim().is_empty());
+        if html.as_ref().is_some_and(|h| h.len() > MAX_TEXT * 4) {
+            errors.add("html", format!("at most {} bytes", MAX_TEXT * 4));
+        }
+        let attachments = self.attachments.filter(|a| !a.is_null());
+        if let Some(Err(e)) = attachments.as_ref().map(crate::domain::inbox::check_attachments) {
+            errors.add("attachments", e);
+        }
         let external_id = trimmed(self.external_id);
         if external_id.as_ref().is_some_and(|s| s.chars().count() > MAX_IDENTIFIER) {
             errors.add("external_id", format!("at most {MAX_IDENTIFIER} characters"));
@@ -216,6 +260,8 @@ impl Posted {
             name,
             subject,
             text,
+            html,
+            attachments,
             external_id,
             available: Vec::new(),
         })
@@ -226,16 +272,7 @@ impl Posted {
 /// customer's unresolved conversation in the inbox, or opening one. Answers the
 /// message and its conversation, and whether the message was already there.
 pub async fn post_inbound(state: &AppState, token: &str, cause: Option<String>, posted: Posted) -> Result<Written, ApiError> {
-    let credentials = || {
-        ApiError::msg(
-            Code::InvalidCredentials,
-            "send the inbox's token as 'Authorization: Bearer shoal_inbox_…'",
-        )
-    };
-    if !token.starts_with(INBOX_TOKEN_PREFIX) {
-        return Err(credentials());
-    }
-    let (workspace_id, inbox_id) = state.store.inbox_by_token(&token_digest(token)).await?.ok_or_else(credentials)?;
+    let (workspace_id, inbox_id) = inbox_of_token(state, token).await?;
     let mut inbound = posted.validate(inbox_id.clone())?;
     inbound.available = state
         .directory

@@ -60,7 +60,13 @@ pub enum Write {
         conversation_id: String,
         expected: Option<i64>,
     },
-    /// The conversation's SLA timers due by `now` fire.
+    /// A channel reports where an outgoing message is.
+    Delivery {
+        inbox_id: String,
+        message_id: String,
+        status: String,
+    },
+    /// The conversation's timers due by `now` fire.
     FireTimers {
         conversation_id: String,
         now: i64,
@@ -82,6 +88,7 @@ impl Write {
             Write::Convert { .. } => ObjectType::Lead,
             Write::Inbound(_) => ObjectType::Message,
             Write::Read { .. } | Write::ApplyMacro { .. } | Write::FireTimers { .. } => ObjectType::Conversation,
+            Write::Delivery { .. } => ObjectType::Message,
         }
     }
 
@@ -100,6 +107,7 @@ impl Write {
             Write::Inbound(m) => json!({
                 "op": "inbound", "inbox_id": m.inbox_id, "source_id": m.source_id, "email": m.email.as_ref().map(|e| e.as_str()),
                 "name": m.name, "subject": m.subject, "text": m.text, "external_id": m.external_id, "available": m.available,
+                "html": m.html, "attachments": m.attachments,
             }),
             Write::Read {
                 conversation_id,
@@ -112,6 +120,11 @@ impl Write {
                 expected,
             } => json!({"op": "apply_macro", "macro_id": macro_id, "id": conversation_id, "expected": expected}),
             Write::FireTimers { conversation_id, now } => json!({"op": "fire_timers", "id": conversation_id, "now": now}),
+            Write::Delivery {
+                inbox_id,
+                message_id,
+                status,
+            } => json!({"op": "delivery", "inbox_id": inbox_id, "id": message_id, "status": status}),
         }
     }
 
@@ -170,11 +183,18 @@ impl Write {
                 subject: text("subject"),
                 text: text("text")?,
                 external_id: text("external_id"),
+                html: text("html"),
+                attachments: Some(v["attachments"].clone()).filter(|a| !a.is_null()),
                 available: v["available"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
                     .unwrap_or_default(),
             }),
+            "delivery" => Write::Delivery {
+                inbox_id: text("inbox_id")?,
+                message_id: id()?,
+                status: text("status")?,
+            },
             "fire_timers" => Write::FireTimers {
                 conversation_id: id()?,
                 now: v["now"].as_i64()?,
@@ -249,6 +269,11 @@ impl Write {
                         expected,
                     } => s.apply_macro_in(w, &macro_id, &conversation_id, expected, actor).await?,
                     Write::FireTimers { conversation_id, now } => s.fire_timers_in(w, &conversation_id, now, actor).await?,
+                    Write::Delivery {
+                        inbox_id,
+                        message_id,
+                        status,
+                    } => s.set_delivery_in(w, &inbox_id, &message_id, &status, actor).await?,
                 })
             })
         })
@@ -321,6 +346,7 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
         Write::Convert { deal: Some(d), .. } => board(given(d, "pipeline_id")),
         Write::Convert { deal: None, .. } => None,
         Write::Inbound(m) => inbox(Some(m.inbox_id.clone())),
+        Write::Delivery { inbox_id, .. } => inbox(Some(inbox_id.clone())),
         // A member's own reading, on their personal topic: no inbox's to order.
         Write::Read { .. } => None,
         Write::ApplyMacro { conversation_id, .. } | Write::FireTimers { conversation_id, .. } => inbox(

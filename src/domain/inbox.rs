@@ -65,6 +65,63 @@ pub fn check_shortcode(s: &str) -> Result<(), String> {
     }
 }
 
+/// A message's HTML as it is kept and shown: an allow-list of formatting tags and
+/// attributes; scripts, styles, event handlers and unsafe links removed, and links
+/// opened apart from the page.
+pub fn sanitize_html(html: &str) -> String {
+    ammonia::Builder::default()
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .clean(html)
+        .to_string()
+}
+
+/// Most attachments one message describes.
+pub const MAX_ATTACHMENTS: usize = 20;
+
+/// Checks a message's attachments: a list of `{"name", "content_type", "size",
+/// "url"?}`, each URL http(s).
+pub fn check_attachments(v: &Value) -> Result<(), String> {
+    let items = match v {
+        Value::Null => return Ok(()),
+        Value::Array(items) if items.len() <= MAX_ATTACHMENTS => items,
+        _ => return Err(format!("expected a list of at most {MAX_ATTACHMENTS} attachments")),
+    };
+    for (i, a) in items.iter().enumerate() {
+        let obj = a.as_object().ok_or(format!(
+            "attachment {i}: expected {{\"name\", \"content_type\", \"size\", \"url\"?}}"
+        ))?;
+        if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "name" | "content_type" | "size" | "url")) {
+            return Err(format!("attachment {i}: unknown key '{k}'"));
+        }
+        let name = obj.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+        if name.is_empty() || name.chars().count() > 255 {
+            return Err(format!("attachment {i}: name is 1 to 255 characters"));
+        }
+        let ct = obj.get("content_type").and_then(Value::as_str).unwrap_or_default();
+        let ct_ok = ct.len() <= 100
+            && ct.split_once('/').is_some_and(|(a, b)| {
+                let token = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c));
+                token(a) && token(b)
+            });
+        if !ct_ok {
+            return Err(format!("attachment {i}: content_type is a media type such as image/png"));
+        }
+        if !obj
+            .get("size")
+            .and_then(Value::as_i64)
+            .is_some_and(|s| (0..=10_000_000_000).contains(&s))
+        {
+            return Err(format!("attachment {i}: size is a number of bytes"));
+        }
+        match obj.get("url") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(u)) if u.len() <= 2000 && (u.starts_with("https://") || u.starts_with("http://")) => {}
+            Some(_) => return Err(format!("attachment {i}: url is an http(s) URL of at most 2000 characters")),
+        }
+    }
+    Ok(())
+}
+
 /// One step of a macro.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MacroAction {
@@ -180,6 +237,31 @@ mod tests {
         });
         assert_eq!(out, "Hi Ann (#42)");
         assert_eq!(render("no variables", |_| None), "no variables");
+    }
+
+    #[test]
+    fn html_keeps_formatting_and_loses_what_could_run() {
+        let clean = sanitize_html(
+            r#"<p onclick="x()">Hi <b>there</b><script>alert(1)</script> <a href="javascript:alert(1)">x</a> <a href="https://e.example">y</a></p>"#,
+        );
+        assert!(clean.contains("<b>there</b>"), "{clean}");
+        assert!(
+            !clean.contains("script") && !clean.contains("onclick") && !clean.contains("javascript:"),
+            "{clean}"
+        );
+        assert!(clean.contains(r#"rel="noopener noreferrer nofollow""#), "{clean}");
+    }
+
+    #[test]
+    fn attachments_are_described_strictly() {
+        assert!(
+            check_attachments(&json!([{"name": "a.png", "content_type": "image/png", "size": 12, "url": "https://f.example/a.png"}]))
+                .is_ok()
+        );
+        assert!(check_attachments(&json!([{"name": "a", "content_type": "png", "size": 1}])).is_err());
+        assert!(check_attachments(&json!([{"name": "a", "content_type": "image/png", "size": -1}])).is_err());
+        assert!(check_attachments(&json!([{"name": "a", "content_type": "image/png", "size": 1, "url": "file:///etc/passwd"}])).is_err());
+        assert!(check_attachments(&json!({"name": "a"})).is_err());
     }
 
     #[test]

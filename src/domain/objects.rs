@@ -141,6 +141,9 @@ pub const MESSAGE_DIRECTIONS: &[&str] = &["incoming", "outgoing"];
 /// `message` goes to the customer (or came from them); a `note` is private to the
 /// agents; an `activity` is a line the server writes ("Ann assigned this to Bob").
 pub const MESSAGE_KINDS: &[&str] = &["message", "note", "activity"];
+/// Where an outgoing message is on its way to the customer: `pending` until the
+/// channel takes it, then `sent`, `delivered`, `read`, or `failed`.
+pub const DELIVERY_STATUSES: &[&str] = &["pending", "sent", "delivered", "read", "failed"];
 
 static CONTACT: &[FieldSpec] = &[
     field("name", NAME).required().sortable().title(),
@@ -337,6 +340,11 @@ static MESSAGE: &[FieldSpec] = &[
     // Who wrote it: `user:<id>`, `api_key:<id>` or `contact:<id>`.
     field("author", FieldKind::Text { max: 100 }).server(),
     field("text", FieldKind::LongText).required().on_create().title(),
+    // Rich text, kept only as the allow-list sanitiser leaves it.
+    field("html", FieldKind::LongText).on_create(),
+    // [{"name", "content_type", "size", "url"?}]: what the message carries, described.
+    field("attachments", FieldKind::Json).on_create(),
+    field("delivery_status", FieldKind::Choice(DELIVERY_STATUSES)).server(),
     // The channel's own id of the message, unique in the inbox: the same id posted
     // twice is one message.
     field("external_id", FieldKind::Text { max: 200 }).on_create(),
@@ -647,6 +655,18 @@ impl ObjectType {
                         }
                     }
                     _ => errors.add("actions", "expected a list of actions"),
+                }
+            }
+            ObjectType::Message => {
+                let attachments = get("attachments");
+                if let Some(text) = attachments.as_text() {
+                    match serde_json::from_str::<Value>(text)
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| super::inbox::check_attachments(&v))
+                    {
+                        Ok(()) => {}
+                        Err(e) => errors.add("attachments", e),
+                    }
                 }
             }
             ObjectType::Conversation => {

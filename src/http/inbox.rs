@@ -60,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(post_message)),
     )
     .service(web::resource("/channels/api/messages").route(web::post().to(post_inbound)))
+    .service(web::resource("/channels/api/messages/{id}/status").route(web::post().to(report_delivery)))
     .service(web::resource("/canned-responses/{id}/render").route(web::post().to(render_canned)))
     .service(web::resource("/macros/{id}/apply").route(web::post().to(apply_macro)))
     .service(
@@ -223,8 +224,20 @@ async fn post_message(state: State, p: Principal, id: web::Path<String>, req: Ht
 /// A new message is answered 201; one whose `external_id` the inbox already holds, 200
 /// with what it answered the first time.
 async fn post_inbound(state: State, req: HttpRequest, body: JsonBody) -> Reply {
-    let token = req
-        .headers()
+    let token = inbox_token(&req)?;
+    let posted: Posted = body.parse()?;
+    let (answer, _) = inbox::post_inbound(&state, token, mutation_id(&req)?, posted).await?;
+    let status = if answer["duplicate"] == true {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status).json(answer))
+}
+
+/// The inbox token a channel request carries.
+fn inbox_token(req: &HttpRequest) -> Result<&str, ApiError> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -234,13 +247,19 @@ async fn post_inbound(state: State, req: HttpRequest, body: JsonBody) -> Reply {
                 Code::Unauthenticated,
                 "send the inbox's token as 'Authorization: Bearer shoal_inbox_…'",
             )
-        })?;
-    let posted: Posted = body.parse()?;
-    let (answer, _) = inbox::post_inbound(&state, token, mutation_id(&req)?, posted).await?;
-    let status = if answer["duplicate"] == true {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(HttpResponse::build(status).json(answer))
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delivery {
+    status: String,
+}
+
+/// The API channel reports where an agent's reply is: sent, delivered, read or failed.
+async fn report_delivery(state: State, req: HttpRequest, id: web::Path<String>, body: JsonBody) -> Reply {
+    let token = inbox_token(&req)?;
+    let id = path_id(&id)?;
+    let d: Delivery = body.parse()?;
+    Ok(HttpResponse::Ok().json(inbox::report_delivery(&state, token, &id, &d.status).await?))
 }

@@ -231,6 +231,7 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
             create["properties"]["shortcode"] = json!({"type": "string", "pattern": "^[\\s]*[a-z0-9_-]{1,40}[\\s]*$"});
         }
         ObjectType::Message => {
+            create["properties"]["attachments"] = attachments();
             // Only a note mentions members.
             create["if"] = json!({"properties": {"mentions": {"type": "array", "minItems": 1}}, "required": ["mentions"]});
             create["then"] = json!({"required": ["kind"], "properties": {"kind": {"const": "note"}}});
@@ -443,6 +444,19 @@ fn with(base: &[Code], more: &[Code]) -> Vec<Code> {
     base.iter().chain(more).copied().collect()
 }
 
+/// A message's attachments, as `domain::inbox::check_attachments` takes them.
+fn attachments() -> Value {
+    json!({"type": ["array", "null"], "maxItems": crate::domain::inbox::MAX_ATTACHMENTS, "items": {
+        "type": "object", "additionalProperties": false, "required": ["name", "content_type", "size"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "\\S"},
+            "content_type": {"type": "string", "maxLength": 100, "pattern": "^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"},
+            "size": {"type": "integer", "minimum": 0, "maximum": 10_000_000_000u64},
+            "url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^https?://"}
+        }
+    }})
+}
+
 /// A macro's steps, as `domain::inbox::parse_actions` takes them.
 fn macro_actions() -> Value {
     let id_or_null = json!({"type": ["string", "null"], "format": "uuid"});
@@ -643,6 +657,8 @@ fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Va
             "name": short(200),
             "subject": short(200),
             "text": {"type": "string", "minLength": 1, "maxLength": 100000, "pattern": "\\S"},
+            "html": {"type": ["string", "null"], "maxLength": 400000, "description": "rich text; kept as an allow-list sanitiser leaves it"},
+            "attachments": attachments(),
             "external_id": short(200)
         },
         "anyOf": [
@@ -676,6 +692,29 @@ fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Va
         json!({"description": "already posted (same external_id): the first answer", "content": {"application/json": {"schema": answer}}});
     channel["security"] = json!([{"inboxToken": []}]);
     add("/channels/api/messages", "post", channel);
+    let mut delivery = op(
+        "Report where an agent's reply is on its way to the customer (moves only forward)",
+        "channels",
+        Some(
+            json!({"type": "object", "additionalProperties": false, "required": ["status"], "properties": {"status": {"enum": ["sent", "delivered", "read", "failed"]}}}),
+        ),
+        ("200", r("Message")),
+        &[
+            Code::Unauthenticated,
+            Code::InvalidCredentials,
+            Code::MalformedJson,
+            Code::InvalidBody,
+            Code::ValidationFailed,
+            Code::UnsupportedMediaType,
+            Code::PayloadTooLarge,
+            Code::NotFound,
+            Code::Overloaded,
+            Code::Unavailable,
+        ],
+        vec![path_param("id")],
+    );
+    delivery["security"] = json!([{"inboxToken": []}]);
+    add("/channels/api/messages/{id}/status", "post", delivery);
 }
 
 pub fn build() -> Value {

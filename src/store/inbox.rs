@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use super::records::invalid;
 use super::{args, insert, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
 use crate::domain::hours::BusinessHours;
-use crate::domain::inbox::{parse_actions, render, MacroAction};
+use crate::domain::inbox::{parse_actions, render, sanitize_html, MacroAction};
 use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record, Topic};
 
 const CONVERSATION: ObjectType = ObjectType::Conversation;
@@ -71,6 +71,10 @@ pub struct Inbound {
     pub text: String,
     /// The channel's id of the message: posting it again changes nothing.
     pub external_id: Option<String>,
+    /// Its rich text, sanitised when kept.
+    pub html: Option<String>,
+    /// Its attachments, described (`[{"name", "content_type", "size", "url"?}]`).
+    pub attachments: Option<Value>,
     /// Members online (not busy) when it was posted: those a new conversation may be
     /// assigned to when the inbox assigns automatically.
     pub available: Vec<String>,
@@ -382,7 +386,16 @@ impl Scoped<'_> {
             "message" => FieldValue::Text("outgoing".into()),
             _ => FieldValue::Null,
         };
+        // An outgoing message waits for its channel to take it.
+        let delivery = match &direction {
+            FieldValue::Text(d) if d == "outgoing" => FieldValue::Text("pending".into()),
+            _ => FieldValue::Null,
+        };
         changes.set(MESSAGE, "direction", direction);
+        changes.set(MESSAGE, "delivery_status", delivery);
+        if let Some(FieldValue::Text(html)) = changes.get("html").cloned() {
+            changes.set(MESSAGE, "html", FieldValue::Text(sanitize_html(&html)));
+        }
         if kind != "note" && changes.get("mentions").is_some_and(|m| !m.as_list().is_empty()) {
             return Err(invalid("mentions", "only a note mentions members"));
         }
@@ -625,6 +638,12 @@ impl Scoped<'_> {
         msg.set(MESSAGE, "text", FieldValue::Text(m.text.clone()));
         if let Some(ext) = &m.external_id {
             msg.set(MESSAGE, "external_id", FieldValue::Text(ext.clone()));
+        }
+        if let Some(html) = &m.html {
+            msg.set(MESSAGE, "html", FieldValue::Text(html.clone()));
+        }
+        if let Some(a) = &m.attachments {
+            msg.set(MESSAGE, "attachments", FieldValue::Text(a.to_string()));
         }
         let created = self.create_in(w, MESSAGE, msg, actor).await?;
         self.inbound_answer(&mut w.tx, &created.id, false).await
@@ -903,6 +922,50 @@ impl Scoped<'_> {
             .arg(user_id);
         sql.query().execute(self.store.pool()).await?;
         Ok(now)
+    }
+}
+
+impl Scoped<'_> {
+    /// The channel reports where an outgoing message of `inbox_id` is: it moves only
+    /// forward (pending, sent, delivered, read; failed before delivery), and a report
+    /// that would move it back changes nothing.
+    pub(crate) async fn set_delivery_in(
+        &self,
+        w: &mut WriteTx,
+        inbox_id: &str,
+        message_id: &str,
+        status: &str,
+        actor: &str,
+    ) -> Result<Value> {
+        let msg = self
+            .fetch(&mut w.tx, MESSAGE, message_id)
+            .await?
+            .filter(|m| m.text("inbox_id") == Some(inbox_id))
+            .ok_or(StoreError::NotFound)?;
+        if msg.text("direction") != Some("outgoing") || msg.text("kind") != Some("message") {
+            return Err(invalid(
+                "message_id",
+                "only an outgoing message to the customer has a delivery status",
+            ));
+        }
+        let rank = |s: &str| match s {
+            "pending" => 0,
+            "sent" => 1,
+            "delivered" => 2,
+            "read" => 3,
+            _ => 4,
+        };
+        let now = msg.text("delivery_status").unwrap_or("pending");
+        let forward = match status {
+            "failed" => rank(now) < 2,
+            s => rank(s) > rank(now) && now != "failed",
+        };
+        if !forward {
+            return Ok(msg.to_json(MESSAGE));
+        }
+        let mut c = Changes::default();
+        c.set(MESSAGE, "delivery_status", FieldValue::Text(status.to_string()));
+        Ok(self.update_from(w, MESSAGE, msg, None, c, actor, false).await?.to_json(MESSAGE))
     }
 }
 

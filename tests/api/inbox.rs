@@ -691,3 +691,49 @@ on_both_backends! {
         assert!(r.body["error"]["details"]["fields"]["first_response_minutes"].is_string());
     }
 }
+
+on_both_backends! {
+    async fn html_is_kept_sanitised_attachments_are_described_and_the_channel_reports_delivery(app) {
+        let owner = app.signup("Support").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Widget").await;
+        let posted = inbound(&app, &token, json!({
+            "contact_identifier": "c", "text": "See attached",
+            "html": "<p>See <b>attached</b><script>steal()</script><img src=x onerror=steal()></p>",
+            "attachments": [{"name": "screen.png", "content_type": "image/png", "size": 48213, "url": "https://files.example/screen.png"}]
+        }))
+        .await
+        .expect(201);
+        let msg = &posted.body["message"];
+        let html = msg["html"].as_str().unwrap();
+        assert!(html.contains("<b>attached</b>") && !html.contains("script") && !html.contains("onerror"), "{html}");
+        assert_eq!(msg["attachments"][0]["name"], "screen.png");
+        assert_eq!(msg["delivery_status"], Value::Null, "incoming");
+        let r = inbound(&app, &token, json!({"contact_identifier": "c", "text": "x", "attachments": [{"name": "a", "content_type": "nope", "size": 1}]})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["attachments"].is_string(), "{}", r.text);
+
+        let conv = posted.body["conversation"]["id"].as_str().unwrap().to_string();
+        let reply = app.post(&format!("/conversations/{conv}/messages"), &owner.token, json!({"text": "Thanks", "html": "<i>Thanks</i><iframe src=x></iframe>"})).await.expect(201);
+        assert_eq!(reply.body["html"], "<i>Thanks</i>");
+        assert_eq!(reply.body["delivery_status"], "pending", "waiting for the channel");
+        let id = reply.id();
+        let mut ws = app.ws(&owner.token).await;
+        ws.subscribe(&format!("inbox:{inbox}"), None).await;
+        let status = |s: &str| json!({"status": s});
+        let path = format!("/channels/api/messages/{id}/status");
+        let delivered = app.post(&path, &token, status("delivered")).await.expect(200);
+        assert_eq!(delivered.body["delivery_status"], "delivered");
+        let ev = ws.until("event").await;
+        let ev = ev.last().unwrap();
+        assert_eq!(ev["kind"], "message.updated");
+        assert_eq!(ev["data"]["record"]["delivery_status"], "delivered");
+        // Reports only move it forward; an incoming message has none; another inbox's token finds nothing.
+        assert_eq!(app.post(&path, &token, status("sent")).await.expect(200).body["delivery_status"], "delivered");
+        assert_eq!(app.post(&path, &token, status("failed")).await.expect(200).body["delivery_status"], "delivered");
+        assert_eq!(app.post(&path, &token, status("read")).await.expect(200).body["delivery_status"], "read");
+        app.post(&format!("/channels/api/messages/{}/status", msg["id"].as_str().unwrap()), &token, status("read")).await.expect(422);
+        app.post(&path, &token, status("lost")).await.expect(422);
+        let (_, other) = api_inbox(&app, &owner, "Other").await;
+        app.post(&path, &other, status("read")).await.expect(404);
+        app.post(&path, &owner.token, status("read")).await.expect(401);
+    }
+}
