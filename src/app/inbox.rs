@@ -41,7 +41,7 @@ async fn new_token(state: &AppState, p: &Principal, inbox_id: &str) -> Result<St
 }
 
 /// Marks a conversation read by the calling member, up to now.
-pub async fn mark_read(state: &AppState, p: &Principal, conversation_id: &str) -> Result<Value, ApiError> {
+pub async fn mark_read(state: &AppState, p: &Principal, conversation_id: &str) -> Result<Written, ApiError> {
     p.require(ObjectType::Conversation.resource(), Access::Read)?;
     let (user, _) = p.user()?;
     let write = Write::Read {
@@ -49,7 +49,7 @@ pub async fn mark_read(state: &AppState, p: &Principal, conversation_id: &str) -
         user_id: user.to_string(),
         at: crate::store::now_ms(),
     };
-    Ok(writes::execute(state, Author::of(p), None, write).await?.0)
+    writes::execute(state, Author::of(p), None, write).await
 }
 
 /// Adds to each conversation (JSON) how many customer messages the calling member has
@@ -77,7 +77,7 @@ pub async fn apply_macro(
     macro_id: &str,
     conversation_id: &str,
     expected: Option<i64>,
-) -> Result<Value, ApiError> {
+) -> Result<Written, ApiError> {
     p.require(ObjectType::Conversation.resource(), Access::Write)?;
     p.require(ObjectType::Macro.resource(), Access::Read)?;
     let scoped = p.scoped(&state.store);
@@ -91,7 +91,7 @@ pub async fn apply_macro(
         conversation_id: conversation_id.to_string(),
         expected,
     };
-    Ok(writes::execute(state, Author::of(p), cause, write).await?.0)
+    writes::execute(state, Author::of(p), cause, write).await
 }
 
 /// A canned response filled in for a conversation, as the caller would send it.

@@ -115,7 +115,9 @@ async fn apply_macro(state: State, p: Principal, id: web::Path<String>, req: Htt
     idempotent(&state, &p, &req, &body.0, || async {
         let b: ApplyMacro = body.parse()?;
         let conversation = parse_id(&b.conversation_id).map_err(|e| FieldErrors::single("conversation_id", e))?;
-        let applied = inbox::apply_macro(&state, &p, mutation_id(&req)?, &id, &conversation, b.version).await?;
+        let applied = inbox::apply_macro(&state, &p, mutation_id(&req)?, &id, &conversation, b.version)
+            .await?
+            .0;
         Ok((StatusCode::OK, applied))
     })
     .await
@@ -186,7 +188,7 @@ async fn get_conversation(state: State, p: Principal, id: web::Path<String>) -> 
 
 /// The calling member has read the conversation up to now.
 async fn mark_read(state: State, p: Principal, id: web::Path<String>) -> Reply {
-    Ok(HttpResponse::Ok().json(inbox::mark_read(&state, &p, &path_id(&id)?).await?))
+    Ok(HttpResponse::Ok().json(inbox::mark_read(&state, &p, &path_id(&id)?).await?.0))
 }
 
 /// A conversation's messages, newest first unless `sort=created_at`; `cursor` pages on

@@ -102,6 +102,21 @@ pub async fn run(
             };
             records::move_deal(state, p, cause, &rid, to, within).await?.1
         }
+        "read" if ty == ObjectType::Conversation => {
+            only(&args, &["id"])?;
+            let rid = required(&args)?;
+            within_inbox(state, p, &topic, &rid).await?;
+            crate::app::inbox::mark_read(state, p, &rid).await?.1
+        }
+        "apply_macro" if ty == ObjectType::Conversation => {
+            only(&args, &["id", "macro_id", "version"])?;
+            let rid = required(&args)?;
+            let macro_id = field_id(&args, "macro_id")?.ok_or_else(|| ApiError::from(FieldErrors::single("macro_id", "is required")))?;
+            within_inbox(state, p, &topic, &rid).await?;
+            crate::app::inbox::apply_macro(state, p, cause, &macro_id, &rid, version(&args)?)
+                .await?
+                .1
+        }
         "delete" => {
             only(&args, &["id", "version"])?;
             let rid = required(&args)?;
@@ -114,6 +129,15 @@ pub async fn run(
         seq: events.iter().rev().find(|e| e.topic == key).map(|e| e.seq),
         noop: events.is_empty(),
     })
+}
+
+/// A conversation named from an inbox's topic must be that inbox's.
+async fn within_inbox(state: &AppState, p: &Principal, topic: &Topic, conversation: &str) -> Result<(), ApiError> {
+    let conv = p.scoped(&state.store).get(ObjectType::Conversation, conversation).await?;
+    match topic {
+        Topic::Inbox { inbox_id } if conv.text("inbox_id") != Some(inbox_id.as_str()) => Err(ApiError::new(Code::NotFound)),
+        _ => Ok(()),
+    }
 }
 
 /// What an ack says of a command's outcome.

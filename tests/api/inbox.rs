@@ -295,6 +295,15 @@ on_both_backends! {
         let (_, evs) = ack_and_events(&mut ws, 1).await;
         assert_eq!(evs[0]["kind"], "conversation.status_changed");
         assert_eq!(evs[0]["cause"], "r2");
+        // A macro, one change; reading, which makes no event on the inbox.
+        let mac = app.post("/macros", &owner.token, json!({"name": "Close", "actions": [{"type": "set_status", "value": "resolved"}]})).await.expect(201).id();
+        ws.send(json!({"type": "command", "id": "r5", "topic": topic, "op": "conversation.apply_macro", "args": {"id": conv, "macro_id": mac}})).await;
+        let (_, evs) = ack_and_events(&mut ws, 1).await;
+        assert_eq!(evs[0]["kind"], "conversation.status_changed");
+        assert_eq!(evs[0]["data"]["record"]["status"], "resolved");
+        ws.send(json!({"type": "command", "id": "r6", "topic": topic, "op": "conversation.read", "args": {"id": conv}})).await;
+        let acked = ws.until("ack").await;
+        assert_eq!(acked.last().unwrap()["seq"], Value::Null, "its event is on the member's own topic");
         // A conversation of another inbox is not found from this one's topic.
         let other_topic = format!("inbox:{other}");
         ws.send(json!({"type": "command", "id": "r3", "topic": other_topic, "op": "message.create", "args": {"conversation_id": conv, "text": "x"}})).await;
