@@ -6,6 +6,7 @@
 //!     shoal-load hot --url http://127.0.0.1:8080 --writers 64 --secs 10
 //!     shoal-load rest --url http://127.0.0.1:8080 --clients 32 --secs 10
 //!     shoal-load idle --url http://127.0.0.1:8080 --connections 20000
+//!     shoal-load inbox --url http://127.0.0.1:8080 --conversations 100000 --messages 10
 //!     shoal-load baseline-server --port 18099
 //!     shoal-load baseline-fanout --url ws://127.0.0.1:18099 --viewers 200
 //!     shoal-load baseline-insert --database-url postgres://127.0.0.1/bench --batch 256
@@ -18,6 +19,7 @@ mod baseline;
 mod fanout;
 mod hot;
 mod idle;
+mod inbox;
 mod plot;
 mod rest;
 mod setup;
@@ -71,6 +73,18 @@ const COMMANDS: &[(&str, &str, &[Flag])] = &[
             ("connections", "connections to hold [smoke 200, full 20000]"),
             ("boards", "boards they follow [smoke 2, full 100]"),
             ("hold-secs", "how long to hold them [smoke 1, full 5]"),
+        ],
+    ),
+    (
+        "inbox",
+        "W writers post customers' messages to an inbox; then its filters, opening a long conversation, fan-out to A agents",
+        &[
+            ("conversations", "conversations to fill the inbox with [smoke 20, full 100000]"),
+            ("messages", "messages per conversation [smoke 5, full 10]"),
+            ("writers", "concurrent posters, one message in flight each [smoke 4, full 64]"),
+            ("agents", "agents following the inbox over WebSockets [smoke 3, full 50]"),
+            ("probes", "timed requests per filter, opens, live messages [smoke 20, full 300]"),
+            ("long", "messages in the conversation that is opened [smoke 50, full 500]"),
         ],
     ),
     (
@@ -204,6 +218,7 @@ async fn scenario_main(scenario: String, flags: Flags) {
         "hot" => hot::run(&flags).await,
         "rest" => rest::run(&flags).await,
         "idle" => idle::run(&flags).await,
+        "inbox" => inbox::run(&flags).await,
         "baseline-fanout" => baseline::fanout(&flags).await,
         "baseline-insert" => baseline::insert(&flags).await,
         other => unreachable!("clap knows only the commands of COMMANDS, not {other}"),
