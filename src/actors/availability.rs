@@ -70,6 +70,18 @@ impl Availability {
         }
     }
 
+    /// Another connection of a member already connected here: true (and counted) when
+    /// they were, so their chosen status need not be read again.
+    pub fn reconnected(&self, ws: &str, user: &str) -> bool {
+        match self.lock().get_mut(ws).and_then(|w| w.here.get_mut(user)) {
+            Some(h) => {
+                h.connections += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A connection of `user` closed here. True when it was their last one here.
     pub fn disconnected(&self, ws: &str, user: &str) -> bool {
         let mut all = self.lock();

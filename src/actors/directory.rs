@@ -158,6 +158,12 @@ impl Directory {
         }
     }
 
+    /// A member already connected here opened another connection: true (and counted)
+    /// when they were.
+    pub fn member_reconnected(&self, ws: &str, user: &str) -> bool {
+        self.inner.availability.reconnected(ws, user)
+    }
+
     /// A connection of a member closed here; with their last one anywhere they are
     /// offline.
     pub fn member_disconnected(&self, ws: &str, user: &str) {

@@ -108,6 +108,9 @@ pub async fn render_canned(state: &AppState, p: &Principal, canned_id: &str, con
 /// A member's connection opened: they are available as they last chose.
 pub async fn connection_opened(state: &AppState, p: &Principal) {
     let Ok((user, _)) = p.user() else { return };
+    if state.directory.member_reconnected(&p.workspace_id, user) {
+        return;
+    }
     let (status, since) = match p.scoped(&state.store).chosen_availability(user).await {
         Ok(chosen) => chosen,
         // Not knowing what they chose, they are online, as a new member is.

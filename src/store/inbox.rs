@@ -735,14 +735,16 @@ impl Scoped<'_> {
     async fn inbound_contact(&self, w: &mut WriteTx, m: &Inbound, actor: &str) -> Result<String> {
         let by_email = m.email.as_ref().map(|e| format!("email:{}", e.as_str()));
         let sources: Vec<&String> = m.source_id.iter().chain(by_email.iter()).collect();
-        for source in &sources {
+        for (i, source) in sources.iter().enumerate() {
             let mut sql = Sql::new("SELECT contact_id FROM inbox_contacts WHERE inbox_id = ");
             sql.arg(&m.inbox_id).push(" AND source_id = ").arg(source.as_str());
             if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
                 let id: String = row.try_get(0)?;
                 // A contact deleted since is made again below.
                 if self.exists(&mut w.tx, ObjectType::Contact, &id).await? {
-                    self.remember_sources(&mut w.tx, m, &sources, &id).await?;
+                    // The sources before this one did not name them; the rest may not yet.
+                    let others: Vec<&String> = sources.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| *s).collect();
+                    self.remember_sources(&mut w.tx, m, &others, &id).await?;
                     return Ok(id);
                 }
             }
