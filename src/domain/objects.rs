@@ -132,9 +132,9 @@ pub const ACTIVITY_KINDS: &[&str] = &["note", "task", "call", "meeting", "email"
 pub const CUSTOM_FIELD_KINDS: &[&str] = &["text", "number", "date", "bool", "select", "multi_select", "url", "email"];
 pub const CUSTOM_FIELD_OBJECTS: &[&str] = &["contact", "company", "lead", "deal", "conversation"];
 pub const AUDIT_ACTIONS: &[&str] = &["create", "update", "delete"];
-/// How an inbox's conversations reach it: `api` (posted by an integrator or a chat
-/// widget with the inbox's token) or `email`.
-pub const INBOX_CHANNELS: &[&str] = &["api", "email"];
+/// How an inbox's conversations reach it: `api`, posted by an integrator or a chat
+/// widget with the inbox's token. (Channels are added with what serves them.)
+pub const INBOX_CHANNELS: &[&str] = &["api"];
 pub const CONVERSATION_STATUSES: &[&str] = &["open", "pending", "snoozed", "resolved"];
 pub const PRIORITIES: &[&str] = &["none", "low", "medium", "high", "urgent"];
 pub const MESSAGE_DIRECTIONS: &[&str] = &["incoming", "outgoing"];
