@@ -113,20 +113,21 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     // 3. The filters, one request at a time.
     let since = chrono::Utc::now() - chrono::Duration::seconds(60);
     let filters: Vec<(&str, String)> = vec![
-        (
-            "inbox open by activity",
-            format!("inbox_id={inbox_id}&status=open&sort=-last_message_at"),
-        ),
+        ("inbox", format!("inbox_id={inbox_id}")),
+        ("inbox, open", format!("inbox_id={inbox_id}&status=open")),
         ("pending", "status=pending".into()),
-        ("assignee me", "assignee=me".into()),
-        ("unassigned by activity", "assignee=none&sort=-last_message_at".into()),
+        ("assigned to me", "assignee=me".into()),
+        ("unassigned", "assignee=none".into()),
         ("priority urgent", "priority=urgent".into()),
         ("label vip", "tags=vip".into()),
         ("sla breached", "sla_breached=true".into()),
-        ("longest waiting", "status=open&sort=waiting_since".into()),
+        ("longest waiting", "waiting_since_is_null=false&sort=waiting_since".into()),
         (
-            "updated since",
-            format!("updated_since={}", since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "changed since",
+            format!(
+                "updated_since={}&sort=updated_at",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
         ),
     ];
     let mut filter_rows = Vec::new();

@@ -77,13 +77,19 @@ CREATE TABLE conversations (
 CREATE UNIQUE INDEX conversations_number ON conversations (workspace_id, number);
 CREATE INDEX conversations_created ON conversations (workspace_id, created_at);
 CREATE INDEX conversations_updated ON conversations (workspace_id, updated_at);
+-- Lists are by last activity (the default order), narrowed by the filters agents use:
+-- each has an index that walks its rows in that order.
 CREATE INDEX conversations_last_message ON conversations (workspace_id, last_message_at, id);
-CREATE INDEX conversations_inbox ON conversations (workspace_id, inbox_id, status, last_message_at, id);
+CREATE INDEX conversations_inbox ON conversations (workspace_id, inbox_id, last_message_at, id);
+CREATE INDEX conversations_inbox_status ON conversations (workspace_id, inbox_id, status, last_message_at, id);
 CREATE INDEX conversations_status ON conversations (workspace_id, status, last_message_at, id);
-CREATE INDEX conversations_assignee ON conversations (workspace_id, assignee_id, status, last_message_at, id);
-CREATE INDEX conversations_contact ON conversations (workspace_id, contact_id, inbox_id, status);
-CREATE INDEX conversations_waiting ON conversations (workspace_id, waiting_since);
+CREATE INDEX conversations_assignee ON conversations (workspace_id, assignee_id, last_message_at, id);
+CREATE INDEX conversations_priority ON conversations (workspace_id, priority, last_message_at, id);
+CREATE INDEX conversations_team ON conversations (workspace_id, team_id, last_message_at, id);
 CREATE INDEX conversations_breached ON conversations (workspace_id, sla_breached, last_message_at, id);
+CREATE INDEX conversations_waiting ON conversations (workspace_id, waiting_since, id);
+-- A customer's message threads into their latest conversation in the inbox.
+CREATE INDEX conversations_contact ON conversations (workspace_id, inbox_id, contact_id, created_at);
 
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,

@@ -491,6 +491,12 @@ impl ObjectType {
         )
     }
 
+    /// The field lists are ordered by, newest first, when no `sort` is given (else
+    /// `created_at`): conversations by their last activity.
+    pub fn default_order(self) -> Option<&'static str> {
+        (self == ObjectType::Conversation).then_some("last_message_at")
+    }
+
     /// Types moved in and out in bulk as CSV.
     pub fn is_importable(self) -> bool {
         matches!(

@@ -122,6 +122,9 @@ impl ListQuery {
     /// and per field `f`, `f_in`, `f_contains`, `f_gt|gte|lt|lte`, `f_is_null`.
     pub fn parse(ty: ObjectType, params: &[(String, String)]) -> Result<Self, QueryError> {
         let mut q = Self::newest_first();
+        if let Some(field) = ty.default_order().and_then(|f| ty.field(f)) {
+            q.sort = Sort { field, descending: true };
+        }
         let mut cursor: Option<String> = None;
         for (name, raw) in params {
             match name.as_str() {

@@ -285,7 +285,8 @@ fn list_parameters(ty: ObjectType, paged: bool, skip: Option<&str>) -> Vec<Value
     }
     sortable.extend(ty.fields().iter().filter(|f| f.sortable).map(|f| f.name.to_string()));
     let sorts: Vec<String> = sortable.iter().flat_map(|f| [f.clone(), format!("-{f}")]).collect();
-    params.push(json!({"name": "sort", "in": "query", "schema": {"type": "string", "enum": sorts}, "description": "default -created_at"}));
+    let default = format!("default -{}", ty.default_order().unwrap_or("created_at"));
+    params.push(json!({"name": "sort", "in": "query", "schema": {"type": "string", "enum": sorts}, "description": default}));
     if ty != ObjectType::AuditEntry {
         params.push(q("updated_since".into(), json!({"type": "string", "format": "date-time"})));
     }

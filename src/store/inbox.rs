@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 
-use super::records::invalid;
+use super::records::{columns, decode, invalid};
 use super::{args, insert, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
 use crate::domain::hours::BusinessHours;
 use crate::domain::inbox::{parse_actions, render, sanitize_html, MacroAction};
@@ -365,15 +365,8 @@ impl Scoped<'_> {
 
     /// Fills in a new message's server fields: its inbox (its conversation's), its
     /// author (the actor, unless the channel named the contact) and its direction.
-    pub(super) async fn prepare_message(&self, conn: &mut AnyConnection, changes: &mut Changes, actor: &str) -> Result<()> {
-        let conversation = changes
-            .get("conversation_id")
-            .and_then(|v| v.as_text())
-            .unwrap_or_default()
-            .to_string();
-        let Some(conv) = self.fetch(conn, CONVERSATION, &conversation).await? else {
-            return Err(invalid("conversation_id", "no such conversation"));
-        };
+    fn prepare_message(conv: &Record, changes: &mut Changes, actor: &str) -> Result<()> {
+        changes.set(MESSAGE, "conversation_id", FieldValue::Text(conv.id.clone()));
         changes.set(MESSAGE, "inbox_id", conv.get("inbox_id").clone());
         let author = match changes.get("author").and_then(|a| a.as_text()) {
             Some(a) => a.to_string(),
@@ -402,21 +395,38 @@ impl Scoped<'_> {
         Ok(())
     }
 
-    /// What a new message changes in its conversation (see [`posted_changes`]); members
-    /// mentioned in a note are told on their personal topic.
-    pub(super) async fn message_posted(&self, w: &mut WriteTx, msg: &Record, actor: &str, now: i64) -> Result<()> {
-        self.tell_mentioned(w, msg, actor, now).await?;
+    /// A new message in `conv` (read in this transaction): its server fields filled in,
+    /// then what it changes in the conversation (see [`posted_changes`]); members
+    /// mentioned in a note are told on their personal topic. Answers the message and
+    /// the conversation as it is after.
+    pub(super) async fn post_message_in(
+        &self,
+        w: &mut WriteTx,
+        conv: Record,
+        mut changes: Changes,
+        actor: &str,
+    ) -> Result<(Record, Record)> {
+        Self::prepare_message(&conv, &mut changes, actor)?;
+        self.check_mentions(&mut w.tx, &changes).await?;
+        let msg = self.insert_in(w, MESSAGE, changes, actor, true).await?;
+        self.tell_mentioned(w, &msg, actor, msg.created_at).await?;
         if msg.text("kind") != Some("message") {
-            return Ok(());
+            return Ok((msg, conv));
         }
-        let conversation = msg.text("conversation_id").unwrap_or_default();
-        let conv = self
-            .fetch(&mut w.tx, CONVERSATION, conversation)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let mut changes = Changes::default();
-        posted_changes(&conv, msg, &mut changes);
-        self.update_from(w, CONVERSATION, conv, None, changes, actor, false).await?;
+        let mut follows = Changes::default();
+        posted_changes(&conv, &msg, &mut follows);
+        let after = self.update_from(w, CONVERSATION, conv, None, follows, actor, false).await?;
+        Ok((msg, after))
+    }
+
+    /// Those a note mentions must be members.
+    async fn check_mentions(&self, conn: &mut AnyConnection, changes: &Changes) -> Result<()> {
+        let mentions = changes.get("mentions").map(|m| m.as_list().to_vec()).unwrap_or_default();
+        for (i, user) in mentions.iter().enumerate() {
+            if !self.is_member(conn, user).await? {
+                return Err(invalid("mentions", format!("item {i} is not a member of this workspace")));
+            }
+        }
         Ok(())
     }
 
@@ -500,7 +510,8 @@ impl Scoped<'_> {
             m.set(MESSAGE, "conversation_id", FieldValue::Text(conv.id.clone()));
             m.set(MESSAGE, "kind", FieldValue::Text(kind.into()));
             m.set(MESSAGE, "text", FieldValue::Text(text));
-            let msg = self.insert_in(w, MESSAGE, m, actor).await?;
+            Self::prepare_message(&conv, &mut m, actor)?;
+            let msg = self.insert_in(w, MESSAGE, m, actor, true).await?;
             if kind == "message" {
                 // What the reply changes, unless the macro sets it itself.
                 let mut follows = Changes::default();
@@ -598,15 +609,15 @@ impl Scoped<'_> {
             }
         }
         let contact = self.inbound_contact(w, &m, actor).await?;
-        let mut sql = Sql::new("SELECT id FROM conversations WHERE workspace_id = ");
+        let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
         sql.arg(self.ws)
-            .push(" AND contact_id = ")
-            .arg(&contact)
             .push(" AND inbox_id = ")
             .arg(&m.inbox_id)
+            .push(" AND contact_id = ")
+            .arg(&contact)
             .push(" AND status <> 'resolved' ORDER BY created_at DESC LIMIT 1");
-        let open: Option<String> = match sql.query().fetch_optional(&mut *w.tx).await? {
-            Some(row) => Some(row.try_get(0)?),
+        let open = match sql.query().fetch_optional(&mut *w.tx).await? {
+            Some(row) => Some(decode(CONVERSATION, &row)?),
             None => None,
         };
         let conversation = match open {
@@ -628,11 +639,10 @@ impl Scoped<'_> {
                         c.set(CONVERSATION, "assignee_id", FieldValue::Text(agent));
                     }
                 }
-                self.create_in(w, CONVERSATION, c, actor).await?.id
+                self.create_in(w, CONVERSATION, c, actor).await?
             }
         };
         let mut msg = Changes::default();
-        msg.set(MESSAGE, "conversation_id", FieldValue::Text(conversation));
         msg.set(MESSAGE, "kind", FieldValue::Text("message".into()));
         msg.set(MESSAGE, "author", FieldValue::Text(format!("contact:{contact}")));
         msg.set(MESSAGE, "text", FieldValue::Text(m.text.clone()));
@@ -645,8 +655,12 @@ impl Scoped<'_> {
         if let Some(a) = &m.attachments {
             msg.set(MESSAGE, "attachments", FieldValue::Text(a.to_string()));
         }
-        let created = self.create_in(w, MESSAGE, msg, actor).await?;
-        self.inbound_answer(&mut w.tx, &created.id, false).await
+        let (created, conversation) = self.post_message_in(w, conversation, msg, actor).await?;
+        Ok(json!({
+            "message": created.to_json(MESSAGE),
+            "conversation": conversation.to_json(CONVERSATION),
+            "duplicate": false,
+        }))
     }
 
     /// Round-robin: of the `available` members who may work the inbox's conversations
@@ -736,12 +750,12 @@ impl Scoped<'_> {
         let by_email = m.email.as_ref().map(|e| format!("email:{}", e.as_str()));
         let sources: Vec<&String> = m.source_id.iter().chain(by_email.iter()).collect();
         for (i, source) in sources.iter().enumerate() {
-            let mut sql = Sql::new("SELECT contact_id FROM inbox_contacts WHERE inbox_id = ");
-            sql.arg(&m.inbox_id).push(" AND source_id = ").arg(source.as_str());
+            // A contact deleted since is not found, and made again below.
+            let mut sql = Sql::new("SELECT ic.contact_id FROM inbox_contacts ic JOIN contacts c ON c.id = ic.contact_id AND c.workspace_id = ic.workspace_id WHERE ic.inbox_id = ");
+            sql.arg(&m.inbox_id).push(" AND ic.source_id = ").arg(source.as_str());
             if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
                 let id: String = row.try_get(0)?;
-                // A contact deleted since is made again below.
-                if self.exists(&mut w.tx, ObjectType::Contact, &id).await? {
+                {
                     // The sources before this one did not name them; the rest may not yet.
                     let others: Vec<&String> = sources.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| *s).collect();
                     self.remember_sources(&mut w.tx, m, &others, &id).await?;

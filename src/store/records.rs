@@ -157,7 +157,10 @@ impl Scoped<'_> {
         let id = self.bytewise("id");
         let dir = if q.sort.descending { "DESC" } else { "ASC" };
         let op = if q.sort.descending { "<" } else { ">" };
-        let never_null = matches!(col, "created_at" | "updated_at") || (q.sort.field.required && q.sort.field.kind == FieldKind::Timestamp);
+        // A sort field the query keeps to non-null values is ordered by itself too.
+        let kept = q.filters.iter().any(|f| f.field.name == col && f.op == Op::IsNotNull);
+        let never_null =
+            matches!(col, "created_at" | "updated_at") || (q.sort.field.kind == FieldKind::Timestamp && (q.sort.field.required || kept));
         if never_null {
             // Never null: ordered by the column itself, so both engines walk the
             // workspace's index on it and stop after one page, instead of sorting every
@@ -297,19 +300,38 @@ impl Scoped<'_> {
     }
 
     pub(crate) async fn create_in(&self, w: &mut WriteTx, ty: ObjectType, changes: Changes, actor: &str) -> Result<Record> {
-        let rec = self.insert_in(w, ty, changes, actor).await?;
         if ty == ObjectType::Message {
-            self.message_posted(w, &rec, actor, rec.created_at).await?;
+            // A message is its conversation's: it is read once, for both.
+            let conversation = changes
+                .get("conversation_id")
+                .and_then(|v| v.as_text())
+                .unwrap_or_default()
+                .to_string();
+            let Some(conv) = self.fetch(&mut w.tx, ObjectType::Conversation, &conversation).await? else {
+                return Err(invalid("conversation_id", "no such conversation"));
+            };
+            return Ok(self.post_message_in(w, conv, changes, actor).await?.0);
         }
-        Ok(rec)
+        self.insert_in(w, ty, changes, actor, false).await
     }
 
     /// A new record, with what every write does besides (audit, search, its event),
     /// but nothing that follows from it in other records.
-    pub(super) async fn insert_in(&self, w: &mut WriteTx, ty: ObjectType, mut changes: Changes, actor: &str) -> Result<Record> {
+    /// `prepared`: the caller filled in what the store decides and checked every
+    /// reference `changes` makes, so neither is done again.
+    pub(super) async fn insert_in(
+        &self,
+        w: &mut WriteTx,
+        ty: ObjectType,
+        mut changes: Changes,
+        actor: &str,
+        prepared: bool,
+    ) -> Result<Record> {
         let id = new_id();
         let now = now_ms();
-        self.prepare(&mut w.tx, ty, &id, None, &mut changes, actor).await?;
+        if !prepared {
+            self.prepare(&mut w.tx, ty, &id, None, &mut changes).await?;
+        }
         let empty = Record {
             id: id.clone(),
             version: 0,
@@ -320,7 +342,9 @@ impl Scoped<'_> {
         };
         let (values, custom) = empty.merged(&changes);
         ty.check(&values).map_err(StoreError::Invalid)?;
-        self.check_refs(&mut w.tx, ty, &id, None, &changes).await?;
+        if !prepared {
+            self.check_refs(&mut w.tx, ty, &id, None, &changes).await?;
+        }
 
         if ty == ObjectType::AuditEntry {
             return Err(anyhow::anyhow!("the audit log is written by the store only").into());
@@ -334,10 +358,9 @@ impl Scoped<'_> {
         if ty.has_custom_fields() {
             values_args.push(Arg::from(Value::Object(custom).to_string()));
         }
-        let sql = insert(ty.table(), &format!("workspace_id, {}", columns(ty)), values_args);
-        sql.query().execute(&mut *w.tx).await?;
-
-        let rec = self.fetch(&mut w.tx, ty, &id).await?.ok_or(StoreError::NotFound)?;
+        let mut sql = insert(ty.table(), &format!("workspace_id, {}", columns(ty)), values_args);
+        sql.push(" RETURNING ").push(&columns(ty));
+        let rec = decode(ty, &sql.query().fetch_one(&mut *w.tx).await?)?;
         self.after_write(w, ty, None, Some(&rec), actor, now).await?;
         Ok(rec)
     }
@@ -380,7 +403,7 @@ impl Scoped<'_> {
             }
         }
         if !checked {
-            self.prepare(&mut w.tx, ty, id, Some(&before), &mut changes, actor).await?;
+            self.prepare(&mut w.tx, ty, id, Some(&before), &mut changes).await?;
         }
         let (values, custom) = before.merged(&changes);
         if values == before.values && custom == before.custom {
@@ -489,12 +512,10 @@ impl Scoped<'_> {
         id: &str,
         before: Option<&Record>,
         changes: &mut Changes,
-        actor: &str,
     ) -> Result<()> {
         match ty {
             ObjectType::Deal => self.prepare_deal(conn, before, changes).await,
             ObjectType::Conversation => self.prepare_conversation(conn, id, before, changes).await,
-            ObjectType::Message if before.is_none() => self.prepare_message(conn, changes, actor).await,
             ObjectType::Stage if before.is_none() => {
                 let pipeline = changes.get("pipeline_id").and_then(|v| v.as_text()).unwrap_or_default().to_string();
                 let mut sql = Sql::new("SELECT COALESCE(MAX(position) + 1, 0) FROM stages WHERE workspace_id = ");
@@ -992,9 +1013,12 @@ impl Scoped<'_> {
         };
         if ty.is_searchable() && search_changed {
             let id = before.or(after).map(|r| r.id.as_str()).unwrap_or_default();
-            let mut sql = Sql::new("DELETE FROM search_docs WHERE workspace_id = ");
-            sql.arg(self.ws).push(" AND object_id = ").arg(id);
-            sql.query().execute(&mut *w.tx).await?;
+            // A new record has no document yet.
+            if before.is_some() {
+                let mut sql = Sql::new("DELETE FROM search_docs WHERE workspace_id = ");
+                sql.arg(self.ws).push(" AND object_id = ").arg(id);
+                sql.query().execute(&mut *w.tx).await?;
+            }
             if let Some(after) = after {
                 let (title, body) = after.search_text(ty);
                 let sql = insert(
