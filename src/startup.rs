@@ -29,8 +29,10 @@ pub struct Application {
     actors: actix::Arbiter,
     /// The persister's thread, likewise.
     writer: actix::Arbiter,
-    /// Workers (the SLA scheduler), stopped with the server.
+    /// Workers (the timer scheduler), stopped with the server.
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells the workers to stop.
+    stop_workers: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -112,7 +114,8 @@ impl Application {
             clock: Default::default(),
         });
         let site = web::Data::new(http::Site::load()?);
-        let background = vec![actix_web::rt::spawn(crate::workers::timers::run(state.clone().into_inner()))];
+        let (stop_workers, stop) = tokio::sync::watch::channel(false);
+        let background = vec![actix_web::rt::spawn(crate::workers::timers::run(state.clone().into_inner(), stop))];
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -140,6 +143,7 @@ impl Application {
             actors,
             writer,
             workers: background,
+            stop_workers,
         })
     }
 
@@ -156,8 +160,10 @@ impl Application {
     /// requests and closes the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
-        for w in &self.workers {
-            w.abort();
+        // Workers finish what they are doing (a write in flight is kept) and stop.
+        let _ = self.stop_workers.send(true);
+        for w in self.workers {
+            let _ = w.await;
         }
         self.actors.stop();
         self.writer.stop();

@@ -18,9 +18,13 @@ const BATCH: i64 = 500;
 /// Who the events of fired timers are by.
 pub const ACTOR: &str = "system:timers";
 
-/// Runs until the task is dropped.
-pub async fn run(state: Arc<AppState>) {
+/// Runs until `stop` turns true, which it checks between rounds, so that it never
+/// stops in the middle of a query or a write.
+pub async fn run(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let now = state.clock.now_ms();
         match state.store.due_timers(now, BATCH).await {
             Ok(due) => {
@@ -47,6 +51,7 @@ pub async fn run(state: Arc<AppState>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = state.clock.moved() => {}
+            _ = stop.changed() => {}
         }
     }
 }
