@@ -40,25 +40,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let ws_url = format!("{}/api/v1/ws", url.replacen("http", "ws", 1));
     let mut sockets = Vec::new();
     for _ in 0..viewers {
-        let (_, mut ws) = client
-            .ws(&ws_url)
-            .bearer_auth(&token)
-            .max_frame_size(1 << 24)
-            .connect()
-            .await
-            .expect("connect");
-        ws.send(awc::ws::Message::Text(
-            json!({"type": "subscribe", "topic": topic}).to_string().into(),
-        ))
-        .await
-        .unwrap();
-        loop {
-            if let Some(Ok(awc::ws::Frame::Text(t))) = ws.next().await {
-                if serde_json::from_slice::<Value>(&t).unwrap()["type"] == "subscribed" {
-                    break;
-                }
-            }
-        }
+        let ws = crate::setup::follow(&client, &ws_url, &token, &topic).await;
         sockets.push(ws);
     }
     let receivers: Vec<_> = sockets

@@ -165,28 +165,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let sends = probes;
     let mut receivers = Vec::new();
     for _ in 0..agents {
-        let (_, mut ws) = client
-            .ws(&ws_url)
-            .bearer_auth(&token)
-            .max_frame_size(1 << 24)
-            .connect()
-            .await
-            .expect("connect");
-        ws.send(awc::ws::Message::Text(
-            json!({"type": "subscribe", "topic": topic}).to_string().into(),
-        ))
-        .await
-        .expect("subscribe");
-        loop {
-            if let Some(Ok(awc::ws::Frame::Text(t))) = ws.next().await {
-                if serde_json::from_slice::<Value>(&t)
-                    .map(|f| f["type"] == "subscribed")
-                    .unwrap_or(false)
-                {
-                    break;
-                }
-            }
-        }
+        let mut ws = crate::setup::follow(&client, &ws_url, &token, &topic).await;
         receivers.push(actix_rt::spawn(async move {
             let mut seen: HashMap<usize, Instant> = HashMap::new();
             while seen.len() < sends {

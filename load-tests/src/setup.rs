@@ -61,6 +61,34 @@ pub async fn deal(client: &awc::Client, base: &str, token: &str, pipeline: &str,
     d["id"].as_str().expect("deal id").to_string()
 }
 
+/// A WebSocket connection following `topic`, once the server says it is subscribed.
+pub async fn follow(client: &awc::Client, ws_url: &str, token: &str, topic: &str) -> actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec> {
+    use futures_util::{SinkExt, StreamExt};
+    let (_, mut ws) = client
+        .ws(ws_url)
+        .bearer_auth(token)
+        .max_frame_size(1 << 24)
+        .connect()
+        .await
+        .expect("connect");
+    ws.send(awc::ws::Message::Text(
+        json!({"type": "subscribe", "topic": topic}).to_string().into(),
+    ))
+    .await
+    .expect("subscribe");
+    loop {
+        match ws.next().await {
+            Some(Ok(awc::ws::Frame::Text(t))) => {
+                if serde_json::from_slice::<Value>(&t).is_ok_and(|f| f["type"] == "subscribed") {
+                    return ws;
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the server closed the connection while subscribing: {other:?}"),
+        }
+    }
+}
+
 /// The server's figures: `/metrics` samples by name.
 pub async fn metrics(base: &str) -> std::collections::HashMap<String, f64> {
     // A client of its own: the scenario's pooled connections may have sat idle longer

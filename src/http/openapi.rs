@@ -190,14 +190,7 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
                 {"required": ["currency"], "properties": {"currency": field_schema(FieldKind::Currency, true)}}
             ]}});
         }
-        ObjectType::Activity => {
-            create["anyOf"] = Value::Array(
-                ["contact_id", "company_id", "deal_id"]
-                    .iter()
-                    .map(|f| json!({"required": [f], "properties": {*f: {"type": "string"}}}))
-                    .collect(),
-            );
-        }
+        ObjectType::Activity => create["anyOf"] = one_of_given(&["contact_id", "company_id", "deal_id"], "string"),
         ObjectType::Conversation => {
             // A snoozed conversation says until when; no other has that time.
             create["if"] = json!({"properties": {"status": {"const": "snoozed"}}, "required": ["status"]});
@@ -216,12 +209,10 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
             }
         }
         ObjectType::SlaPolicy => {
-            create["anyOf"] = Value::Array(
-                ["first_response_minutes", "next_response_minutes", "resolution_minutes"]
-                    .iter()
-                    .map(|f| json!({"required": [f], "properties": {*f: {"type": "integer"}}}))
-                    .collect(),
-            );
+            create["anyOf"] = one_of_given(
+                &["first_response_minutes", "next_response_minutes", "resolution_minutes"],
+                "integer",
+            )
         }
         ObjectType::Macro => {
             create["properties"]["actions"] = macro_actions();
@@ -443,6 +434,16 @@ const WRITE: &[Code] = &[
 
 fn with(base: &[Code], more: &[Code]) -> Vec<Code> {
     base.iter().chain(more).copied().collect()
+}
+
+/// At least one of `fields` given, not null (of JSON type `ty`).
+fn one_of_given(fields: &[&str], ty: &str) -> Value {
+    Value::Array(
+        fields
+            .iter()
+            .map(|f| json!({"required": [f], "properties": {*f: {"type": ty}}}))
+            .collect(),
+    )
 }
 
 /// A message's attachments, as `domain::inbox::check_attachments` takes them.

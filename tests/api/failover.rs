@@ -149,6 +149,16 @@ async fn owned_board(c: &Cluster, node: usize) -> (String, String, Vec<String>) 
     (token, pipeline, stages)
 }
 
+/// Until the writers running alongside have had `n` writes acknowledged (at most a
+/// minute).
+async fn until_acknowledged<T>(acked: &Rc<RefCell<Vec<T>>>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.borrow().len() < n {
+        assert!(Instant::now() < deadline, "only {} writes acknowledged", acked.borrow().len());
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every acknowledged mutation is in the log exactly once, and the seqs run 1, 2, 3…
 fn assert_one_sequence(log: &[(i64, Option<String>)], acked: &[String]) {
     let seqs: Vec<i64> = log.iter().map(|(s, _)| *s).collect();
@@ -279,16 +289,7 @@ async fn when_the_owner_is_killed_another_node_takes_the_board_over_and_loses_no
         .collect();
     let writing = actix_web::rt::spawn(futures_util::future::join_all(writers));
 
-    let wait_for = |n: usize| {
-        let acked = acked.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while acked.borrow().len() < n {
-                assert!(Instant::now() < deadline, "only {} writes acknowledged", acked.borrow().len());
-                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let wait_for = |n: usize| until_acknowledged(&acked, n);
     wait_for(100).await;
     let killed = Instant::now();
     let before = acked.borrow().len();
@@ -420,16 +421,7 @@ async fn an_inbox_has_one_owner_takes_writes_through_the_others_and_its_owner_ki
         })
         .collect();
     let writing = actix_web::rt::spawn(futures_util::future::join_all(writers));
-    let wait_for = |n: usize| {
-        let acked = acked.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while acked.borrow().len() < n {
-                assert!(Instant::now() < deadline, "only {} messages acknowledged", acked.borrow().len());
-                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let wait_for = |n: usize| until_acknowledged(&acked, n);
     wait_for(60).await;
     let before = acked.borrow().len();
     c.nodes[0].take().unwrap().kill9();
