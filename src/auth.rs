@@ -204,6 +204,8 @@ pub struct TokenSigner {
 }
 
 const JWT_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+/// Marks sealed text, so that text kept before sealing began still reads.
+const SEALED: &str = "sealed.v1:";
 
 impl TokenSigner {
     pub fn new(secret: &str) -> Self {
@@ -215,6 +217,44 @@ impl TokenSigner {
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC accepts keys of any length, so this cannot fail.
         <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("hmac takes any key length"))
+    }
+
+    /// The key that seals data kept at rest, apart from the signing key.
+    fn sealing_key(&self) -> chacha20poly1305::Key {
+        let mut mac = self.mac();
+        mac.update(b"seal.v1");
+        mac.finalize().into_bytes()
+    }
+
+    /// Encrypts and authenticates `plain` (ChaCha20-Poly1305, a random nonce), for
+    /// keeping at rest what may hold a secret.
+    pub fn seal(&self, plain: &str) -> anyhow::Result<String> {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&self.sealing_key());
+        let nonce = random_bytes::<12>()?;
+        let sealed = cipher
+            .encrypt(&nonce.into(), plain.as_bytes())
+            .map_err(|_| anyhow!("sealing failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        Ok(format!("{SEALED}{}", URL_SAFE_NO_PAD.encode(out)))
+    }
+
+    /// What [`TokenSigner::seal`] sealed; text that was never sealed comes back as it is;
+    /// none when it was sealed under another key or altered.
+    pub fn open(&self, stored: &str) -> Option<String> {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let Some(sealed) = stored.strip_prefix(SEALED) else {
+            return Some(stored.to_string());
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < 12 {
+            return None;
+        }
+        let (nonce, body) = bytes.split_at(12);
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&self.sealing_key());
+        let plain = cipher.decrypt(chacha20poly1305::Nonce::from_slice(nonce), body).ok()?;
+        String::from_utf8(plain).ok()
     }
 
     /// Signs a write one node forwards to another: `forward.<unix secs>.<body>`, which
@@ -271,6 +311,28 @@ impl TokenSigner {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sealed_text_opens_only_under_its_key_and_hides_what_it_holds() {
+        let signer = TokenSigner::new("a-secret-of-enough-length-for-tests");
+        let sealed = signer.seal(r#"{"token":"shoal_inbox_abc"}"#).unwrap();
+        assert!(!sealed.contains("shoal_inbox_abc"));
+        assert_eq!(signer.open(&sealed).as_deref(), Some(r#"{"token":"shoal_inbox_abc"}"#));
+        assert_ne!(
+            signer.seal("same").unwrap(),
+            signer.seal("same").unwrap(),
+            "a fresh nonce each time"
+        );
+        assert_eq!(TokenSigner::new("another-secret-of-enough-length").open(&sealed), None);
+        let mut altered = sealed.clone();
+        altered.pop();
+        assert_eq!(signer.open(&altered), None);
+        assert_eq!(
+            signer.open("{\"kept\":\"before sealing\"}").as_deref(),
+            Some("{\"kept\":\"before sealing\"}")
+        );
+    }
+
     use super::*;
 
     fn claims(exp: i64) -> Claims {

@@ -47,21 +47,28 @@ where
     match scoped.idempotency_begin(&principal, &key, &hash).await? {
         IdempotencyBegin::Replay(stored) => {
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            let body = state
+                .tokens
+                .open(&stored.body)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a kept answer does not open under this server's key")))?;
             Ok(HttpResponse::build(status)
                 .insert_header(("idempotent-replayed", "true"))
                 .content_type("application/json")
-                .body(stored.body))
+                .body(body))
         }
         IdempotencyBegin::Mismatch => Err(ApiError::new(Code::IdempotencyKeyReused)),
         IdempotencyBegin::InProgress => Err(ApiError::new(Code::IdempotencyKeyInProgress)),
         IdempotencyBegin::New => match run().await {
             Ok((status, value)) => {
+                // Kept sealed: an answer may carry a secret shown only once (a new API
+                // key, an inbox's token), which must not lie in the store readable.
+                let body = value.to_string();
                 let stored = StoredResponse {
                     status: status.as_u16(),
-                    body: value.to_string(),
+                    body: state.tokens.seal(&body)?,
                 };
                 scoped.idempotency_finish(&principal, &key, &stored).await?;
-                Ok(HttpResponse::build(status).content_type("application/json").body(stored.body))
+                Ok(HttpResponse::build(status).content_type("application/json").body(body))
             }
             Err(e) if e.code.is_client_error() => {
                 // A refused request is an outcome too: the retry gets the same answer.

@@ -245,6 +245,14 @@ on_both_backends! {
         app.post(&format!("/conversations/{conv}/messages"), &viewer.token, json!({"text": "Hello"})).await.expect(403);
         app.patch(&format!("/conversations/{conv}"), &viewer.token, json!({"status": "resolved"})).await.expect(403);
 
+        // Creating an inbox again with the same Idempotency-Key answers the same token
+        // (kept sealed, not readable in the store).
+        let once = app.post_with("/inboxes", &owner.token, &[("idempotency-key", "inbox-1")], json!({"name": "Once", "channel": "api"})).await.expect(201);
+        let again = app.post_with("/inboxes", &owner.token, &[("idempotency-key", "inbox-1")], json!({"name": "Once", "channel": "api"})).await.expect(201);
+        assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+        assert_eq!(again.body["token"], once.body["token"]);
+        inbound(&app, once.body["token"].as_str().unwrap(), json!({"contact_identifier": "c", "text": "Hi"})).await.expect(201);
+
         // A rotated token replaces the old one at once.
         let fresh = app.post(&format!("/inboxes/{inbox}/token"), &owner.token, json!({})).await.expect(200);
         let r = inbound(&app, &token, json!({"contact_identifier": "c", "text": "Hi"})).await.expect(401);
