@@ -62,13 +62,26 @@ impl Cluster {
 
     /// The board's lease in Redis.
     async fn lease(&self, pipeline: &str) -> Option<String> {
+        self.lease_of(&format!("board:{pipeline}")).await
+    }
+
+    /// The lease of a topic (`board:<id>`, `inbox:<id>`) in Redis.
+    async fn lease_of(&self, topic: &str) -> Option<String> {
         let client = redis::Client::open(self.redis.as_str()).unwrap();
         let mut c = client.get_multiplexed_async_connection().await.unwrap();
         redis::cmd("GET")
-            .arg(format!("{}:lease:board:{pipeline}", self.channel))
+            .arg(format!("{}:lease:{topic}", self.channel))
             .query_async::<Option<String>>(&mut c)
             .await
             .unwrap()
+    }
+
+    /// Signs up a workspace through `node`; returns its owner's access token.
+    async fn signup(&self, node: &str, workspace: &str, email: &str) -> String {
+        let body = json!({"workspace_name": workspace, "name": workspace, "email": email, "password": "correct horse battery"});
+        let (status, s) = self.post(node, "/auth/signup", "", "signup", body).await.unwrap();
+        assert_eq!(status, 201, "{s}");
+        s["access_token"].as_str().unwrap().to_string()
     }
 
     /// The board's event log: (seq, cause) in seq order.
@@ -110,17 +123,7 @@ async fn post(client: &awc::Client, node: &str, path: &str, token: &str, mutatio
 /// that `node` owns the board. Returns (token, pipeline, stages).
 async fn owned_board(c: &Cluster, node: usize) -> (String, String, Vec<String>) {
     let url = c.url(node);
-    let (_, s) = c
-        .post(
-            &url,
-            "/auth/signup",
-            "",
-            "signup",
-            json!({"workspace_name": "Fail", "name": "F", "email": "f@failover.test", "password": "correct horse battery"}),
-        )
-        .await
-        .unwrap();
-    let token = s["access_token"].as_str().unwrap().to_string();
+    let token = c.signup(&url, "Fail", "f@failover.test").await;
     let (status, p) = c
         .post(
             &url,
@@ -353,17 +356,7 @@ async fn when_the_owner_is_killed_another_node_takes_the_board_over_and_loses_no
 async fn an_inbox_has_one_owner_takes_writes_through_the_others_and_its_owner_killed_loses_no_acknowledged_message() {
     let mut c = Cluster::start().await;
     let url = c.url(0);
-    let (_, s) = c
-        .post(
-            &url,
-            "/auth/signup",
-            "",
-            "signup",
-            json!({"workspace_name": "Help", "name": "H", "email": "h@failover.test", "password": "correct horse battery"}),
-        )
-        .await
-        .unwrap();
-    let token = s["access_token"].as_str().unwrap().to_string();
+    let token = c.signup(&url, "Help", "h@failover.test").await;
     let (status, inbox) = c
         .post(&url, "/inboxes", &token, "inbox", json!({"name": "Chat", "channel": "api"}))
         .await
@@ -384,19 +377,13 @@ async fn an_inbox_has_one_owner_takes_writes_through_the_others_and_its_owner_ki
         .await
         .unwrap();
     assert_eq!(status, 201);
-    let lease_key = format!("{}:lease:inbox:{id}", c.channel);
-    let lease = || {
-        let (redis, key) = (c.redis.clone(), lease_key.clone());
-        async move {
-            let client = redis::Client::open(redis.as_str()).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut conn).await.unwrap()
-        }
-    };
-    assert!(lease().await.unwrap().contains(&url), "the first writer's node owns the inbox");
+    let topic = format!("inbox:{id}");
+    assert!(
+        c.lease_of(&topic).await.unwrap().contains(&url),
+        "the first writer's node owns the inbox"
+    );
 
     // An agent watches from node B throughout.
-    let topic = format!("inbox:{id}");
     let mut on_b = Ws::connect(&c.url(1), &token).await;
     let b_start = on_b.subscribe(&topic, None).await.last().unwrap()["seq"].as_i64().unwrap();
 
@@ -428,7 +415,7 @@ async fn an_inbox_has_one_owner_takes_writes_through_the_others_and_its_owner_ki
     wait_for(before + 60).await;
     stop.set(true);
     writing.await.unwrap();
-    let lease = lease().await.unwrap();
+    let lease = c.lease_of(&topic).await.unwrap();
     assert!(
         lease.contains(&c.url(1)) || lease.contains(&c.url(2)),
         "a live node owns the inbox: {lease}"
