@@ -8,6 +8,9 @@
 //! savepoint: checked and placed in memory, written as one update (`Scoped::move_run`),
 //! each still answered with its own outcome. A run whose statements fail is undone and
 //! its moves run one by one, each under its own savepoint.
+//!
+//! Messages posted to one inbox and queued next to each other form a run the same way
+//! (`Scoped::inbound_run`).
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Event, ObjectType};
-use crate::store::{DealMove, QueuedMove, Store, StoreError, WriteTx};
+use crate::store::{DealMove, Inbound, QueuedInbound, QueuedMove, Store, StoreError, WriteTx};
 
 /// Writes waiting for a batch. When full, new writes are refused with `overloaded`
 /// instead of growing memory.
@@ -35,6 +38,24 @@ enum Work {
     /// A deal's move. Moves queued one after another are placed together against one
     /// read of their deals and written in one statement (see `Scoped::move_run`).
     Move(MoveJob),
+    /// A message posted to an API-channel inbox. Those queued one after another into
+    /// one inbox are threaded together (see `Scoped::inbound_run`).
+    Inbound(InboundJob),
+}
+
+struct InboundJob {
+    workspace_id: String,
+    actor: String,
+    m: Inbound,
+    /// Where the answer goes for the waiting [`Pending`].
+    out: Arc<Mutex<Option<Value>>>,
+}
+
+/// Jobs that may join one run: moves of one workspace, or messages into one inbox.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum RunKey<'a> {
+    Moves(&'a str),
+    Inbound(&'a str, &'a str),
 }
 
 struct MoveJob {
@@ -61,6 +82,21 @@ impl Job {
             Some(Work::Move(m)) if m.to.runs_in_batch() => Some(m),
             _ => None,
         }
+    }
+
+    fn inbound(&self) -> Option<&InboundJob> {
+        match &self.work {
+            Some(Work::Inbound(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The run this job may join, if any.
+    fn run_key(&self) -> Option<RunKey<'_>> {
+        if let Some(m) = self.batchable_move() {
+            return Some(RunKey::Moves(&m.workspace_id));
+        }
+        self.inbound().map(|m| RunKey::Inbound(&m.workspace_id, &m.m.inbox_id))
     }
 }
 
@@ -167,6 +203,27 @@ impl Persister {
         self.queue(cause, fence, Work::Move(job), slot)
     }
 
+    /// Queues a message posted to an API-channel inbox, fenced like
+    /// [`Persister::submit_fenced`]; it answers the message, its conversation and
+    /// whether it was a duplicate.
+    pub fn submit_inbound(
+        &self,
+        cause: Option<String>,
+        fence: Option<(String, i64)>,
+        workspace_id: String,
+        actor: String,
+        m: Inbound,
+    ) -> Result<Pending<Value>, Refused> {
+        let slot = Arc::new(Mutex::new(None));
+        let job = InboundJob {
+            workspace_id,
+            actor,
+            m,
+            out: slot.clone(),
+        };
+        self.queue(cause, fence, Work::Inbound(job), slot)
+    }
+
     fn queue<T>(
         &self,
         cause: Option<String>,
@@ -225,31 +282,31 @@ async fn commit_batch(store: &Store, batch: Vec<Job>) {
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
     let mut i = 0;
     while i < jobs.len() {
-        let Some(first) = jobs[i].batchable_move() else {
+        let Some(key) = jobs[i].run_key() else {
             outcomes.push(run_alone(store, &mut w, &mut jobs[i]).await);
             i += 1;
             continue;
         };
-        // A run: the moves queued next to each other in one workspace.
-        let ws = first.workspace_id.clone();
-        let end = i + jobs[i..]
-            .iter()
-            .take_while(|j| j.batchable_move().is_some_and(|m| m.workspace_id == ws))
-            .count();
-        match run_moves(store, &mut w, &jobs[i..end]).await {
+        // A run: the jobs of one kind and scope queued next to each other.
+        let end = i + jobs[i..].iter().take_while(|j| j.run_key() == Some(key)).count();
+        let run = match key {
+            RunKey::Moves(_) => run_moves(store, &mut w, &jobs[i..end]).await,
+            RunKey::Inbound(..) => run_inbound(store, &mut w, &jobs[i..end]).await,
+        };
+        match run {
             Ok(done) => {
                 i += done.len();
                 outcomes.extend(done);
-                // The move the run left (it needs statements of its own) runs alone.
+                // The job the run left (it needs statements of its own) runs alone.
                 if i < end {
                     outcomes.push(run_alone(store, &mut w, &mut jobs[i]).await);
                     i += 1;
                 }
             }
             Err(e) => {
-                // The run's statements failed and were rolled back: each move runs
+                // The run's statements failed and were rolled back: each job runs
                 // alone, and gets its own error if it fails again.
-                tracing::warn!(error = %e, "a run of moves failed; running them one by one");
+                tracing::warn!(error = %e, "a run of writes failed; running them one by one");
                 while i < end {
                     outcomes.push(run_alone(store, &mut w, &mut jobs[i]).await);
                     i += 1;
@@ -313,11 +370,23 @@ async fn run_alone(store: &Store, w: &mut WriteTx, job: &mut Job) -> Outcome {
             }
             Err(e) => Err(e),
         },
+        Work::Inbound(m) => match store.scoped(&m.workspace_id).inbound_in(w, m.m, &m.actor).await {
+            Ok(answer) => {
+                *m.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
     };
+    settle(w, result).await.map(|()| mark..w.events_len())
+}
+
+/// Ends the savepoint as `result` says: kept, or rolled back.
+async fn settle<T>(w: &mut WriteTx, result: Result<T, StoreError>) -> Result<T, StoreError> {
     match result {
-        Ok(()) => {
+        Ok(v) => {
             w.keep();
-            Ok(mark..w.events_len())
+            Ok(v)
         }
         Err(e) => {
             if let Err(broken) = w.rollback_to_savepoint().await {
@@ -350,22 +419,46 @@ async fn run_moves(store: &Store, w: &mut WriteTx, jobs: &[Job]) -> Result<Vec<O
         return Ok(Vec::new());
     };
     w.savepoint().await?;
-    let placed = match store.scoped(&first.workspace_id).move_run(w, &queued).await {
-        Ok(placed) => placed,
-        Err(e) => {
-            if let Err(broken) = w.rollback_to_savepoint().await {
-                tracing::error!(error = %broken, "could not roll back a savepoint");
-            }
-            return Err(e);
-        }
-    };
-    w.keep();
+    let placed = store.scoped(&first.workspace_id).move_run(w, &queued).await;
+    let placed = settle(w, placed).await?;
     Ok(placed
         .into_iter()
         .zip(&moves)
         .map(|((result, events), m)| {
             let deal = result?;
             *m.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(deal.to_json(ObjectType::Deal));
+            Ok(events)
+        })
+        .collect())
+}
+
+/// Runs a run of messages into one inbox under one savepoint. Returns the outcomes of
+/// the messages it took, a prefix of `jobs`; on an error nothing of it is left.
+async fn run_inbound(store: &Store, w: &mut WriteTx, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    let (msgs, queued): (Vec<&InboundJob>, Vec<QueuedInbound<'_>>) = jobs
+        .iter()
+        .filter_map(|j| {
+            let m = j.inbound()?;
+            let queued = QueuedInbound {
+                m: &m.m,
+                actor: &m.actor,
+                cause: j.cause.clone(),
+                fence: j.fence.clone(),
+            };
+            Some((m, queued))
+        })
+        .unzip();
+    let Some(first) = msgs.first() else {
+        return Ok(Vec::new());
+    };
+    w.savepoint().await?;
+    let taken = store.scoped(&first.workspace_id).inbound_run(w, &queued).await;
+    let taken = settle(w, taken).await?;
+    Ok(taken
+        .into_iter()
+        .zip(&msgs)
+        .map(|((result, events), m)| {
+            *m.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(result?);
             Ok(events)
         })
         .collect())

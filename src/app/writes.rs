@@ -223,9 +223,10 @@ impl Write {
         fence: Option<(String, i64)>,
     ) -> Result<Pending<Value>, Refused> {
         match self {
-            // Moves have a job of their own: the persister writes those queued together
-            // as one.
+            // Moves and posted messages have jobs of their own: the persister writes
+            // those queued together as one.
             Write::Move { id, to } => persister.submit_move(cause, fence, author.workspace_id, author.actor, id, to),
+            Write::Inbound(m) => persister.submit_inbound(cause, fence, author.workspace_id, author.actor, m),
             other => persister.submit_fenced(cause, fence, other.job(store, author)),
         }
     }
@@ -345,7 +346,9 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
         Write::Move { id, .. } => board(scoped.get(ObjectType::Deal, id).await?.text("pipeline_id").map(str::to_string)),
         Write::Convert { deal: Some(d), .. } => board(given(d, "pipeline_id")),
         Write::Convert { deal: None, .. } => None,
-        Write::Inbound(m) => inbox(Some(m.inbox_id.clone())),
+        // The inbox's token was just found, so the inbox is there (one deleted since
+        // is the write's own error to report).
+        Write::Inbound(m) => return Ok(inbox(Some(m.inbox_id.clone()))),
         Write::Delivery { inbox_id, .. } => inbox(Some(inbox_id.clone())),
         // A member's own reading, on their personal topic: no inbox's to order.
         Write::Read { .. } => None,

@@ -6,11 +6,11 @@
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 
-use super::records::{columns, decode, invalid};
+use super::records::invalid;
 use super::{args, insert, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
 use crate::domain::hours::BusinessHours;
 use crate::domain::inbox::{parse_actions, render, sanitize_html, MacroAction};
-use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record, Topic};
+use crate::domain::{Changes, FieldValue, ObjectType, Record, Topic};
 
 const CONVERSATION: ObjectType = ObjectType::Conversation;
 const MESSAGE: ObjectType = ObjectType::Message;
@@ -57,34 +57,11 @@ struct Sla {
     hours: BusinessHours,
 }
 
-/// A message posted to an API-channel inbox by an integrator or a chat widget.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inbound {
-    pub inbox_id: String,
-    /// The integrator's own id of the sender.
-    pub source_id: Option<String>,
-    pub email: Option<EmailAddress>,
-    /// The sender's name, for a contact made for them.
-    pub name: Option<String>,
-    /// The subject of a conversation this message opens.
-    pub subject: Option<String>,
-    pub text: String,
-    /// The channel's id of the message: posting it again changes nothing.
-    pub external_id: Option<String>,
-    /// Its rich text, sanitised when kept.
-    pub html: Option<String>,
-    /// Its attachments, described (`[{"name", "content_type", "size", "url"?}]`).
-    pub attachments: Option<Value>,
-    /// Members online (not busy) when it was posted: those a new conversation may be
-    /// assigned to when the inbox assigns automatically.
-    pub available: Vec<String>,
-}
-
 /// What a customer's or an agent's message changes in its conversation: the time of
 /// its last message, since when the customer waits (an answer ends the wait; the first
 /// answer is the first reply) and, for a customer writing to a pending or snoozed
 /// conversation, its status.
-fn posted_changes(conv: &Record, msg: &Record, changes: &mut Changes) {
+pub(super) fn posted_changes(conv: &Record, msg: &Record, changes: &mut Changes) {
     changes.set(CONVERSATION, "last_message_at", FieldValue::Int(msg.created_at));
     if msg.text("direction") == Some("incoming") {
         if conv.get("waiting_since").is_null() {
@@ -365,7 +342,7 @@ impl Scoped<'_> {
 
     /// Fills in a new message's server fields: its inbox (its conversation's), its
     /// author (the actor, unless the channel named the contact) and its direction.
-    fn prepare_message(conv: &Record, changes: &mut Changes, actor: &str) -> Result<()> {
+    pub(super) fn prepare_message(conv: &Record, changes: &mut Changes, actor: &str) -> Result<()> {
         changes.set(MESSAGE, "conversation_id", FieldValue::Text(conv.id.clone()));
         changes.set(MESSAGE, "inbox_id", conv.get("inbox_id").clone());
         let author = match changes.get("author").and_then(|a| a.as_text()) {
@@ -585,241 +562,6 @@ impl Scoped<'_> {
         sql.arg(conversation_id);
         sql.query().execute(&mut *conn).await?;
         Ok(())
-    }
-
-    /// Takes a message posted to an API-channel inbox: finds the sender's contact (by
-    /// the channel's id for them, else by e-mail) or makes one, threads the message
-    /// into the contact's unresolved conversation in the inbox or opens one, and
-    /// answers the message, its conversation and the contact. A message whose
-    /// external id the inbox already holds is answered as it was, and nothing changes.
-    pub(crate) async fn inbound_in(&self, w: &mut WriteTx, m: Inbound, actor: &str) -> Result<Value> {
-        let inbox = self
-            .fetch(&mut w.tx, ObjectType::Inbox, &m.inbox_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if inbox.text("channel") != Some("api") {
-            return Err(invalid("inbox_id", "only an inbox of channel 'api' takes posted messages"));
-        }
-        if let Some(ext) = &m.external_id {
-            let mut sql = Sql::new("SELECT id FROM messages WHERE inbox_id = ");
-            sql.arg(&m.inbox_id).push(" AND external_id = ").arg(ext);
-            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
-                let id: String = row.try_get(0)?;
-                return self.inbound_answer(&mut w.tx, &id, true).await;
-            }
-        }
-        let contact = self.inbound_contact(w, &m, actor).await?;
-        let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
-        sql.arg(self.ws)
-            .push(" AND inbox_id = ")
-            .arg(&m.inbox_id)
-            .push(" AND contact_id = ")
-            .arg(&contact)
-            .push(" AND status <> 'resolved' ORDER BY created_at DESC LIMIT 1");
-        let open = match sql.query().fetch_optional(&mut *w.tx).await? {
-            Some(row) => Some(decode(CONVERSATION, &row)?),
-            None => None,
-        };
-        let conversation = match open {
-            Some(id) => id,
-            None => {
-                let mut c = Changes::default();
-                c.set(CONVERSATION, "inbox_id", FieldValue::Text(m.inbox_id.clone()));
-                c.set(CONVERSATION, "contact_id", FieldValue::Text(contact.clone()));
-                c.set(CONVERSATION, "status", FieldValue::Text("open".into()));
-                c.set(CONVERSATION, "priority", FieldValue::Text("none".into()));
-                if let Some(s) = &m.subject {
-                    c.set(CONVERSATION, "subject", FieldValue::Text(s.clone()));
-                }
-                if let FieldValue::Text(team) = inbox.get("team_id") {
-                    c.set(CONVERSATION, "team_id", FieldValue::Text(team.clone()));
-                }
-                if inbox.get("auto_assign") == &FieldValue::Bool(true) {
-                    if let Some(agent) = self.next_assignee(&mut w.tx, &inbox, &m.available).await? {
-                        c.set(CONVERSATION, "assignee_id", FieldValue::Text(agent));
-                    }
-                }
-                self.create_in(w, CONVERSATION, c, actor).await?
-            }
-        };
-        let mut msg = Changes::default();
-        msg.set(MESSAGE, "kind", FieldValue::Text("message".into()));
-        msg.set(MESSAGE, "author", FieldValue::Text(format!("contact:{contact}")));
-        msg.set(MESSAGE, "text", FieldValue::Text(m.text.clone()));
-        if let Some(ext) = &m.external_id {
-            msg.set(MESSAGE, "external_id", FieldValue::Text(ext.clone()));
-        }
-        if let Some(html) = &m.html {
-            msg.set(MESSAGE, "html", FieldValue::Text(html.clone()));
-        }
-        if let Some(a) = &m.attachments {
-            msg.set(MESSAGE, "attachments", FieldValue::Text(a.to_string()));
-        }
-        let (created, conversation) = self.post_message_in(w, conversation, msg, actor).await?;
-        Ok(json!({
-            "message": created.to_json(MESSAGE),
-            "conversation": conversation.to_json(CONVERSATION),
-            "duplicate": false,
-        }))
-    }
-
-    /// Round-robin: of the `available` members who may work the inbox's conversations
-    /// (its team's, when it has one) and hold fewer open ones in it than its limit, the
-    /// one whose turn is oldest (never first); their turn is then the newest.
-    async fn next_assignee(&self, conn: &mut AnyConnection, inbox: &Record, available: &[String]) -> Result<Option<String>> {
-        if available.is_empty() {
-            return Ok(None);
-        }
-        let list = |sql: &mut Sql, ids: &[String]| {
-            for (i, id) in ids.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.arg(id);
-            }
-        };
-        let mut sql = Sql::new("SELECT user_id FROM memberships WHERE workspace_id = ");
-        sql.arg(self.ws)
-            .push(" AND role IN ('owner', 'admin', 'member', 'agent') AND user_id IN (");
-        list(&mut sql, available);
-        sql.push(")");
-        let mut eligible: Vec<String> = sql
-            .query()
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-        if let FieldValue::Text(team) = inbox.get("team_id") {
-            let members = self
-                .fetch(conn, ObjectType::Team, team)
-                .await?
-                .map(|t| t.get("member_ids").as_list().to_vec())
-                .unwrap_or_default();
-            eligible.retain(|u| members.contains(u));
-        }
-        if eligible.is_empty() {
-            return Ok(None);
-        }
-        if let FieldValue::Int(limit) = inbox.get("max_open_per_agent") {
-            let mut sql = Sql::new("SELECT assignee_id, COUNT(*) FROM conversations WHERE workspace_id = ");
-            sql.arg(self.ws)
-                .push(" AND inbox_id = ")
-                .arg(&inbox.id)
-                .push(" AND status IN ('open', 'pending') AND assignee_id IN (");
-            list(&mut sql, &eligible);
-            sql.push(") GROUP BY assignee_id");
-            let mut full = Vec::new();
-            for row in sql.query().fetch_all(&mut *conn).await? {
-                let (user, open): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-                if open >= *limit {
-                    full.push(user);
-                }
-            }
-            eligible.retain(|u| !full.contains(u));
-        }
-        let mut sql = Sql::new("SELECT user_id, turn FROM inbox_assignments WHERE inbox_id = ");
-        sql.arg(&inbox.id);
-        let mut turns = std::collections::HashMap::new();
-        let mut last = 0i64;
-        for row in sql.query().fetch_all(&mut *conn).await? {
-            let (user, turn): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-            last = last.max(turn);
-            turns.insert(user, turn);
-        }
-        let Some(next) = eligible.into_iter().min_by(|a, b| {
-            let turn = |u: &String| turns.get(u).copied().unwrap_or(0);
-            turn(a).cmp(&turn(b)).then(a.cmp(b))
-        }) else {
-            return Ok(None);
-        };
-        let mut sql = insert(
-            "inbox_assignments",
-            "workspace_id, inbox_id, user_id, turn",
-            args![self.ws, &inbox.id, &next, last + 1],
-        );
-        sql.push(" ON CONFLICT (inbox_id, user_id) DO UPDATE SET turn = ").arg(last + 1);
-        sql.query().execute(&mut *conn).await?;
-        Ok(Some(next))
-    }
-
-    /// The sender's contact: known to the inbox by its source id (or e-mail), else
-    /// the workspace's contact with that e-mail, else a new one; remembered for the
-    /// next message either way.
-    async fn inbound_contact(&self, w: &mut WriteTx, m: &Inbound, actor: &str) -> Result<String> {
-        let by_email = m.email.as_ref().map(|e| format!("email:{}", e.as_str()));
-        let sources: Vec<&String> = m.source_id.iter().chain(by_email.iter()).collect();
-        for (i, source) in sources.iter().enumerate() {
-            // A contact deleted since is not found, and made again below.
-            let mut sql = Sql::new("SELECT ic.contact_id FROM inbox_contacts ic JOIN contacts c ON c.id = ic.contact_id AND c.workspace_id = ic.workspace_id WHERE ic.inbox_id = ");
-            sql.arg(&m.inbox_id).push(" AND ic.source_id = ").arg(source.as_str());
-            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
-                let id: String = row.try_get(0)?;
-                {
-                    // The sources before this one did not name them; the rest may not yet.
-                    let others: Vec<&String> = sources.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| *s).collect();
-                    self.remember_sources(&mut w.tx, m, &others, &id).await?;
-                    return Ok(id);
-                }
-            }
-        }
-        let mut found = None;
-        if let Some(email) = &m.email {
-            // Addresses are stored lowercased in a JSON list: the quoted address is
-            // an exact item.
-            let mut sql = Sql::new("SELECT id FROM contacts WHERE workspace_id = ");
-            sql.arg(self.ws)
-                .push(" AND emails LIKE ")
-                .arg(format!("%\"{}\"%", email.as_str()))
-                .push(" ORDER BY created_at LIMIT 1");
-            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
-                found = Some(row.try_get::<String, _>(0)?);
-            }
-        }
-        let id = match found {
-            Some(id) => id,
-            None => {
-                let name = m
-                    .name
-                    .clone()
-                    .or_else(|| m.email.as_ref().map(|e| e.as_str().to_string()))
-                    .or_else(|| m.source_id.clone())
-                    .unwrap_or_else(|| "Visitor".into());
-                let mut c = Changes::default();
-                c.set(ObjectType::Contact, "name", FieldValue::Text(name));
-                if let Some(e) = &m.email {
-                    c.set(ObjectType::Contact, "emails", FieldValue::List(vec![e.as_str().to_string()]));
-                }
-                self.create_in(w, ObjectType::Contact, c, actor).await?.id
-            }
-        };
-        self.remember_sources(&mut w.tx, m, &sources, &id).await?;
-        Ok(id)
-    }
-
-    async fn remember_sources(&self, conn: &mut AnyConnection, m: &Inbound, sources: &[&String], contact: &str) -> Result<()> {
-        for source in sources {
-            let mut sql = insert(
-                "inbox_contacts",
-                "workspace_id, inbox_id, source_id, contact_id",
-                args![self.ws, &m.inbox_id, source.as_str(), contact],
-            );
-            sql.push(" ON CONFLICT (inbox_id, source_id) DO UPDATE SET contact_id = ")
-                .arg(contact);
-            sql.query().execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
-
-    async fn inbound_answer(&self, conn: &mut AnyConnection, message_id: &str, duplicate: bool) -> Result<Value> {
-        let msg = self.fetch(conn, MESSAGE, message_id).await?.ok_or(StoreError::NotFound)?;
-        let conv_id = msg.text("conversation_id").unwrap_or_default().to_string();
-        let conv = self.fetch(conn, CONVERSATION, &conv_id).await?.ok_or(StoreError::NotFound)?;
-        Ok(json!({
-            "message": msg.to_json(MESSAGE),
-            "conversation": conv.to_json(CONVERSATION),
-            "duplicate": duplicate,
-        }))
     }
 
     /// Gives the inbox a new token (answered once; only its digest is kept), which

@@ -8,6 +8,7 @@ mod accounts;
 mod events;
 mod idempotency;
 mod imports;
+mod inbound;
 mod inbox;
 mod moves;
 mod records;
@@ -30,7 +31,8 @@ use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 pub use accounts::{ApiKeyRow, InvitationRefused, InvitationRow, Joiner, MemberRow, NewApiKey, RefreshOutcome, SessionRef, UserRow};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use imports::{ImportCounts, ImportJob};
-pub use inbox::Inbound;
+pub use inbound::Inbound;
+pub(crate) use inbound::QueuedInbound;
 pub(crate) use moves::QueuedMove;
 pub use records::{DealMove, Page};
 pub use search::SearchHit;
@@ -186,6 +188,38 @@ pub(crate) fn insert(table: &str, columns: &str, values: Vec<Arg>) -> Sql {
     }
     sql.push(")");
     sql
+}
+
+/// Appends `$a, $b, …)` for the ids.
+pub(crate) fn list(sql: &mut Sql, ids: &[&str]) {
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.arg(*id);
+    }
+    sql.push(")");
+}
+
+/// Appends the rows as a derived table `v` whose columns are `names`, for an update
+/// of many rows in one statement (`UPDATE t SET … FROM <this> WHERE t.id = v.id`).
+pub(crate) fn derived_table(sql: &mut Sql, rows: impl Iterator<Item = Vec<Arg>>, names: &[&str]) {
+    sql.push("(");
+    for (i, row) in rows.enumerate() {
+        sql.push(if i == 0 { "SELECT " } else { " UNION ALL SELECT " });
+        for (k, (value, name)) in row.into_iter().zip(names).enumerate() {
+            if k > 0 {
+                sql.push(", ");
+            }
+            sql.arg(value);
+            // The first row names the columns (SQLite cannot name them on the derived
+            // table itself).
+            if i == 0 {
+                sql.push(" AS ").push(name);
+            }
+        }
+    }
+    sql.push(") AS v");
 }
 
 pub(crate) fn bind<'q>(sql: &'q str, args: &[Arg]) -> Query<'q, Any, AnyArguments<'q>> {
@@ -564,6 +598,15 @@ impl WriteTx {
             }
         }
         Ok(self.events)
+    }
+
+    /// Runs the script's statements now, in as few round trips as the engine allows.
+    async fn run_script(&mut self, script: Script) -> Result<()> {
+        let backend = self.tx.backend();
+        for sql in script.joined(backend) {
+            sql.on(backend).query().execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
     /// Records `cause` on the events this transaction makes.

@@ -21,7 +21,7 @@ use std::ops::Range;
 use sqlx::{Column as _, Row};
 
 use super::records::{columns, decode, in_gap, invalid, DealMove, REBALANCE_AT};
-use super::{now_ms, Arg, Backend, Result, Scoped, Sql, StoreError, WriteTx};
+use super::{derived_table, list, now_ms, Arg, Backend, Result, Scoped, Sql, StoreError, WriteTx};
 use crate::domain::{rank, Changes, FieldValue, ObjectType, Record};
 
 /// Deals per update statement: well under both engines' limits on bound parameters.
@@ -172,11 +172,11 @@ impl Scoped<'_> {
             {
                 sql.push(", pipeline_id = v.pl");
             }
-            sql.push(" FROM (");
-            for (i, (id, (version, _))) in chunk.iter().enumerate() {
+            sql.push(" FROM ");
+            let rows = chunk.iter().map(|(id, (version, _))| {
                 let d = &board.deals[*id];
                 let text = |name: &str| Arg::Text(d.text(name).map(str::to_string));
-                let row = [
+                vec![
                     Arg::from(*id),
                     Arg::from(*version),
                     Arg::from(d.version),
@@ -184,21 +184,10 @@ impl Scoped<'_> {
                     text("stage_id"),
                     text("pipeline_id"),
                     text("rank"),
-                ];
-                sql.push(if i == 0 { "SELECT " } else { " UNION ALL SELECT " });
-                for (k, (value, name)) in row.into_iter().zip(ROW_COLUMNS).enumerate() {
-                    if k > 0 {
-                        sql.push(", ");
-                    }
-                    sql.arg(value);
-                    // The first row names the columns (SQLite cannot name them on the
-                    // derived table itself).
-                    if i == 0 {
-                        sql.push(" AS ").push(name);
-                    }
-                }
-            }
-            sql.push(") AS v WHERE deals.workspace_id = ").arg(self.ws);
+                ]
+            });
+            derived_table(&mut sql, rows, &ROW_COLUMNS);
+            sql.push(" WHERE deals.workspace_id = ").arg(self.ws);
             sql.push(" AND deals.id = v.id AND deals.version = v.ov");
             let done = sql.on(self.backend()).query().execute(&mut *w.tx).await?.rows_affected();
             if done != chunk.len() as u64 {
@@ -393,17 +382,6 @@ impl Board {
         };
         Plan::Write { after, stage, key }
     }
-}
-
-/// Appends `$a, $b, …)` for the ids.
-fn list(sql: &mut Sql, ids: &[&str]) {
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.arg(*id);
-    }
-    sql.push(")");
 }
 
 #[cfg(test)]

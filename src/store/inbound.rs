@@ -1,0 +1,740 @@
+//! The API channel's inbound messages: contact matching, threading, dedupe by
+//! external id, automatic assignment, and runs of messages written as a set.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Row};
+
+use super::inbox::posted_changes;
+use super::records::{columns, decode, invalid};
+use super::{args, derived_table, insert, list, new_id, now_ms, Arg, Backend, Result, Scoped, Script, Sql, StoreError, WriteTx};
+use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record};
+
+const CONVERSATION: ObjectType = ObjectType::Conversation;
+const MESSAGE: ObjectType = ObjectType::Message;
+
+/// A message posted to an API-channel inbox by an integrator or a chat widget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub inbox_id: String,
+    /// The integrator's own id of the sender.
+    pub source_id: Option<String>,
+    pub email: Option<EmailAddress>,
+    /// The sender's name, for a contact made for them.
+    pub name: Option<String>,
+    /// The subject of a conversation this message opens.
+    pub subject: Option<String>,
+    pub text: String,
+    /// The channel's id of the message: posting it again changes nothing.
+    pub external_id: Option<String>,
+    /// Its rich text, sanitised when kept.
+    pub html: Option<String>,
+    /// Its attachments, described (`[{"name", "content_type", "size", "url"?}]`).
+    pub attachments: Option<Value>,
+    /// Members online (not busy) when it was posted: those a new conversation may be
+    /// assigned to when the inbox assigns automatically.
+    pub available: Vec<String>,
+}
+
+impl Inbound {
+    /// The message as it is written, from the sender's contact.
+    fn message(&self, contact: &str) -> Changes {
+        let mut msg = Changes::default();
+        msg.set(MESSAGE, "kind", FieldValue::Text("message".into()));
+        msg.set(MESSAGE, "author", FieldValue::Text(format!("contact:{contact}")));
+        msg.set(MESSAGE, "text", FieldValue::Text(self.text.clone()));
+        if let Some(ext) = &self.external_id {
+            msg.set(MESSAGE, "external_id", FieldValue::Text(ext.clone()));
+        }
+        if let Some(html) = &self.html {
+            msg.set(MESSAGE, "html", FieldValue::Text(html.clone()));
+        }
+        if let Some(a) = &self.attachments {
+            msg.set(MESSAGE, "attachments", FieldValue::Text(a.to_string()));
+        }
+        msg
+    }
+
+    /// The ids the channel knows the sender by, in the order they are looked up: the
+    /// integrator's own, then the e-mail address.
+    fn sources(&self) -> Vec<String> {
+        let by_email = self.email.as_ref().map(|e| format!("email:{}", e.as_str()));
+        self.source_id.iter().cloned().chain(by_email).collect()
+    }
+}
+
+
+impl Scoped<'_> {
+    /// Takes a message posted to an API-channel inbox: finds the sender's contact (by
+    /// the channel's id for them, else by e-mail) or makes one, threads the message
+    /// into the contact's unresolved conversation in the inbox or opens one, and
+    /// answers the message, its conversation and the contact. A message whose
+    /// external id the inbox already holds is answered as it was, and nothing changes.
+    pub(crate) async fn inbound_in(&self, w: &mut WriteTx, m: Inbound, actor: &str) -> Result<Value> {
+        let inbox = self
+            .fetch(&mut w.tx, ObjectType::Inbox, &m.inbox_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if inbox.text("channel") != Some("api") {
+            return Err(invalid("inbox_id", "only an inbox of channel 'api' takes posted messages"));
+        }
+        if let Some(ext) = &m.external_id {
+            let mut sql = Sql::new("SELECT id FROM messages WHERE inbox_id = ");
+            sql.arg(&m.inbox_id).push(" AND external_id = ").arg(ext);
+            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
+                let id: String = row.try_get(0)?;
+                return self.inbound_answer(&mut w.tx, &id, true).await;
+            }
+        }
+        let contact = self.inbound_contact(w, &m, actor).await?;
+        let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
+        sql.arg(self.ws)
+            .push(" AND inbox_id = ")
+            .arg(&m.inbox_id)
+            .push(" AND contact_id = ")
+            .arg(&contact)
+            .push(" AND status <> 'resolved' ORDER BY created_at DESC LIMIT 1");
+        let open = match sql.query().fetch_optional(&mut *w.tx).await? {
+            Some(row) => Some(decode(CONVERSATION, &row)?),
+            None => None,
+        };
+        let conversation = match open {
+            Some(id) => id,
+            None => {
+                let mut c = Changes::default();
+                c.set(CONVERSATION, "inbox_id", FieldValue::Text(m.inbox_id.clone()));
+                c.set(CONVERSATION, "contact_id", FieldValue::Text(contact.clone()));
+                c.set(CONVERSATION, "status", FieldValue::Text("open".into()));
+                c.set(CONVERSATION, "priority", FieldValue::Text("none".into()));
+                if let Some(s) = &m.subject {
+                    c.set(CONVERSATION, "subject", FieldValue::Text(s.clone()));
+                }
+                if let FieldValue::Text(team) = inbox.get("team_id") {
+                    c.set(CONVERSATION, "team_id", FieldValue::Text(team.clone()));
+                }
+                if inbox.get("auto_assign") == &FieldValue::Bool(true) {
+                    if let Some(agent) = self.next_assignee(&mut w.tx, &inbox, &m.available).await? {
+                        c.set(CONVERSATION, "assignee_id", FieldValue::Text(agent));
+                    }
+                }
+                self.create_in(w, CONVERSATION, c, actor).await?
+            }
+        };
+        let (created, conversation) = self.post_message_in(w, conversation, m.message(&contact), actor).await?;
+        Ok(json!({
+            "message": created.to_json(MESSAGE),
+            "conversation": conversation.to_json(CONVERSATION),
+            "duplicate": false,
+        }))
+    }
+
+    /// Round-robin: of the `available` members who may work the inbox's conversations
+    /// (its team's, when it has one) and hold fewer open ones in it than its limit, the
+    /// one whose turn is oldest (never first); their turn is then the newest.
+    async fn next_assignee(&self, conn: &mut AnyConnection, inbox: &Record, available: &[String]) -> Result<Option<String>> {
+        if available.is_empty() {
+            return Ok(None);
+        }
+        let list = |sql: &mut Sql, ids: &[String]| {
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.arg(id);
+            }
+        };
+        let mut sql = Sql::new("SELECT user_id FROM memberships WHERE workspace_id = ");
+        sql.arg(self.ws)
+            .push(" AND role IN ('owner', 'admin', 'member', 'agent') AND user_id IN (");
+        list(&mut sql, available);
+        sql.push(")");
+        let mut eligible: Vec<String> = sql
+            .query()
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if let FieldValue::Text(team) = inbox.get("team_id") {
+            let members = self
+                .fetch(conn, ObjectType::Team, team)
+                .await?
+                .map(|t| t.get("member_ids").as_list().to_vec())
+                .unwrap_or_default();
+            eligible.retain(|u| members.contains(u));
+        }
+        if eligible.is_empty() {
+            return Ok(None);
+        }
+        if let FieldValue::Int(limit) = inbox.get("max_open_per_agent") {
+            let mut sql = Sql::new("SELECT assignee_id, COUNT(*) FROM conversations WHERE workspace_id = ");
+            sql.arg(self.ws)
+                .push(" AND inbox_id = ")
+                .arg(&inbox.id)
+                .push(" AND status IN ('open', 'pending') AND assignee_id IN (");
+            list(&mut sql, &eligible);
+            sql.push(") GROUP BY assignee_id");
+            let mut full = Vec::new();
+            for row in sql.query().fetch_all(&mut *conn).await? {
+                let (user, open): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+                if open >= *limit {
+                    full.push(user);
+                }
+            }
+            eligible.retain(|u| !full.contains(u));
+        }
+        let mut sql = Sql::new("SELECT user_id, turn FROM inbox_assignments WHERE inbox_id = ");
+        sql.arg(&inbox.id);
+        let mut turns = std::collections::HashMap::new();
+        let mut last = 0i64;
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            let (user, turn): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+            last = last.max(turn);
+            turns.insert(user, turn);
+        }
+        let Some(next) = eligible.into_iter().min_by(|a, b| {
+            let turn = |u: &String| turns.get(u).copied().unwrap_or(0);
+            turn(a).cmp(&turn(b)).then(a.cmp(b))
+        }) else {
+            return Ok(None);
+        };
+        let mut sql = insert(
+            "inbox_assignments",
+            "workspace_id, inbox_id, user_id, turn",
+            args![self.ws, &inbox.id, &next, last + 1],
+        );
+        sql.push(" ON CONFLICT (inbox_id, user_id) DO UPDATE SET turn = ").arg(last + 1);
+        sql.query().execute(&mut *conn).await?;
+        Ok(Some(next))
+    }
+
+    /// The sender's contact: known to the inbox by its source id (or e-mail), else
+    /// the workspace's contact with that e-mail, else a new one; remembered for the
+    /// next message either way.
+    async fn inbound_contact(&self, w: &mut WriteTx, m: &Inbound, actor: &str) -> Result<String> {
+        let sources = m.sources();
+        let sources: Vec<&String> = sources.iter().collect();
+        for (i, source) in sources.iter().enumerate() {
+            // A contact deleted since is not found, and made again below.
+            let mut sql = Sql::new("SELECT ic.contact_id FROM inbox_contacts ic JOIN contacts c ON c.id = ic.contact_id AND c.workspace_id = ic.workspace_id WHERE ic.inbox_id = ");
+            sql.arg(&m.inbox_id).push(" AND ic.source_id = ").arg(source.as_str());
+            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
+                let id: String = row.try_get(0)?;
+                {
+                    // The sources before this one did not name them; the rest may not yet.
+                    let others: Vec<&String> = sources.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| *s).collect();
+                    self.remember_sources(&mut w.tx, m, &others, &id).await?;
+                    return Ok(id);
+                }
+            }
+        }
+        let mut found = None;
+        if let Some(email) = &m.email {
+            // Addresses are stored lowercased in a JSON list: the quoted address is
+            // an exact item.
+            let mut sql = Sql::new("SELECT id FROM contacts WHERE workspace_id = ");
+            sql.arg(self.ws)
+                .push(" AND emails LIKE ")
+                .arg(format!("%\"{}\"%", email.as_str()))
+                .push(" ORDER BY created_at LIMIT 1");
+            if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
+                found = Some(row.try_get::<String, _>(0)?);
+            }
+        }
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let name = m
+                    .name
+                    .clone()
+                    .or_else(|| m.email.as_ref().map(|e| e.as_str().to_string()))
+                    .or_else(|| m.source_id.clone())
+                    .unwrap_or_else(|| "Visitor".into());
+                let mut c = Changes::default();
+                c.set(ObjectType::Contact, "name", FieldValue::Text(name));
+                if let Some(e) = &m.email {
+                    c.set(ObjectType::Contact, "emails", FieldValue::List(vec![e.as_str().to_string()]));
+                }
+                self.create_in(w, ObjectType::Contact, c, actor).await?.id
+            }
+        };
+        self.remember_sources(&mut w.tx, m, &sources, &id).await?;
+        Ok(id)
+    }
+
+    async fn remember_sources(&self, conn: &mut AnyConnection, m: &Inbound, sources: &[&String], contact: &str) -> Result<()> {
+        for source in sources {
+            let mut sql = insert(
+                "inbox_contacts",
+                "workspace_id, inbox_id, source_id, contact_id",
+                args![self.ws, &m.inbox_id, source.as_str(), contact],
+            );
+            sql.push(" ON CONFLICT (inbox_id, source_id) DO UPDATE SET contact_id = ")
+                .arg(contact);
+            sql.query().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn inbound_answer(&self, conn: &mut AnyConnection, message_id: &str, duplicate: bool) -> Result<Value> {
+        let msg = self.fetch(conn, MESSAGE, message_id).await?.ok_or(StoreError::NotFound)?;
+        let conv_id = msg.text("conversation_id").unwrap_or_default().to_string();
+        let conv = self.fetch(conn, CONVERSATION, &conv_id).await?.ok_or(StoreError::NotFound)?;
+        Ok(json!({
+            "message": msg.to_json(MESSAGE),
+            "conversation": conv.to_json(CONVERSATION),
+            "duplicate": duplicate,
+        }))
+    }
+
+}
+
+/// One message of a run, with what the persister knows of its job.
+pub struct QueuedInbound<'a> {
+    pub m: &'a Inbound,
+    pub actor: &'a str,
+    pub cause: Option<String>,
+    pub fence: Option<(String, i64)>,
+}
+
+/// A message taken by a run: its answer, and the range of the transaction's events
+/// it made.
+pub type Taken = (Result<Value>, Range<usize>);
+
+/// What a run read of the inbox, and keeps up to date in memory as it threads its
+/// messages one after another.
+struct Threads {
+    inbox_id: String,
+    /// External ids the inbox already holds, and those of the run's messages so far.
+    external_ids: HashSet<String>,
+    /// The contact each source id (or `email:` address) names in this inbox.
+    contact_of: HashMap<String, String>,
+    /// Per contact, their newest unresolved conversation in the inbox, as the run's
+    /// messages so far left it.
+    open: HashMap<String, Record>,
+}
+
+/// A message threaded in memory: the message, and its conversation before and after
+/// (no after when it does not change).
+struct Threaded {
+    msg: Record,
+    before: Record,
+    after: Option<Record>,
+}
+
+/// The conversation fields a message into an open conversation may change, written
+/// by the run's one update (`ROW_COLUMNS` carries them).
+const FOLLOWED: [&str; 2] = ["last_message_at", "waiting_since"];
+
+/// The columns of a row of the update's derived table: the conversation, its version
+/// in the row and after the run, its new time, and the `FOLLOWED` fields.
+const ROW_COLUMNS: [&str; 6] = ["id", "ov", "nv", "ua", "lm", "ws"];
+
+/// Conversations per update statement: well under both engines' limits on bound
+/// parameters.
+const CHUNK: usize = 128;
+
+impl Threads {
+    /// Threads `q` into its contact's open conversation, when everything it needs was
+    /// read: a known sender whose every source id names the same contact, an open
+    /// conversation, a new external id, and nothing that needs statements of its own
+    /// (a status change, an SLA target starting). `None` leaves it to run alone.
+    fn thread(&mut self, q: &QueuedInbound<'_>, now: i64) -> Option<Threaded> {
+        let m = q.m;
+        if m.inbox_id != self.inbox_id {
+            return None;
+        }
+        if let Some(ext) = &m.external_id {
+            if self.external_ids.contains(ext) {
+                return None;
+            }
+        }
+        let sources = m.sources();
+        let contact = self.contact_of.get(sources.first()?)?.clone();
+        if sources.iter().any(|s| self.contact_of.get(s) != Some(&contact)) {
+            return None;
+        }
+        let before = self.open.get(&contact)?.clone();
+        let starts_target = before.text("sla_policy_id").is_some()
+            && before.get("waiting_since").is_null()
+            && !before.get("first_reply_at").is_null();
+        if before.text("status") != Some("open") || starts_target {
+            return None;
+        }
+        let mut changes = m.message(&contact);
+        Scoped::prepare_message(&before, &mut changes, q.actor).ok()?;
+        let empty = Record {
+            id: new_id(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            values: Default::default(),
+            custom: Default::default(),
+        };
+        let (values, custom) = empty.merged(&changes);
+        MESSAGE.check(&values).ok()?;
+        let msg = Record {
+            version: 1,
+            values,
+            custom,
+            ..empty
+        };
+        let mut follows = Changes::default();
+        posted_changes(&before, &msg, &mut follows);
+        let (values, custom) = before.merged(&follows);
+        let after = if values == before.values && custom == before.custom {
+            None
+        } else {
+            let changed = CONVERSATION
+                .fields()
+                .iter()
+                .filter(|f| values.get(f.name) != before.values.get(f.name))
+                .all(|f| FOLLOWED.contains(&f.name));
+            if !changed || custom != before.custom || CONVERSATION.check(&values).is_err() {
+                return None;
+            }
+            Some(Record {
+                id: before.id.clone(),
+                version: before.version + 1,
+                created_at: before.created_at,
+                // Strictly later than the previous write, so `updated_since` never
+                // misses it.
+                updated_at: now.max(before.updated_at + 1),
+                values,
+                custom,
+            })
+        };
+        if let Some(ext) = &m.external_id {
+            self.external_ids.insert(ext.clone());
+        }
+        self.open.insert(contact, after.clone().unwrap_or_else(|| before.clone()));
+        Some(Threaded { msg, before, after })
+    }
+}
+
+impl Scoped<'_> {
+    /// Writes a run of messages posted to one inbox as a set. Posting is the inbox's
+    /// busiest write, and a message on its own costs about ten statements in sequence;
+    /// a run reads the inbox, the external ids, the senders and their open
+    /// conversations for all its messages in four statements, threads each message
+    /// in memory, in order, then inserts every message and search document and
+    /// updates every conversation they touch in two round trips. Each message still
+    /// gets its own answer, events and audit entries, exactly as it would alone.
+    ///
+    /// Returns the outcomes of a prefix of `msgs`: those it could thread from what it
+    /// read. The first it could not (a new sender or conversation, a duplicate, an
+    /// SLA target to start) is the caller's to run alone. An error means the run's
+    /// statements failed: the caller rolls back to before the run.
+    pub(crate) async fn inbound_run(&self, w: &mut WriteTx, msgs: &[QueuedInbound<'_>]) -> Result<Vec<Taken>> {
+        let Some(first) = msgs.first() else {
+            return Ok(Vec::new());
+        };
+        let inbox_id = first.m.inbox_id.as_str();
+        match self.fetch(&mut w.tx, ObjectType::Inbox, inbox_id).await? {
+            Some(inbox) if inbox.text("channel") == Some("api") => {}
+            // Refused by the message alone, with its own error.
+            _ => return Ok(Vec::new()),
+        }
+        let mut threads = self.read_threads(w, inbox_id, msgs).await?;
+        let now = now_ms();
+        let mut steps = Vec::with_capacity(msgs.len());
+        for q in msgs {
+            match threads.thread(q, now) {
+                Some(t) => steps.push(t),
+                None => break,
+            }
+        }
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut script = Script::new(self.backend() == Backend::Sqlite);
+        let rows = steps.iter().map(|t| self.row_args(MESSAGE, &t.msg)).collect();
+        script.insert_rows(MESSAGE.table(), &format!("workspace_id, {}", columns(MESSAGE)), rows);
+        let docs = steps
+            .iter()
+            .map(|t| {
+                let (title, body) = t.msg.search_text(MESSAGE);
+                args![self.ws, MESSAGE.name(), &t.msg.id, title, body]
+            })
+            .collect();
+        script.insert_rows("search_docs", "workspace_id, object_type, object_id, title, body", docs);
+        w.run_script(script).await?;
+        self.update_threaded(w, &steps, &threads).await?;
+        let mut taken = Vec::with_capacity(steps.len());
+        for (q, t) in msgs.iter().zip(steps) {
+            let mark = w.events_len();
+            w.caused_by(q.cause.clone());
+            w.fenced_by(q.fence.clone());
+            self.note_change(w, MESSAGE, None, Some(&t.msg), q.actor, now).await?;
+            let conversation = match &t.after {
+                Some(after) => {
+                    self.note_change(w, CONVERSATION, Some(&t.before), Some(after), q.actor, after.updated_at)
+                        .await?;
+                    after
+                }
+                None => &t.before,
+            };
+            let answer = json!({
+                "message": t.msg.to_json(MESSAGE),
+                "conversation": conversation.to_json(CONVERSATION),
+                "duplicate": false,
+            });
+            taken.push((Ok(answer), mark..w.events_len()));
+        }
+        Ok(taken)
+    }
+
+    /// Reads what threading the run's messages needs, in three statements: which of
+    /// their external ids the inbox holds, the contacts their senders' source ids
+    /// name, and those contacts' newest unresolved conversations.
+    async fn read_threads(&self, w: &mut WriteTx, inbox_id: &str, msgs: &[QueuedInbound<'_>]) -> Result<Threads> {
+        let mut threads = Threads {
+            inbox_id: inbox_id.to_string(),
+            external_ids: HashSet::new(),
+            contact_of: HashMap::new(),
+            open: HashMap::new(),
+        };
+        let ext: Vec<&str> = msgs.iter().filter_map(|q| q.m.external_id.as_deref()).collect();
+        if !ext.is_empty() {
+            let mut sql = Sql::new("SELECT external_id FROM messages WHERE inbox_id = ");
+            sql.arg(inbox_id).push(" AND external_id IN (");
+            list(&mut sql, &ext);
+            for row in sql.query().fetch_all(&mut *w.tx).await? {
+                threads.external_ids.insert(row.try_get(0)?);
+            }
+        }
+        let sources: HashSet<String> = msgs.iter().flat_map(|q| q.m.sources()).collect();
+        if sources.is_empty() {
+            return Ok(threads);
+        }
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+        // A contact deleted since is not found, and made again by the message alone.
+        let mut sql = Sql::new("SELECT ic.source_id, ic.contact_id FROM inbox_contacts ic JOIN contacts c ON c.id = ic.contact_id AND c.workspace_id = ic.workspace_id WHERE ic.inbox_id = ");
+        sql.arg(inbox_id).push(" AND ic.source_id IN (");
+        list(&mut sql, &sources);
+        for row in sql.query().fetch_all(&mut *w.tx).await? {
+            threads.contact_of.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        let contacts: HashSet<&str> = threads.contact_of.values().map(String::as_str).collect();
+        if contacts.is_empty() {
+            return Ok(threads);
+        }
+        let contacts: Vec<&str> = contacts.into_iter().collect();
+        let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
+        sql.arg(self.ws)
+            .push(" AND inbox_id = ")
+            .arg(inbox_id)
+            .push(" AND status <> 'resolved' AND contact_id IN (");
+        list(&mut sql, &contacts);
+        // Sorted here, not by the statement: an ORDER BY would lead the planner to
+        // walk the workspace's conversations in that order instead of looking each
+        // contact up.
+        for row in sql.query().fetch_all(&mut *w.tx).await? {
+            let conv = decode(CONVERSATION, &row)?;
+            let contact = conv.text("contact_id").unwrap_or_default().to_string();
+            // A contact's newest is the conversation a message threads into alone.
+            match threads.open.get(&contact) {
+                Some(newer) if newer.created_at >= conv.created_at => {}
+                _ => {
+                    threads.open.insert(contact, conv);
+                }
+            }
+        }
+        Ok(threads)
+    }
+
+    /// Writes each conversation the run changed as the run left it, in one statement
+    /// per `CHUNK`, each checked against the version the run read.
+    async fn update_threaded(&self, w: &mut WriteTx, steps: &[Threaded], threads: &Threads) -> Result<()> {
+        let mut read: HashMap<&str, i64> = HashMap::new();
+        for t in steps.iter().filter(|t| t.after.is_some()) {
+            read.entry(t.before.id.as_str()).or_insert(t.before.version);
+        }
+        let finals: HashMap<&str, &Record> = threads.open.values().map(|c| (c.id.as_str(), c)).collect();
+        let mut written: Vec<(&str, i64)> = read.into_iter().collect();
+        written.sort_unstable();
+        for chunk in written.chunks(CHUNK) {
+            let mut sql =
+                Sql::new("UPDATE conversations SET version = v.nv, updated_at = v.ua, last_message_at = v.lm, waiting_since = v.ws FROM ");
+            let rows = chunk.iter().map(|(id, version)| {
+                let c = finals[id];
+                let int = |name: &str| match c.get(name) {
+                    FieldValue::Int(n) => Arg::from(*n),
+                    _ => Arg::Int(None),
+                };
+                vec![
+                    Arg::from(*id),
+                    Arg::from(*version),
+                    Arg::from(c.version),
+                    Arg::from(c.updated_at),
+                    int(FOLLOWED[0]),
+                    int(FOLLOWED[1]),
+                ]
+            });
+            derived_table(&mut sql, rows, &ROW_COLUMNS);
+            sql.push(" WHERE conversations.workspace_id = ").arg(self.ws);
+            sql.push(" AND conversations.id = v.id AND conversations.version = v.ov");
+            let done = sql.on(self.backend()).query().execute(&mut *w.tx).await?.rows_affected();
+            if done != chunk.len() as u64 {
+                // Every write of an inbox passes its one writer, so this is a bug or a
+                // hand edit; the caller runs the messages one by one, which re-reads.
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "{} of {} conversations changed outside the run",
+                    chunk.len() as u64 - done,
+                    chunk.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::Persister;
+    use crate::store::testing::fresh_store;
+    use crate::store::Store;
+
+    fn post(from: &str, text: &str, ext: &str, inbox_id: &str) -> Inbound {
+        Inbound {
+            inbox_id: inbox_id.to_string(),
+            source_id: Some(from.to_string()),
+            email: None,
+            name: None,
+            subject: None,
+            text: text.to_string(),
+            external_id: Some(ext.to_string()),
+            html: None,
+            attachments: None,
+            available: Vec::new(),
+        }
+    }
+
+    /// Queues the messages before the persister runs, so that they reach it as one
+    /// batch, each caused by `m<its index>`, and waits for their answers.
+    async fn one_batch(store: &Store, ws: &str, msgs: Vec<Inbound>) -> Vec<(Value, Vec<crate::domain::Event>)> {
+        let persister = Persister::start(store.clone());
+        let pending: Vec<_> = msgs
+            .into_iter()
+            .enumerate()
+            .map(|(n, m)| {
+                let actor = format!("inbox:{}", m.inbox_id);
+                persister
+                    .submit_inbound(Some(format!("m{n}")), None, ws.to_string(), actor, m)
+                    .unwrap()
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for (n, p) in pending.into_iter().enumerate() {
+            answers.push(p.outcome().await.unwrap_or_else(|e| panic!("message {n}: {e}")));
+        }
+        answers
+    }
+
+    #[tokio::test]
+    async fn messages_queued_together_thread_in_order_each_with_its_own_answer_events_and_audit_entries() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let (store, dir, ws) = fresh_store("inbound").await;
+                let s = store.scoped(&ws);
+                let input = json!({"name": "Support", "channel": "api"});
+                let c = ObjectType::Inbox.parse_input(input.as_object().unwrap(), true, &[]).unwrap();
+                let mut w = store.write().await.unwrap();
+                let inbox = s.create_in(&mut w, ObjectType::Inbox, c, "user:u").await.unwrap().id;
+                w.commit().await.unwrap();
+                // Two senders known, each with an open conversation.
+                let first = one_batch(&store, &ws, vec![post("c1", "hello", "e0", &inbox)]).await;
+                one_batch(&store, &ws, vec![post("c2", "hi", "e00", &inbox)]).await;
+                let audits = || async {
+                    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log")
+                        .fetch_one(store.pool())
+                        .await
+                        .unwrap()
+                };
+                let audits_before = audits().await;
+
+                let answers = one_batch(
+                    &store,
+                    &ws,
+                    vec![
+                        post("c1", "a", "e1", &inbox),
+                        post("c2", "b", "e2", &inbox),
+                        post("c1", "cherries", "e3", &inbox),
+                        // Posted again: answered as it was, alone.
+                        post("c1", "a again", "e1", &inbox),
+                        // A new sender: a contact and a conversation of their own, alone.
+                        post("c3", "new here", "e4", &inbox),
+                        post("c2", "d", "e5", &inbox),
+                    ],
+                )
+                .await;
+
+                let conv = |n: usize| answers[n].0["conversation"].clone();
+                let msg = |n: usize| answers[n].0["message"].clone();
+                let c1 = first[0].0["conversation"]["id"].clone();
+                for n in [0, 2] {
+                    assert_eq!(conv(n)["id"], c1, "message {n} threads into c1's conversation");
+                }
+                assert_eq!(conv(1)["id"], conv(5)["id"]);
+                assert_ne!(conv(1)["id"], c1);
+                assert!(conv(2)["version"].as_i64() >= conv(0)["version"].as_i64());
+                assert!(conv(0)["version"].as_i64() > first[0].0["conversation"]["version"].as_i64());
+                assert_eq!(answers[3].0["duplicate"], true);
+                assert_eq!(msg(3)["id"], msg(0)["id"]);
+                assert_eq!(msg(3)["text"], "a");
+                assert!(![c1.clone(), conv(1)["id"].clone()].contains(&conv(4)["id"]), "a new sender opens a conversation");
+                for n in [0, 1, 2, 4, 5] {
+                    assert_eq!(answers[n].0["duplicate"], false);
+                    assert_eq!(msg(n)["direction"], "incoming");
+                    assert_eq!(msg(n)["conversation_id"], conv(n)["id"]);
+                }
+
+                // Each new message made its event, under its cause, in the order queued,
+                // with no gap in the inbox's seqs; the duplicate made none.
+                let events = store.events_after(&format!("inbox:{inbox}"), 0, 100).await.unwrap();
+                let created: Vec<_> = events
+                    .iter()
+                    .filter(|e| e.kind == "message.created")
+                    .filter_map(|e| e.cause.clone())
+                    .collect();
+                assert_eq!(created, ["m0", "m0", "m0", "m1", "m2", "m4", "m5"]);
+                assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1), "seqs have no gap");
+                assert!(answers[3].1.is_empty());
+                for n in [0, 1, 2, 5] {
+                    let evs = &answers[n].1;
+                    assert_eq!(evs[0].data["record"], msg(n));
+                    if let Some(updated) = evs.get(1) {
+                        assert_eq!(updated.data["record"], conv(n));
+                    }
+                }
+                // A message and its conversation's change are audited each.
+                let threaded: usize = [0, 1, 2, 5].iter().map(|n| answers[*n].1.len()).sum();
+                assert!(audits().await - audits_before >= threaded as i64);
+
+                // What is stored is what was answered last.
+                for n in [2, 4, 5] {
+                    let id = conv(n)["id"].as_str().unwrap().to_string();
+                    let stored = s.get(CONVERSATION, &id).await.unwrap().to_json(CONVERSATION);
+                    assert_eq!(stored, conv(n));
+                }
+                for n in [0, 1, 2, 5] {
+                    let stored = s.get(MESSAGE, msg(n)["id"].as_str().unwrap()).await.unwrap();
+                    assert_eq!(stored.to_json(MESSAGE), msg(n));
+                }
+                let found = |word: &str| {
+                    let s = store.scoped(&ws);
+                    let word = word.to_string();
+                    async move { s.search(&[word], &[MESSAGE], 10).await.unwrap() }
+                };
+                assert_eq!(found("cherries").await.len(), 1, "a threaded message is searchable");
+                assert!(found("again").await.is_empty(), "the duplicate was not written");
+                store.close().await;
+                let _ = std::fs::remove_dir_all(dir);
+            })
+            .await;
+    }
+}
