@@ -4,6 +4,7 @@
 
 pub mod availability;
 mod directory;
+mod inbox_window;
 pub mod persister;
 pub mod tenant;
 mod topic;

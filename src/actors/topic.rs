@@ -17,7 +17,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::directory::Directory;
+use super::inbox_window::{InboxWindow, WINDOW};
 use super::{MAX_REPLAY, RING};
+use crate::domain::objects::UNRESOLVED;
 use crate::domain::query::{ListQuery, Sort};
 use crate::domain::{Event, FieldValue, ObjectType, Topic};
 use crate::store::Store;
@@ -94,7 +96,7 @@ pub struct TopicActor {
     /// For boards: the stages and deals, by id, as of `seq`.
     board: Option<Board>,
     /// For inboxes: the conversations not resolved, by id, as of `seq`.
-    inbox: Option<InboxHot>,
+    inbox: Option<InboxWindow>,
     last_active: Instant,
     passivate_after: Duration,
     /// Where this board's writes go, in the order they arrive here.
@@ -147,41 +149,6 @@ impl Board {
     }
 }
 
-/// The part of an inbox its agents see first: every conversation still to be worked.
-#[derive(Default)]
-struct InboxHot {
-    conversations: HashMap<String, Value>,
-}
-
-impl InboxHot {
-    /// Conversations in a snapshot; the rest are paged through `GET /conversations`.
-    const SNAPSHOT: usize = 200;
-
-    fn apply(&mut self, e: &Event) {
-        if e.data["object_type"].as_str() != Some("conversation") {
-            return;
-        }
-        let id = e.data["id"].as_str().unwrap_or_default().to_string();
-        let record = &e.data["record"];
-        if e.kind.ends_with(".deleted") || record["status"].as_str() == Some("resolved") {
-            self.conversations.remove(&id);
-        } else if record.is_object() {
-            self.conversations.insert(id, record.clone());
-        }
-    }
-
-    /// The unresolved conversations, most recent activity first, at most
-    /// [`Self::SNAPSHOT`] of them, with how many there are in all.
-    fn snapshot(&self) -> Value {
-        let mut open: Vec<&Value> = self.conversations.values().collect();
-        let activity = |c: &Value| c["last_message_at"].as_str().or(c["created_at"].as_str()).map(str::to_string);
-        open.sort_by(|a, b| activity(b).cmp(&activity(a)).then(b["id"].as_str().cmp(&a["id"].as_str())));
-        let total = open.len();
-        open.truncate(Self::SNAPSHOT);
-        json!({"conversations": open, "open_total": total, "more": total > Self::SNAPSHOT})
-    }
-}
-
 impl TopicActor {
     pub fn new(
         topic: Topic,
@@ -192,7 +159,7 @@ impl TopicActor {
         passivate_after: Duration,
     ) -> Self {
         let board = matches!(topic, Topic::Board { .. }).then(Board::default);
-        let inbox = matches!(topic, Topic::Inbox { .. }).then(InboxHot::default);
+        let inbox = matches!(topic, Topic::Inbox { .. }).then(InboxWindow::default);
         TopicActor {
             key: topic.key().into(),
             topic,
@@ -300,8 +267,8 @@ impl TopicActor {
         if let Some(b) = &mut self.board {
             b.apply(&e);
         }
-        if let Some(i) = &mut self.inbox {
-            i.apply(&e);
+        if self.inbox.as_mut().is_some_and(|i| i.apply(&e)) {
+            self.refill_inbox(ctx);
         }
         let text: Arc<str> = e.frame().into();
         if self.ring.len() == RING {
@@ -310,6 +277,22 @@ impl TopicActor {
         self.ring.push_back((e.seq, text.clone()));
         self.broadcast(text);
         self.drain_early(ctx);
+    }
+
+    /// Reads the inbox's newest unresolved conversations again, its window having run
+    /// short. Nothing else runs meanwhile, so no event is applied before them.
+    fn refill_inbox(&mut self, ctx: &mut Context<Self>) {
+        let Topic::Inbox { inbox_id } = &self.topic else {
+            return;
+        };
+        let (store, ws, inbox_id) = (self.store.clone(), self.workspace_id.clone(), inbox_id.clone());
+        let fut = async move { newest_open(&store, &ws, &inbox_id).await };
+        ctx.wait(fut.into_actor(self).map(|res, act, _| match (res, &mut act.inbox) {
+            (Ok(newest), Some(i)) => i.refill(newest),
+            (Ok(_), None) => {}
+            // Kept as it is: the next change that leaves it short tries again.
+            (Err(e), _) => tracing::warn!(topic = %act.key, error = %e, "could not read the inbox's conversations again"),
+        }));
     }
 
     fn drain_early(&mut self, ctx: &mut Context<Self>) {
@@ -436,7 +419,14 @@ impl TopicActor {
     }
 }
 
-async fn load_inbox(store: &Store, ws: &str, inbox_id: &str) -> Result<InboxHot, crate::store::StoreError> {
+async fn load_inbox(store: &Store, ws: &str, inbox_id: &str) -> Result<InboxWindow, crate::store::StoreError> {
+    let open_total = store.scoped(ws).count_open_conversations(inbox_id).await?;
+    Ok(InboxWindow::read(newest_open(store, ws, inbox_id).await?, open_total))
+}
+
+/// The inbox's unresolved conversations with the most recent activity, newest first,
+/// as many as its actor keeps.
+async fn newest_open(store: &Store, ws: &str, inbox_id: &str) -> Result<Vec<Value>, crate::store::StoreError> {
     let ty = ObjectType::Conversation;
     let field = |name: &str| ty.field(name).ok_or_else(|| anyhow::anyhow!("conversation has {name}"));
     let mut q = ListQuery {
@@ -444,22 +434,27 @@ async fn load_inbox(store: &Store, ws: &str, inbox_id: &str) -> Result<InboxHot,
         ..ListQuery::newest_first()
     }
     .eq(field("inbox_id")?, FieldValue::Text(inbox_id.to_string()));
+    q.sort = Sort {
+        field: field("last_message_at")?,
+        descending: true,
+    };
     q.filters.push(crate::domain::query::Filter {
         field: field("status")?,
         op: crate::domain::query::Op::In,
-        values: ["open", "pending", "snoozed"].map(|s| FieldValue::Text(s.into())).to_vec(),
+        values: UNRESOLVED.map(|s| FieldValue::Text(s.into())).to_vec(),
     });
-    let mut inbox = InboxHot::default();
     let scoped = store.scoped(ws);
+    let mut out = Vec::new();
     loop {
         let page = scoped.list(ty, &q).await?;
-        for r in &page.records {
-            inbox.conversations.insert(r.id.clone(), r.to_json(ty));
+        out.extend(page.records.iter().map(|r| r.to_json(ty)));
+        match page.next_cursor {
+            Some(next) if out.len() < WINDOW => q = q.continue_after(&next).map_err(|e| anyhow::anyhow!("cursor: {e:?}"))?,
+            _ => break,
         }
-        let Some(next) = page.next_cursor else { break };
-        q = q.continue_after(&next).map_err(|e| anyhow::anyhow!("cursor: {e:?}"))?;
     }
-    Ok(inbox)
+    out.truncate(WINDOW);
+    Ok(out)
 }
 
 async fn load_board(store: &Store, ws: &str, pipeline_id: &str) -> Result<Board, crate::store::StoreError> {

@@ -136,6 +136,8 @@ pub const AUDIT_ACTIONS: &[&str] = &["create", "update", "delete"];
 /// widget with the inbox's token. (Channels are added with what serves them.)
 pub const INBOX_CHANNELS: &[&str] = &["api"];
 pub const CONVERSATION_STATUSES: &[&str] = &["open", "pending", "snoozed", "resolved"];
+/// The statuses of a conversation still to be worked.
+pub const UNRESOLVED: [&str; 3] = ["open", "pending", "snoozed"];
 pub const PRIORITIES: &[&str] = &["none", "low", "medium", "high", "urgent"];
 pub const MESSAGE_DIRECTIONS: &[&str] = &["incoming", "outgoing"];
 /// `message` goes to the customer (or came from them); a `note` is private to the

@@ -65,7 +65,6 @@ impl Inbound {
     }
 }
 
-
 impl Scoped<'_> {
     /// Takes a message posted to an API-channel inbox: finds the sender's contact (by
     /// the channel's id for them, else by e-mail) or makes one, threads the message
@@ -288,7 +287,6 @@ impl Scoped<'_> {
             "duplicate": duplicate,
         }))
     }
-
 }
 
 /// One message of a run, with what the persister knows of its job.
@@ -357,9 +355,8 @@ impl Threads {
             return None;
         }
         let before = self.open.get(&contact)?.clone();
-        let starts_target = before.text("sla_policy_id").is_some()
-            && before.get("waiting_since").is_null()
-            && !before.get("first_reply_at").is_null();
+        let starts_target =
+            before.text("sla_policy_id").is_some() && before.get("waiting_since").is_null() && !before.get("first_reply_at").is_null();
         if before.text("status") != Some("open") || starts_target {
             return None;
         }
@@ -686,7 +683,10 @@ mod tests {
                 assert_eq!(answers[3].0["duplicate"], true);
                 assert_eq!(msg(3)["id"], msg(0)["id"]);
                 assert_eq!(msg(3)["text"], "a");
-                assert!(![c1.clone(), conv(1)["id"].clone()].contains(&conv(4)["id"]), "a new sender opens a conversation");
+                assert!(
+                    ![c1.clone(), conv(1)["id"].clone()].contains(&conv(4)["id"]),
+                    "a new sender opens a conversation"
+                );
                 for n in [0, 1, 2, 4, 5] {
                     assert_eq!(answers[n].0["duplicate"], false);
                     assert_eq!(msg(n)["direction"], "incoming");

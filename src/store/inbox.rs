@@ -582,6 +582,17 @@ impl Scoped<'_> {
 }
 
 impl Scoped<'_> {
+    /// How many of the inbox's conversations are still to be worked.
+    pub async fn count_open_conversations(&self, inbox_id: &str) -> Result<usize> {
+        let mut sql = Sql::new("SELECT COUNT(*) FROM conversations WHERE workspace_id = ");
+        sql.arg(self.ws)
+            .push(" AND inbox_id = ")
+            .arg(inbox_id)
+            .push(" AND status <> 'resolved'");
+        let n: i64 = sql.query().fetch_one(self.store.pool()).await?.try_get(0)?;
+        Ok(usize::try_from(n).unwrap_or_default())
+    }
+
     /// Records that `user_id` has read the conversation up to `at` (never moving back),
     /// and tells the member's other sessions on their personal topic.
     pub(crate) async fn mark_read_in(&self, w: &mut WriteTx, conversation_id: &str, user_id: &str, at: i64, actor: &str) -> Result<Value> {

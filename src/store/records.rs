@@ -1062,7 +1062,14 @@ impl Scoped<'_> {
             let mut sql = Sql::new("INSERT INTO record_tags (workspace_id, object_type, tag, object_id) VALUES ");
             for (i, tag) in added.into_iter().enumerate() {
                 sql.push(if i == 0 { "(" } else { ", (" });
-                sql.arg(self.ws).push(", ").arg(ty.name()).push(", ").arg(tag).push(", ").arg(id).push(")");
+                sql.arg(self.ws)
+                    .push(", ")
+                    .arg(ty.name())
+                    .push(", ")
+                    .arg(tag)
+                    .push(", ")
+                    .arg(id)
+                    .push(")");
             }
             sql.push(" ON CONFLICT DO NOTHING");
             sql.query().execute(&mut *conn).await?;
@@ -1282,7 +1289,11 @@ mod tests {
             q
         };
         let rare = s.list(ty, &by_tag("rare", None)).await.unwrap();
-        let names: Vec<_> = rare.records.iter().map(|r| r.text("name").unwrap_or_default().to_string()).collect();
+        let names: Vec<_> = rare
+            .records
+            .iter()
+            .map(|r| r.text("name").unwrap_or_default().to_string())
+            .collect();
         assert_eq!(names, ["c1401", "c701", "c1"], "newest first");
         let mut seen = 0;
         let mut page = s.list(ty, &by_tag("common", None)).await.unwrap();
