@@ -57,6 +57,39 @@ impl Inbound {
         msg
     }
 
+    /// A contact for a sender the inbox does not know.
+    fn contact(&self) -> Changes {
+        let name = self
+            .name
+            .clone()
+            .or_else(|| self.email.as_ref().map(|e| e.as_str().to_string()))
+            .or_else(|| self.source_id.clone())
+            .unwrap_or_else(|| "Visitor".into());
+        let mut c = Changes::default();
+        c.set(ObjectType::Contact, "name", FieldValue::Text(name));
+        if let Some(e) = &self.email {
+            c.set(ObjectType::Contact, "emails", FieldValue::List(vec![e.as_str().to_string()]));
+        }
+        c
+    }
+
+    /// The conversation this message opens in `inbox` for `contact`, before the
+    /// store fills in its number and times.
+    fn opening(&self, inbox: &Record, contact: &str) -> Changes {
+        let mut c = Changes::default();
+        c.set(CONVERSATION, "inbox_id", FieldValue::Text(self.inbox_id.clone()));
+        c.set(CONVERSATION, "contact_id", FieldValue::Text(contact.to_string()));
+        c.set(CONVERSATION, "status", FieldValue::Text("open".into()));
+        c.set(CONVERSATION, "priority", FieldValue::Text("none".into()));
+        if let Some(s) = &self.subject {
+            c.set(CONVERSATION, "subject", FieldValue::Text(s.clone()));
+        }
+        if let FieldValue::Text(team) = inbox.get("team_id") {
+            c.set(CONVERSATION, "team_id", FieldValue::Text(team.clone()));
+        }
+        c
+    }
+
     /// The ids the channel knows the sender by, in the order they are looked up: the
     /// integrator's own, then the e-mail address.
     fn sources(&self) -> Vec<String> {
@@ -102,17 +135,7 @@ impl Scoped<'_> {
         let conversation = match open {
             Some(id) => id,
             None => {
-                let mut c = Changes::default();
-                c.set(CONVERSATION, "inbox_id", FieldValue::Text(m.inbox_id.clone()));
-                c.set(CONVERSATION, "contact_id", FieldValue::Text(contact.clone()));
-                c.set(CONVERSATION, "status", FieldValue::Text("open".into()));
-                c.set(CONVERSATION, "priority", FieldValue::Text("none".into()));
-                if let Some(s) = &m.subject {
-                    c.set(CONVERSATION, "subject", FieldValue::Text(s.clone()));
-                }
-                if let FieldValue::Text(team) = inbox.get("team_id") {
-                    c.set(CONVERSATION, "team_id", FieldValue::Text(team.clone()));
-                }
+                let mut c = m.opening(&inbox, &contact);
                 if inbox.get("auto_assign") == &FieldValue::Bool(true) {
                     if let Some(agent) = self.next_assignee(&mut w.tx, &inbox, &m.available).await? {
                         c.set(CONVERSATION, "assignee_id", FieldValue::Text(agent));
@@ -244,20 +267,7 @@ impl Scoped<'_> {
         }
         let id = match found {
             Some(id) => id,
-            None => {
-                let name = m
-                    .name
-                    .clone()
-                    .or_else(|| m.email.as_ref().map(|e| e.as_str().to_string()))
-                    .or_else(|| m.source_id.clone())
-                    .unwrap_or_else(|| "Visitor".into());
-                let mut c = Changes::default();
-                c.set(ObjectType::Contact, "name", FieldValue::Text(name));
-                if let Some(e) = &m.email {
-                    c.set(ObjectType::Contact, "emails", FieldValue::List(vec![e.as_str().to_string()]));
-                }
-                self.create_in(w, ObjectType::Contact, c, actor).await?.id
-            }
+            None => self.create_in(w, ObjectType::Contact, m.contact(), actor).await?.id,
         };
         self.remember_sources(&mut w.tx, m, &sources, &id).await?;
         Ok(id)
@@ -304,7 +314,7 @@ pub type Taken = (Result<Value>, Range<usize>);
 /// What a run read of the inbox, and keeps up to date in memory as it threads its
 /// messages one after another.
 struct Threads {
-    inbox_id: String,
+    inbox: Record,
     /// External ids the inbox already holds, and those of the run's messages so far.
     external_ids: HashSet<String>,
     /// The contact each source id (or `email:` address) names in this inbox.
@@ -312,11 +322,17 @@ struct Threads {
     /// Per contact, their newest unresolved conversation in the inbox, as the run's
     /// messages so far left it.
     open: HashMap<String, Record>,
+    /// Conversations the run opens, each with its place among them: its number is
+    /// the workspace's next but that many, taken once the run is planned.
+    opened: HashMap<String, i64>,
 }
 
-/// A message threaded in memory: the message, and its conversation before and after
+/// A message threaded in memory: a contact made for a new sender and the
+/// conversation it opens, if so; the message; and its conversation before and after
 /// (no after when it does not change).
 struct Threaded {
+    contact: Option<Record>,
+    opened: Option<Record>,
     msg: Record,
     before: Record,
     after: Option<Record>,
@@ -334,50 +350,85 @@ const ROW_COLUMNS: [&str; 6] = ["id", "ov", "nv", "ua", "lm", "ws"];
 /// parameters.
 const CHUNK: usize = 128;
 
+/// A new record of `ty` made of `changes` at `now`, if they are valid.
+fn new_record(ty: ObjectType, changes: &Changes, now: i64) -> Option<Record> {
+    let empty = Record {
+        id: new_id(),
+        version: 0,
+        created_at: now,
+        updated_at: now,
+        values: Default::default(),
+        custom: Default::default(),
+    };
+    let (values, custom) = empty.merged(changes);
+    ty.check(&values).ok()?;
+    Some(Record {
+        version: 1,
+        values,
+        custom,
+        ..empty
+    })
+}
+
 impl Threads {
-    /// Threads `q` into its contact's open conversation, when everything it needs was
-    /// read: a known sender whose every source id names the same contact, an open
-    /// conversation, a new external id, and nothing that needs statements of its own
-    /// (a status change, an SLA target starting). `None` leaves it to run alone.
+    /// Threads `q` when everything it needs was read: into its contact's open
+    /// conversation, or opening one (with a contact for a sender the inbox has never
+    /// seen), in an inbox that neither assigns nor counts SLA targets by itself; with
+    /// a new external id, and nothing that needs statements of its own (a status
+    /// change, a target starting, a sender known by e-mail only). `None` leaves it to
+    /// run alone.
     fn thread(&mut self, q: &QueuedInbound<'_>, now: i64) -> Option<Threaded> {
         let m = q.m;
-        if m.inbox_id != self.inbox_id {
+        if m.inbox_id != self.inbox.id {
             return None;
         }
-        if let Some(ext) = &m.external_id {
-            if self.external_ids.contains(ext) {
-                return None;
-            }
+        if m.external_id.as_ref().is_some_and(|ext| self.external_ids.contains(ext)) {
+            return None;
         }
         let sources = m.sources();
-        let contact = self.contact_of.get(sources.first()?)?.clone();
-        if sources.iter().any(|s| self.contact_of.get(s) != Some(&contact)) {
-            return None;
-        }
-        let before = self.open.get(&contact)?.clone();
+        let (contact, known) = match self.contact_of.get(sources.first()?) {
+            Some(c) => {
+                if sources.iter().any(|s| self.contact_of.get(s) != Some(c)) {
+                    return None;
+                }
+                (None, c.clone())
+            }
+            None => {
+                // Known by none of their ids, and not to be found by e-mail (a lookup
+                // of its own).
+                if m.email.is_some() || sources.iter().any(|s| self.contact_of.contains_key(s)) {
+                    return None;
+                }
+                let c = new_record(ObjectType::Contact, &m.contact(), now)?;
+                let id = c.id.clone();
+                (Some(c), id)
+            }
+        };
+        let (opened, before) = match self.open.get(&known) {
+            Some(c) => (None, c.clone()),
+            None => {
+                let assigns = self.inbox.get("auto_assign") == &FieldValue::Bool(true);
+                if assigns || self.inbox.text("sla_policy_id").is_some() {
+                    return None;
+                }
+                let mut c = m.opening(&self.inbox, &known);
+                // What the store fills in (see `prepare_conversation`); the number is
+                // this one's place until the run takes its numbers.
+                c.set(CONVERSATION, "number", FieldValue::Int(self.opened.len() as i64));
+                c.set(CONVERSATION, "last_message_at", FieldValue::Int(now));
+                c.set(CONVERSATION, "sla_breached", FieldValue::Bool(false));
+                let c = new_record(CONVERSATION, &c, now)?;
+                (Some(c.clone()), c)
+            }
+        };
         let starts_target =
             before.text("sla_policy_id").is_some() && before.get("waiting_since").is_null() && !before.get("first_reply_at").is_null();
         if before.text("status") != Some("open") || starts_target {
             return None;
         }
-        let mut changes = m.message(&contact);
+        let mut changes = m.message(&known);
         Scoped::prepare_message(&before, &mut changes, q.actor).ok()?;
-        let empty = Record {
-            id: new_id(),
-            version: 0,
-            created_at: now,
-            updated_at: now,
-            values: Default::default(),
-            custom: Default::default(),
-        };
-        let (values, custom) = empty.merged(&changes);
-        MESSAGE.check(&values).ok()?;
-        let msg = Record {
-            version: 1,
-            values,
-            custom,
-            ..empty
-        };
+        let msg = new_record(MESSAGE, &changes, now)?;
         let mut follows = Changes::default();
         posted_changes(&before, &msg, &mut follows);
         let (values, custom) = before.merged(&follows);
@@ -406,35 +457,66 @@ impl Threads {
         if let Some(ext) = &m.external_id {
             self.external_ids.insert(ext.clone());
         }
-        self.open.insert(contact, after.clone().unwrap_or_else(|| before.clone()));
-        Some(Threaded { msg, before, after })
+        if contact.is_some() {
+            for s in sources {
+                self.contact_of.insert(s, known.clone());
+            }
+        }
+        if let Some(c) = &opened {
+            self.opened.insert(c.id.clone(), self.opened.len() as i64);
+        }
+        self.open.insert(known, after.clone().unwrap_or_else(|| before.clone()));
+        Some(Threaded {
+            contact,
+            opened,
+            msg,
+            before,
+            after,
+        })
+    }
+
+    /// Gives the conversations the run opened their numbers, the first being `first`.
+    fn number(&mut self, steps: &mut [Threaded], first: i64) {
+        let opened = &self.opened;
+        let renumber = |c: &mut Record| {
+            if let Some(place) = opened.get(&c.id) {
+                c.values.insert("number", FieldValue::Int(first + place));
+            }
+        };
+        for t in steps.iter_mut() {
+            for c in [t.opened.as_mut(), Some(&mut t.before), t.after.as_mut()].into_iter().flatten() {
+                renumber(c);
+            }
+        }
+        self.open.values_mut().for_each(renumber);
     }
 }
 
 impl Scoped<'_> {
     /// Writes a run of messages posted to one inbox as a set. Posting is the inbox's
-    /// busiest write, and a message on its own costs about ten statements in sequence;
-    /// a run reads the inbox, the external ids, the senders and their open
+    /// busiest write, and a message on its own costs ten to twenty statements in
+    /// sequence; a run reads the inbox, the external ids, the senders and their open
     /// conversations for all its messages in four statements, threads each message
-    /// in memory, in order, then inserts every message and search document and
-    /// updates every conversation they touch in two round trips. Each message still
-    /// gets its own answer, events and audit entries, exactly as it would alone.
+    /// in memory, in order, then writes every contact, conversation, message and
+    /// search document it made and updates every conversation it touched in a few
+    /// round trips. Each message still gets its own answer, events and audit entries,
+    /// exactly as it would alone.
     ///
     /// Returns the outcomes of a prefix of `msgs`: those it could thread from what it
-    /// read. The first it could not (a new sender or conversation, a duplicate, an
-    /// SLA target to start) is the caller's to run alone. An error means the run's
-    /// statements failed: the caller rolls back to before the run.
+    /// read. The first it could not (a duplicate, a sender known by e-mail only, an
+    /// SLA target to start, a conversation to assign) is the caller's to run alone.
+    /// An error means the run's statements failed: the caller rolls back to before
+    /// the run.
     pub(crate) async fn inbound_run(&self, w: &mut WriteTx, msgs: &[QueuedInbound<'_>]) -> Result<Vec<Taken>> {
         let Some(first) = msgs.first() else {
             return Ok(Vec::new());
         };
-        let inbox_id = first.m.inbox_id.as_str();
-        match self.fetch(&mut w.tx, ObjectType::Inbox, inbox_id).await? {
-            Some(inbox) if inbox.text("channel") == Some("api") => {}
+        let inbox = match self.fetch(&mut w.tx, ObjectType::Inbox, &first.m.inbox_id).await? {
+            Some(inbox) if inbox.text("channel") == Some("api") => inbox,
             // Refused by the message alone, with its own error.
             _ => return Ok(Vec::new()),
-        }
-        let mut threads = self.read_threads(w, inbox_id, msgs).await?;
+        };
+        let mut threads = self.read_threads(w, inbox, msgs).await?;
         let now = now_ms();
         let mut steps = Vec::with_capacity(msgs.len());
         for q in msgs {
@@ -446,24 +528,24 @@ impl Scoped<'_> {
         if steps.is_empty() {
             return Ok(Vec::new());
         }
-        let mut script = Script::new(self.backend() == Backend::Sqlite);
-        let rows = steps.iter().map(|t| self.row_args(MESSAGE, &t.msg)).collect();
-        script.insert_rows(MESSAGE.table(), &format!("workspace_id, {}", columns(MESSAGE)), rows);
-        let docs = steps
-            .iter()
-            .map(|t| {
-                let (title, body) = t.msg.search_text(MESSAGE);
-                args![self.ws, MESSAGE.name(), &t.msg.id, title, body]
-            })
-            .collect();
-        script.insert_rows("search_docs", "workspace_id, object_type, object_id, title, body", docs);
-        w.run_script(script).await?;
+        if !threads.opened.is_empty() {
+            let n = threads.opened.len() as i64;
+            let last = self.take_numbers(&mut w.tx, "conversation", n).await?;
+            threads.number(&mut steps, last - n + 1);
+        }
+        self.write_threaded(w, msgs, &steps, &threads).await?;
         self.update_threaded(w, &steps, &threads).await?;
         let mut taken = Vec::with_capacity(steps.len());
         for (q, t) in msgs.iter().zip(steps) {
             let mark = w.events_len();
             w.caused_by(q.cause.clone());
             w.fenced_by(q.fence.clone());
+            if let Some(c) = &t.contact {
+                self.note_change(w, ObjectType::Contact, None, Some(c), q.actor, now).await?;
+            }
+            if let Some(c) = &t.opened {
+                self.note_change(w, CONVERSATION, None, Some(c), q.actor, now).await?;
+            }
             self.note_change(w, MESSAGE, None, Some(&t.msg), q.actor, now).await?;
             let conversation = match &t.after {
                 Some(after) => {
@@ -483,15 +565,59 @@ impl Scoped<'_> {
         Ok(taken)
     }
 
+    /// Inserts the contacts, the senders' ids, the conversations (as the run left
+    /// them), the messages and their search documents the run made, joined into as
+    /// few round trips as the engine allows.
+    async fn write_threaded(&self, w: &mut WriteTx, msgs: &[QueuedInbound<'_>], steps: &[Threaded], threads: &Threads) -> Result<()> {
+        let finals: HashMap<&str, &Record> = threads.open.values().map(|c| (c.id.as_str(), c)).collect();
+        let contacts: Vec<&Record> = steps.iter().filter_map(|t| t.contact.as_ref()).collect();
+        let opened: Vec<&Record> = steps
+            .iter()
+            .filter_map(|t| t.opened.as_ref())
+            .filter_map(|c| finals.get(c.id.as_str()).copied())
+            .collect();
+        let messages: Vec<&Record> = steps.iter().map(|t| &t.msg).collect();
+        let mut script = Script::new(self.backend() == Backend::Sqlite);
+        let mut docs = Vec::new();
+        for (ty, records) in [(ObjectType::Contact, &contacts), (CONVERSATION, &opened), (MESSAGE, &messages)] {
+            let rows = records.iter().map(|r| self.row_args(ty, r)).collect();
+            script.insert_rows(ty.table(), &format!("workspace_id, {}", columns(ty)), rows);
+            if ty.is_searchable() {
+                docs.extend(records.iter().map(|r| {
+                    let (title, body) = r.search_text(ty);
+                    args![self.ws, ty.name(), &r.id, title, body]
+                }));
+            }
+        }
+        script.insert_rows("search_docs", "workspace_id, object_type, object_id, title, body", docs);
+        // A sender's id may still name a contact deleted since: it names the new one.
+        let sources = msgs
+            .iter()
+            .zip(steps)
+            .filter_map(|(q, t)| Some((q, t.contact.as_ref()?)))
+            .flat_map(|(q, c)| q.m.sources().into_iter().map(move |s| args![self.ws, &q.m.inbox_id, s, &c.id]))
+            .collect();
+        script.upsert_rows(
+            "inbox_contacts",
+            "workspace_id, inbox_id, source_id, contact_id",
+            sources,
+            " ON CONFLICT (inbox_id, source_id) DO UPDATE SET contact_id = excluded.contact_id",
+        );
+        w.run_script(script).await
+    }
+
     /// Reads what threading the run's messages needs, in three statements: which of
     /// their external ids the inbox holds, the contacts their senders' source ids
     /// name, and those contacts' newest unresolved conversations.
-    async fn read_threads(&self, w: &mut WriteTx, inbox_id: &str, msgs: &[QueuedInbound<'_>]) -> Result<Threads> {
+    async fn read_threads(&self, w: &mut WriteTx, inbox: Record, msgs: &[QueuedInbound<'_>]) -> Result<Threads> {
+        let inbox_id = inbox.id.clone();
+        let inbox_id = inbox_id.as_str();
         let mut threads = Threads {
-            inbox_id: inbox_id.to_string(),
+            inbox,
             external_ids: HashSet::new(),
             contact_of: HashMap::new(),
             open: HashMap::new(),
+            opened: HashMap::new(),
         };
         let ext: Vec<&str> = msgs.iter().filter_map(|q| q.m.external_id.as_deref()).collect();
         if !ext.is_empty() {
@@ -546,7 +672,11 @@ impl Scoped<'_> {
     /// per `CHUNK`, each checked against the version the run read.
     async fn update_threaded(&self, w: &mut WriteTx, steps: &[Threaded], threads: &Threads) -> Result<()> {
         let mut read: HashMap<&str, i64> = HashMap::new();
-        for t in steps.iter().filter(|t| t.after.is_some()) {
+        // Those the run opened are inserted as it left them.
+        for t in steps
+            .iter()
+            .filter(|t| t.after.is_some() && !threads.opened.contains_key(&t.before.id))
+        {
             read.entry(t.before.id.as_str()).or_insert(t.before.version);
         }
         let finals: HashMap<&str, &Record> = threads.open.values().map(|c| (c.id.as_str(), c)).collect();
@@ -663,9 +793,10 @@ mod tests {
                         post("c1", "cherries", "e3", &inbox),
                         // Posted again: answered as it was, alone.
                         post("c1", "a again", "e1", &inbox),
-                        // A new sender: a contact and a conversation of their own, alone.
+                        // A new sender: a contact and a conversation of their own.
                         post("c3", "new here", "e4", &inbox),
                         post("c2", "d", "e5", &inbox),
+                        post("c3", "still here", "e6", &inbox),
                     ],
                 )
                 .await;
@@ -687,7 +818,11 @@ mod tests {
                     ![c1.clone(), conv(1)["id"].clone()].contains(&conv(4)["id"]),
                     "a new sender opens a conversation"
                 );
-                for n in [0, 1, 2, 4, 5] {
+                assert_eq!(conv(4)["number"], 3, "numbered after the two before");
+                assert_eq!(conv(6)["id"], conv(4)["id"], "and their next message threads into it");
+                let contact = s.get(ObjectType::Contact, conv(4)["contact_id"].as_str().unwrap()).await.unwrap();
+                assert_eq!(contact.text("name"), Some("c3"));
+                for n in [0, 1, 2, 4, 5, 6] {
                     assert_eq!(answers[n].0["duplicate"], false);
                     assert_eq!(msg(n)["direction"], "incoming");
                     assert_eq!(msg(n)["conversation_id"], conv(n)["id"]);
@@ -701,7 +836,7 @@ mod tests {
                     .filter(|e| e.kind == "message.created")
                     .filter_map(|e| e.cause.clone())
                     .collect();
-                assert_eq!(created, ["m0", "m0", "m0", "m1", "m2", "m4", "m5"]);
+                assert_eq!(created, ["m0", "m0", "m0", "m1", "m2", "m4", "m5", "m6"]);
                 assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1), "seqs have no gap");
                 assert!(answers[3].1.is_empty());
                 for n in [0, 1, 2, 5] {
@@ -716,12 +851,12 @@ mod tests {
                 assert!(audits().await - audits_before >= threaded as i64);
 
                 // What is stored is what was answered last.
-                for n in [2, 4, 5] {
+                for n in [2, 5, 6] {
                     let id = conv(n)["id"].as_str().unwrap().to_string();
                     let stored = s.get(CONVERSATION, &id).await.unwrap().to_json(CONVERSATION);
                     assert_eq!(stored, conv(n));
                 }
-                for n in [0, 1, 2, 5] {
+                for n in [0, 1, 2, 4, 5, 6] {
                     let stored = s.get(MESSAGE, msg(n)["id"].as_str().unwrap()).await.unwrap();
                     assert_eq!(stored.to_json(MESSAGE), msg(n));
                 }

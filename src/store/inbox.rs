@@ -335,8 +335,16 @@ impl Scoped<'_> {
     /// The workspace's next running number of `name`; the row stays locked until the
     /// transaction ends, so no two writers take the same one.
     async fn next_number(&self, conn: &mut AnyConnection, name: &str) -> Result<i64> {
-        let mut sql = insert("counters", "workspace_id, name, value", args![self.ws, name, 1i64]);
-        sql.push(" ON CONFLICT (workspace_id, name) DO UPDATE SET value = counters.value + 1 RETURNING value");
+        self.take_numbers(conn, name, 1).await
+    }
+
+    /// Takes the workspace's next `n` running numbers of `name`, answering the last
+    /// (locked like [`Scoped::next_number`]).
+    pub(super) async fn take_numbers(&self, conn: &mut AnyConnection, name: &str, n: i64) -> Result<i64> {
+        let mut sql = insert("counters", "workspace_id, name, value", args![self.ws, name, n]);
+        sql.push(" ON CONFLICT (workspace_id, name) DO UPDATE SET value = counters.value + ")
+            .arg(n)
+            .push(" RETURNING value");
         Ok(sql.query().fetch_one(conn).await?.try_get(0)?)
     }
 

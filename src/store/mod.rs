@@ -730,6 +730,12 @@ impl Script {
 
     /// Inserts `rows` into `table`, several to a statement.
     fn insert_rows(&mut self, table: &str, columns: &str, rows: Vec<Vec<Arg>>) {
+        self.upsert_rows(table, columns, rows, "");
+    }
+
+    /// Inserts `rows` into `table`, several to a statement, each statement ending
+    /// with `on_conflict`.
+    fn upsert_rows(&mut self, table: &str, columns: &str, rows: Vec<Vec<Arg>>, on_conflict: &str) {
         let per_statement = self.rows_per_insert;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
@@ -745,6 +751,7 @@ impl Script {
                 }
                 sql.push(")");
             }
+            sql.push(on_conflict);
         }
     }
 

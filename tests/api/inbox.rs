@@ -753,3 +753,51 @@ on_both_backends! {
         app.post(&path, &owner.token, status("read")).await.expect(401);
     }
 }
+
+on_both_backends! {
+    async fn many_customers_posting_at_once_each_get_one_conversation_with_their_messages_in_order_numbered_without_gaps(app) {
+        let owner = app.signup("Support").await;
+        let (inbox, token) = api_inbox(&app, &owner, "Chat").await;
+        let (senders, each) = (12, 5);
+        let post_all = || {
+            let runs = (0..senders).map(|k| {
+                let (app, token) = (&app, token.clone());
+                async move {
+                    let mut answers = Vec::new();
+                    for j in 0..each {
+                        let body = json!({"contact_identifier": format!("s{k}"), "text": format!("s{k} #{j}"), "external_id": format!("s{k}-{j}")});
+                        answers.push(inbound(app, &token, body).await);
+                    }
+                    answers
+                }
+            });
+            futures_util::future::join_all(runs)
+        };
+        let answers: Vec<Response> = post_all().await.into_iter().flatten().collect();
+        assert!(answers.iter().all(|r| r.status == 201 && r.body["duplicate"] == false));
+
+        let convs = app.get(&format!("/conversations?inbox_id={inbox}&limit=200"), &owner.token).await.expect(200);
+        let convs = convs.body["data"].as_array().unwrap().clone();
+        assert_eq!(convs.len(), senders, "one conversation per customer");
+        let mut numbers: Vec<i64> = convs.iter().map(|c| c["number"].as_i64().unwrap()).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (numbers[0]..numbers[0] + senders as i64).collect::<Vec<_>>(), "numbered without gaps");
+        for c in &convs {
+            let msgs = app.get(&format!("/conversations/{}/messages?sort=created_at&limit=50", c["id"].as_str().unwrap()), &owner.token).await.expect(200);
+            let texts: Vec<String> = msgs.body["data"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+            let k = texts[0].split(' ').next().unwrap().to_string();
+            assert_eq!(texts, (0..each).map(|j| format!("{k} #{j}")).collect::<Vec<_>>());
+            let contact = app.get(&format!("/contacts/{}", c["contact_id"].as_str().unwrap()), &owner.token).await.expect(200);
+            assert_eq!(contact.body["name"], k.as_str());
+        }
+
+        // All of it again: every post answered as before, nothing new.
+        let again: Vec<Response> = post_all().await.into_iter().flatten().collect();
+        assert!(again.iter().all(|r| r.status == 200 && r.body["duplicate"] == true));
+        for (a, b) in answers.iter().zip(&again) {
+            assert_eq!(a.body["message"]["id"], b.body["message"]["id"]);
+        }
+        let convs = app.get(&format!("/conversations?inbox_id={inbox}&limit=200"), &owner.token).await.expect(200);
+        assert_eq!(convs.body["data"].as_array().unwrap().len(), senders);
+    }
+}
