@@ -112,6 +112,7 @@ impl Application {
             settings,
             connections: Default::default(),
             clock: Default::default(),
+            inbox_tokens: Default::default(),
         });
         let site = web::Data::new(http::Site::load()?);
         let (stop_workers, stop) = tokio::sync::watch::channel(false);

@@ -23,6 +23,7 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
     let agents = flags.number("agents", 3, 50);
     let probes = flags.number("probes", 20, 300);
     let long = flags.number("long", 50, 500);
+    let settle = flags.number("settle-secs", 0, 0);
     assert!(
         conversations <= 1_000_000 && per <= 100 && writers <= 1000 && agents <= 1000 && probes <= 10_000,
         "bounded runs only"
@@ -109,6 +110,11 @@ pub async fn run(flags: &crate::Flags) -> crate::Outcome {
         .as_str()
         .expect("the long conversation")
         .to_string();
+
+    // A store just filled may not have planned for what it holds yet (PostgreSQL's
+    // statistics come from autovacuum's ANALYZE, within a minute by default).
+    assert!(settle <= 600, "bounded runs only");
+    actix_rt::time::sleep(Duration::from_secs(settle as u64)).await;
 
     // 3. The filters, one request at a time.
     let since = chrono::Utc::now() - chrono::Duration::seconds(60);

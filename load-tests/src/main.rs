@@ -85,6 +85,10 @@ const COMMANDS: &[(&str, &str, &[Flag])] = &[
             ("agents", "agents following the inbox over WebSockets [smoke 3, full 50]"),
             ("probes", "timed requests per filter, opens, live messages [smoke 20, full 300]"),
             ("long", "messages in the conversation that is opened [smoke 50, full 500]"),
+            (
+                "settle-secs",
+                "seconds to wait before the timed requests, e.g. for PostgreSQL's autovacuum to analyze what was just loaded [0]",
+            ),
         ],
     ),
     (

@@ -2,6 +2,10 @@
 //! tokens, and the API channel, through which integrators and chat widgets post
 //! customers' messages with an inbox's token.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -31,7 +35,9 @@ pub async fn rotate_token(state: &AppState, p: &Principal, inbox_id: &str) -> Re
     if inbox.text("channel") != Some("api") {
         return Err(ApiError::msg(Code::InvalidBody, "only an inbox of channel 'api' has a token"));
     }
-    Ok(json!({"inbox_id": inbox_id, "token": new_token(state, p, inbox_id).await?}))
+    let token = new_token(state, p, inbox_id).await?;
+    state.inbox_tokens.forget_inbox(inbox_id);
+    Ok(json!({"inbox_id": inbox_id, "token": token}))
 }
 
 async fn new_token(state: &AppState, p: &Principal, inbox_id: &str) -> Result<String, ApiError> {
@@ -183,7 +189,55 @@ async fn inbox_of_token(state: &AppState, token: &str) -> Result<(String, String
     if !token.starts_with(INBOX_TOKEN_PREFIX) {
         return Err(credentials());
     }
-    state.store.inbox_by_token(&token_digest(token)).await?.ok_or_else(credentials)
+    let digest = token_digest(token);
+    if let Some(found) = state.inbox_tokens.get(&digest) {
+        return Ok(found);
+    }
+    let found = state.store.inbox_by_token(&digest).await?.ok_or_else(credentials)?;
+    state.inbox_tokens.put(digest, found.clone());
+    Ok(found)
+}
+
+/// How long a token found in the store is trusted without looking again: a token
+/// replaced on another node of a cluster keeps working there for up to this long.
+const TOKEN_TRUSTED_FOR: Duration = Duration::from_secs(2);
+/// Tokens kept at most; more are let go (the store answers for them again).
+const TOKENS_KEPT: usize = 10_000;
+
+/// Inbox tokens found lately, by digest, with their workspace and inbox. An
+/// integrator posts many messages a second with one token, and looking it up for
+/// each cost a round trip to the store per message (a third of the inbound rate on
+/// SQLite). Only tokens that were found are kept; a token replaced on this node is
+/// let go at once.
+#[derive(Default)]
+pub struct InboxTokens {
+    found: Mutex<HashMap<String, ((String, String), Instant)>>,
+}
+
+impl InboxTokens {
+    fn get(&self, digest: &str) -> Option<(String, String)> {
+        let found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        found
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < TOKEN_TRUSTED_FOR)
+            .map(|(ids, _)| ids.clone())
+    }
+
+    fn put(&self, digest: String, ids: (String, String)) {
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        if found.len() >= TOKENS_KEPT {
+            found.retain(|_, (_, at)| at.elapsed() < TOKEN_TRUSTED_FOR);
+            if found.len() >= TOKENS_KEPT {
+                found.clear();
+            }
+        }
+        found.insert(digest, (ids, Instant::now()));
+    }
+
+    pub(crate) fn forget_inbox(&self, inbox_id: &str) {
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        found.retain(|_, ((_, inbox), _)| inbox != inbox_id);
+    }
 }
 
 /// A message an integrator posts for a customer.

@@ -45,4 +45,6 @@ pub struct AppState {
     pub connections: AtomicU64,
     /// The time SLA timers are judged by.
     pub clock: clock::Clock,
+    /// API-channel inbox tokens found lately.
+    pub inbox_tokens: inbox::InboxTokens,
 }

@@ -127,7 +127,12 @@ pub async fn delete(
         id: id.to_string(),
         expected,
     };
-    within.run(state, p, cause, write).await
+    let done = within.run(state, p, cause, write).await?;
+    if ty == ObjectType::Inbox {
+        // Its token went with it.
+        state.inbox_tokens.forget_inbox(id);
+    }
+    Ok(done)
 }
 
 /// Moves a deal to a stage and a place in its column. From a board's topic the write
