@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 pub use accounts::{ApiKeyRow, InvitationRefused, InvitationRow, Joiner, MemberRow, NewApiKey, RefreshOutcome, SessionRef, UserRow};
@@ -379,6 +379,10 @@ impl Writer {
             // Its commits do not copy the log back into the database (with an fsync)
             // every thousand pages: a background task does, off the write path.
             conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+            // Every write reads the indexes it changes: with SQLite's default 2 MiB of
+            // cache, a store of a million messages sent most of those reads to the
+            // operating system. 64 MiB holds their upper levels and the newest pages.
+            conn.execute("PRAGMA cache_size = -65536").await?;
         }
         Ok(Writer {
             conn,
@@ -808,22 +812,46 @@ impl Script {
 /// PostgreSQL's of 65,535.
 const PARAMS_PER_EXECUTION: usize = 20_000;
 
+/// Pages (4 KiB) the SQLite log may hold before it is started again: 64 MiB.
+const LOG_PAGES_KEPT: i64 = 16_384;
+
 /// How often SQLite's log is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Copies SQLite's write-ahead log back into the database, as far as readers allow,
 /// until the store closes: the writer connection leaves this to here, so that no
 /// commit waits for it. Between two runs the log grows by what a quarter second of
-/// writes adds.
-async fn checkpoints(pool: AnyPool) {
+/// writes adds; past `LOG_PAGES_KEPT` it is started again.
+async fn checkpoints(pool: AnyPool, writer: Arc<Mutex<Option<Writer>>>) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            Ok(_) => {}
+        let passive = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await;
+        // The log's length in pages, all of them copied back by now or not.
+        let log = match passive {
+            Ok(row) => row.try_get::<i64, _>(1).unwrap_or_default(),
             Err(sqlx::Error::PoolClosed) => return,
-            Err(e) => tracing::warn!(error = %e, "a checkpoint of the SQLite log failed; the next one retries"),
+            Err(e) => {
+                tracing::warn!(error = %e, "a checkpoint of the SQLite log failed; the next one retries");
+                continue;
+            }
+        };
+        if log > LOG_PAGES_KEPT {
+            // Under steady writes a passive checkpoint never finds the log wholly
+            // copied with no write between, so the log is never started again and
+            // grows without end (26 GB for a million inbox messages). This one runs
+            // on the writer's own connection between two of its transactions (from
+            // another connection it would make the writer's next statement fail as
+            // busy), holding the next write back while it copies what is left, so
+            // that the next write starts the log again from its beginning. (Emptying
+            // the file as well made each write after it grow the file again: board
+            // commands fell by a tenth.)
+            let mut slot = writer.lock().await;
+            let Some(w) = slot.as_mut() else { return };
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&mut w.conn).await {
+                tracing::warn!(error = %e, log_pages = log, "could not empty the SQLite log; the next check retries");
+            }
         }
     }
 }
@@ -906,7 +934,7 @@ impl Store {
             .with_context(|| format!("cannot connect to the {} store", backend.name()))?;
         let writer = Arc::new(Mutex::new(Some(Writer::open(options, backend).await?)));
         if backend == Backend::Sqlite {
-            tokio::spawn(checkpoints(pool.clone()));
+            tokio::spawn(checkpoints(pool.clone(), writer.clone()));
         }
         Ok(Store {
             pool,
