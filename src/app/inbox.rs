@@ -204,6 +204,9 @@ const TOKEN_TRUSTED_FOR: Duration = Duration::from_secs(2);
 /// Tokens kept at most; more are let go (the store answers for them again).
 const TOKENS_KEPT: usize = 10_000;
 
+/// The workspace and inbox a token is for.
+type InboxOf = (String, String);
+
 /// Inbox tokens found lately, by digest, with their workspace and inbox. An
 /// integrator posts many messages a second with one token, and looking it up for
 /// each cost a round trip to the store per message (a third of the inbound rate on
@@ -211,11 +214,11 @@ const TOKENS_KEPT: usize = 10_000;
 /// let go at once.
 #[derive(Default)]
 pub struct InboxTokens {
-    found: Mutex<HashMap<String, ((String, String), Instant)>>,
+    found: Mutex<HashMap<String, (InboxOf, Instant)>>,
 }
 
 impl InboxTokens {
-    fn get(&self, digest: &str) -> Option<(String, String)> {
+    fn get(&self, digest: &str) -> Option<InboxOf> {
         let found = self.found.lock().unwrap_or_else(|p| p.into_inner());
         found
             .get(digest)
@@ -223,7 +226,7 @@ impl InboxTokens {
             .map(|(ids, _)| ids.clone())
     }
 
-    fn put(&self, digest: String, ids: (String, String)) {
+    fn put(&self, digest: String, ids: InboxOf) {
         let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
         if found.len() >= TOKENS_KEPT {
             found.retain(|_, (_, at)| at.elapsed() < TOKEN_TRUSTED_FOR);
