@@ -95,7 +95,8 @@ pub struct TopicActor {
     presence_shared: Instant,
     /// For boards: the stages and deals, by id, as of `seq`.
     board: Option<Board>,
-    /// For inboxes: the conversations not resolved, by id, as of `seq`.
+    /// For inboxes: the most recently active unresolved conversations, and how many
+    /// are unresolved, as of `seq`.
     inbox: Option<InboxWindow>,
     last_active: Instant,
     passivate_after: Duration,
