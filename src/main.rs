@@ -12,6 +12,9 @@ use shoal::store::Store;
 use shoal::Application;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "Shoal: a real-time CRM served by one binary.", long_about = None)]
 struct Cli {

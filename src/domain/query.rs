@@ -149,7 +149,8 @@ impl ListQuery {
                 "updated_since" => {
                     let ms = parse_timestamp(raw).map_err(|e| QueryError::InvalidFilter(name.clone(), e))?;
                     q.filters.push(Filter {
-                        field: &UPDATED_AT,
+                        // An audit entry is never changed: it was last updated when made.
+                        field: if ty == ObjectType::AuditEntry { &CREATED_AT } else { &UPDATED_AT },
                         op: Op::Gt,
                         values: vec![FieldValue::Int(ms)],
                     });

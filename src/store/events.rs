@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{args, insert, Result, Sql, Store, WriteTx};
+use super::{args, insert, Arg, Result, Sql, Store, WriteTx};
 use crate::domain::Event;
 
 fn event(r: &AnyRow) -> Result<Event> {
@@ -23,7 +23,44 @@ fn event(r: &AnyRow) -> Result<Event> {
     })
 }
 
+/// What a write leaves besides its rows: its audit entry's values and its events.
+/// Made apart from the transaction (see `Scoped::change_notes`), so that a run of
+/// writes can make them while the store is busy with the run's rows.
+pub(crate) struct ChangeNotes {
+    pub audit: Vec<Arg>,
+    pub events: Vec<EventNote>,
+}
+
+/// An event yet to be given its seq, its data already serialised for the log.
+pub(crate) struct EventNote {
+    pub topic: String,
+    pub kind: String,
+    pub data: Value,
+    pub payload: String,
+}
+
+impl EventNote {
+    pub fn new(topic: String, kind: String, data: Value) -> EventNote {
+        let payload = data.to_string();
+        EventNote {
+            topic,
+            kind,
+            data,
+            payload,
+        }
+    }
+}
+
 impl WriteTx {
+    /// Adds a write's audit entry and appends its events, in order.
+    pub(crate) async fn add_notes(&mut self, workspace_id: &str, notes: ChangeNotes, actor: &str, now: i64) -> Result<()> {
+        self.audits.push(notes.audit);
+        for e in notes.events {
+            self.append_noted(workspace_id, e, actor, now).await?;
+        }
+        Ok(())
+    }
+
     /// Appends an event to `topic` with the topic's next seq, which it returns. The
     /// event log's row is written at commit.
     pub(crate) async fn append_event(
@@ -35,6 +72,18 @@ impl WriteTx {
         actor: &str,
         now: i64,
     ) -> Result<i64> {
+        let note = EventNote::new(topic.to_string(), kind.to_string(), data);
+        self.append_noted(workspace_id, note, actor, now).await
+    }
+
+    async fn append_noted(&mut self, workspace_id: &str, note: EventNote, actor: &str, now: i64) -> Result<i64> {
+        let EventNote {
+            topic,
+            kind,
+            data,
+            payload,
+        } = note;
+        let topic = topic.as_str();
         if let Some((fenced, _)) = &self.fence {
             // A fenced write is its board owner's; another board has its own owner, which
             // alone may write there.
@@ -84,11 +133,11 @@ impl WriteTx {
         };
         let cause = self.cause.clone();
         self.event_rows
-            .push(args![topic, seq, workspace_id, kind, data.to_string(), actor, cause.clone(), now]);
+            .push(args![topic, seq, workspace_id, kind.as_str(), payload, actor, cause.clone(), now]);
         self.events.push(Event {
             topic: topic.to_string(),
             seq,
-            kind: kind.to_string(),
+            kind,
             data: Arc::new(data),
             actor: actor.to_string(),
             cause,

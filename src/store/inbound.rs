@@ -7,6 +7,7 @@ use std::ops::Range;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 
+use super::events::ChangeNotes;
 use super::inbox::posted_changes;
 use super::records::{columns, decode, invalid};
 use super::{args, derived_table, insert, list, new_id, now_ms, Arg, Backend, Result, Scoped, Script, Sql, StoreError, WriteTx};
@@ -533,36 +534,60 @@ impl Scoped<'_> {
             let last = self.take_numbers(&mut w.tx, "conversation", n).await?;
             threads.number(&mut steps, last - n + 1);
         }
-        self.write_threaded(w, msgs, &steps, &threads).await?;
-        self.update_threaded(w, &steps, &threads).await?;
-        let mut taken = Vec::with_capacity(steps.len());
-        for (q, t) in msgs.iter().zip(steps) {
+        // The audit entries, events and answers need nothing from the store: they are
+        // made while it writes the run's rows (the writes go out first and are awaited
+        // after), rather than after, when the store would wait for them instead.
+        let writes = async {
+            self.write_threaded(w, msgs, &steps, &threads).await?;
+            self.update_threaded(w, &steps, &threads).await
+        };
+        let notes = async { self.run_notes(msgs, &steps, now) };
+        let (written, notes) = futures_util::future::join(writes, notes).await;
+        written?;
+        let mut taken = Vec::with_capacity(notes.len());
+        for (q, (notes, answer)) in msgs.iter().zip(notes) {
             let mark = w.events_len();
             w.caused_by(q.cause.clone());
             w.fenced_by(q.fence.clone());
-            if let Some(c) = &t.contact {
-                self.note_change(w, ObjectType::Contact, None, Some(c), q.actor, now).await?;
+            for (n, at) in notes {
+                w.add_notes(self.ws, n, q.actor, at).await?;
             }
-            if let Some(c) = &t.opened {
-                self.note_change(w, CONVERSATION, None, Some(c), q.actor, now).await?;
-            }
-            self.note_change(w, MESSAGE, None, Some(&t.msg), q.actor, now).await?;
-            let conversation = match &t.after {
-                Some(after) => {
-                    self.note_change(w, CONVERSATION, Some(&t.before), Some(after), q.actor, after.updated_at)
-                        .await?;
-                    after
-                }
-                None => &t.before,
-            };
-            let answer = json!({
-                "message": t.msg.to_json(MESSAGE),
-                "conversation": conversation.to_json(CONVERSATION),
-                "duplicate": false,
-            });
             taken.push((Ok(answer), mark..w.events_len()));
         }
         Ok(taken)
+    }
+
+    /// Per message of a run, in order: the audit entries and events of what it made
+    /// and changed (with the time each is stamped), and its answer.
+    #[allow(clippy::type_complexity)]
+    fn run_notes(&self, msgs: &[QueuedInbound<'_>], steps: &[Threaded], now: i64) -> Vec<(Vec<(ChangeNotes, i64)>, Value)> {
+        msgs.iter()
+            .zip(steps)
+            .map(|(q, t)| {
+                let mut notes = Vec::with_capacity(4);
+                if let Some(c) = &t.contact {
+                    notes.push((self.change_notes(ObjectType::Contact, None, Some(c), q.actor, now), now));
+                }
+                if let Some(c) = &t.opened {
+                    notes.push((self.change_notes(CONVERSATION, None, Some(c), q.actor, now), now));
+                }
+                notes.push((self.change_notes(MESSAGE, None, Some(&t.msg), q.actor, now), now));
+                let conversation = match &t.after {
+                    Some(after) => {
+                        let n = self.change_notes(CONVERSATION, Some(&t.before), Some(after), q.actor, after.updated_at);
+                        notes.push((n, after.updated_at));
+                        after
+                    }
+                    None => &t.before,
+                };
+                let answer = json!({
+                    "message": t.msg.to_json(MESSAGE),
+                    "conversation": conversation.to_json(CONVERSATION),
+                    "duplicate": false,
+                });
+                (notes, answer)
+            })
+            .collect()
     }
 
     /// Inserts the contacts, the senders' ids, the conversations (as the run left

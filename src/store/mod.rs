@@ -379,10 +379,11 @@ impl Writer {
             // Its commits do not copy the log back into the database (with an fsync)
             // every thousand pages: a background task does, off the write path.
             conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-            // Every write reads the indexes it changes: with SQLite's default 2 MiB of
-            // cache, a store of a million messages sent most of those reads to the
-            // operating system. 64 MiB holds their upper levels and the newest pages.
-            conn.execute("PRAGMA cache_size = -65536").await?;
+            // The page cache stays at SQLite's 2 MiB: splitting a b-tree page parks a
+            // page at the number just past 1 GiB, and every commit after that scans the
+            // whole cache to drop it again while the file is smaller than that. With
+            // 64 MiB the inbox took a tenth fewer messages a second at 100,000
+            // messages, and no more at a million (docs/benchmarks.md).
         }
         Ok(Writer {
             conn,

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::events::{ChangeNotes, EventNote};
 use super::{args, insert, list, new_id, now_ms, Arg, Backend, Result, Scoped, Sql, StoreError, WriteTx};
 use crate::domain::fields::Column;
 use crate::domain::objects::{diff, FieldSpec};
@@ -1158,43 +1159,41 @@ impl Scoped<'_> {
         actor: &str,
         now: i64,
     ) -> Result<()> {
+        let notes = self.change_notes(ty, before, after, actor, now);
+        w.add_notes(self.ws, notes, actor, now).await
+    }
+
+    /// What a write leaves besides its rows, made without the store: its audit entry
+    /// and its events (their data already serialised), to be added to the transaction
+    /// by [`WriteTx::add_notes`]. One event goes on the record's topic (a deal that
+    /// changes pipeline also leaves the old board), and a personal one to a member
+    /// newly made owner or assignee of the record.
+    pub(super) fn change_notes(
+        &self,
+        ty: ObjectType,
+        before: Option<&Record>,
+        after: Option<&Record>,
+        actor: &str,
+        now: i64,
+    ) -> ChangeNotes {
         let action = match (before, after) {
             (None, _) => "create",
             (Some(_), Some(_)) => "update",
             (Some(_), None) => "delete",
         };
-        let object_id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
+        let id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
         let changes = diff(ty, before, after);
-        // Nothing reads the audit log inside the write: its row goes in at commit.
-        w.audits.push(self.audit_row(actor, action, ty.name(), &object_id, &changes, now));
-        self.publish_change(w, ty, before, after, changes, actor, now).await
-    }
-
-    /// The events of a write: one on the record's topic (a deal that changes pipeline
-    /// also leaves the old board), and a personal one for a member newly made owner or
-    /// assignee of the record.
-    #[allow(clippy::too_many_arguments)]
-    async fn publish_change(
-        &self,
-        w: &mut WriteTx,
-        ty: ObjectType,
-        before: Option<&Record>,
-        after: Option<&Record>,
-        changes: Value,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
+        let audit = self.audit_row(actor, action, ty.name(), &id, &changes, now);
         let kind = crate::domain::events::kind_of(ty, before, after, &changes);
         let record = after.or(before).map(|r| r.to_json(ty)).unwrap_or(Value::Null);
-        let id = before.or(after).map(|r| r.id.clone()).unwrap_or_default();
         let data = json!({"object_type": ty.name(), "id": id, "record": record, "changes": changes});
         let new_topic = after.and_then(|r| Topic::of(self.ws, ty, r));
         let old_topic = before.and_then(|r| Topic::of(self.ws, ty, r));
+        let mut events = Vec::new();
         if let Some(old) = &old_topic {
             if new_topic.as_ref() != Some(old) {
                 // Leaving this topic: for its subscribers the record is gone.
-                let gone = format!("{}.deleted", ty.name());
-                w.append_event(self.ws, &old.key(), &gone, data.clone(), actor, now).await?;
+                events.push(EventNote::new(old.key(), format!("{}.deleted", ty.name()), data.clone()));
             }
         }
         if let Some(topic) = &new_topic {
@@ -1203,7 +1202,7 @@ impl Scoped<'_> {
             } else {
                 kind
             };
-            w.append_event(self.ws, &topic.key(), &kind, data, actor, now).await?;
+            events.push(EventNote::new(topic.key(), kind, data));
         }
         for field in ["owner_id", "assignee_id"] {
             let Some(FieldValue::Text(user)) = after.map(|r| r.get(field).clone()) else {
@@ -1217,9 +1216,9 @@ impl Scoped<'_> {
                 user_id: user,
             };
             let note = json!({"object_type": ty.name(), "id": id, "field": field, "record": after.map(|r| r.to_json(ty))});
-            w.append_event(self.ws, &topic.key(), "assigned", note, actor, now).await?;
+            events.push(EventNote::new(topic.key(), "assigned".into(), note));
         }
-        Ok(())
+        ChangeNotes { audit, events }
     }
 
     /// Appends an audit entry.
