@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = settings(&top.and(&opts))?;
             let (host, embedded) = (settings.host.clone(), settings.is_embedded());
             let app = Application::build(settings).await?;
-            tracing::info!(url = %format!("http://{host}:{}", app.port()), store = if embedded { "sqlite (embedded)" } else { "external" }, "shoal is listening");
+            tracing::info!(url = %format!("http://{host}:{}", app.port()), store = if embedded { "sqlite (embedded)" } else { "external" }, "shoal is listening: open the url in a browser");
             let handle = app.handle();
             actix_web::rt::spawn(async move {
                 let signal = shutdown_signal().await;

@@ -1,6 +1,8 @@
 //! Sign-up, sessions, the current principal, members and API keys.
 
-use actix_web::http::StatusCode;
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -139,10 +141,15 @@ struct SignupRequest {
     name: String,
     email: String,
     password: String,
+    /// Keep the refresh token in an HttpOnly cookie rather than in the answer (the
+    /// web app): see [`session_reply`].
+    #[serde(default)]
+    refresh_cookie: bool,
 }
 
-async fn signup(state: State, body: JsonBody) -> Reply {
+async fn signup(state: State, req: HttpRequest, body: JsonBody) -> Reply {
     let r: SignupRequest = body.parse()?;
+    let cookie = r.refresh_cookie;
     let name = check_name("name", &r.name)?;
     let email = email("email", &r.email)?;
     check_password(&r.password)?;
@@ -151,7 +158,12 @@ async fn signup(state: State, body: JsonBody) -> Reply {
             let ws_name = check_name("workspace_name", &ws_name)?;
             let hash = hash_password(&state, r.password).await?;
             let (ws, user) = state.store.create_workspace(&ws_name, email.as_str(), &name, &hash).await?;
-            Ok(HttpResponse::Created().json(session(&state, &user, &ws, None, None).await?))
+            Ok(session_reply(
+                &req,
+                StatusCode::CREATED,
+                session(&state, &user, &ws, None, None).await?,
+                cookie,
+            ))
         }
         (None, Some(token)) => {
             let hash = hash_password(&state, r.password).await?;
@@ -161,7 +173,12 @@ async fn signup(state: State, body: JsonBody) -> Reply {
                 password_hash: &hash,
             };
             let (ws, user) = join(&state, &token, joiner).await?;
-            Ok(HttpResponse::Created().json(session(&state, &user, &ws, None, None).await?))
+            Ok(session_reply(
+                &req,
+                StatusCode::CREATED,
+                session(&state, &user, &ws, None, None).await?,
+                cookie,
+            ))
         }
         _ => Err(FieldErrors::single(
             "workspace_name",
@@ -203,6 +220,8 @@ struct LoginRequest {
     email: String,
     password: String,
     workspace_id: Option<String>,
+    #[serde(default)]
+    refresh_cookie: bool,
 }
 
 fn wrong_credentials() -> ApiError {
@@ -225,7 +244,7 @@ async fn check_credentials(state: &AppState, email: &str, password: String) -> R
     user.filter(|_| ok).ok_or_else(wrong_credentials)
 }
 
-async fn login(state: State, body: JsonBody) -> Reply {
+async fn login(state: State, req: HttpRequest, body: JsonBody) -> Reply {
     let r: LoginRequest = body.parse()?;
     let bad = wrong_credentials;
     let user = check_credentials(&state, &r.email, r.password).await?;
@@ -238,26 +257,104 @@ async fn login(state: State, body: JsonBody) -> Reply {
             .ok_or_else(bad)?,
         None => workspaces.first().map(|(id, _)| id.clone()).ok_or_else(bad)?,
     };
-    Ok(HttpResponse::Ok().json(session(&state, &user.id, &ws, None, None).await?))
+    Ok(session_reply(
+        &req,
+        StatusCode::OK,
+        session(&state, &user.id, &ws, None, None).await?,
+        r.refresh_cookie,
+    ))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
-    refresh_token: String,
+    /// Absent: the refresh token is the web app's cookie.
+    refresh_token: Option<String>,
 }
 
-async fn refresh(state: State, body: JsonBody) -> Reply {
+/// The cookie that holds a browser's refresh token: sent only to the auth endpoints,
+/// never readable by scripts, never sent from another site.
+const REFRESH_COOKIE: &str = "shoal_refresh";
+/// A random value the app's script reads and echoes in `X-CSRF-Token` when it uses
+/// the refresh cookie: a page of another origin can neither read it nor set the header.
+const CSRF_COOKIE: &str = "shoal_csrf";
+const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A session's answer. With `cookie`, its refresh token goes into an HttpOnly,
+/// SameSite=Strict cookie (Secure when the request came over HTTPS) instead of the
+/// body, with a fresh CSRF value beside it; the access token stays in the body, for
+/// the app to hold in memory.
+fn session_reply(req: &HttpRequest, status: StatusCode, mut session: Value, cookie: bool) -> HttpResponse {
+    let mut reply = HttpResponse::build(status);
+    if cookie {
+        let refresh = session
+            .as_object_mut()
+            .and_then(|o| o.remove("refresh_token"))
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let secure = req.connection_info().scheme() == "https";
+        let csrf = random_token().unwrap_or_default();
+        reply
+            .cookie(session_cookie(REFRESH_COOKIE, refresh, true, secure))
+            .cookie(session_cookie(CSRF_COOKIE, csrf, false, secure));
+    }
+    reply.insert_header((header::CACHE_CONTROL, "no-store")).json(session)
+}
+
+fn session_cookie(name: &'static str, value: String, http_only: bool, secure: bool) -> Cookie<'static> {
+    Cookie::build(name, value)
+        .path(if http_only { "/api/v1/auth" } else { "/" })
+        .http_only(http_only)
+        .secure(secure)
+        .same_site(SameSite::Strict)
+        .max_age(CookieDuration::days(30))
+        .finish()
+}
+
+/// The refresh token a request presents: in its body, or as the app's cookie, which
+/// counts only with the CSRF value echoed in `X-CSRF-Token`. Also says which it was.
+fn presented_refresh(req: &HttpRequest, body: Option<String>) -> Result<(String, bool), ApiError> {
+    if let Some(token) = body {
+        return Ok((token, false));
+    }
+    let Some(token) = req.cookie(REFRESH_COOKIE).map(|c| c.value().to_string()) else {
+        return Err(ApiError::msg(
+            Code::InvalidCredentials,
+            "give refresh_token, or sign in again (the web app's session cookie is absent)",
+        ));
+    };
+    let echoed = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    match (req.cookie(CSRF_COOKIE), echoed) {
+        (Some(c), Some(h)) if !h.is_empty() && c.value() == h => Ok((token, true)),
+        _ => Err(ApiError::msg(
+            Code::Forbidden,
+            "a refresh by cookie needs the shoal_csrf cookie's value in the X-CSRF-Token header",
+        )),
+    }
+}
+
+/// Cookies that end the browser's session.
+fn cleared_cookies(reply: &mut actix_web::HttpResponseBuilder) {
+    for (name, http_only) in [(REFRESH_COOKIE, true), (CSRF_COOKIE, false)] {
+        let mut c = session_cookie(name, String::new(), http_only, false);
+        c.make_removal();
+        reply.cookie(c);
+    }
+}
+
+async fn refresh(state: State, req: HttpRequest, body: JsonBody) -> Reply {
     let r: RefreshRequest = body.parse()?;
+    let (presented, cookie) = presented_refresh(&req, r.refresh_token)?;
     let next = random_token()?;
     let expires = crate::store::now_ms() + i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(0) * 1000;
     match state
         .store
-        .rotate_refresh_token(&token_digest(&r.refresh_token), &token_digest(&next), expires)
+        .rotate_refresh_token(&token_digest(&presented), &token_digest(&next), expires)
         .await?
     {
         RefreshOutcome::Rotated(s) => {
-            Ok(HttpResponse::Ok().json(session(&state, &s.user_id, &s.workspace_id, Some(&s.session_id), Some(next)).await?))
+            let session = session(&state, &s.user_id, &s.workspace_id, Some(&s.session_id), Some(next)).await?;
+            Ok(session_reply(&req, StatusCode::OK, session, cookie))
         }
         RefreshOutcome::Reused(s) => {
             state.directory.access_changed(session_ended(s)).await;
@@ -267,12 +364,17 @@ async fn refresh(state: State, body: JsonBody) -> Reply {
     }
 }
 
-async fn logout(state: State, body: JsonBody) -> Reply {
+async fn logout(state: State, req: HttpRequest, body: JsonBody) -> Reply {
     let r: RefreshRequest = body.parse()?;
-    match state.store.revoke_refresh_family(&token_digest(&r.refresh_token)).await? {
+    let (presented, cookie) = presented_refresh(&req, r.refresh_token)?;
+    match state.store.revoke_refresh_family(&token_digest(&presented)).await? {
         Some(s) => {
             state.directory.access_changed(session_ended(s)).await;
-            Ok(HttpResponse::NoContent().finish())
+            let mut reply = HttpResponse::NoContent();
+            if cookie {
+                cleared_cookies(&mut reply);
+            }
+            Ok(reply.finish())
         }
         None => Err(ApiError::msg(Code::InvalidCredentials, "the refresh token is not valid")),
     }
@@ -403,6 +505,8 @@ struct Accept {
     /// workspace any more has no access token to send).
     email: Option<String>,
     password: Option<String>,
+    #[serde(default)]
+    refresh_cookie: bool,
 }
 
 /// A user with an account takes up an invitation sent to their address, signed in by
@@ -419,7 +523,12 @@ async fn accept_invitation(state: State, req: HttpRequest, body: JsonBody) -> Re
         _ => return Err(FieldErrors::single("password", "give both email and password, or neither and an access token").into()),
     };
     let (ws, user) = join(&state, &r.token, Joiner::Existing { user_id: &user_id }).await?;
-    Ok(HttpResponse::Ok().json(session(&state, &user, &ws, None, None).await?))
+    Ok(session_reply(
+        &req,
+        StatusCode::OK,
+        session(&state, &user, &ws, None, None).await?,
+        r.refresh_cookie,
+    ))
 }
 
 #[derive(Deserialize)]

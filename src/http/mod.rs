@@ -12,6 +12,7 @@ mod idempotency;
 mod inbox;
 pub mod openapi;
 pub mod records;
+pub mod webapp;
 
 use std::sync::atomic::Ordering;
 
@@ -31,6 +32,8 @@ pub struct Site {
     pub openapi: serde_json::Value,
     /// Swagger UI's files for `/docs`.
     pub docs: docs::DocsAssets,
+    /// The web app's page and files.
+    pub web: webapp::WebAssets,
 }
 
 impl Site {
@@ -38,12 +41,15 @@ impl Site {
         Ok(Site {
             openapi: openapi::build(),
             docs: docs::DocsAssets::load()?,
+            web: webapp::WebAssets::load()?,
         })
     }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+    cfg.service(web::resource("/").route(web::get().to(webapp::index)))
+        .service(web::resource("/assets/{build}/{file}").route(web::get().to(webapp::asset)))
+        .service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)))
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .service(web::resource("/docs").route(web::get().to(docs::page)))
@@ -190,7 +196,12 @@ fn faults(cfg: &mut web::ServiceConfig) {
 #[cfg(not(feature = "fault-injection"))]
 fn faults(_: &mut web::ServiceConfig) {}
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
+/// A path nothing serves: the app's page for a browser navigating within the app,
+/// else `not_found`.
+async fn not_found(site: web::Data<Site>, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    if webapp::is_navigation(&req) {
+        return Ok(webapp::page(&site));
+    }
     Err(ApiError::new(Code::NotFound))
 }
 

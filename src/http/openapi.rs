@@ -952,6 +952,7 @@ pub fn build() -> Value {
     let name = text(200, true);
     let email = email();
     let password = json!({"type": "string", "minLength": 10, "maxLength": 1024});
+    let cookie = json!({"type": "boolean", "description": "true: the refresh token is set as an HttpOnly, SameSite=Strict cookie (shoal_refresh, path /api/v1/auth) with a CSRF value in the readable cookie shoal_csrf, and left out of the answer (the web app's sessions)"});
     let signup = json!({
         "type": "object",
         "additionalProperties": false,
@@ -961,7 +962,8 @@ pub fn build() -> Value {
             "invitation_token": {"type": "string", "description": "join the workspace of this invitation instead of creating one"},
             "name": name,
             "email": email,
-            "password": password
+            "password": password,
+            "refresh_cookie": cookie
         },
         "oneOf": [{"required": ["workspace_name"]}, {"required": ["invitation_token"]}]
     });
@@ -977,7 +979,7 @@ pub fn build() -> Value {
             vec![],
         ),
     );
-    let login = json!({"type": "object", "additionalProperties": false, "required": ["email", "password"], "properties": {"email": {"type": "string"}, "password": {"type": "string"}, "workspace_id": {"type": ["string", "null"]}}});
+    let login = json!({"type": "object", "additionalProperties": false, "required": ["email", "password"], "properties": {"email": {"type": "string"}, "password": {"type": "string"}, "workspace_id": {"type": ["string", "null"]}, "refresh_cookie": cookie}});
     add(
         "/auth/login",
         "post",
@@ -990,29 +992,30 @@ pub fn build() -> Value {
             vec![],
         ),
     );
-    let rt = json!({"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}});
+    let rt = json!({"type": "object", "additionalProperties": false, "properties": {"refresh_token": {"type": "string", "description": "absent: the shoal_refresh cookie, which counts only with X-CSRF-Token"}}});
+    let csrf = json!({"name": "X-CSRF-Token", "in": "header", "schema": {"type": "string"}, "description": "with the refresh cookie: the value of the shoal_csrf cookie"});
     add(
         "/auth/refresh",
         "post",
         op(
-            "Exchange a refresh token for a new session",
+            "Exchange a refresh token (in the body, or the web app's cookie) for a new session; by cookie, the answer sets the rotated cookie",
             "auth",
             Some(rt.clone()),
             ("200", r("Session")),
-            &with(PUBLIC, &[Code::InvalidCredentials, Code::RefreshTokenReused]),
-            vec![],
+            &with(PUBLIC, &[Code::InvalidCredentials, Code::RefreshTokenReused, Code::Forbidden]),
+            vec![csrf.clone()],
         ),
     );
     add(
         "/auth/logout",
         "post",
         op(
-            "Revoke a session",
+            "Revoke a session (by cookie, the cookies are cleared too)",
             "auth",
             Some(rt),
             ("204", Value::Null),
-            &with(PUBLIC, &[Code::InvalidCredentials]),
-            vec![],
+            &with(PUBLIC, &[Code::InvalidCredentials, Code::Forbidden]),
+            vec![csrf],
         ),
     );
     add(
@@ -1074,7 +1077,7 @@ pub fn build() -> Value {
         "type": "object",
         "additionalProperties": false,
         "required": ["token"],
-        "properties": {"token": {"type": "string"}, "email": {"type": "string"}, "password": {"type": "string"}},
+        "properties": {"token": {"type": "string"}, "email": {"type": "string"}, "password": {"type": "string"}, "refresh_cookie": cookie},
         "dependentRequired": {"email": ["password"], "password": ["email"]}
     });
     add(

@@ -26,3 +26,4 @@ mod realtime;
 mod records;
 mod roles;
 mod search;
+mod web;
