@@ -3,11 +3,23 @@
 
 let accessToken = null;
 let renew = null;
+const tokenListeners = new Set();
 
 /** Sets the access token, and how to get a new one when it expires. */
 export function useToken(token, renewer) {
   accessToken = token;
   if (renewer !== undefined) renew = renewer;
+  for (const f of tokenListeners) f(token);
+}
+
+/** Calls `f` with each new access token (null when the session ends). */
+export function onToken(f) {
+  tokenListeners.add(f);
+}
+
+/** A new access token now (for a connection whose token expired). */
+export function renewToken() {
+  return renew ? renew() : Promise.reject(new Error("no session"));
 }
 
 export function token() {

@@ -3,6 +3,7 @@
 import { h, replace, formValues } from "./dom.js";
 import { api, ApiFailure } from "./api.js";
 import * as session from "./session.js";
+import { boardView } from "./board.js";
 
 const root = document.getElementById("app");
 
@@ -18,11 +19,21 @@ export function go(path, { replace: swap = false } = {}) {
   render();
 }
 
+// What the view on screen must stop (its subscriptions) when another replaces it.
+let leaving = [];
+function onLeave(f) {
+  leaving.push(f);
+}
+
 function render() {
   const path = location.pathname;
   const signedIn = session.me() !== null;
   if (!signedIn && !PUBLIC.has(path)) return go("/login", { replace: true });
   if (signedIn && PUBLIC.has(path)) return go("/", { replace: true });
+  for (const f of leaving) f();
+  leaving = [];
+  const board = path.match(/^\/boards\/([0-9a-zA-Z-]+)$/);
+  if (board) return replace(root, shell(boardView(board[1], { onLeave })));
   const view = routes[path] || notFoundView;
   replace(root, view());
 }
@@ -109,7 +120,7 @@ function header() {
   return h(
     "header",
     { class: "top" },
-    h("span", { class: "brand" }, "Shoal"),
+    link("/", h("span", { class: "brand" }, "Shoal")),
     h("span", { class: "workspace", "data-testid": "workspace" }, m.workspace.name),
     h("span", { class: "grow" }),
     h("span", { class: "who" }, m.user ? `${m.user.name} · ${m.role}` : ""),
@@ -121,11 +132,17 @@ function homeView() {
   const list = h("section", { class: "card" }, h("h2", {}, "Pipelines"), h("p", { class: "muted" }, "Loading…"));
   api("GET", "/pipelines?limit=100")
     .then((page) => {
-      const rows = page.data.map((p) => h("li", {}, h("strong", {}, p.name), " ", h("span", { class: "muted" }, `${(p.stages || []).length} stages`)));
+      const rows = page.data.map((p) =>
+        h("li", {}, link(`/boards/${p.id}`, p.name), " ", h("span", { class: "muted" }, `${(p.stages || []).length} stages`)),
+      );
       replace(list, h("h2", {}, "Pipelines"), rows.length ? h("ul", { class: "plain" }, rows) : h("p", { class: "muted" }, "No pipelines yet."));
     })
     .catch((e) => replace(list, h("h2", {}, "Pipelines"), problem(e)));
-  return h("div", { class: "shell" }, header(), h("main", { class: "content" }, list));
+  return shell(list);
+}
+
+function shell(...content) {
+  return h("div", { class: "shell" }, header(), h("main", { class: "content" }, content));
 }
 
 function notFoundView() {

@@ -23,6 +23,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("api.js", "text/javascript", include_bytes!("../../web/api.js")),
     ("dom.js", "text/javascript", include_bytes!("../../web/dom.js")),
     ("session.js", "text/javascript", include_bytes!("../../web/session.js")),
+    ("live.js", "text/javascript", include_bytes!("../../web/live.js")),
+    ("board.js", "text/javascript", include_bytes!("../../web/board.js")),
     ("style.css", "text/css", include_bytes!("../../web/style.css")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../web/icon.svg")),
 ];

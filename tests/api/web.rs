@@ -181,7 +181,7 @@ on_both_backends! {
 }
 
 #[actix_web::test]
-async fn web_app_in_a_browser_signs_up_keeps_the_session_across_reloads_signs_out_and_in() {
+async fn in_chromium_a_newcomer_signs_up_and_two_members_work_one_live_board_through_drags_refusals_keys_and_a_network_drop() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     let url = app.address.clone();

@@ -1,0 +1,291 @@
+// A pipeline's board, live: columns by stage with counts and sums, cards by rank.
+// Moves (drag and drop, or the keyboard) show at once and are undone, with the
+// server's reason, when it refuses them; everyone else's changes arrive as events.
+
+import { h, replace } from "./dom.js";
+import { api } from "./api.js";
+import * as live from "./live.js";
+import { me } from "./session.js";
+
+/** Whole minor units, as the API keeps amounts, in the deal's currency. */
+export function money(amount, currency) {
+  if (amount === null || amount === undefined) return "";
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency: currency || "USD", maximumFractionDigits: 0 }).format(amount / 100);
+  } catch {
+    return `${(amount / 100).toFixed(0)} ${currency || ""}`;
+  }
+}
+
+function initials(name) {
+  return (name || "?").split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
+}
+
+export function boardView(pipelineId, { onLeave }) {
+  const topic = `board:${pipelineId}`;
+  const stages = new Map(); // id → stage
+  const deals = new Map(); // id → deal
+  const order = new Map(); // stage id → deal ids by rank
+  const names = new Map(); // user id → name
+  let presence = [];
+  let held = null; // keyboard: {id, stage, index}
+  let message = null;
+  let recent = new Set(); // deals just changed by someone else: they flash
+  let ready = false;
+
+  const status = h("div", { class: "board-status", "aria-live": "polite" });
+  const avatars = h("div", { class: "avatars", "aria-label": "On this board" });
+  const columns = h("div", { class: "columns" }, h("p", { class: "muted" }, "Loading the board…"));
+  const title = h("h1", {}, "Board");
+  const el = h("section", { class: "board" }, h("div", { class: "board-head" }, title, avatars, status), columns);
+
+  api("GET", "/members").then((page) => {
+    for (const m of page.data) names.set(m.user_id, m.name);
+    draw();
+  }, () => {});
+  api("GET", `/pipelines/${pipelineId}`).then((p) => { title.textContent = p.name; }, () => {});
+
+  const byRank = (a, b) => (deals.get(a).rank < deals.get(b).rank ? -1 : deals.get(a).rank > deals.get(b).rank ? 1 : a < b ? -1 : 1);
+
+  function place(deal) {
+    for (const ids of order.values()) {
+      const i = ids.indexOf(deal.id);
+      if (i >= 0) ids.splice(i, 1);
+    }
+    deals.set(deal.id, deal);
+    const ids = order.get(deal.stage_id);
+    if (!ids) return;
+    ids.push(deal.id);
+    ids.sort(byRank);
+  }
+
+  function remove(id) {
+    deals.delete(id);
+    for (const ids of order.values()) {
+      const i = ids.indexOf(id);
+      if (i >= 0) ids.splice(i, 1);
+    }
+  }
+
+  function setStages(list) {
+    stages.clear();
+    for (const s of [...list].sort((a, b) => a.position - b.position)) {
+      stages.set(s.id, s);
+      if (!order.has(s.id)) order.set(s.id, []);
+    }
+    for (const id of [...order.keys()]) if (!stages.has(id)) order.delete(id);
+  }
+
+  function onFrame(msg) {
+    if (msg.type === "snapshot") {
+      deals.clear();
+      order.clear();
+      setStages(msg.state.stages || []);
+      for (const d of msg.state.deals || []) place(d);
+      ready = true;
+      // Everyone on the board sees who else is: presence lapses unless repeated.
+      live.presence(topic, { viewing: true });
+    } else if (msg.type === "event") {
+      const d = msg.data || {};
+      const mine = msg.cause && msg.cause.startsWith("w") && msg.actor === `user:${me().user.id}`;
+      if (msg.kind.startsWith("deal.")) {
+        if (msg.kind === "deal.deleted") remove(d.id);
+        else if (d.record && d.record.pipeline_id === pipelineId) {
+          place(d.record);
+          if (!mine) flash(d.id);
+        } else remove(d.id);
+      } else if (msg.kind.startsWith("stage.")) {
+        if (msg.kind === "stage.rebalanced") {
+          for (const [id, rank] of Object.entries(d.ranks || {})) if (deals.has(id)) deals.get(id).rank = rank;
+          order.get(d.id)?.sort(byRank);
+        } else if (msg.kind === "stage.deleted") {
+          setStages([...stages.values()].filter((s) => s.id !== d.id));
+        } else if (d.record) {
+          const list = [...stages.values()].filter((s) => s.id !== d.id);
+          setStages([...list, d.record]);
+        }
+      } else if (msg.kind === "pipeline.updated" && d.record) {
+        title.textContent = d.record.name;
+      }
+    } else if (msg.type === "presence") {
+      presence = msg.members || [];
+    }
+    draw();
+  }
+
+  function flash(id) {
+    recent.add(id);
+    setTimeout(() => { recent.delete(id); draw(); }, 1200);
+  }
+
+  /** Moves a card here at once, then asks the server; undoes it if refused. */
+  async function move(id, stageId, index) {
+    const deal = deals.get(id);
+    const from = deal.stage_id;
+    const fromIds = order.get(from);
+    const before = fromIds.indexOf(id);
+    const target = order.get(stageId).filter((x) => x !== id);
+    const after = index > 0 ? target[index - 1] : null;
+    const next = index < target.length ? target[index] : null;
+    if (from === stageId && fromIds[before - 1] === (after || undefined) && (fromIds[before + 1] || null) === next) return;
+    // Shown where it was dropped until the server's event says where it is.
+    fromIds.splice(before, 1);
+    target.splice(index, 0, id);
+    order.set(stageId, target);
+    deal.stage_id = stageId;
+    message = null;
+    draw();
+    const args = { id, stage_id: stageId, version: deal.version };
+    if (after) args.after = after;
+    if (next) args.before = next;
+    try {
+      await live.command(topic, "deal.move", args);
+    } catch (nack) {
+      const current = deals.get(id);
+      if (current) {
+        // Back to where it was, unless an event has placed it since.
+        if (current.stage_id === stageId && current.version === deal.version) {
+          current.stage_id = from;
+          place(current);
+        }
+      }
+      message = `“${deal.title}” was not moved: ${nack.message || nack.code}`;
+      draw();
+    }
+  }
+
+  function dropIndex(list, y) {
+    const cards = [...list.querySelectorAll(".deal:not(.dragging)")];
+    const i = cards.findIndex((c) => { const r = c.getBoundingClientRect(); return y < r.top + r.height / 2; });
+    return i < 0 ? cards.length : i;
+  }
+
+  function card(id) {
+    const d = deals.get(id);
+    const dragger = presence.find((p) => p.state && p.state.dragging === id && p.user_id !== me().user.id);
+    const isHeld = held && held.id === id;
+    return h(
+      "article",
+      {
+        class: `deal${recent.has(id) ? " arrived" : ""}${isHeld ? " held" : ""}`,
+        draggable: "true",
+        tabindex: "0",
+        "data-id": id,
+        "aria-grabbed": isHeld ? "true" : "false",
+        "aria-label": `${d.title}${d.amount !== null ? ", " + money(d.amount, d.currency) : ""}`,
+        ondragstart: (ev) => {
+          ev.dataTransfer.setData("text/plain", id);
+          ev.dataTransfer.effectAllowed = "move";
+          ev.currentTarget.classList.add("dragging");
+          live.presence(topic, { dragging: id });
+        },
+        ondragend: (ev) => {
+          ev.currentTarget.classList.remove("dragging");
+          live.presence(topic, { viewing: true });
+        },
+        onkeydown: (ev) => keyboard(ev, id),
+      },
+      h("div", { class: "deal-title" }, d.title),
+      d.amount !== null ? h("div", { class: "deal-amount" }, money(d.amount, d.currency)) : null,
+      d.owner_id ? h("div", { class: "deal-owner" }, names.get(d.owner_id) || "a member") : null,
+      (d.tags || []).length ? h("div", { class: "tags" }, d.tags.map((t) => h("span", { class: "tag" }, t))) : null,
+      dragger ? h("div", { class: "dragging-by" }, `${names.get(dragger.user_id) || "Someone"} is dragging`) : null,
+    );
+  }
+
+  function keyboard(ev, id) {
+    const stageIds = [...stages.keys()];
+    if (ev.key === " " || ev.key === "Enter") {
+      ev.preventDefault();
+      if (!held) {
+        const d = deals.get(id);
+        held = { id, stage: d.stage_id, index: order.get(d.stage_id).indexOf(id), from: d.stage_id };
+        live.presence(topic, { dragging: id });
+        message = `Moving “${d.title}”: arrow keys to choose the place, space to drop, Escape to cancel.`;
+      } else {
+        const { stage, index } = held;
+        held = null;
+        live.presence(topic, { viewing: true });
+        message = null;
+        move(id, stage, index);
+        return;
+      }
+    } else if (held && held.id === id && ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(ev.key)) {
+      ev.preventDefault();
+      const s = stageIds.indexOf(held.stage);
+      if (ev.key === "ArrowLeft" && s > 0) held.stage = stageIds[s - 1];
+      if (ev.key === "ArrowRight" && s < stageIds.length - 1) held.stage = stageIds[s + 1];
+      const size = order.get(held.stage).filter((x) => x !== id).length;
+      if (ev.key === "ArrowUp") held.index -= 1;
+      if (ev.key === "ArrowDown") held.index += 1;
+      held.index = Math.max(0, Math.min(size, ev.key === "ArrowLeft" || ev.key === "ArrowRight" ? Math.min(held.index, size) : held.index));
+      message = `“${deals.get(id).title}”: ${stages.get(held.stage).name}, place ${held.index + 1} of ${size + 1}.`;
+    } else if (held && ev.key === "Escape") {
+      held = null;
+      live.presence(topic, { viewing: true });
+      message = null;
+    } else {
+      return;
+    }
+    draw();
+  }
+
+  function column(stage) {
+    let ids = order.get(stage.id) || [];
+    if (held && held.stage === stage.id) {
+      ids = ids.filter((x) => x !== held.id);
+      ids.splice(held.index, 0, held.id);
+    } else if (held) {
+      ids = ids.filter((x) => x !== held.id);
+    }
+    const sums = new Map();
+    for (const id of ids) {
+      const d = deals.get(id);
+      if (d.amount !== null) sums.set(d.currency, (sums.get(d.currency) || 0) + d.amount);
+    }
+    const list = h("div", { class: "cards" }, ids.map(card));
+    return h(
+      "section",
+      {
+        class: "column",
+        "data-stage": stage.id,
+        "aria-label": stage.name,
+        ondragover: (ev) => { ev.preventDefault(); ev.dataTransfer.dropEffect = "move"; },
+        ondrop: (ev) => {
+          ev.preventDefault();
+          const id = ev.dataTransfer.getData("text/plain");
+          if (deals.has(id)) move(id, stage.id, dropIndex(list, ev.clientY));
+        },
+      },
+      h(
+        "header",
+        {},
+        h("span", { class: "stage-name" }, stage.name),
+        h("span", { class: "count", "data-testid": "count" }, String(ids.length)),
+        h("span", { class: "sum" }, [...sums].map(([c, a]) => money(a, c)).join(" + ")),
+      ),
+      list,
+    );
+  }
+
+  function draw() {
+    // Redrawn on every event: the card that had the keyboard's focus keeps it.
+    const focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".deal") : null;
+    const focusedId = focused && el.contains(focused) ? focused.dataset.id : null;
+    replace(status, live.connectionState() === "reconnecting" ? h("span", { class: "reconnecting" }, "Reconnecting…") : null, message ? h("p", { class: "notice", role: "status" }, message) : null);
+    replace(avatars, presence.map((p) => h("span", { class: "avatar", title: names.get(p.user_id) || "" }, initials(names.get(p.user_id)))));
+    if (ready) replace(columns, [...stages.values()].map(column));
+    if (focusedId) el.querySelector(`.deal[data-id="${focusedId}"]`)?.focus();
+  }
+
+  const stopState = live.onConnectionState(draw);
+  const stop = live.follow(topic, onFrame);
+  const heartbeat = setInterval(() => live.presence(topic, held ? { dragging: held.id } : { viewing: true }), 20000);
+  onLeave(() => {
+    clearInterval(heartbeat);
+    live.presence(topic, null);
+    stop();
+    stopState();
+  });
+  return el;
+}
