@@ -32,6 +32,11 @@ export function boardView(pipelineId, { onLeave }) {
   let message = null;
   let recent = new Set(); // deals just changed by someone else: they flash
   let ready = false;
+  // While a card is dragged its element must stay on the page (the browser ends a drag
+  // whose source goes away): redraws wait for the drop.
+  let dragging = false;
+  let deferred = false;
+  let painted = false;
 
   const status = h("div", { class: "board-status", "aria-live": "polite" });
   const avatars = h("div", { class: "avatars", "aria-label": "On this board" });
@@ -81,7 +86,12 @@ export function boardView(pipelineId, { onLeave }) {
       deals.clear();
       order.clear();
       setStages(msg.state.stages || []);
-      for (const d of msg.state.deals || []) place(d);
+      // Already by rank: appended, then each column sorted once.
+      for (const d of msg.state.deals || []) {
+        deals.set(d.id, d);
+        order.get(d.stage_id)?.push(d.id);
+      }
+      for (const ids of order.values()) ids.sort(byRank);
       ready = true;
       // Everyone on the board sees who else is: presence lapses unless repeated.
       live.presence(topic, { viewing: true });
@@ -154,10 +164,10 @@ export function boardView(pipelineId, { onLeave }) {
     }
   }
 
-  function dropIndex(list, y) {
-    const cards = [...list.querySelectorAll(".deal:not(.dragging)")];
-    const i = cards.findIndex((c) => { const r = c.getBoundingClientRect(); return y < r.top + r.height / 2; });
-    return i < 0 ? cards.length : i;
+  /** Where a drop at height `y` lands among a column's cards (the held one left out). */
+  function dropIndex(col, y, size) {
+    const top = col.scroller.getBoundingClientRect().top - col.scroller.scrollTop;
+    return Math.max(0, Math.min(size, Math.round((y - top) / ROW)));
   }
 
   function card(id) {
@@ -177,17 +187,19 @@ export function boardView(pipelineId, { onLeave }) {
           ev.dataTransfer.setData("text/plain", id);
           ev.dataTransfer.effectAllowed = "move";
           ev.currentTarget.classList.add("dragging");
+          dragging = true;
           live.presence(topic, { dragging: id });
         },
         ondragend: (ev) => {
           ev.currentTarget.classList.remove("dragging");
+          dragging = false;
           live.presence(topic, { viewing: true });
+          if (deferred) draw();
         },
         onkeydown: (ev) => keyboard(ev, id),
       },
       h("div", { class: "deal-title" }, d.title),
-      d.amount !== null ? h("div", { class: "deal-amount" }, money(d.amount, d.currency)) : null,
-      d.owner_id ? h("div", { class: "deal-owner" }, names.get(d.owner_id) || "a member") : null,
+      h("div", { class: "deal-meta" }, [d.amount !== null ? money(d.amount, d.currency) : null, d.owner_id ? names.get(d.owner_id) || "a member" : null].filter(Boolean).join(" · ")),
       (d.tags || []).length ? h("div", { class: "tags" }, d.tags.map((t) => h("span", { class: "tag" }, t))) : null,
       dragger ? h("div", { class: "dragging-by" }, `${names.get(dragger.user_id) || "Someone"} is dragging`) : null,
     );
@@ -230,52 +242,120 @@ export function boardView(pipelineId, { onLeave }) {
     draw();
   }
 
-  function column(stage) {
-    let ids = order.get(stage.id) || [];
-    if (held && held.stage === stage.id) {
+  /** A column's cards in order as shown: the card held by the keyboard where it is held. */
+  function shown(stageId) {
+    let ids = order.get(stageId) || [];
+    if (held) {
       ids = ids.filter((x) => x !== held.id);
-      ids.splice(held.index, 0, held.id);
-    } else if (held) {
-      ids = ids.filter((x) => x !== held.id);
+      if (held.stage === stageId) ids.splice(held.index, 0, held.id);
     }
+    return ids;
+  }
+
+  // Columns stay on the page between redraws (so do their scroll positions); only the
+  // cards in view, and a few either side, are drawn: a column of thousands of cards
+  // costs what a screenful does.
+  const ROW = 76; // a card's height and the gap below it, in CSS pixels
+  const cols = new Map(); // stage id → {section, name, count, sum, scroller, rows}
+
+  function makeColumn(stage) {
+    const name = h("span", { class: "stage-name" });
+    const count = h("span", { class: "count", "data-testid": "count" });
+    const sum = h("span", { class: "sum" });
+    const rows = h("div", { class: "rows" });
+    const scroller = h("div", { class: "cards" }, rows);
+    const col = { name, count, sum, rows, scroller, pending: false };
+    col.section = h(
+      "section",
+      {
+        class: "column",
+        "data-stage": stage.id,
+        ondragover: (ev) => { ev.preventDefault(); ev.dataTransfer.dropEffect = "move"; },
+        ondrop: (ev) => {
+          ev.preventDefault();
+          const id = ev.dataTransfer.getData("text/plain");
+          if (!deals.has(id)) return;
+          const size = (order.get(stage.id) || []).filter((x) => x !== id).length;
+          move(id, stage.id, dropIndex(col, ev.clientY, size));
+        },
+      },
+      h("header", {}, name, count, sum),
+      scroller,
+    );
+    scroller.addEventListener("scroll", () => {
+      if (col.pending) return;
+      col.pending = true;
+      requestAnimationFrame(() => { col.pending = false; drawCards(stage.id); });
+    });
+    return col;
+  }
+
+  function drawCards(stageId) {
+    const col = cols.get(stageId);
+    if (!col) return;
+    const ids = shown(stageId);
+    col.rows.style.height = `${ids.length * ROW}px`;
+    const view = col.scroller.clientHeight || 800;
+    const first = Math.max(0, Math.floor(col.scroller.scrollTop / ROW) - 5);
+    const last = Math.min(ids.length, Math.ceil((col.scroller.scrollTop + view) / ROW) + 5);
+    const cards = [];
+    for (let i = first; i < last; i++) {
+      const c = card(ids[i]);
+      c.style.top = `${i * ROW}px`;
+      cards.push(c);
+    }
+    replace(col.rows, cards);
+  }
+
+  function drawColumn(stage) {
+    const col = cols.get(stage.id);
+    const ids = shown(stage.id);
     const sums = new Map();
     for (const id of ids) {
       const d = deals.get(id);
       if (d.amount !== null) sums.set(d.currency, (sums.get(d.currency) || 0) + d.amount);
     }
-    const list = h("div", { class: "cards" }, ids.map(card));
-    return h(
-      "section",
-      {
-        class: "column",
-        "data-stage": stage.id,
-        "aria-label": stage.name,
-        ondragover: (ev) => { ev.preventDefault(); ev.dataTransfer.dropEffect = "move"; },
-        ondrop: (ev) => {
-          ev.preventDefault();
-          const id = ev.dataTransfer.getData("text/plain");
-          if (deals.has(id)) move(id, stage.id, dropIndex(list, ev.clientY));
-        },
-      },
-      h(
-        "header",
-        {},
-        h("span", { class: "stage-name" }, stage.name),
-        h("span", { class: "count", "data-testid": "count" }, String(ids.length)),
-        h("span", { class: "sum" }, [...sums].map(([c, a]) => money(a, c)).join(" + ")),
-      ),
-      list,
-    );
+    col.section.setAttribute("aria-label", stage.name);
+    col.name.textContent = stage.name;
+    col.count.textContent = String(ids.length);
+    col.sum.textContent = [...sums].map(([c, a]) => money(a, c)).join(" + ");
+    if (held && held.stage === stage.id) {
+      // Keeps the held card in view as the keyboard moves it.
+      const top = held.index * ROW;
+      if (top < col.scroller.scrollTop || top + ROW > col.scroller.scrollTop + col.scroller.clientHeight) {
+        col.scroller.scrollTop = Math.max(0, top - ROW);
+      }
+    }
+    drawCards(stage.id);
   }
 
   function draw() {
+    if (dragging) {
+      deferred = true;
+      return;
+    }
+    deferred = false;
     // Redrawn on every event: the card that had the keyboard's focus keeps it.
     const focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".deal") : null;
     const focusedId = focused && el.contains(focused) ? focused.dataset.id : null;
     replace(status, live.connectionState() === "reconnecting" ? h("span", { class: "reconnecting" }, "Reconnecting…") : null, message ? h("p", { class: "notice", role: "status" }, message) : null);
     replace(avatars, presence.map((p) => h("span", { class: "avatar", title: names.get(p.user_id) || "" }, initials(names.get(p.user_id)))));
-    if (ready) replace(columns, [...stages.values()].map(column));
+    if (!ready) return;
+    const wanted = [...stages.keys()];
+    if (wanted.join() !== [...cols.keys()].join()) {
+      for (const id of [...cols.keys()]) if (!stages.has(id)) cols.delete(id);
+      for (const id of wanted) if (!cols.has(id)) cols.set(id, makeColumn(stages.get(id)));
+      const sorted = new Map(wanted.map((id) => [id, cols.get(id)]));
+      cols.clear();
+      for (const [k, v] of sorted) cols.set(k, v);
+      replace(columns, wanted.map((id) => cols.get(id).section));
+    }
+    for (const stage of stages.values()) drawColumn(stage);
     if (focusedId) el.querySelector(`.deal[data-id="${focusedId}"]`)?.focus();
+    if (!painted) {
+      painted = true;
+      performance.mark("shoal:board-painted");
+    }
   }
 
   const stopState = live.onConnectionState(draw);

@@ -158,12 +158,7 @@ async fn signup(state: State, req: HttpRequest, body: JsonBody) -> Reply {
             let ws_name = check_name("workspace_name", &ws_name)?;
             let hash = hash_password(&state, r.password).await?;
             let (ws, user) = state.store.create_workspace(&ws_name, email.as_str(), &name, &hash).await?;
-            Ok(session_reply(
-                &req,
-                StatusCode::CREATED,
-                session(&state, &user, &ws, None, None).await?,
-                cookie,
-            ))
+            session_reply(&req, StatusCode::CREATED, session(&state, &user, &ws, None, None).await?, cookie)
         }
         (None, Some(token)) => {
             let hash = hash_password(&state, r.password).await?;
@@ -173,12 +168,7 @@ async fn signup(state: State, req: HttpRequest, body: JsonBody) -> Reply {
                 password_hash: &hash,
             };
             let (ws, user) = join(&state, &token, joiner).await?;
-            Ok(session_reply(
-                &req,
-                StatusCode::CREATED,
-                session(&state, &user, &ws, None, None).await?,
-                cookie,
-            ))
+            session_reply(&req, StatusCode::CREATED, session(&state, &user, &ws, None, None).await?, cookie)
         }
         _ => Err(FieldErrors::single(
             "workspace_name",
@@ -257,12 +247,12 @@ async fn login(state: State, req: HttpRequest, body: JsonBody) -> Reply {
             .ok_or_else(bad)?,
         None => workspaces.first().map(|(id, _)| id.clone()).ok_or_else(bad)?,
     };
-    Ok(session_reply(
+    session_reply(
         &req,
         StatusCode::OK,
         session(&state, &user.id, &ws, None, None).await?,
         r.refresh_cookie,
-    ))
+    )
 }
 
 #[derive(Deserialize)]
@@ -284,7 +274,7 @@ const CSRF_HEADER: &str = "x-csrf-token";
 /// SameSite=Strict cookie (Secure when the request came over HTTPS) instead of the
 /// body, with a fresh CSRF value beside it; the access token stays in the body, for
 /// the app to hold in memory.
-fn session_reply(req: &HttpRequest, status: StatusCode, mut session: Value, cookie: bool) -> HttpResponse {
+fn session_reply(req: &HttpRequest, status: StatusCode, mut session: Value, cookie: bool) -> Reply {
     let mut reply = HttpResponse::build(status);
     if cookie {
         let refresh = session
@@ -293,21 +283,25 @@ fn session_reply(req: &HttpRequest, status: StatusCode, mut session: Value, cook
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let secure = req.connection_info().scheme() == "https";
-        let csrf = random_token().unwrap_or_default();
+        // The cookies last as long as the refresh token does.
+        let lifetime = req
+            .app_data::<State>()
+            .map(|s| i64::try_from(s.settings.refresh_token_ttl_secs).unwrap_or(i64::MAX))
+            .unwrap_or(0);
         reply
-            .cookie(session_cookie(REFRESH_COOKIE, refresh, true, secure))
-            .cookie(session_cookie(CSRF_COOKIE, csrf, false, secure));
+            .cookie(session_cookie(REFRESH_COOKIE, refresh, true, secure, lifetime))
+            .cookie(session_cookie(CSRF_COOKIE, random_token()?, false, secure, lifetime));
     }
-    reply.insert_header((header::CACHE_CONTROL, "no-store")).json(session)
+    Ok(reply.insert_header((header::CACHE_CONTROL, "no-store")).json(session))
 }
 
-fn session_cookie(name: &'static str, value: String, http_only: bool, secure: bool) -> Cookie<'static> {
+fn session_cookie(name: &'static str, value: String, http_only: bool, secure: bool, lifetime_secs: i64) -> Cookie<'static> {
     Cookie::build(name, value)
         .path(if http_only { "/api/v1/auth" } else { "/" })
         .http_only(http_only)
         .secure(secure)
         .same_site(SameSite::Strict)
-        .max_age(CookieDuration::days(30))
+        .max_age(CookieDuration::seconds(lifetime_secs))
         .finish()
 }
 
@@ -336,7 +330,7 @@ fn presented_refresh(req: &HttpRequest, body: Option<String>) -> Result<(String,
 /// Cookies that end the browser's session.
 fn cleared_cookies(reply: &mut actix_web::HttpResponseBuilder) {
     for (name, http_only) in [(REFRESH_COOKIE, true), (CSRF_COOKIE, false)] {
-        let mut c = session_cookie(name, String::new(), http_only, false);
+        let mut c = session_cookie(name, String::new(), http_only, false, 0);
         c.make_removal();
         reply.cookie(c);
     }
@@ -354,7 +348,7 @@ async fn refresh(state: State, req: HttpRequest, body: JsonBody) -> Reply {
     {
         RefreshOutcome::Rotated(s) => {
             let session = session(&state, &s.user_id, &s.workspace_id, Some(&s.session_id), Some(next)).await?;
-            Ok(session_reply(&req, StatusCode::OK, session, cookie))
+            session_reply(&req, StatusCode::OK, session, cookie)
         }
         RefreshOutcome::Reused(s) => {
             state.directory.access_changed(session_ended(s)).await;
@@ -523,12 +517,12 @@ async fn accept_invitation(state: State, req: HttpRequest, body: JsonBody) -> Re
         _ => return Err(FieldErrors::single("password", "give both email and password, or neither and an access token").into()),
     };
     let (ws, user) = join(&state, &r.token, Joiner::Existing { user_id: &user_id }).await?;
-    Ok(session_reply(
+    session_reply(
         &req,
         StatusCode::OK,
         session(&state, &user, &ws, None, None).await?,
         r.refresh_cookie,
-    ))
+    )
 }
 
 #[derive(Deserialize)]

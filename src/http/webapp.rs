@@ -75,15 +75,6 @@ impl WebAssets {
         let page = Bytes::from(PAGE.replace("{{assets}}", &format!("/assets/{build}")));
         Ok(WebAssets { build, page, files })
     }
-
-    /// Bytes sent for the whole app's scripts and styles, compressed.
-    pub fn compressed_code_size(&self) -> usize {
-        self.files
-            .values()
-            .filter(|a| a.content_type != "image/svg+xml")
-            .map(|a| a.gzip.len())
-            .sum()
-    }
 }
 
 /// The app's page: for `/` and for any other path a browser navigates to that is not
