@@ -158,7 +158,13 @@ async fn signup(state: State, req: HttpRequest, body: JsonBody) -> Reply {
             let ws_name = check_name("workspace_name", &ws_name)?;
             let hash = hash_password(&state, r.password).await?;
             let (ws, user) = state.store.create_workspace(&ws_name, email.as_str(), &name, &hash).await?;
-            session_reply(&req, StatusCode::CREATED, session(&state, &user, &ws, None, None).await?, cookie)
+            session_reply(
+                &state,
+                &req,
+                StatusCode::CREATED,
+                session(&state, &user, &ws, None, None).await?,
+                cookie,
+            )
         }
         (None, Some(token)) => {
             let hash = hash_password(&state, r.password).await?;
@@ -168,7 +174,13 @@ async fn signup(state: State, req: HttpRequest, body: JsonBody) -> Reply {
                 password_hash: &hash,
             };
             let (ws, user) = join(&state, &token, joiner).await?;
-            session_reply(&req, StatusCode::CREATED, session(&state, &user, &ws, None, None).await?, cookie)
+            session_reply(
+                &state,
+                &req,
+                StatusCode::CREATED,
+                session(&state, &user, &ws, None, None).await?,
+                cookie,
+            )
         }
         _ => Err(FieldErrors::single(
             "workspace_name",
@@ -248,6 +260,7 @@ async fn login(state: State, req: HttpRequest, body: JsonBody) -> Reply {
         None => workspaces.first().map(|(id, _)| id.clone()).ok_or_else(bad)?,
     };
     session_reply(
+        &state,
         &req,
         StatusCode::OK,
         session(&state, &user.id, &ws, None, None).await?,
@@ -274,7 +287,7 @@ const CSRF_HEADER: &str = "x-csrf-token";
 /// SameSite=Strict cookie (Secure when the request came over HTTPS) instead of the
 /// body, with a fresh CSRF value beside it; the access token stays in the body, for
 /// the app to hold in memory.
-fn session_reply(req: &HttpRequest, status: StatusCode, mut session: Value, cookie: bool) -> Reply {
+fn session_reply(state: &AppState, req: &HttpRequest, status: StatusCode, mut session: Value, cookie: bool) -> Reply {
     let mut reply = HttpResponse::build(status);
     if cookie {
         let refresh = session
@@ -284,10 +297,7 @@ fn session_reply(req: &HttpRequest, status: StatusCode, mut session: Value, cook
             .unwrap_or_default();
         let secure = req.connection_info().scheme() == "https";
         // The cookies last as long as the refresh token does.
-        let lifetime = req
-            .app_data::<State>()
-            .map(|s| i64::try_from(s.settings.refresh_token_ttl_secs).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let lifetime = i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(i64::MAX);
         reply
             .cookie(session_cookie(REFRESH_COOKIE, refresh, true, secure, lifetime))
             .cookie(session_cookie(CSRF_COOKIE, random_token()?, false, secure, lifetime));
@@ -348,7 +358,7 @@ async fn refresh(state: State, req: HttpRequest, body: JsonBody) -> Reply {
     {
         RefreshOutcome::Rotated(s) => {
             let session = session(&state, &s.user_id, &s.workspace_id, Some(&s.session_id), Some(next)).await?;
-            session_reply(&req, StatusCode::OK, session, cookie)
+            session_reply(&state, &req, StatusCode::OK, session, cookie)
         }
         RefreshOutcome::Reused(s) => {
             state.directory.access_changed(session_ended(s)).await;
@@ -518,6 +528,7 @@ async fn accept_invitation(state: State, req: HttpRequest, body: JsonBody) -> Re
     };
     let (ws, user) = join(&state, &r.token, Joiner::Existing { user_id: &user_id }).await?;
     session_reply(
+        &state,
         &req,
         StatusCode::OK,
         session(&state, &user, &ws, None, None).await?,
