@@ -108,6 +108,7 @@ def main() -> int:
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, int(round(0.95 * len(latencies))) - 1)]
     result = {
+        "scenario": "web-board",
         "deals": a.deals,
         "fill_secs": round(fill_secs, 1),
         "painted_ms": [round(x) for x in loads],

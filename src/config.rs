@@ -82,6 +82,10 @@ pub struct Settings {
     /// figures say how busy the node is and with how many connections, which is no
     /// one's business but its operators'.
     pub metrics_token: Option<Secret>,
+    /// Serve the web app's files from this folder (a checkout's `web/`) instead of the
+    /// copies compiled into the binary: for working on the app, where an edit then
+    /// needs a restart, not a rebuild. Read once at start-up.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -109,6 +113,7 @@ impl Default for Settings {
             passivate_after_secs: 300,
             ws_outbound_queue: 1024,
             metrics_token: None,
+            web_dir: None,
         }
     }
 }
@@ -136,6 +141,7 @@ const KEYS: &[&str] = &[
     "passivate_after_secs",
     "ws_outbound_queue",
     "metrics_token",
+    "web_dir",
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.

@@ -114,7 +114,7 @@ impl Application {
             clock: Default::default(),
             inbox_tokens: Default::default(),
         });
-        let site = web::Data::new(http::Site::load()?);
+        let site = web::Data::new(http::Site::load(state.settings.web_dir.as_deref())?);
         let (stop_workers, stop) = tokio::sync::watch::channel(false);
         let background = vec![actix_web::rt::spawn(crate::workers::timers::run(state.clone().into_inner(), stop))];
         let server = HttpServer::new(move || {

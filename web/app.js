@@ -1,23 +1,31 @@
-// Shoal's web app: routes on the client (history API), one view at a time.
+// Shoal's web app: routes on the client (history API), one view at a time, inside a
+// shell with the navigation, the search box, the notification bell and the workspace.
 
 import { h, replace, formValues } from "./dom.js";
-import { api, ApiFailure } from "./api.js";
+import { api } from "./api.js";
 import * as session from "./session.js";
+import { go, link, problem, setRenderer } from "./ui.js";
 import { boardView } from "./board.js";
+import { recordsView, searchView } from "./records.js";
+import { recordView } from "./record.js";
+import { inboxView } from "./inbox.js";
+import { settingsView } from "./settings.js";
+import { bell } from "./bell.js";
 
 const root = document.getElementById("app");
-
-const routes = {
-  "/login": loginView,
-  "/signup": signupView,
-  "/": homeView,
-};
 const PUBLIC = new Set(["/login", "/signup"]);
+const TYPES = "contacts|companies|leads|deals|activities";
 
-export function go(path, { replace: swap = false } = {}) {
-  if (location.pathname !== path) history[swap ? "replaceState" : "pushState"]({}, "", path);
-  render();
-}
+// Each view is `(match, ctx) → element`; ctx = {onLeave(f), query: URLSearchParams}.
+const views = [
+  [/^\/$/, () => homeView()],
+  [/^\/boards\/([0-9a-zA-Z-]+)$/, (m, ctx) => boardView(m[1], ctx)],
+  [new RegExp(`^/records/(${TYPES})$`), (m, ctx) => recordsView(m[1], ctx)],
+  [new RegExp(`^/records/(${TYPES})/([0-9a-zA-Z-]+)$`), (m, ctx) => recordView(m[1], m[2], ctx)],
+  [/^\/search$/, (m, ctx) => searchView(ctx)],
+  [/^\/inbox(?:\/(.*))?$/, (m, ctx) => inboxView(m[1] || "", ctx)],
+  [/^\/settings(?:\/([a-z-]+))?$/, (m, ctx) => settingsView(m[1] || "", ctx)],
+];
 
 // What the view on screen must stop (its subscriptions) when another replaces it.
 let leaving = [];
@@ -32,24 +40,16 @@ function render() {
   if (signedIn && PUBLIC.has(path)) return go("/", { replace: true });
   for (const f of leaving) f();
   leaving = [];
-  const board = path.match(/^\/boards\/([0-9a-zA-Z-]+)$/);
-  if (board) return replace(root, shell(boardView(board[1], { onLeave })));
-  const view = routes[path] || notFoundView;
-  replace(root, view());
+  if (path === "/login") return replace(root, loginView());
+  if (path === "/signup") return replace(root, signupView());
+  const ctx = { onLeave, query: new URLSearchParams(location.search) };
+  for (const [pattern, view] of views) {
+    const m = path.match(pattern);
+    if (m) return replace(root, shell(view(m, ctx)));
+  }
+  replace(root, notFoundView());
 }
-
-/** A failure said in words, with what each wrong field needs. */
-function problem(e) {
-  if (!(e instanceof ApiFailure)) return h("p", { class: "error", role: "alert" }, String(e));
-  const fields = e.details && e.details.fields ? Object.entries(e.details.fields) : [];
-  return h(
-    "div",
-    { class: "error", role: "alert" },
-    h("p", {}, e.message),
-    fields.length ? h("ul", {}, fields.map(([field, why]) => h("li", {}, `${field.replaceAll("_", " ")}: ${why}`))) : null,
-    e.body && e.body.error && e.body.error.hint ? h("p", {}, e.body.error.hint) : null,
-  );
-}
+setRenderer(render);
 
 function authForm(title, fields, submitLabel, onSubmit, footer) {
   const status = h("div", { class: "status", "aria-live": "polite" });
@@ -83,10 +83,6 @@ function authForm(title, fields, submitLabel, onSubmit, footer) {
   return h("main", { class: "center" }, h("div", { class: "brand" }, "Shoal"), form);
 }
 
-function link(path, text) {
-  return h("a", { href: path, onclick: (ev) => { ev.preventDefault(); go(path); } }, text);
-}
-
 function loginView() {
   return authForm(
     "Sign in",
@@ -100,29 +96,98 @@ function loginView() {
   );
 }
 
+// An invitation link's token, taken out of the address as soon as the page has it, so
+// it stays out of the history and of what is shared from the address bar.
+let invitation = null;
+
 function signupView() {
+  const fromLink = new URLSearchParams(location.search).get("invitation");
+  if (fromLink) {
+    invitation = fromLink;
+    history.replaceState({}, "", "/signup");
+  }
+  const joining = invitation;
   return authForm(
-    "Create a workspace",
+    joining ? "Join your team" : "Create a workspace",
     [
-      ["workspace_name", "Workspace name", "text", { autocomplete: "organization" }],
+      ...(joining ? [] : [["workspace_name", "Workspace name", "text", { autocomplete: "organization" }]]),
       ["name", "Your name", "text", { autocomplete: "name" }],
       ["email", "E-mail", "email", { autocomplete: "username" }],
       ["password", "Password", "password", { autocomplete: "new-password" }],
     ],
-    "Create workspace",
-    (v) => session.signup(v.name, v.email, v.password, v.workspace_name),
+    joining ? "Join" : "Create workspace",
+    async (v) => {
+      await session.signup(v.name, v.email, v.password, v.workspace_name, joining);
+      invitation = null;
+    },
     h("p", { class: "muted" }, "Already have an account? ", link("/login", "Sign in")),
   );
 }
 
+const ADMINS = new Set(["owner", "admin"]);
+
+/** The workspace's name, or a menu of the user's workspaces when there are several. */
+function workspacePicker(m) {
+  const others = (m.workspaces || []).filter((w) => w.id !== m.workspace.id);
+  if (!others.length) return h("span", { class: "workspace", "data-testid": "workspace" }, m.workspace.name);
+  const select = h(
+    "select",
+    {
+      class: "workspace",
+      "data-testid": "workspace",
+      "aria-label": "Workspace",
+      onchange: async () => {
+        select.disabled = true;
+        try {
+          await session.switchWorkspace(select.value);
+          // A fresh page: nothing of the other workspace (its subscriptions, its
+          // lists) is carried over.
+          location.assign("/");
+        } catch (e) {
+          select.disabled = false;
+          select.value = m.workspace.id;
+          document.querySelector(".content")?.prepend(problem(e));
+        }
+      },
+    },
+    [m.workspace, ...others].map((w) => h("option", { value: w.id, selected: w.id === m.workspace.id }, w.name)),
+  );
+  return select;
+}
+
 function header() {
   const m = session.me();
+  const here = location.pathname;
+  const nav = (path, text, active) => link(path, text, { class: active ? "nav active" : "nav", "aria-current": active ? "page" : null });
+  const search = h(
+    "form",
+    {
+      class: "search",
+      role: "search",
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const q = formValues(search).q;
+        if (q) go(`/search?q=${encodeURIComponent(q)}`);
+      },
+    },
+    h("input", { name: "q", type: "search", placeholder: "Search everything", "aria-label": "Search everything", value: here === "/search" ? new URLSearchParams(location.search).get("q") || "" : "" }),
+  );
   return h(
     "header",
     { class: "top" },
     link("/", h("span", { class: "brand" }, "Shoal")),
-    h("span", { class: "workspace", "data-testid": "workspace" }, m.workspace.name),
+    workspacePicker(m),
+    h(
+      "nav",
+      { class: "main-nav", "aria-label": "Main" },
+      nav("/", "Pipelines", here === "/" || here.startsWith("/boards/")),
+      nav("/records/contacts", "Records", here.startsWith("/records/")),
+      nav("/inbox", "Inbox", here.startsWith("/inbox")),
+      ADMINS.has(m.role) ? nav("/settings", "Settings", here.startsWith("/settings")) : null,
+    ),
+    search,
     h("span", { class: "grow" }),
+    bell(m),
     h("span", { class: "who" }, m.user ? `${m.user.name} · ${m.role}` : ""),
     h("button", { class: "quiet", onclick: async () => { await session.logout().catch(() => {}); go("/login"); } }, "Sign out"),
   );
@@ -138,10 +203,10 @@ function homeView() {
       replace(list, h("h2", {}, "Pipelines"), rows.length ? h("ul", { class: "plain" }, rows) : h("p", { class: "muted" }, "No pipelines yet."));
     })
     .catch((e) => replace(list, h("h2", {}, "Pipelines"), problem(e)));
-  return shell(list);
+  return list;
 }
 
-function shell(...content) {
+function shell(content) {
   return h("div", { class: "shell" }, header(), h("main", { class: "content" }, content));
 }
 

@@ -6,20 +6,7 @@ import { h, replace } from "./dom.js";
 import { api } from "./api.js";
 import * as live from "./live.js";
 import { me } from "./session.js";
-
-/** Whole minor units, as the API keeps amounts, in the deal's currency. */
-export function money(amount, currency) {
-  if (amount === null || amount === undefined) return "";
-  try {
-    return new Intl.NumberFormat(undefined, { style: "currency", currency: currency || "USD", maximumFractionDigits: 0 }).format(amount / 100);
-  } catch {
-    return `${(amount / 100).toFixed(0)} ${currency || ""}`;
-  }
-}
-
-function initials(name) {
-  return (name || "?").split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
-}
+import { money, initials } from "./ui.js";
 
 export function boardView(pipelineId, { onLeave }) {
   const topic = `board:${pipelineId}`;
@@ -60,8 +47,15 @@ export function boardView(pipelineId, { onLeave }) {
     deals.set(deal.id, deal);
     const ids = order.get(deal.stage_id);
     if (!ids) return;
-    ids.push(deal.id);
-    ids.sort(byRank);
+    // Into its place by rank (the rest of the column is in order already).
+    let lo = 0;
+    let hi = ids.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (byRank(ids[mid], deal.id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    ids.splice(lo, 0, deal.id);
   }
 
   function remove(id) {
@@ -74,7 +68,7 @@ export function boardView(pipelineId, { onLeave }) {
 
   function setStages(list) {
     stages.clear();
-    for (const s of [...list].sort((a, b) => a.position - b.position)) {
+    for (const s of [...list].sort((a, b) => a.position - b.position || (a.id < b.id ? -1 : 1))) {
       stages.set(s.id, s);
       if (!order.has(s.id)) order.set(s.id, []);
     }
@@ -82,6 +76,9 @@ export function boardView(pipelineId, { onLeave }) {
   }
 
   function onFrame(msg) {
+    // Which columns the frame changes (null: all of them): a move redraws its two
+    // columns, not the whole board.
+    let only = null;
     if (msg.type === "snapshot") {
       deals.clear();
       order.clear();
@@ -99,6 +96,7 @@ export function boardView(pipelineId, { onLeave }) {
       const d = msg.data || {};
       const mine = msg.cause && msg.cause.startsWith("w") && msg.actor === `user:${me().user.id}`;
       if (msg.kind.startsWith("deal.")) {
+        only = new Set([deals.get(d.id)?.stage_id, d.record?.stage_id]);
         if (msg.kind === "deal.deleted") remove(d.id);
         else if (d.record && d.record.pipeline_id === pipelineId) {
           place(d.record);
@@ -118,14 +116,18 @@ export function boardView(pipelineId, { onLeave }) {
         title.textContent = d.record.name;
       }
     } else if (msg.type === "presence") {
+      // Only the columns of cards someone starts or stops dragging change.
+      const draggedStages = (list) => list.map((p) => p.state && p.state.dragging).filter((id) => deals.has(id)).map((id) => deals.get(id).stage_id);
+      only = new Set(draggedStages(presence));
       presence = msg.members || [];
+      for (const s of draggedStages(presence)) only.add(s);
     }
-    draw();
+    draw(only);
   }
 
   function flash(id) {
     recent.add(id);
-    setTimeout(() => { recent.delete(id); draw(); }, 1200);
+    setTimeout(() => { recent.delete(id); draw(new Set([deals.get(id)?.stage_id])); }, 1200);
   }
 
   /** Moves a card here at once, then asks the server; undoes it if refused. */
@@ -199,10 +201,48 @@ export function boardView(pipelineId, { onLeave }) {
         onkeydown: (ev) => keyboard(ev, id),
       },
       h("div", { class: "deal-title" }, d.title),
-      h("div", { class: "deal-meta" }, [d.amount !== null ? money(d.amount, d.currency) : null, d.owner_id ? names.get(d.owner_id) || "a member" : null].filter(Boolean).join(" · ")),
+      h("div", { class: "deal-meta" }, [d.amount !== null ? money(d.amount, d.currency) : null, party(d), d.owner_id ? names.get(d.owner_id) || "a member" : null].filter(Boolean).join(" · ")),
       (d.tags || []).length ? h("div", { class: "tags" }, d.tags.map((t) => h("span", { class: "tag" }, t))) : null,
       dragger ? h("div", { class: "dragging-by" }, `${names.get(dragger.user_id) || "Someone"} is dragging`) : null,
     );
+  }
+
+  // Contact and company names, looked up only for the cards drawn (in batches, once
+  // each), so a board of thousands of deals does not load thousands of contacts.
+  const parties = new Map(); // "contacts:<id>" / "companies:<id>" → name
+  const wanted = new Set();
+  let looking = false;
+
+  function party(d) {
+    for (const [family, id] of [["contacts", d.contact_id], ["companies", d.company_id]]) {
+      if (!id) continue;
+      const key = `${family}:${id}`;
+      if (parties.has(key)) return parties.get(key);
+      wanted.add(key);
+      return null;
+    }
+    return null;
+  }
+
+  async function lookUp() {
+    if (looking || !wanted.size) return;
+    looking = true;
+    const keys = [...wanted].slice(0, 100);
+    for (const k of keys) wanted.delete(k);
+    try {
+      for (const family of ["contacts", "companies"]) {
+        const ids = keys.filter((k) => k.startsWith(family + ":")).map((k) => k.slice(family.length + 1));
+        if (!ids.length) continue;
+        const page = await api("GET", `/${family}?id_in=${ids.join(",")}&limit=100`);
+        for (const id of ids) parties.set(`${family}:${id}`, "");
+        for (const r of page.data) parties.set(`${family}:${r.id}`, r.name || [r.first_name, r.last_name].filter(Boolean).join(" ") || r.email || "");
+      }
+    } catch {
+      // Names are a nicety: a card without one still shows and moves.
+      for (const k of keys) parties.set(k, "");
+    }
+    looking = false;
+    draw();
   }
 
   function keyboard(ev, id) {
@@ -305,6 +345,7 @@ export function boardView(pipelineId, { onLeave }) {
       cards.push(c);
     }
     replace(col.rows, cards);
+    lookUp();
   }
 
   function drawColumn(stage) {
@@ -329,7 +370,8 @@ export function boardView(pipelineId, { onLeave }) {
     drawCards(stage.id);
   }
 
-  function draw() {
+  /** Draws the board; `only`: just these columns' cards changed. */
+  function draw(only = null) {
     if (dragging) {
       deferred = true;
       return;
@@ -350,7 +392,7 @@ export function boardView(pipelineId, { onLeave }) {
       for (const [k, v] of sorted) cols.set(k, v);
       replace(columns, wanted.map((id) => cols.get(id).section));
     }
-    for (const stage of stages.values()) drawColumn(stage);
+    for (const stage of stages.values()) if (!only || only.has(stage.id)) drawColumn(stage);
     if (focusedId) el.querySelector(`.deal[data-id="${focusedId}"]`)?.focus();
     if (!painted) {
       painted = true;
@@ -358,7 +400,7 @@ export function boardView(pipelineId, { onLeave }) {
     }
   }
 
-  const stopState = live.onConnectionState(draw);
+  const stopState = live.onConnectionState(() => draw());
   const stop = live.follow(topic, onFrame);
   const heartbeat = setInterval(() => live.presence(topic, held ? { dragging: held.id } : { viewing: true }), 20000);
   onLeave(() => {

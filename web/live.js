@@ -3,7 +3,9 @@
 
 import { token, onToken, renewToken } from "./api.js";
 
-const topics = new Map(); // topic → {seq, onFrame}
+// topic → Set of followers {seq, onFrame}: several views (the bell and a page) may
+// follow one topic; each is handed every frame after the seq it has seen.
+const topics = new Map();
 const pending = new Map(); // command id → {resolve, reject}
 const stateListeners = new Set();
 let socket = null;
@@ -40,7 +42,7 @@ function connect() {
   ws.onopen = () => {
     attempt = 0;
     setState("open");
-    for (const [topic, t] of topics) sendSubscribe(topic, t);
+    for (const [topic, followers] of topics) sendSubscribe(topic, followers);
   };
   ws.onmessage = (ev) => receive(JSON.parse(ev.data));
   ws.onclose = (ev) => {
@@ -64,9 +66,11 @@ function connect() {
   };
 }
 
-function sendSubscribe(topic, t) {
+/** Resumes from the seq every follower has seen, or asks for a snapshot if one has none. */
+function sendSubscribe(topic, followers) {
   const msg = { type: "subscribe", topic };
-  if (t.seq !== null) msg.since_seq = t.seq;
+  const seqs = [...followers].map((f) => f.seq);
+  if (seqs.length && seqs.every((q) => q !== null)) msg.since_seq = Math.min(...seqs);
   socket.send(JSON.stringify(msg));
 }
 
@@ -83,30 +87,42 @@ function receive(msg) {
     }
     case "resync": {
       // The server stopped following the topic for us: follow it again from where we are.
-      const t = topics.get(msg.topic);
-      if (t && socket && socket.readyState === WebSocket.OPEN) sendSubscribe(msg.topic, t);
+      const followers = topics.get(msg.topic);
+      if (followers && socket && socket.readyState === WebSocket.OPEN) sendSubscribe(msg.topic, followers);
       return;
     }
     default: {
-      const t = msg.topic && topics.get(msg.topic);
-      if (!t) return;
-      if (msg.type === "snapshot" || msg.type === "event") {
-        if (msg.type === "event" && t.seq !== null && msg.seq <= t.seq) return;
-        t.seq = msg.seq;
+      const followers = msg.topic && topics.get(msg.topic);
+      if (!followers) return;
+      for (const f of [...followers]) {
+        if (msg.type === "event") {
+          // Replays for one follower reach the others too: each skips what it has.
+          if (f.seq === null || msg.seq <= f.seq) continue;
+          f.seq = msg.seq;
+        } else if (msg.type === "snapshot") {
+          f.seq = msg.seq;
+        }
+        f.onFrame(msg);
       }
-      t.onFrame(msg);
     }
   }
 }
 
-/** Follows `topic`: `onFrame` gets its snapshot, events, presence… Returns a function that stops. */
-export function follow(topic, onFrame) {
-  const t = { seq: null, onFrame };
-  topics.set(topic, t);
-  if (socket && socket.readyState === WebSocket.OPEN) sendSubscribe(topic, t);
+/**
+ * Follows `topic`: `onFrame` gets its snapshot, events, presence… With `since`, the
+ * events after that seq come first (from the server's log) instead of a snapshot.
+ * Returns a function that stops.
+ */
+export function follow(topic, onFrame, { since = null } = {}) {
+  const f = { seq: since, onFrame };
+  let followers = topics.get(topic);
+  if (!followers) topics.set(topic, (followers = new Set()));
+  followers.add(f);
+  if (socket && socket.readyState === WebSocket.OPEN) sendSubscribe(topic, followers);
   else connect();
   return () => {
-    if (topics.get(topic) !== t) return;
+    const now = topics.get(topic);
+    if (!now || !now.delete(f) || now.size) return;
     topics.delete(topic);
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "unsubscribe", topic }));
   };

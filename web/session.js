@@ -65,8 +65,26 @@ export async function login(email, password, workspaceId) {
   return begin(await api("POST", "/auth/login", body));
 }
 
-export async function signup(name, email, password, workspaceName) {
-  return begin(await api("POST", "/auth/signup", { name, email, password, workspace_name: workspaceName, refresh_cookie: true }));
+/** A new account: with a workspace of its own, or joining one by an invitation's token. */
+export async function signup(name, email, password, workspaceName, invitationToken) {
+  const body = { name, email, password, refresh_cookie: true };
+  if (invitationToken) body.invitation_token = invitationToken;
+  else body.workspace_name = workspaceName;
+  try {
+    return begin(await api("POST", "/auth/signup", body));
+  } catch (e) {
+    // Someone who has an account already joins with it: the password proves it is theirs.
+    if (!invitationToken || !(e instanceof ApiFailure) || e.code !== "already_exists") throw e;
+    return begin(await api("POST", "/invitations/accept", { token: invitationToken, email, password, refresh_cookie: true }));
+  }
+}
+
+/**
+ * Moves to another of the user's workspaces: the server starts a session there (its
+ * refresh cookie replaces this one's) and ends this one. The caller reloads the app.
+ */
+export async function switchWorkspace(workspaceId) {
+  await api("POST", "/auth/switch", { workspace_id: workspaceId, refresh_cookie: true });
 }
 
 export async function logout() {

@@ -138,7 +138,9 @@ impl Board {
 
     fn snapshot(&self) -> Value {
         let mut stages: Vec<&Value> = self.stages.values().collect();
-        stages.sort_by_key(|s| s["position"].as_i64().unwrap_or(0));
+        stages.sort_by(|a, b| {
+            (a["position"].as_i64().unwrap_or(0), a["id"].as_str()).cmp(&(b["position"].as_i64().unwrap_or(0), b["id"].as_str()))
+        });
         let mut deals: Vec<&Value> = self.deals.values().collect();
         deals.sort_by(|a, b| {
             a["rank"]

@@ -196,10 +196,9 @@ static STAGE: &[FieldSpec] = &[
     field("kind", FieldKind::Choice(STAGE_KINDS))
         .required()
         .default(Default::Text("open")),
-    field("position", FieldKind::Integer { min: 0, max: 1000 })
-        .required()
-        .sortable()
-        .server(),
+    // Columns are shown by position (ties by id); a new stage goes last unless given
+    // one, and reordering is setting positions.
+    field("position", FieldKind::Integer { min: 0, max: 1000 }).required().sortable(),
 ];
 
 static DEAL: &[FieldSpec] = &[
@@ -610,7 +609,7 @@ impl ObjectType {
 
     /// Required fields the store fills in when the client leaves them out.
     fn resolved_by_store(self, field: &str) -> bool {
-        matches!((self, field), (ObjectType::Stage, "pipeline_id"))
+        matches!((self, field), (ObjectType::Stage, "pipeline_id" | "position"))
     }
 
     /// Rules across fields, checked on the record as it would be after a write.

@@ -15,6 +15,14 @@ pub const MAX_LIMIT: usize = 200;
 /// Pseudo-fields present on every record.
 pub static CREATED_AT: FieldSpec = system_field("created_at");
 pub static UPDATED_AT: FieldSpec = system_field("updated_at");
+/// The record's id, as a filter only (`id=`, `id_in=`): many records fetched by id in
+/// one request, as a board does for the contacts on its cards.
+pub static ID: FieldSpec = FieldSpec {
+    name: "id",
+    kind: FieldKind::Text { max: 100 },
+    sortable: false,
+    ..system_field("id")
+};
 
 const fn system_field(name: &'static str) -> FieldSpec {
     FieldSpec {
@@ -194,11 +202,17 @@ fn parse_filter(ty: ObjectType, name: &str, raw: &str) -> Result<Filter, QueryEr
         ("_lt", Op::Lt),
         ("", Op::Eq),
     ];
-    let (field, op) = SUFFIXES
-        .iter()
-        .find_map(|(suffix, op)| {
-            let base = name.strip_suffix(suffix)?;
-            lookup(ty, base).map(|f| (f, *op))
+    let by_id = match name {
+        "id" => Some((&ID, Op::Eq)),
+        "id_in" => Some((&ID, Op::In)),
+        _ => None,
+    };
+    let (field, op) = by_id
+        .or_else(|| {
+            SUFFIXES.iter().find_map(|(suffix, op)| {
+                let base = name.strip_suffix(suffix)?;
+                lookup(ty, base).map(|f| (f, *op))
+            })
         })
         .ok_or_else(|| QueryError::UnknownParameter(name.to_string()))?;
     let invalid = |msg: String| QueryError::InvalidFilter(name.to_string(), msg);

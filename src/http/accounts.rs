@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/auth/login").route(web::post().to(login)))
         .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
         .service(web::resource("/auth/logout").route(web::post().to(logout)))
+        .service(web::resource("/auth/switch").route(web::post().to(switch_workspace)))
         .service(web::resource("/me").route(web::get().to(me)))
         .service(web::resource("/members").route(web::get().to(list_members)))
         .service(
@@ -384,6 +385,52 @@ async fn logout(state: State, req: HttpRequest, body: JsonBody) -> Reply {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchRequest {
+    workspace_id: String,
+    #[serde(default)]
+    refresh_cookie: bool,
+}
+
+/// Moves a signed-in user to another workspace they belong to without asking for the
+/// password again: a new session there, and the session the request came from ends
+/// (its tokens stop working, its sockets close), so a browser holds one session.
+async fn switch_workspace(state: State, req: HttpRequest, p: Principal, body: JsonBody) -> Reply {
+    let r: SwitchRequest = body.parse()?;
+    let Actor::User { id: user_id, .. } = &p.actor else {
+        return Err(ApiError::msg(
+            Code::Forbidden,
+            "an API key belongs to one workspace; sign in as a user to switch",
+        ));
+    };
+    let member = state
+        .store
+        .workspaces_of(user_id)
+        .await?
+        .iter()
+        .any(|(id, _)| *id == r.workspace_id);
+    if !member {
+        return Err(ApiError::msg(
+            Code::NotFound,
+            "you are not a member of that workspace; GET /me lists yours",
+        ));
+    }
+    let answer = session(&state, user_id, &r.workspace_id, None, None).await?;
+    if let Some(sid) = &p.session_id {
+        state.store.revoke_session(sid).await?;
+        state
+            .directory
+            .access_changed(session_ended(SessionRef {
+                workspace_id: p.workspace_id.clone(),
+                user_id: user_id.clone(),
+                session_id: sid.clone(),
+            }))
+            .await;
+    }
+    session_reply(&state, &req, StatusCode::OK, answer, r.refresh_cookie)
+}
+
 fn session_ended(s: SessionRef) -> AccessChange {
     AccessChange::Session {
         workspace_id: s.workspace_id,
@@ -406,7 +453,13 @@ async fn me(state: State, p: Principal) -> Reply {
     let body = match &p.actor {
         Actor::User { id, role } => {
             let u = state.store.user(id).await?.ok_or_else(|| ApiError::new(Code::InvalidCredentials))?;
-            json!({"kind": "user", "user": {"id": u.id, "email": u.email, "name": u.name}, "role": role.as_str(), "workspace": workspace})
+            // Every workspace the user belongs to, for the app's workspace switch.
+            let mut workspaces = Vec::new();
+            for (ws, role) in state.store.workspaces_of(id).await? {
+                let name = state.store.workspace_name(&ws).await?;
+                workspaces.push(json!({"id": ws, "name": name, "role": role}));
+            }
+            json!({"kind": "user", "user": {"id": u.id, "email": u.email, "name": u.name}, "role": role.as_str(), "workspace": workspace, "workspaces": workspaces})
         }
         Actor::ApiKey { id, .. } => {
             let k = p.scoped(&state.store).api_key(id).await?;

@@ -37,11 +37,11 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn load() -> anyhow::Result<Site> {
+    pub fn load(web_dir: Option<&std::path::Path>) -> anyhow::Result<Site> {
         Ok(Site {
             openapi: openapi::build(),
             docs: docs::DocsAssets::load()?,
-            web: webapp::WebAssets::load()?,
+            web: webapp::WebAssets::load(web_dir)?,
         })
     }
 }

@@ -286,6 +286,9 @@ fn list_parameters(ty: ObjectType, paged: bool, skip: Option<&str>) -> Vec<Value
     } else {
         vec![("created_at", FieldKind::Timestamp), ("updated_at", FieldKind::Timestamp)]
     };
+    let id = json!({"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^,]+$"});
+    params.push(json!({"name": "id", "in": "query", "schema": id, "description": "the record with this id"}));
+    params.push(json!({"name": "id_in", "in": "query", "style": "form", "explode": false, "schema": {"type": "array", "items": id, "minItems": 1, "maxItems": 20}, "description": "the records with these ids, comma-separated (the server takes up to 100)"}));
     let fields = ty.fields().iter().map(|f| (f.name, f.kind)).chain(system);
     let nonblank = json!({"type": "string", "maxLength": 1000, "pattern": "\\S"});
     for (name, k) in fields {
@@ -1016,6 +1019,19 @@ pub fn build() -> Value {
             ("204", Value::Null),
             &with(PUBLIC, &[Code::InvalidCredentials, Code::Forbidden]),
             vec![csrf],
+        ),
+    );
+    let switch = json!({"type": "object", "additionalProperties": false, "required": ["workspace_id"], "properties": {"workspace_id": {"type": "string"}, "refresh_cookie": cookie}});
+    add(
+        "/auth/switch",
+        "post",
+        op(
+            "Move a signed-in user to another of their workspaces: a session there, and the calling session ends",
+            "auth",
+            Some(switch),
+            ("200", r("Session")),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![],
         ),
     );
     add(

@@ -25,7 +25,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("session.js", "text/javascript", include_bytes!("../../web/session.js")),
     ("live.js", "text/javascript", include_bytes!("../../web/live.js")),
     ("board.js", "text/javascript", include_bytes!("../../web/board.js")),
+    ("ui.js", "text/javascript", include_bytes!("../../web/ui.js")),
+    ("bell.js", "text/javascript", include_bytes!("../../web/bell.js")),
+    ("records.js", "text/javascript", include_bytes!("../../web/records.js")),
+    ("record.js", "text/javascript", include_bytes!("../../web/record.js")),
+    ("inbox.js", "text/javascript", include_bytes!("../../web/inbox.js")),
+    ("settings.js", "text/javascript", include_bytes!("../../web/settings.js")),
     ("style.css", "text/css", include_bytes!("../../web/style.css")),
+    ("records.css", "text/css", include_bytes!("../../web/records.css")),
+    ("inbox.css", "text/css", include_bytes!("../../web/inbox.css")),
+    ("settings.css", "text/css", include_bytes!("../../web/settings.css")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../web/icon.svg")),
 ];
 
@@ -51,29 +60,48 @@ pub struct WebAssets {
 }
 
 impl WebAssets {
-    pub fn load() -> anyhow::Result<WebAssets> {
+    /// The compiled-in files, or, with `dir`, the same files read from that folder.
+    pub fn load(dir: Option<&std::path::Path>) -> anyhow::Result<WebAssets> {
+        let read = |name: &str, compiled: &'static [u8]| -> anyhow::Result<Bytes> {
+            match dir {
+                None => Ok(Bytes::from_static(compiled)),
+                Some(dir) => {
+                    let path = dir.join(name);
+                    let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    Ok(Bytes::from(bytes))
+                }
+            }
+        };
         let mut hash = Sha256::new();
-        for (name, _, bytes) in FILES {
+        let mut contents = Vec::with_capacity(FILES.len());
+        for (name, content_type, compiled) in FILES {
+            let bytes = read(name, compiled)?;
             hash.update(name.as_bytes());
             hash.update((bytes.len() as u64).to_be_bytes());
-            hash.update(bytes);
+            hash.update(&bytes);
+            contents.push((*name, *content_type, bytes));
         }
         let build: String = hash.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
         let mut files = HashMap::new();
-        for (name, content_type, bytes) in FILES {
+        for (name, content_type, plain) in contents {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            gz.write_all(bytes)?;
+            gz.write_all(&plain)?;
             files.insert(
-                *name,
+                name,
                 Asset {
                     content_type,
-                    plain: Bytes::from_static(bytes),
+                    plain,
                     gzip: Bytes::from(gz.finish()?),
                 },
             );
         }
-        let page = Bytes::from(PAGE.replace("{{assets}}", &format!("/assets/{build}")));
-        Ok(WebAssets { build, page, files })
+        let page = read("index.html", PAGE.as_bytes())?;
+        let page = String::from_utf8(page.to_vec())?.replace("{{assets}}", &format!("/assets/{build}"));
+        Ok(WebAssets {
+            build,
+            page: Bytes::from(page),
+            files,
+        })
     }
 }
 

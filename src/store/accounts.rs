@@ -419,6 +419,16 @@ impl Store {
         Ok(Some(session))
     }
 
+    /// Ends a sign-in session by its id: every refresh token of its family is revoked.
+    pub async fn revoke_session(&self, session_id: &str) -> Result<()> {
+        let mut w = self.write().await?;
+        let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+        sql.arg(now_ms()).push(" WHERE revoked_at IS NULL AND family_id = ").arg(session_id);
+        sql.query().execute(&mut *w.tx).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
     /// Whether a sign-in session has ended: any of its refresh tokens revoked (logout
     /// and reuse revoke them all).
     pub async fn session_ended(&self, session_id: &str) -> Result<bool> {

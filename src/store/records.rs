@@ -591,6 +591,9 @@ impl Scoped<'_> {
             ObjectType::Deal => self.prepare_deal(conn, before, changes).await,
             ObjectType::Conversation => self.prepare_conversation(conn, id, before, changes).await,
             ObjectType::Stage if before.is_none() => {
+                if changes.get("position").is_some_and(|v| !v.is_null()) {
+                    return Ok(());
+                }
                 let pipeline = changes.get("pipeline_id").and_then(|v| v.as_text()).unwrap_or_default().to_string();
                 let mut sql = Sql::new("SELECT COALESCE(MAX(position) + 1, 0) FROM stages WHERE workspace_id = ");
                 sql.arg(self.ws).push(" AND pipeline_id = ").arg(pipeline);

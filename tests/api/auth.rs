@@ -209,4 +209,36 @@ on_both_backends! {
             .expect(200);
         assert_eq!(app.get("/me", &session(&joined.body).token).await.expect(200).body["role"], "viewer");
     }
+
+    async fn a_member_of_two_workspaces_switches_between_them_and_the_session_left_behind_ends(app) {
+        let first = app.signup("First").await;
+        let second = app.signup("Second").await;
+        let m = app.member(&first, "agent").await;
+        let email = app.get("/me", &m.token).await.expect(200).body["user"]["email"].as_str().unwrap().to_string();
+        let invited = app.post("/invitations", &second.token, json!({"email": email, "role": "viewer"})).await.expect(201);
+        app.post("/invitations/accept", &m.token, json!({"token": invited.body["token"]})).await.expect(200);
+
+        let me = app.get("/me", &m.token).await.expect(200).body;
+        let names: Vec<&str> = me["workspaces"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["First", "Second"]);
+        assert_eq!(me["workspaces"][1]["role"], "viewer");
+
+        let moved = app.post("/auth/switch", &m.token, json!({"workspace_id": second.workspace_id})).await.expect(200);
+        let there = session(&moved.body);
+        let me = app.get("/me", &there.token).await.expect(200).body;
+        assert_eq!((me["workspace"]["id"].as_str().unwrap(), me["role"].as_str().unwrap()), (second.workspace_id.as_str(), "viewer"));
+        // The session it came from is over; the new one refreshes.
+        assert_eq!(app.get("/me", &m.token).await.expect(401).code(), "invalid_credentials");
+        app.anonymous_post("/auth/refresh", json!({"refresh_token": m.refresh})).await.expect(401);
+        app.anonymous_post("/auth/refresh", json!({"refresh_token": there.refresh})).await.expect(200);
+
+        // Only to a workspace of one's own, and only as a user.
+        let other = app.signup("Other").await;
+        let r = app.post("/auth/switch", &there.token, json!({"workspace_id": other.workspace_id})).await.expect(404);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("not a member"));
+        let key = app.post("/api-keys", &first.token, json!({"name": "k", "scopes": ["contacts:read"]})).await.expect(201);
+        let key = key.body["key"].as_str().unwrap().to_string();
+        app.post("/auth/switch", &key, json!({"workspace_id": second.workspace_id})).await.expect(403);
+        assert_eq!(app.post("/auth/switch", &there.token, json!({"workspace": "x"})).await.expect(422).code(), "validation_failed");
+    }
 }

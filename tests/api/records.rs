@@ -372,4 +372,57 @@ on_both_backends! {
         app.delete(&format!("/members/{}", agent.user_id), &s.token).await.expect(204);
         assert_eq!(app.get(&format!("/teams/{}", team.id()), &s.token).await.body["member_ids"], json!([]));
     }
+
+    async fn records_are_fetched_by_id_many_at_once_and_only_from_their_own_workspace(app) {
+        let s = app.signup("Acme").await;
+        let other = app.signup("Other").await;
+        let mut ids = Vec::new();
+        for name in ["Ada", "Bob", "Cyd"] {
+            ids.push(app.post("/contacts", &s.token, json!({"name": name})).await.expect(201).id());
+        }
+        let foreign = app.post("/contacts", &other.token, json!({"name": "Eve"})).await.expect(201).id();
+        let r = app.get(&format!("/contacts?id_in={},{},{foreign}&limit=100", ids[0], ids[2]), &s.token).await.expect(200);
+        let mut names: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["Ada", "Cyd"]);
+        let r = app.get(&format!("/contacts?id={}", ids[1]), &s.token).await.expect(200);
+        assert_eq!(r.body["data"][0]["name"], "Bob");
+        app.get("/contacts?id_contains=a", &s.token).await.expect(400);
+    }
+
+    async fn stages_are_reordered_by_setting_their_positions_and_every_view_follows(app) {
+        let s = app.signup("Acme").await;
+        let (pipeline, stages) = app.pipeline(&s.token).await;
+        let mut ws = app.ws(&s.token).await;
+        ws.subscribe(&format!("board:{pipeline}"), None).await;
+        // The last stage first: one write each, every stage keeping its version rule.
+        let ids = |body: &serde_json::Value| -> Vec<String> {
+            body["stages"].as_array().unwrap().iter().map(|st| st["id"].as_str().unwrap().to_string()).collect()
+        };
+        let before = app.get(&format!("/pipelines/{pipeline}"), &s.token).await.expect(200).body;
+        assert_eq!(ids(&before), stages);
+        let last = &before["stages"][3];
+        let moved = app
+            .patch(&format!("/pipelines/{pipeline}/stages/{}", stages[3]), &s.token, json!({"position": 0, "version": last["version"]}))
+            .await
+            .expect(200);
+        assert_eq!(moved.body["position"], 0);
+        for (i, id) in stages[..3].iter().enumerate() {
+            app.patch(&format!("/pipelines/{pipeline}/stages/{id}"), &s.token, json!({"position": i + 1})).await.expect(200);
+        }
+        let after = app.get(&format!("/pipelines/{pipeline}"), &s.token).await.expect(200).body;
+        let reordered = [&stages[3], &stages[0], &stages[1], &stages[2]].map(|id| id.as_str());
+        assert_eq!(ids(&after), reordered);
+        // The board's followers hear of each change; a fresh snapshot has the new order.
+        let event = ws.recv().await;
+        assert_eq!((event["kind"].as_str(), event["data"]["id"].as_str()), (Some("stage.updated"), Some(stages[3].as_str())));
+        let mut fresh = app.ws(&s.token).await;
+        let frames = fresh.subscribe(&format!("board:{pipeline}"), None).await;
+        let snapshot = frames.iter().find(|f| f["type"] == "snapshot").unwrap();
+        let order: Vec<&str> = snapshot["state"]["stages"].as_array().unwrap().iter().map(|st| st["id"].as_str().unwrap()).collect();
+        assert_eq!(order, reordered);
+        // Out of range, it is refused with the field named.
+        let r = app.patch(&format!("/pipelines/{pipeline}/stages/{}", stages[0]), &s.token, json!({"position": -1})).await.expect(422);
+        assert!(r.body["error"]["details"]["fields"]["position"].is_string());
+    }
 }

@@ -1,5 +1,5 @@
 //! The web app as served: its page, its files and the browser's session cookies; and
-//! the app itself in a real browser (tests/browser/web_app.py).
+//! the app itself in a real browser (the scripts in tests/browser/).
 
 use std::io::Read;
 
@@ -180,15 +180,20 @@ on_both_backends! {
     }
 }
 
-#[actix_web::test]
-async fn in_chromium_a_newcomer_signs_up_and_two_members_work_one_live_board_through_drags_refusals_keys_and_a_network_drop() {
+/// One browser script at a time: each drives Chromium processes of its own, and two at
+/// once on a small machine would measure the machine, not the app.
+static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `tests/browser/<script>` against a new server on SQLite; fails with its output.
+async fn in_chromium(script: &'static str) {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     let url = app.address.clone();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/web_app.py");
+    let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = actix_web::rt::task::spawn_blocking(move || {
+        let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
         std::process::Command::new("python3")
-            .args([script, "--url", &url, "--screenshots"])
+            .args([path.as_str(), "--url", &url, "--screenshots"])
             .arg(&shots)
             .output()
     })
@@ -197,8 +202,28 @@ async fn in_chromium_a_newcomer_signs_up_and_two_members_work_one_live_board_thr
     .expect("python3 runs");
     assert!(
         out.status.success(),
-        "the browser test failed:\n{}\n{}",
+        "the browser test {script} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[actix_web::test]
+async fn in_chromium_a_newcomer_signs_up_and_two_members_work_one_live_board_through_drags_refusals_keys_and_a_network_drop() {
+    in_chromium("web_app.py").await;
+}
+
+#[actix_web::test]
+async fn in_chromium_records_are_listed_searched_edited_through_a_version_conflict_converted_imported_and_exported() {
+    in_chromium("records.py").await;
+}
+
+#[actix_web::test]
+async fn in_chromium_agents_see_customer_messages_arrive_live_and_reply_note_and_triage_from_the_inbox() {
+    in_chromium("inbox.py").await;
+}
+
+#[actix_web::test]
+async fn in_chromium_an_admin_shapes_the_workspace_from_the_settings_screens() {
+    in_chromium("settings.py").await;
 }

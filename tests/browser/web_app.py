@@ -6,50 +6,25 @@ Exits non-zero, saying why, on any failed check, and when Playwright or Chromium
 missing (never skips).
 """
 
-import argparse
 import os
 import sys
 
-CHROMIUM = os.environ.get("SHOAL_TEST_CHROMIUM", "/usr/bin/chromium")
+from common import Cuttable, call, launch, sign_in, watch_errors
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--screenshots", required=True)
-    args = parser.parse_args()
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        print("Playwright for Python is not installed (pip install playwright)", file=sys.stderr)
-        return 2
-    if not os.access(CHROMIUM, os.X_OK):
-        print(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
-        return 2
-    os.makedirs(args.screenshots, exist_ok=True)
-    url = args.url.rstrip("/")
-    expect.set_options(timeout=10_000)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            run(browser, url, args.screenshots, expect)
-            board(browser, url, args.screenshots, expect)
-        finally:
-            browser.close()
-    return 0
+    def scenarios(browser, url, shots, expect):
+        run(browser, url, shots, expect)
+        board(browser, url, shots, expect)
+        joining_by_link_the_bell_and_switching_workspaces(browser, url, expect)
+
+    return launch(scenarios)
 
 
 def run(browser, url, shots, expect):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    # Refused requests (the wrong password below) are logged by the browser as failed
-    # loads; anything else logged as an error (a CSP violation, an exception) fails.
-    page.on(
-        "console",
-        lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None,
-    )
+    errors = watch_errors(page)
 
     # A newcomer opens the root and is sent to sign in; from there, to sign up.
     page.goto(url + "/")
@@ -117,92 +92,6 @@ def run(browser, url, shots, expect):
     # The strict Content-Security-Policy let everything the app needs run.
     assert not errors, f"errors in the page: {errors}"
     context.close()
-
-
-class Cuttable:
-    """A TCP proxy in front of the server whose connections can be cut and refused,
-    then allowed again: a network drop for one browser."""
-
-    def __init__(self, target_port):
-        import socket
-        import threading
-
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = True
-        self.open = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import socket
-        import threading
-
-        while True:
-            client, _ = self.listener.accept()
-            if not self.up:
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def cut(self):
-        import socket
-
-        self.up = False
-        with self.lock:
-            for s in self.open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self.open = []
-
-    def restore(self):
-        self.up = True
-
-
-def call(url, method, path, body=None, token=None):
-    """The REST API, for what the browser tests start from."""
-    import json
-    import urllib.request
-
-    req = urllib.request.Request(url + "/api/v1" + path, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(req, data) as res:
-        raw = res.read()
-        return json.loads(raw) if raw else None
-
-
-def sign_in(browser, url, email, password, expect):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.goto(url + "/login")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-    return context, page
 
 
 def board(browser, url, shots, expect):
@@ -281,6 +170,58 @@ def board(browser, url, shots, expect):
     expect(c.get_by_text("Reconnecting…")).to_have_count(0)
     assert c.evaluate("window.notReloaded === true"), "the page was reloaded"
     ctx_c.close()
+
+
+def joining_by_link_the_bell_and_switching_workspaces(browser, url, expect):
+    """Someone with a workspace of their own joins another by the invitation link,
+    hears of a deal given to them through the bell, and switches between the two."""
+    password = "a long enough password"
+    owner = call(url, "POST", "/auth/signup", {"workspace_name": "Harbour", "name": "Hana Owner", "email": "hana@example.com", "password": password})
+    token = owner["access_token"]
+    own = call(url, "POST", "/auth/signup", {"workspace_name": "Own shop", "name": "Jo Joiner", "email": "jo@example.com", "password": password})
+    invite = call(url, "POST", "/invitations", {"email": "jo@example.com", "role": "member"}, token)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors = watch_errors(page)
+    page.goto(f"{url}/signup?invitation={invite['token']}")
+    expect(page.get_by_role("heading", name="Join your team")).to_be_visible()
+    # The token leaves the address at once.
+    expect(page).to_have_url(url + "/signup")
+    expect(page.get_by_label("Workspace name")).to_have_count(0)
+    page.get_by_label("Your name").fill("Jo Joiner")
+    page.get_by_label("E-mail").fill("jo@example.com")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Join").click()
+    picker = page.get_by_test_id("workspace")
+    expect(picker).to_have_value(owner["workspace_id"])
+    expect(picker.locator("option")).to_have_text(["Harbour", "Own shop"])
+
+    # A deal given to them rings the bell; the bell leads to it.
+    jo = next(m for m in call(url, "GET", "/members", token=token)["data"] if m["email"] == "jo@example.com")
+    pipeline = call(url, "POST", "/pipelines", {"name": "Sales", "stages": [{"name": "New"}]}, token)
+    deal = call(url, "POST", "/deals", {"title": "Lighthouse refit", "pipeline_id": pipeline["id"]}, token)
+    expect(page.get_by_role("button", name="Notifications", exact=True)).to_be_visible()
+    call(url, "PATCH", f"/deals/{deal['id']}", {"owner_id": jo["user_id"], "version": deal["version"]}, token)
+    expect(page.get_by_role("button", name="Notifications, 1 unread")).to_be_visible()
+    page.get_by_role("button", name="Notifications, 1 unread").click()
+    page.get_by_role("link", name="deal “Lighthouse refit” is now yours").click()
+    expect(page).to_have_url(f"{url}/records/deals/{deal['id']}")
+    expect(page.get_by_role("button", name="Notifications")).to_be_visible()
+    # Seen stays seen across a reload; nothing else is kept in the browser's storage.
+    page.reload()
+    expect(page.get_by_role("button", name="Notifications", exact=True)).to_be_visible()
+    keys = page.evaluate("Object.keys(localStorage).concat(Object.keys(sessionStorage))")
+    assert all(k.startswith("shoal:bell-seen:") for k in keys), keys
+
+    # Switching workspace: a fresh page in the other one, which a reload keeps.
+    page.get_by_test_id("workspace").select_option(label="Own shop")
+    expect(page.get_by_test_id("workspace")).to_have_value(own["workspace_id"])
+    expect(page.get_by_text("Jo Joiner · owner")).to_be_visible()
+    page.reload()
+    expect(page.get_by_text("Jo Joiner · owner")).to_be_visible()
+    assert not errors, f"errors in the page: {errors}"
+    context.close()
 
 
 if __name__ == "__main__":

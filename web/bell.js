@@ -1,0 +1,129 @@
+// The notification bell: the member's own topic (`user:<workspace>:<user>`) carries
+// what concerns them (assigned to them, a note mentioning them, SLA warnings and
+// breaches of their conversations). The bell follows it for the whole session, keeps
+// the latest 50 and counts those not yet seen; which were seen is only a seq number,
+// kept in localStorage per member (nothing secret).
+
+import { h, replace } from "./dom.js";
+import * as live from "./live.js";
+import { link, when } from "./ui.js";
+
+const KEEP = 50;
+const KINDS = new Set(["assigned", "mentioned", "sla.warning", "sla.breached"]);
+const PATHS = { contact: "contacts", company: "companies", lead: "leads", deal: "deals", activity: "activities" };
+
+let state = null;
+
+function follow(m) {
+  const topic = `user:${m.workspace.id}:${m.user.id}`;
+  if (state && state.topic === topic) return state;
+  if (state) state.stop();
+  const key = `shoal:bell-seen:${topic}`;
+  const s = { topic, key, items: [], seen: Number(localStorage.getItem(key)) || 0, views: new Set(), backfilled: false };
+  const onFrame = (frame) => {
+    if (frame.type === "snapshot" && !s.backfilled && s.items.length === 0 && frame.seq > 0) {
+      // More happened than the log replays at once: start again from the last few.
+      s.backfilled = true;
+      s.stop();
+      s.stop = live.follow(topic, onFrame, { since: Math.max(0, frame.seq - KEEP) });
+      return;
+    }
+    if (frame.type !== "event" || !KINDS.has(frame.kind)) return;
+    s.items.unshift({ seq: frame.seq, kind: frame.kind, data: frame.data || {}, ts: frame.ts });
+    s.items.length = Math.min(s.items.length, KEEP);
+    for (const v of s.views) v();
+  };
+  // From the start of the log: a new member's bell shows everything they were sent.
+  s.stop = live.follow(topic, onFrame, { since: 0 });
+  state = s;
+  return s;
+}
+
+function title(r) {
+  if (!r) return "";
+  const name = r.title || r.name || [r.first_name, r.last_name].filter(Boolean).join(" ") || r.subject || r.email || "";
+  return r.number ? `#${r.number} ${name}`.trim() : name;
+}
+
+/** What one notification says, and where it leads. */
+function describe(n) {
+  const d = n.data;
+  const r = d.record || {};
+  switch (n.kind) {
+    case "assigned":
+      if (d.object_type === "conversation") return [`Conversation ${title(r)} was assigned to you`, `/inbox/c/${d.id}`];
+      return [`${d.object_type || "A record"} “${title(r)}” is now yours`, PATHS[d.object_type] ? `/records/${PATHS[d.object_type]}/${d.id}` : null];
+    case "mentioned": {
+      const text = (r.text || "").slice(0, 80);
+      return [`You were mentioned in a note: “${text}”`, `/inbox/c/${d.conversation_id || r.conversation_id}`];
+    }
+    case "sla.warning":
+      return [`SLA warning: conversation ${title(r)}, ${String(d.target || "").replaceAll("_", " ")} due ${when(d.due_at)}`, `/inbox/c/${d.id}`];
+    case "sla.breached":
+      return [`SLA breached: conversation ${title(r)}, ${String(d.target || "").replaceAll("_", " ")}`, `/inbox/c/${d.id}`];
+    default:
+      return [n.kind, null];
+  }
+}
+
+/** The bell for the header; the header is drawn again on each page, the bell's state stays. */
+export function bell(m) {
+  if (!m.user) return null;
+  const s = follow(m);
+  const count = h("span", { class: "bell-count" });
+  const button = h("button", { class: "bell quiet", type: "button", "aria-haspopup": "true", "aria-expanded": "false" }, "Notifications ", count);
+  const panel = h("div", { class: "bell-panel", role: "region", "aria-label": "Notifications", hidden: true });
+  const el = h("div", { class: "bell-wrap" }, button, panel);
+
+  const unread = () => s.items.filter((n) => n.seq > s.seen).length;
+  function draw() {
+    if (!el.isConnected && el.dataset.drawn) {
+      s.views.delete(draw);
+      return;
+    }
+    el.dataset.drawn = "1";
+    const n = unread();
+    count.textContent = n ? String(n) : "";
+    count.hidden = n === 0;
+    button.setAttribute("aria-label", n ? `Notifications, ${n} unread` : "Notifications");
+    if (panel.hidden) return;
+    replace(
+      panel,
+      s.items.length
+        ? h(
+            "ul",
+            { class: "plain" },
+            s.items.map((item) => {
+              const [text, path] = describe(item);
+              return h("li", { class: item.seq > s.seen ? "unseen" : "", onclick: close }, path ? link(path, text) : text, h("div", { class: "muted" }, when(item.ts)));
+            }),
+          )
+        : h("p", { class: "muted" }, "Nothing yet: assignments, mentions and SLA warnings show here."),
+    );
+  }
+  function close() {
+    panel.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    document.removeEventListener("click", outside, true);
+  }
+  function outside(ev) {
+    if (!el.contains(ev.target)) close();
+  }
+  button.addEventListener("click", () => {
+    if (!panel.hidden) return close();
+    panel.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    draw();
+    // Opening the panel is seeing what it holds.
+    const latest = s.items.length ? s.items[0].seq : s.seen;
+    if (latest > s.seen) {
+      s.seen = latest;
+      localStorage.setItem(s.key, String(latest));
+    }
+    count.hidden = true;
+    document.addEventListener("click", outside, true);
+  });
+  s.views.add(draw);
+  draw();
+  return el;
+}
