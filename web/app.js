@@ -10,7 +10,7 @@ import { recordsView, searchView } from "./records.js";
 import { recordView } from "./record.js";
 import { inboxView } from "./inbox.js";
 import { settingsView } from "./settings.js";
-import { bell } from "./bell.js";
+import { bell, reset as resetBell } from "./bell.js";
 
 const root = document.getElementById("app");
 const PUBLIC = new Set(["/login", "/signup"]);
@@ -96,12 +96,13 @@ function loginView() {
   );
 }
 
-// An invitation link's token, taken out of the address as soon as the page has it, so
-// it stays out of the history and of what is shared from the address bar.
+// An invitation link carries its token after `#`, which browsers never send to a
+// server; the page takes it out of the address at once, so it stays out of the
+// history and of what is shared from the address bar.
 let invitation = null;
 
 function signupView() {
-  const fromLink = new URLSearchParams(location.search).get("invitation");
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("invitation");
   if (fromLink) {
     invitation = fromLink;
     history.replaceState({}, "", "/signup");
@@ -216,6 +217,8 @@ function notFoundView() {
 
 window.addEventListener("popstate", render);
 session.onSessionChange((m) => {
-  if (m === null && !PUBLIC.has(location.pathname)) go("/login", { replace: true });
+  if (m !== null) return;
+  resetBell();
+  if (!PUBLIC.has(location.pathname)) go("/login", { replace: true });
 });
 session.restore().finally(render);

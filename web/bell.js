@@ -14,12 +14,35 @@ const PATHS = { contact: "contacts", company: "companies", lead: "leads", deal: 
 
 let state = null;
 
+/** Forgets the session's bell (signing out); the next session follows its own topic. */
+export function reset() {
+  if (state) state.stop();
+  state = null;
+}
+
+// Storage may be refused (a browser's privacy setting): the bell then counts from 0.
+function seenOf(key) {
+  try {
+    return Number(localStorage.getItem(key)) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+function keepSeen(key, seq) {
+  try {
+    localStorage.setItem(key, String(seq));
+  } catch {
+    // Not kept: after a reload the same notifications count as unseen again.
+  }
+}
+
 function follow(m) {
   const topic = `user:${m.workspace.id}:${m.user.id}`;
   if (state && state.topic === topic) return state;
   if (state) state.stop();
   const key = `shoal:bell-seen:${topic}`;
-  const s = { topic, key, items: [], seen: Number(localStorage.getItem(key)) || 0, views: new Set(), backfilled: false };
+  const s = { topic, key, items: [], seen: seenOf(key), views: new Set(), backfilled: false };
   const onFrame = (frame) => {
     if (frame.type === "snapshot" && !s.backfilled && s.items.length === 0 && frame.seq > 0) {
       // More happened than the log replays at once: start again from the last few.
@@ -77,11 +100,6 @@ export function bell(m) {
 
   const unread = () => s.items.filter((n) => n.seq > s.seen).length;
   function draw() {
-    if (!el.isConnected && el.dataset.drawn) {
-      s.views.delete(draw);
-      return;
-    }
-    el.dataset.drawn = "1";
     const n = unread();
     count.textContent = n ? String(n) : "";
     count.hidden = n === 0;
@@ -118,11 +136,14 @@ export function bell(m) {
     const latest = s.items.length ? s.items[0].seq : s.seen;
     if (latest > s.seen) {
       s.seen = latest;
-      localStorage.setItem(s.key, String(latest));
+      keepSeen(s.key, latest);
     }
     count.hidden = true;
     document.addEventListener("click", outside, true);
   });
+  // The header is drawn again on every page: bells no longer on the page are dropped.
+  for (const v of [...s.views]) if (!v.el.isConnected) s.views.delete(v);
+  draw.el = el;
   s.views.add(draw);
   draw();
   return el;

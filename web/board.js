@@ -24,6 +24,7 @@ export function boardView(pipelineId, { onLeave }) {
   let dragging = false;
   let deferred = false;
   let painted = false;
+  let left = false;
 
   const status = h("div", { class: "board-status", "aria-live": "polite" });
   const avatars = h("div", { class: "avatars", "aria-label": "On this board" });
@@ -34,8 +35,14 @@ export function boardView(pipelineId, { onLeave }) {
   api("GET", "/members").then((page) => {
     for (const m of page.data) names.set(m.user_id, m.name);
     draw();
-  }, () => {});
-  api("GET", `/pipelines/${pipelineId}`).then((p) => { title.textContent = p.name; }, () => {});
+  }, (e) => {
+    message = `Members' names could not be loaded: ${e.message}`;
+    draw();
+  });
+  api("GET", `/pipelines/${pipelineId}`).then((p) => { title.textContent = p.name; }, (e) => {
+    message = `The pipeline could not be loaded: ${e.message}`;
+    draw();
+  });
 
   const byRank = (a, b) => (deals.get(a).rank < deals.get(b).rank ? -1 : deals.get(a).rank > deals.get(b).rank ? 1 : a < b ? -1 : 1);
 
@@ -76,6 +83,8 @@ export function boardView(pipelineId, { onLeave }) {
   }
 
   function onFrame(msg) {
+    // Answers such as `subscribed` change nothing on the board.
+    if (!["snapshot", "event", "presence"].includes(msg.type)) return;
     // Which columns the frame changes (null: all of them): a move redraws its two
     // columns, not the whole board.
     let only = null;
@@ -125,9 +134,15 @@ export function boardView(pipelineId, { onLeave }) {
     draw(only);
   }
 
+  const timers = new Set();
   function flash(id) {
     recent.add(id);
-    setTimeout(() => { recent.delete(id); draw(new Set([deals.get(id)?.stage_id])); }, 1200);
+    const t = setTimeout(() => {
+      timers.delete(t);
+      recent.delete(id);
+      draw(new Set([deals.get(id)?.stage_id]));
+    }, 1200);
+    timers.add(t);
   }
 
   /** Moves a card here at once, then asks the server; undoes it if refused. */
@@ -225,7 +240,7 @@ export function boardView(pipelineId, { onLeave }) {
   }
 
   async function lookUp() {
-    if (looking || !wanted.size) return;
+    if (left || looking || !wanted.size) return;
     looking = true;
     const keys = [...wanted].slice(0, 100);
     for (const k of keys) wanted.delete(k);
@@ -238,11 +253,18 @@ export function boardView(pipelineId, { onLeave }) {
         for (const r of page.data) parties.set(`${family}:${r.id}`, r.name || [r.first_name, r.last_name].filter(Boolean).join(" ") || r.email || "");
       }
     } catch {
-      // Names are a nicety: a card without one still shows and moves.
-      for (const k of keys) parties.set(k, "");
+      // Names are a nicety: a card without one still shows and moves. They are asked
+      // for again when the cards are next drawn, a few seconds on.
+      looking = false;
+      const t = setTimeout(() => {
+        timers.delete(t);
+        if (!left) for (const stageId of cols.keys()) drawCards(stageId);
+      }, 5000);
+      timers.add(t);
+      return;
     }
     looking = false;
-    draw();
+    if (!left) draw();
   }
 
   function keyboard(ev, id) {
@@ -404,6 +426,8 @@ export function boardView(pipelineId, { onLeave }) {
   const stop = live.follow(topic, onFrame);
   const heartbeat = setInterval(() => live.presence(topic, held ? { dragging: held.id } : { viewing: true }), 20000);
   onLeave(() => {
+    left = true;
+    for (const t of timers) clearTimeout(t);
     clearInterval(heartbeat);
     live.presence(topic, null);
     stop();

@@ -10,7 +10,7 @@ import { h, replace } from "./dom.js";
 import { api, ApiFailure } from "./api.js";
 import * as live from "./live.js";
 import { me } from "./session.js";
-import { problem, when, initials } from "./ui.js";
+import { problem, when, initials, link } from "./ui.js";
 
 const ACTIVE = ["open", "pending", "snoozed"];
 const STATUSES = ["open", "pending", "snoozed", "resolved"];
@@ -123,21 +123,8 @@ export function inboxView(path, { onLeave }) {
     draw();
   }
 
-  function to(url, text, attrs = {}) {
-    return h(
-      "a",
-      {
-        href: url,
-        ...attrs,
-        onclick: (ev) => {
-          if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
-          ev.preventDefault();
-          goto(url);
-        },
-      },
-      text,
-    );
-  }
+  // Links within the inbox keep its subscriptions and drafts: see goto.
+  const to = (url, text, attrs = {}) => link(url, text, attrs, goto);
 
   // ---- data
   // An answer asked for before the conversation was read holds the count from before.

@@ -9,8 +9,8 @@ import { me } from "./session.js";
 import { go, link, problem, dialog } from "./ui.js";
 import { TYPES, PLURAL, label, kindOf, show, editor, titleOf, pipelines, forget } from "./records.js";
 
-const TIMELINE = new Set(["contacts", "companies", "deals"]);
-const LINK = { contacts: "contact_id", companies: "company_id", deals: "deal_id" };
+const TIMELINE = new Set(["contacts", "companies", "deals", "leads"]);
+const LINK = { contacts: "contact_id", companies: "company_id", deals: "deal_id", leads: "lead_id" };
 const CUSTOM = { text: "text", number: "num", date: "date", bool: "bool", url: "text", email: "text", multi_select: "list" };
 // Each change this page makes carries this id, so its own echoes are told from others'.
 let pageSeq = 0;
@@ -141,9 +141,11 @@ export function recordView(type, id, ctx) {
   }
 
   async function patch(body, version) {
-    rec = await api("PATCH", `/${type}/${id}`, { ...body, version }, { headers: { "X-Mutation-Id": cause } });
+    const saved = await api("PATCH", `/${type}/${id}`, { ...body, version }, { headers: { "X-Mutation-Id": cause } });
+    // A newer version may have come in by event while the answer was on its way.
+    if (!rec || saved.version >= rec.version) rec = saved;
     forget(type, id);
-    return rec;
+    return saved;
   }
 
   /** Theirs (the record as it is now) against mine (the edit), field by field. */
@@ -205,6 +207,8 @@ export function recordView(type, id, ctx) {
 
   async function convert() {
     // With one pipeline, it is the deal's.
+    // Only to preselect the one pipeline: the picker below loads them itself, and says
+    // why when it cannot.
     const ps = await pipelines().catch(() => []);
     const withDeal = h("input", { type: "checkbox", name: "with_deal" });
     const pipeline = editor("pipeline", ps.length === 1 ? ps[0].id : null, {}, { name: "pipeline_id" }, "Choose a pipeline");
@@ -334,6 +338,7 @@ export function recordView(type, id, ctx) {
   let timer = null;
   function follow() {
     for (const s of stops) s();
+    if (left) return;
     const topics = [`workspace:${me().workspace.id}`];
     if (type === "deals") topics.push(`board:${rec.pipeline_id}`);
     stops = topics.map((topic) => live.follow(topic, (m) => onFrame(topic, m)));
@@ -361,7 +366,7 @@ export function recordView(type, id, ctx) {
     }
   }
   function changed(next, who) {
-    if (!next || next.version <= rec.version) return;
+    if (left || !next || next.version <= rec.version) return;
     recent.clear();
     for (const f of keys()) if (JSON.stringify(valueOf(rec, f.key) ?? null) !== JSON.stringify(valueOf(next, f.key) ?? null)) recent.add(f.key);
     const pipelineMoved = type === "deals" && next.pipeline_id !== rec.pipeline_id;
@@ -398,11 +403,8 @@ export function recordView(type, id, ctx) {
       if (TIMELINE.has(type)) {
         replace(side, h("section", { class: "card rec-timeline", "aria-label": "Timeline" }, h("h2", {}, "Timeline"), addForm(), items, more));
         loadTimeline();
-      } else if (type === "leads") {
-        replace(side, h("section", { class: "card", "aria-label": "Activities" }, h("h2", {}, "Activities"), h("p", { class: "muted" },
-          "Activities are kept on contacts, companies and deals: convert the lead to log calls, meetings and notes on its contact.")));
       } else if (type === "activities") {
-        const parent = ["deal_id", "contact_id", "company_id"].find((k) => rec[k]);
+        const parent = ["deal_id", "contact_id", "company_id", "lead_id"].find((k) => rec[k]);
         if (parent) replace(side, h("section", { class: "card", "aria-label": "Linked to" }, h("h2", {}, "Linked to"), h("p", {}, show(`ref:${PLURAL[parent.slice(0, -3)]}`, rec[parent]))));
       }
       follow();

@@ -59,12 +59,12 @@ export const TYPES = {
     one: "activity", label: "Activities", title: "subject",
     fields: {
       kind: "fixed:choice:note|task|call|meeting|email", subject: "text", body: "long", contact_id: "ref:contacts", company_id: "ref:companies",
-      deal_id: "ref:deals", occurred_at: "ts", due_date: "date", assignee_id: MEMBER, done: "bool", duration_minutes: "int",
+      deal_id: "ref:deals", lead_id: "ref:leads", occurred_at: "ts", due_date: "date", assignee_id: MEMBER, done: "bool", duration_minutes: "int",
     },
     columns: ["subject", "kind", "linked", "due_date", "done", "assignee_id", "created_at"],
     sorts: ["subject", "occurred_at", "due_date", "created_at", "updated_at"],
     filters: ["kind", "done", "assignee_id"],
-    create: ["kind", "subject", "body", "contact_id", "company_id", "deal_id", "due_date", "assignee_id"],
+    create: ["kind", "subject", "body", "contact_id", "company_id", "deal_id", "lead_id", "due_date", "assignee_id"],
   },
 };
 export const PLURAL = Object.fromEntries(Object.entries(TYPES).map(([p, t]) => [t.one, p]));
@@ -73,7 +73,7 @@ const PAGE = 25;
 
 const LABELS = {
   emails: "E-mails", email: "E-mail", company_id: "Company", owner_id: "Owner", parent_id: "Parent company", contact_id: "Contact",
-  deal_id: "Deal", pipeline_id: "Pipeline", stage_id: "Stage", assignee_id: "Assignee", expected_close_date: "Expected close",
+  deal_id: "Deal", lead_id: "Lead", pipeline_id: "Pipeline", stage_id: "Stage", assignee_id: "Assignee", expected_close_date: "Expected close",
   occurred_at: "When", linked: "Linked to", due_date: "Due", duration_minutes: "Minutes", created_at: "Created", updated_at: "Updated",
   converted_contact_id: "Converted to contact", converted_company_id: "Converted to company", converted_deal_id: "Converted to deal",
 };
@@ -105,8 +105,35 @@ export function forget(type, id) {
 export function titleOf(type, rec) {
   return rec[TYPES[type].title] || (rec.kind ? label(rec.kind) : "") || "(untitled)";
 }
+// Names asked for while a page is drawn go out together, a hundred ids a request.
+const asked = new Map(); // type → Map(id → {resolve, reject})
 function nameOf(type, id) {
-  return cached(`${type}/${id}`, () => api("GET", `/${type}/${id}`).then((r) => titleOf(type, r)));
+  return cached(`${type}/${id}`, () => new Promise((resolve, reject) => {
+    let batch = asked.get(type);
+    if (!batch) {
+      asked.set(type, (batch = new Map()));
+      queueMicrotask(() => fetchNames(type));
+    }
+    batch.set(id, { resolve, reject });
+  }));
+}
+async function fetchNames(type) {
+  const batch = asked.get(type);
+  asked.delete(type);
+  const ids = [...batch.keys()];
+  for (let i = 0; i < ids.length; i += 100) {
+    const part = ids.slice(i, i + 100);
+    try {
+      const page = await api("GET", `/${type}?id_in=${part.join(",")}&limit=100`);
+      const found = new Map(page.data.map((r) => [r.id, titleOf(type, r)]));
+      for (const id of part) {
+        if (found.has(id)) batch.get(id).resolve(found.get(id));
+        else batch.get(id).reject(new Error("not found"));
+      }
+    } catch (e) {
+      for (const id of part) batch.get(id).reject(e);
+    }
+  }
 }
 
 /** A span filled in when `promise` gives its text. */
@@ -236,16 +263,20 @@ export function recordsView(type, ctx) {
   const pager = h("nav", { class: "rec-pager", "aria-label": "Pages" });
   const notice = h("div", { "aria-live": "polite" });
 
+  // Loads started by live events may answer out of order: only the latest is drawn.
+  let loads = 0;
   async function load() {
     const p = new URLSearchParams(filters);
     p.set("sort", sort);
     p.set("limit", PAGE);
     if (stack.length) p.set("cursor", stack[stack.length - 1]);
+    const mine = ++loads;
     try {
       const page = await api("GET", `/${type}?${p}`);
-      if (left) return;
+      if (left || mine !== loads) return;
       draw(page);
     } catch (e) {
+      if (left || mine !== loads) return;
       replace(status);
       replace(table, problem(e));
     }
@@ -268,8 +299,8 @@ export function recordsView(type, ctx) {
 
   function cell(c, r) {
     if (c !== "linked") return show(kindOf(type, c).kind, r[c], r);
-    // An activity belongs to a deal, a contact or a company: whichever it names.
-    const k = ["deal_id", "contact_id", "company_id"].find((f) => r[f]);
+    // An activity belongs to a deal, a contact, a company or a lead: whichever it names.
+    const k = ["deal_id", "contact_id", "company_id", "lead_id"].find((f) => r[f]);
     return k ? show(`ref:${PLURAL[k.slice(0, -3)]}`, r[k]) : none();
   }
 
@@ -347,7 +378,8 @@ function filterForm(type, T, textKey, filters, apply) {
     else if (k === "tags") el = h("input", { type: "text", name: k, value: v, placeholder: "Tag", "aria-label": "Filter by tag" });
     else if (k === "stage_id") {
       el = select([["", "Any stage"]], v, attrs);
-      pipelines().then((ps) => el.append(...ps.map((p) => h("optgroup", { label: p.name }, p.stages.map((s) => h("option", { value: s.id, selected: s.id === v }, s.name))))), () => {});
+      pipelines().then((ps) => el.append(...ps.map((p) => h("optgroup", { label: p.name }, p.stages.map((s) => h("option", { value: s.id, selected: s.id === v }, s.name))))),
+        (e) => el.append(h("option", { disabled: true }, `Stages could not be loaded: ${e.message}`)));
     } else {
       el = editor(kind, v || null, {}, attrs, `Any ${label(k).toLowerCase()}`).el;
     }

@@ -80,11 +80,12 @@ export async function signup(name, email, password, workspaceName, invitationTok
 }
 
 /**
- * Moves to another of the user's workspaces: the server starts a session there (its
- * refresh cookie replaces this one's) and ends this one. The caller reloads the app.
+ * Moves to another of the user's workspaces: with this session's refresh cookie, the
+ * server starts a session there (its cookie replaces this one's) and ends this one.
+ * The caller reloads the app.
  */
 export async function switchWorkspace(workspaceId) {
-  await api("POST", "/auth/switch", { workspace_id: workspaceId, refresh_cookie: true });
+  await api("POST", "/auth/switch", { workspace_id: workspaceId, refresh_cookie: true }, { headers: { "X-CSRF-Token": csrf() } });
 }
 
 export async function logout() {

@@ -231,7 +231,10 @@ function actionValue(type, value) {
   const pickLookup = (kind, none) => {
     const sel = h("select", { "aria-label": "Value" });
     options(sel, value ? [[value, nameOf(value)]] : [], value ?? "", none);
-    lookup(kind).then((pairs) => options(sel, pairs, value ?? "", none), () => {});
+    lookup(kind).then(
+      (pairs) => options(sel, pairs, value ?? "", none),
+      (e) => sel.append(h("option", { disabled: true }, `The choices could not be loaded: ${e.message}`)),
+    );
     return { el: sel, get: () => sel.value || null };
   };
   switch (type) {
@@ -523,7 +526,7 @@ function membersSection() {
         send.disabled = true;
         try {
           const inv = await api("POST", "/invitations", { email: email.value.trim(), role: role.value });
-          const joinLink = `${location.origin}/signup?invitation=${encodeURIComponent(inv.token)}`;
+          const joinLink = `${location.origin}/signup#invitation=${encodeURIComponent(inv.token)}`;
           replace(
             shown,
             secret(`Invitation for ${inv.email} (${inv.role})`, inv.token, "Invitation token",
@@ -622,7 +625,8 @@ function pipelinesSection() {
     }
   };
   function pipeline(p, said) {
-    const status = h("div", { "aria-live": "polite" }, said ? h("p", { class: "muted" }, said) : null);
+    // `said`: how the change that drew this card went (words, or a failure's element).
+    const status = h("div", { "aria-live": "polite" }, typeof said === "string" ? h("p", { class: "muted" }, said) : said);
     const name = h("input", { type: "text", value: p.name, "aria-label": "Pipeline name" });
     const heading = h("h2", { class: "settings-grow" }, link(`/boards/${p.id}`, p.name));
     const base = `/pipelines/${p.id}/stages`;
@@ -635,8 +639,15 @@ function pipelinesSection() {
         const order = [...p.stages];
         const [moved] = order.splice(i, 1);
         order.splice(i + by, 0, moved);
-        for (const [at, st] of order.entries()) {
-          if (st.position !== at) await api("PATCH", `${base}/${st.id}`, { position: at, version: st.version });
+        try {
+          for (const [at, st] of order.entries()) {
+            if (st.position !== at) await api("PATCH", `${base}/${st.id}`, { position: at, version: st.version });
+          }
+        } catch (e) {
+          // Part of the order may be written: the card shows what the server holds,
+          // with the reason.
+          await redraw(problem(e));
+          return;
         }
         await redraw(`Moved the stage “${moved.name}” ${by < 0 ? "up" : "down"}.`);
       });
@@ -662,6 +673,8 @@ function pipelinesSection() {
             onclick: act(status, async () => {
               const body = { name: sName.value.trim(), probability: prob.value === "" ? null : Number(prob.value), kind: kind.value, version: s.version };
               const saved = await api("PATCH", `${base}/${s.id}`, body);
+              // Kept for what comes next on this card (a move up or down needs its version).
+              p.stages[i] = saved;
               row.replaceWith(stageRow(saved, i));
               return `Saved the stage “${saved.name}”.`;
             }),

@@ -17,8 +17,11 @@ export function go(path, { replace: swap = false } = {}) {
   renderer();
 }
 
-/** A link the app follows itself; a middle click or ctrl-click still opens a tab. */
-export function link(path, text, attrs = {}) {
+/**
+ * A link the app follows itself (with `navigate`, `go` by default); a middle click or
+ * ctrl-click still opens a tab.
+ */
+export function link(path, text, attrs = {}, navigate = go) {
   return h(
     "a",
     {
@@ -27,7 +30,7 @@ export function link(path, text, attrs = {}) {
       onclick: (ev) => {
         if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
         ev.preventDefault();
-        go(path);
+        navigate(path);
       },
     },
     text,

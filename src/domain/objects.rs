@@ -225,6 +225,7 @@ static ACTIVITY: &[FieldSpec] = &[
     field("contact_id", FieldKind::Ref(ObjectType::Contact)),
     field("company_id", FieldKind::Ref(ObjectType::Company)),
     field("deal_id", FieldKind::Ref(ObjectType::Deal)),
+    field("lead_id", FieldKind::Ref(ObjectType::Lead)),
     field("occurred_at", FieldKind::Timestamp).sortable(),
     field("due_date", FieldKind::Date).sortable(),
     field("assignee_id", FieldKind::Member),
@@ -608,7 +609,7 @@ impl ObjectType {
     }
 
     /// Required fields the store fills in when the client leaves them out.
-    fn resolved_by_store(self, field: &str) -> bool {
+    pub fn resolved_by_store(self, field: &str) -> bool {
         matches!((self, field), (ObjectType::Stage, "pipeline_id" | "position"))
     }
 
@@ -620,8 +621,8 @@ impl ObjectType {
             ObjectType::Deal if !get("amount").is_null() && get("currency").is_null() => {
                 errors.add("currency", "is required when an amount is set");
             }
-            ObjectType::Activity if ["contact_id", "company_id", "deal_id"].iter().all(|f| get(f).is_null()) => {
-                errors.add("contact_id", "an activity must be linked to a contact, a company or a deal");
+            ObjectType::Activity if ["contact_id", "company_id", "deal_id", "lead_id"].iter().all(|f| get(f).is_null()) => {
+                errors.add("contact_id", "an activity must be linked to a contact, a company, a deal or a lead");
             }
             ObjectType::Inbox => {
                 let json = |name: &str| {

@@ -389,13 +389,17 @@ async fn logout(state: State, req: HttpRequest, body: JsonBody) -> Reply {
 #[serde(deny_unknown_fields)]
 struct SwitchRequest {
     workspace_id: String,
+    /// Absent: the refresh token is the web app's cookie (with its CSRF header).
+    refresh_token: Option<String>,
     #[serde(default)]
     refresh_cookie: bool,
 }
 
 /// Moves a signed-in user to another workspace they belong to without asking for the
-/// password again: a new session there, and the session the request came from ends
-/// (its tokens stop working, its sockets close), so a browser holds one session.
+/// password again. It takes the session's current refresh token, as a refresh does (an
+/// access token alone, which also travels in WebSocket URLs, cannot mint a lasting
+/// session); the new session replaces the old in one transaction, and the old one's
+/// tokens stop working and its sockets close, so a browser holds one session.
 async fn switch_workspace(state: State, req: HttpRequest, p: Principal, body: JsonBody) -> Reply {
     let r: SwitchRequest = body.parse()?;
     let Actor::User { id: user_id, .. } = &p.actor else {
@@ -404,6 +408,10 @@ async fn switch_workspace(state: State, req: HttpRequest, p: Principal, body: Js
             "an API key belongs to one workspace; sign in as a user to switch",
         ));
     };
+    if r.workspace_id == p.workspace_id {
+        return Err(FieldErrors::single("workspace_id", "is the workspace this session is in already").into());
+    }
+    let (presented, cookie) = presented_refresh(&req, r.refresh_token)?;
     let member = state
         .store
         .workspaces_of(user_id)
@@ -416,19 +424,36 @@ async fn switch_workspace(state: State, req: HttpRequest, p: Principal, body: Js
             "you are not a member of that workspace; GET /me lists yours",
         ));
     }
-    let answer = session(&state, user_id, &r.workspace_id, None, None).await?;
-    if let Some(sid) = &p.session_id {
-        state.store.revoke_session(sid).await?;
-        state
-            .directory
-            .access_changed(session_ended(SessionRef {
-                workspace_id: p.workspace_id.clone(),
-                user_id: user_id.clone(),
-                session_id: sid.clone(),
-            }))
-            .await;
+    let family = crate::store::new_id();
+    let next = random_token()?;
+    let expires = crate::store::now_ms() + i64::try_from(state.settings.refresh_token_ttl_secs).unwrap_or(0) * 1000;
+    match state
+        .store
+        .switch_session(
+            &token_digest(&presented),
+            user_id,
+            p.session_id.as_deref(),
+            &r.workspace_id,
+            &family,
+            &token_digest(&next),
+            expires,
+        )
+        .await?
+    {
+        RefreshOutcome::Rotated(old) => {
+            state.directory.access_changed(session_ended(old)).await;
+            let answer = session(&state, user_id, &r.workspace_id, Some(&family), Some(next)).await?;
+            session_reply(&state, &req, StatusCode::OK, answer, r.refresh_cookie || cookie)
+        }
+        RefreshOutcome::Reused(old) => {
+            state.directory.access_changed(session_ended(old)).await;
+            Err(ApiError::new(Code::RefreshTokenReused))
+        }
+        RefreshOutcome::Invalid => Err(ApiError::msg(
+            Code::InvalidCredentials,
+            "the refresh token is not valid for this session",
+        )),
     }
-    session_reply(&state, &req, StatusCode::OK, answer, r.refresh_cookie)
 }
 
 fn session_ended(s: SessionRef) -> AccessChange {

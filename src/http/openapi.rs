@@ -146,7 +146,7 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
         if spec.writable == Writable::Always {
             update.insert(spec.name.into(), input_schema(spec, false));
         }
-        if spec.required && spec.default == crate::domain::objects::Default::None {
+        if spec.required && spec.default == crate::domain::objects::Default::None && !ty.resolved_by_store(spec.name) {
             required_in.push(spec.name);
         }
     }
@@ -240,7 +240,7 @@ fn object_schemas(ty: ObjectType, out: &mut Map<String, Value>) {
         if let Some(p) = in_pipeline["properties"].as_object_mut() {
             p.remove("pipeline_id");
         }
-        in_pipeline["required"] = json!(required_in.iter().filter(|f| **f != "pipeline_id").collect::<Vec<_>>());
+        in_pipeline["required"] = json!(required_in);
         out.insert("StageInPipeline".into(), in_pipeline);
     }
     out.insert(format!("{name}Create"), create);
@@ -817,7 +817,12 @@ pub fn build() -> Value {
             ),
         );
     }
-    for (parent, link) in [("contacts", "contact_id"), ("companies", "company_id"), ("deals", "deal_id")] {
+    for (parent, link) in [
+        ("contacts", "contact_id"),
+        ("companies", "company_id"),
+        ("deals", "deal_id"),
+        ("leads", "lead_id"),
+    ] {
         add(
             &format!("/{parent}/{{id}}/timeline"),
             "get",
@@ -1021,7 +1026,8 @@ pub fn build() -> Value {
             vec![csrf],
         ),
     );
-    let switch = json!({"type": "object", "additionalProperties": false, "required": ["workspace_id"], "properties": {"workspace_id": {"type": "string"}, "refresh_cookie": cookie}});
+    let csrf_switch = json!({"name": "X-CSRF-Token", "in": "header", "schema": {"type": "string"}, "description": "with the refresh cookie: the value of the shoal_csrf cookie"});
+    let switch = json!({"type": "object", "additionalProperties": false, "required": ["workspace_id"], "properties": {"workspace_id": {"type": "string"}, "refresh_token": {"type": "string", "description": "the session's current refresh token; absent: the shoal_refresh cookie, which counts only with X-CSRF-Token"}, "refresh_cookie": cookie}});
     add(
         "/auth/switch",
         "post",
@@ -1030,8 +1036,8 @@ pub fn build() -> Value {
             "auth",
             Some(switch),
             ("200", r("Session")),
-            &with(AUTHED, &[Code::NotFound]),
-            vec![],
+            &with(WRITE, &[Code::NotFound, Code::RefreshTokenReused]),
+            vec![csrf_switch],
         ),
     );
     add(

@@ -57,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ("/contacts/{id}/timeline", "contact_id"),
         ("/companies/{id}/timeline", "company_id"),
         ("/deals/{id}/timeline", "deal_id"),
+        ("/leads/{id}/timeline", "lead_id"),
     ] {
         cfg.service(
             web::resource(path)
@@ -138,6 +139,7 @@ async fn timeline(field: &'static str, state: State, p: Principal, id: web::Path
     let parent = match field {
         "contact_id" => ObjectType::Contact,
         "company_id" => ObjectType::Company,
+        "lead_id" => ObjectType::Lead,
         _ => ObjectType::Deal,
     };
     p.require(parent.resource(), Access::Read)?;

@@ -419,14 +419,60 @@ impl Store {
         Ok(Some(session))
     }
 
-    /// Ends a sign-in session by its id: every refresh token of its family is revoked.
-    pub async fn revoke_session(&self, session_id: &str) -> Result<()> {
+    /// A session moved to another workspace, in one transaction: the presented refresh
+    /// token must be current and of `user`'s session `from` (else `Invalid`, or
+    /// `Reused` as in a refresh), and `user` a member of `ws`; the old session's tokens
+    /// are revoked and the new session's first token stored.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn switch_session(
+        &self,
+        old_hash: &str,
+        user: &str,
+        from: Option<&str>,
+        ws: &str,
+        family: &str,
+        new_hash: &str,
+        expires_at: i64,
+    ) -> Result<RefreshOutcome> {
+        let now = now_ms();
         let mut w = self.write().await?;
+        let mut sql =
+            Sql::new("SELECT workspace_id, user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ");
+        sql.arg(old_hash);
+        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let session = SessionRef {
+            workspace_id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            session_id: row.try_get(2)?,
+        };
+        let expires: i64 = row.try_get(3)?;
+        let (used, revoked): (Option<i64>, Option<i64>) = (row.try_get(4)?, row.try_get(5)?);
+        if session.user_id != user || from.is_some_and(|f| f != session.session_id) {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        if used.is_some() || revoked.is_some() {
+            return reused(w, session, now).await;
+        }
+        let mut sql = Sql::new("SELECT 1 FROM memberships WHERE workspace_id = ");
+        sql.arg(ws).push(" AND user_id = ").arg(user);
+        if expires <= now || sql.query().fetch_optional(&mut *w.tx).await?.is_none() {
+            return Ok(RefreshOutcome::Invalid);
+        }
         let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
-        sql.arg(now_ms()).push(" WHERE revoked_at IS NULL AND family_id = ").arg(session_id);
+        sql.arg(now)
+            .push(" WHERE revoked_at IS NULL AND family_id = ")
+            .arg(&session.session_id);
+        sql.query().execute(&mut *w.tx).await?;
+        let sql = insert(
+            "refresh_tokens",
+            "id, workspace_id, user_id, family_id, token_hash, created_at, expires_at",
+            args![new_id(), ws, user, family, new_hash, now, expires_at],
+        );
         sql.query().execute(&mut *w.tx).await?;
         w.commit().await?;
-        Ok(())
+        Ok(RefreshOutcome::Rotated(session))
     }
 
     /// Whether a sign-in session has ended: any of its refresh tokens revoked (logout

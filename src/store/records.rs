@@ -97,13 +97,14 @@ pub(crate) fn to_arg(spec: &FieldSpec, v: &FieldValue) -> Arg {
 pub(super) const REBALANCE_AT: usize = 16;
 
 /// The fields that link an activity to the records whose timeline it is on.
-const ACTIVITY_LINKS: [&str; 3] = ["contact_id", "company_id", "deal_id"];
+const ACTIVITY_LINKS: [&str; 4] = ["contact_id", "company_id", "deal_id", "lead_id"];
 
 fn activity_link(ty: ObjectType) -> Option<&'static str> {
     match ty {
         ObjectType::Contact => Some("contact_id"),
         ObjectType::Company => Some("company_id"),
         ObjectType::Deal => Some("deal_id"),
+        ObjectType::Lead => Some("lead_id"),
         _ => None,
     }
 }
@@ -598,7 +599,8 @@ impl Scoped<'_> {
                 let mut sql = Sql::new("SELECT COALESCE(MAX(position) + 1, 0) FROM stages WHERE workspace_id = ");
                 sql.arg(self.ws).push(" AND pipeline_id = ").arg(pipeline);
                 let next: i64 = sql.query().fetch_one(&mut *conn).await?.try_get(0)?;
-                changes.set(ty, "position", FieldValue::Int(next));
+                // Kept within the field's range: past it, new stages tie last (ties go by id).
+                changes.set(ty, "position", FieldValue::Int(next.min(1000)));
                 Ok(())
             }
             ObjectType::Company => {
@@ -645,7 +647,7 @@ impl Scoped<'_> {
                 sql.arg(self.ws)
                     .push(" AND pipeline_id = ")
                     .arg(&pipeline)
-                    .push(" ORDER BY position LIMIT 1");
+                    .push(" ORDER BY position, id LIMIT 1");
                 match sql.query().fetch_optional(&mut *conn).await? {
                     Some(row) => row.try_get(0)?,
                     None => return Err(invalid("pipeline_id", "the pipeline has no stages")),

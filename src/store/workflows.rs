@@ -1,6 +1,8 @@
 //! Writes that span several records and must succeed or fail together.
 
-use super::{now_ms, Result, Scoped, StoreError};
+use sqlx::Row;
+
+use super::{now_ms, Result, Scoped, Sql, StoreError};
 use crate::domain::{Changes, FieldErrors, FieldValue, ObjectType, Record};
 
 /// The records a lead conversion produced.
@@ -86,6 +88,38 @@ impl Scoped<'_> {
             }
             None => None,
         };
+        // The lead's timeline goes with it: its activities are linked to what it became
+        // (where they were not linked already), and stay on the lead's timeline too.
+        let mut sql = Sql::new("SELECT id FROM activities WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND lead_id = ").arg(id).push(" ORDER BY id");
+        let activities: Vec<String> = sql
+            .query()
+            .fetch_all(&mut *w.tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        for aid in activities {
+            let Some(act) = self.fetch(&mut w.tx, ObjectType::Activity, &aid).await? else {
+                continue;
+            };
+            let mut links = Changes::default();
+            let mut linked = false;
+            for (field, to) in [
+                ("contact_id", Some(&contact.id)),
+                ("company_id", company.as_ref().map(|c| &c.id)),
+                ("deal_id", deal.as_ref().map(|d| &d.id)),
+            ] {
+                if let (Some(to), true) = (to, act.get(field).is_null()) {
+                    links.set(ObjectType::Activity, field, FieldValue::Text(to.clone()));
+                    linked = true;
+                }
+            }
+            if linked {
+                self.update_in(w, ObjectType::Activity, &aid, Some(act.version), links, actor)
+                    .await?;
+            }
+        }
         let mut l = Changes::default();
         l.set(ObjectType::Lead, "status", FieldValue::Text("converted".into()));
         l.set(ObjectType::Lead, "converted_contact_id", FieldValue::Text(contact.id.clone()));

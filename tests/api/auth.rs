@@ -223,22 +223,40 @@ on_both_backends! {
         assert_eq!(names, ["First", "Second"]);
         assert_eq!(me["workspaces"][1]["role"], "viewer");
 
-        let moved = app.post("/auth/switch", &m.token, json!({"workspace_id": second.workspace_id})).await.expect(200);
+        // An access token alone does not switch: the session's refresh token must come too.
+        let r = app.post("/auth/switch", &m.token, json!({"workspace_id": second.workspace_id})).await.expect(401);
+        assert_eq!(r.code(), "invalid_credentials");
+        let moved = app
+            .post("/auth/switch", &m.token, json!({"workspace_id": second.workspace_id, "refresh_token": m.refresh}))
+            .await
+            .expect(200);
         let there = session(&moved.body);
         let me = app.get("/me", &there.token).await.expect(200).body;
         assert_eq!((me["workspace"]["id"].as_str().unwrap(), me["role"].as_str().unwrap()), (second.workspace_id.as_str(), "viewer"));
         // The session it came from is over; the new one refreshes.
         assert_eq!(app.get("/me", &m.token).await.expect(401).code(), "invalid_credentials");
         app.anonymous_post("/auth/refresh", json!({"refresh_token": m.refresh})).await.expect(401);
-        app.anonymous_post("/auth/refresh", json!({"refresh_token": there.refresh})).await.expect(200);
+        let renewed = session(&app.anonymous_post("/auth/refresh", json!({"refresh_token": there.refresh})).await.expect(200).body);
 
-        // Only to a workspace of one's own, and only as a user.
+        // Only with this session's own current token, to a workspace of one's own, to
+        // another than the one it is in, and only as a user.
         let other = app.signup("Other").await;
-        let r = app.post("/auth/switch", &there.token, json!({"workspace_id": other.workspace_id})).await.expect(404);
+        let back = json!({"workspace_id": first.workspace_id, "refresh_token": first.refresh});
+        assert_eq!(app.post("/auth/switch", &renewed.token, back).await.expect(401).code(), "invalid_credentials");
+        let stale = json!({"workspace_id": first.workspace_id, "refresh_token": there.refresh});
+        assert_eq!(app.post("/auth/switch", &renewed.token, stale).await.expect(401).code(), "refresh_token_reused");
+        let fresh = app.anonymous_post("/auth/login", json!({"email": email, "password": "correct horse battery", "workspace_id": second.workspace_id})).await.expect(200);
+        let fresh = session(&fresh.body);
+        let elsewhere = app.anonymous_post("/auth/login", json!({"email": email, "password": "correct horse battery"})).await.expect(200);
+        let elsewhere = json!({"workspace_id": first.workspace_id, "refresh_token": session(&elsewhere.body).refresh});
+        assert_eq!(app.post("/auth/switch", &fresh.token, elsewhere).await.expect(401).code(), "invalid_credentials");
+        let r = app.post("/auth/switch", &fresh.token, json!({"workspace_id": other.workspace_id, "refresh_token": fresh.refresh})).await.expect(404);
         assert!(r.body["error"]["message"].as_str().unwrap().contains("not a member"));
+        let same = json!({"workspace_id": second.workspace_id, "refresh_token": fresh.refresh});
+        assert_eq!(app.post("/auth/switch", &fresh.token, same).await.expect(422).code(), "validation_failed");
         let key = app.post("/api-keys", &first.token, json!({"name": "k", "scopes": ["contacts:read"]})).await.expect(201);
         let key = key.body["key"].as_str().unwrap().to_string();
         app.post("/auth/switch", &key, json!({"workspace_id": second.workspace_id})).await.expect(403);
-        assert_eq!(app.post("/auth/switch", &there.token, json!({"workspace": "x"})).await.expect(422).code(), "validation_failed");
+        assert_eq!(app.post("/auth/switch", &fresh.token, json!({"workspace": "x"})).await.expect(422).code(), "validation_failed");
     }
 }

@@ -425,4 +425,36 @@ on_both_backends! {
         let r = app.patch(&format!("/pipelines/{pipeline}/stages/{}", stages[0]), &s.token, json!({"position": -1})).await.expect(422);
         assert!(r.body["error"]["details"]["fields"]["position"].is_string());
     }
+
+    async fn a_leads_timeline_goes_with_it_when_it_is_converted_and_when_it_is_deleted(app) {
+        let s = app.signup("Acme").await;
+        let (pipeline, _) = app.pipeline(&s.token).await;
+        let lead = app.post("/leads", &s.token, json!({"name": "Linus", "company_name": "Kernel Inc"})).await.expect(201).id();
+        let call = app.post("/activities", &s.token, json!({"kind": "call", "subject": "first call", "lead_id": lead})).await.expect(201).id();
+        let note = app.post("/activities", &s.token, json!({"kind": "note", "body": "likes penguins", "lead_id": lead})).await.expect(201).id();
+        let mut on_lead = ids(&app.get(&format!("/leads/{lead}/timeline"), &s.token).await.expect(200).body);
+        on_lead.sort();
+        let mut both = vec![call.clone(), note.clone()];
+        both.sort();
+        assert_eq!(on_lead, both);
+
+        // Converted: the contact, the company and the deal it became have its activities
+        // on their timelines, and the lead keeps them too.
+        let conv = app.post(&format!("/leads/{lead}/convert"), &s.token, json!({"deal": {"pipeline_id": pipeline}})).await.expect(200).body;
+        for (family, id) in [("contacts", &conv["contact"]["id"]), ("companies", &conv["company"]["id"]), ("deals", &conv["deal"]["id"])] {
+            let mut got = ids(&app.get(&format!("/{family}/{}/timeline", id.as_str().unwrap()), &s.token).await.expect(200).body);
+            got.sort();
+            assert_eq!(got, both, "{family}");
+        }
+        assert_eq!(ids(&app.get(&format!("/leads/{lead}/timeline"), &s.token).await.body).len(), 2);
+        let moved = app.get(&format!("/activities/{call}"), &s.token).await.expect(200).body;
+        assert_eq!((moved["lead_id"].as_str(), moved["version"].as_i64()), (Some(lead.as_str()), Some(2)));
+
+        // Deleting a lead takes the activities only it held.
+        let other = app.post("/leads", &s.token, json!({"name": "Ada"})).await.expect(201).id();
+        let only = app.post("/activities", &s.token, json!({"kind": "note", "body": "x", "lead_id": other})).await.expect(201).id();
+        app.delete(&format!("/leads/{other}"), &s.token).await.expect(204);
+        app.get(&format!("/activities/{only}"), &s.token).await.expect(404);
+        app.get(&format!("/leads/{other}/timeline"), &s.token).await.expect(404);
+    }
 }

@@ -5,13 +5,15 @@ starts Chromium (failing, never skipping, when Playwright or Chromium is missing
 import argparse
 import os
 import sys
+import time
 
 CHROMIUM = os.environ.get("SHOAL_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
-def launch(scenarios):
-    """Runs `scenarios(browser, url, shots, expect)` in Chromium; returns the exit code.
-    The command line is `--url http://127.0.0.1:PORT --screenshots DIR`."""
+def launch(*scenarios):
+    """Runs each `scenario(browser, url, shots, expect)` in turn in one Chromium, saying
+    how long each took; returns the exit code. The command line is
+    `--url http://127.0.0.1:PORT --screenshots DIR`."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--screenshots", required=True)
@@ -29,7 +31,10 @@ def launch(scenarios):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            scenarios(browser, args.url.rstrip("/"), args.screenshots, expect)
+            for scenario in scenarios:
+                started = time.monotonic()
+                scenario(browser, args.url.rstrip("/"), args.screenshots, expect)
+                print(f"ok  {scenario.__name__} ({time.monotonic() - started:.1f} s)")
         finally:
             browser.close()
     return 0

@@ -18,20 +18,14 @@ PASSWORD = "a long enough password"
 
 
 def main() -> int:
-    def scenarios(browser, url, shots, expect):
-        for scenario in (
-            a_list_is_filtered_sorted_and_paged,
-            the_search_box_finds_a_record_and_opens_its_page,
-            a_stale_edit_shows_theirs_against_mine_and_mine_can_win,
-            a_csv_import_shows_its_progress_and_row_errors_and_an_export_downloads,
-            a_lead_is_converted_into_a_contact_and_a_deal,
-            a_record_page_shows_its_timeline_at_both_widths,
-        ):
-            started = time.monotonic()
-            scenario(browser, url, shots, expect)
-            print(f"{scenario.__name__}: {time.monotonic() - started:.1f} s")
-
-    return launch(scenarios)
+    return launch(
+        a_list_is_filtered_sorted_and_paged,
+        the_search_box_finds_a_record_and_opens_its_page,
+        a_stale_edit_shows_theirs_against_mine_and_mine_can_win,
+        a_csv_import_shows_its_progress_and_row_errors_and_an_export_downloads,
+        a_lead_is_converted_into_a_contact_and_a_deal_with_its_timeline,
+        a_record_page_shows_its_timeline_at_both_widths,
+    )
 
 
 def workspace(url, name):
@@ -257,7 +251,7 @@ def a_csv_import_shows_its_progress_and_row_errors_and_an_export_downloads(brows
     context.close()
 
 
-def a_lead_is_converted_into_a_contact_and_a_deal(browser, url, shots, expect):
+def a_lead_is_converted_into_a_contact_and_a_deal_with_its_timeline(browser, url, shots, expect):
     token, email = workspace(url, "Leads")
     call(url, "POST", "/pipelines", {"name": "Sales", "stages": [{"name": "New"}, {"name": "Won", "kind": "won"}]}, token)
     lead = call(url, "POST", "/leads", {"name": "Lena Lead", "email": "lena@leadco.example", "company_name": "Leadco"}, token)
@@ -267,6 +261,13 @@ def a_lead_is_converted_into_a_contact_and_a_deal(browser, url, shots, expect):
     expect(rows(page)).to_have_count(1)
     rows(page).first.get_by_role("link").click()
     expect(page.get_by_role("heading", name="Lena Lead", exact=True)).to_be_visible()
+
+    # A call logged on the lead's timeline goes with it to what it becomes.
+    timeline = page.get_by_role("region", name="Timeline")
+    timeline.get_by_label("Kind").select_option("call")
+    timeline.get_by_label("Subject").fill("Discovery call")
+    timeline.get_by_role("button", name="Add").click()
+    expect(timeline.locator(".rec-activity")).to_have_count(1)
 
     page.get_by_role("button", name="Convert lead").click()
     dialog = page.get_by_role("dialog", name="Convert lead")
@@ -278,6 +279,7 @@ def a_lead_is_converted_into_a_contact_and_a_deal(browser, url, shots, expect):
     assert "/records/deals/" in page.url, page.url
     deal_id = page.url.rsplit("/", 1)[1]
     expect(page.locator('[data-field="amount"] .value')).to_contain_text("1,200")
+    expect(page.get_by_role("region", name="Timeline").locator(".rec-activity")).to_contain_text("Discovery call")
     # The deal's page follows its board: a move made elsewhere shows at once.
     stage = page.locator('[data-field="stage_id"] .value')
     expect(stage).to_contain_text("New")

@@ -13,12 +13,7 @@ from common import Cuttable, call, launch, sign_in, watch_errors
 
 
 def main() -> int:
-    def scenarios(browser, url, shots, expect):
-        run(browser, url, shots, expect)
-        board(browser, url, shots, expect)
-        joining_by_link_the_bell_and_switching_workspaces(browser, url, expect)
-
-    return launch(scenarios)
+    return launch(run, board, joining_by_link_the_bell_and_switching_workspaces)
 
 
 def run(browser, url, shots, expect):
@@ -172,7 +167,7 @@ def board(browser, url, shots, expect):
     ctx_c.close()
 
 
-def joining_by_link_the_bell_and_switching_workspaces(browser, url, expect):
+def joining_by_link_the_bell_and_switching_workspaces(browser, url, shots, expect):
     """Someone with a workspace of their own joins another by the invitation link,
     hears of a deal given to them through the bell, and switches between the two."""
     password = "a long enough password"
@@ -184,7 +179,7 @@ def joining_by_link_the_bell_and_switching_workspaces(browser, url, expect):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     errors = watch_errors(page)
-    page.goto(f"{url}/signup?invitation={invite['token']}")
+    page.goto(f"{url}/signup#invitation={invite['token']}")
     expect(page.get_by_role("heading", name="Join your team")).to_be_visible()
     # The token leaves the address at once.
     expect(page).to_have_url(url + "/signup")
