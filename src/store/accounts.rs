@@ -32,6 +32,33 @@ fn invitation(r: &AnyRow) -> Result<InvitationRow> {
 }
 
 /// A refresh token presented again means it leaked: its whole session is revoked.
+/// A refresh token as stored: whose session it is, when it lapses, and whether it was
+/// already used or revoked (presenting it again is then a sign of theft).
+struct StoredToken {
+    session: SessionRef,
+    expires_at: i64,
+    spent: bool,
+}
+
+async fn stored_token(conn: &mut AnyConnection, hash: &str) -> Result<Option<StoredToken>> {
+    let mut sql =
+        Sql::new("SELECT workspace_id, user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ");
+    sql.arg(hash);
+    let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let (used, revoked): (Option<i64>, Option<i64>) = (row.try_get(4)?, row.try_get(5)?);
+    Ok(Some(StoredToken {
+        session: SessionRef {
+            workspace_id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            session_id: row.try_get(2)?,
+        },
+        expires_at: row.try_get(3)?,
+        spent: used.is_some() || revoked.is_some(),
+    }))
+}
+
 async fn reused(mut w: super::WriteTx, session: SessionRef, now: i64) -> Result<RefreshOutcome> {
     let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
     sql.arg(now)
@@ -345,22 +372,15 @@ impl Store {
     pub async fn rotate_refresh_token(&self, old_hash: &str, new_hash: &str, expires_at: i64) -> Result<RefreshOutcome> {
         let now = now_ms();
         let mut w = self.write().await?;
-        let mut sql =
-            Sql::new("SELECT workspace_id, user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ");
-        sql.arg(old_hash);
-        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else {
+        let Some(StoredToken {
+            session,
+            expires_at: expires,
+            spent,
+        }) = stored_token(&mut w.tx, old_hash).await?
+        else {
             return Ok(RefreshOutcome::Invalid);
         };
-        let (ws, user, family): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let expires: i64 = row.try_get(3)?;
-        let used: Option<i64> = row.try_get(4)?;
-        let revoked: Option<i64> = row.try_get(5)?;
-        let session = SessionRef {
-            workspace_id: ws,
-            user_id: user,
-            session_id: family,
-        };
-        if used.is_some() || revoked.is_some() {
+        if spent {
             return reused(w, session, now).await;
         }
         if expires <= now {
@@ -436,23 +456,18 @@ impl Store {
     ) -> Result<RefreshOutcome> {
         let now = now_ms();
         let mut w = self.write().await?;
-        let mut sql =
-            Sql::new("SELECT workspace_id, user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ");
-        sql.arg(old_hash);
-        let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? else {
+        let Some(StoredToken {
+            session,
+            expires_at: expires,
+            spent,
+        }) = stored_token(&mut w.tx, old_hash).await?
+        else {
             return Ok(RefreshOutcome::Invalid);
         };
-        let session = SessionRef {
-            workspace_id: row.try_get(0)?,
-            user_id: row.try_get(1)?,
-            session_id: row.try_get(2)?,
-        };
-        let expires: i64 = row.try_get(3)?;
-        let (used, revoked): (Option<i64>, Option<i64>) = (row.try_get(4)?, row.try_get(5)?);
         if session.user_id != user || from.is_some_and(|f| f != session.session_id) {
             return Ok(RefreshOutcome::Invalid);
         }
-        if used.is_some() || revoked.is_some() {
+        if spent {
             return reused(w, session, now).await;
         }
         let mut sql = Sql::new("SELECT 1 FROM memberships WHERE workspace_id = ");
