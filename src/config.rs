@@ -86,6 +86,16 @@ pub struct Settings {
     /// copies compiled into the binary: for working on the app, where an edit then
     /// needs a restart, not a rebuild. Read once at start-up.
     pub web_dir: Option<PathBuf>,
+    /// E-mail inboxes may name mail servers at loopback, private or link-local
+    /// addresses (an on-premises server, a test machine). Off by default: a workspace
+    /// admin could otherwise make this server connect into its own network.
+    pub mail_allow_private_hosts: bool,
+    /// Largest attachment of an incoming mail kept, in bytes; a larger one is
+    /// described on its message but not kept.
+    pub mail_attachment_max_bytes: usize,
+    /// How long an e-mail inbox whose server refuses its login waits before trying
+    /// again, in seconds (saving its settings tries at once).
+    pub mail_failing_retry_secs: u64,
 }
 
 impl Default for Settings {
@@ -114,6 +124,9 @@ impl Default for Settings {
             ws_outbound_queue: 1024,
             metrics_token: None,
             web_dir: None,
+            mail_allow_private_hosts: false,
+            mail_attachment_max_bytes: 25 * 1024 * 1024,
+            mail_failing_retry_secs: 300,
         }
     }
 }
@@ -142,6 +155,9 @@ const KEYS: &[&str] = &[
     "ws_outbound_queue",
     "metrics_token",
     "web_dir",
+    "mail_allow_private_hosts",
+    "mail_attachment_max_bytes",
+    "mail_failing_retry_secs",
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.

@@ -113,10 +113,16 @@ impl Application {
             connections: Default::default(),
             clock: Default::default(),
             inbox_tokens: Default::default(),
+            mail_changed: Default::default(),
+            mail_queued: Default::default(),
         });
         let site = web::Data::new(http::Site::load(state.settings.web_dir.as_deref())?);
         let (stop_workers, stop) = tokio::sync::watch::channel(false);
-        let background = vec![actix_web::rt::spawn(crate::workers::timers::run(state.clone().into_inner(), stop))];
+        let background = vec![
+            actix_web::rt::spawn(crate::workers::timers::run(state.clone().into_inner(), stop.clone())),
+            actix_web::rt::spawn(crate::workers::mail_sync::run(state.clone().into_inner(), stop.clone())),
+            actix_web::rt::spawn(crate::workers::mail_send::run(state.clone().into_inner(), stop)),
+        ];
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

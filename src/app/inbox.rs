@@ -174,6 +174,7 @@ pub async fn report_delivery(state: &AppState, token: &str, message_id: &str, st
         inbox_id,
         message_id: message_id.to_string(),
         status: status.to_string(),
+        error: None,
     };
     Ok(writes::execute(state, author, None, write).await?.0)
 }

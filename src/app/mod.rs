@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod forward;
 pub mod inbox;
+pub mod mail;
 pub mod principal;
 pub mod records;
 pub mod topics;
@@ -47,4 +48,8 @@ pub struct AppState {
     pub clock: clock::Clock,
     /// API-channel inbox tokens found lately.
     pub inbox_tokens: inbox::InboxTokens,
+    /// Woken when an e-mail inbox's servers are saved, so its sync starts over at once.
+    pub mail_changed: tokio::sync::Notify,
+    /// Woken when a reply may have been queued for SMTP.
+    pub mail_queued: tokio::sync::Notify,
 }

@@ -19,7 +19,7 @@ use crate::actors::persister::{job, Pending, Refused};
 use crate::actors::Persister;
 use crate::actors::{Disown, Ordered, Own, Route};
 use crate::domain::{Changes, EmailAddress, Event, FieldValue, ObjectType, Topic};
-use crate::store::{DealMove, Inbound, Store, StoreError, WriteTx};
+use crate::store::{DealMove, Inbound, MailBatch, Store, StoreError, WriteTx};
 
 /// What a write answers: the record (or conversion) as JSON, and its events.
 pub type Written = (Value, Vec<Event>);
@@ -60,11 +60,20 @@ pub enum Write {
         conversation_id: String,
         expected: Option<i64>,
     },
-    /// A channel reports where an outgoing message is.
+    /// A channel reports where an outgoing message is (and why it failed).
     Delivery {
         inbox_id: String,
         message_id: String,
         status: String,
+        error: Option<String>,
+    },
+    /// Mail fetched from an e-mail inbox's folder.
+    Mails(MailBatch),
+    /// An e-mail inbox's sync says how it is doing.
+    ChannelStatus {
+        inbox_id: String,
+        status: String,
+        detail: String,
     },
     /// The conversation's timers due by `now` fire.
     FireTimers {
@@ -86,7 +95,8 @@ impl Write {
             Write::Create { ty, .. } | Write::Update { ty, .. } | Write::Delete { ty, .. } => *ty,
             Write::Move { .. } => ObjectType::Deal,
             Write::Convert { .. } => ObjectType::Lead,
-            Write::Inbound(_) => ObjectType::Message,
+            Write::Inbound(_) | Write::Mails(_) => ObjectType::Message,
+            Write::ChannelStatus { .. } => ObjectType::Inbox,
             Write::Read { .. } | Write::ApplyMacro { .. } | Write::FireTimers { .. } => ObjectType::Conversation,
             Write::Delivery { .. } => ObjectType::Message,
         }
@@ -124,7 +134,12 @@ impl Write {
                 inbox_id,
                 message_id,
                 status,
-            } => json!({"op": "delivery", "inbox_id": inbox_id, "id": message_id, "status": status}),
+                error,
+            } => json!({"op": "delivery", "inbox_id": inbox_id, "id": message_id, "status": status, "error": error}),
+            Write::Mails(batch) => json!({"op": "mails", "batch": batch}),
+            Write::ChannelStatus { inbox_id, status, detail } => {
+                json!({"op": "channel_status", "inbox_id": inbox_id, "status": status, "detail": detail})
+            }
         }
     }
 
@@ -194,6 +209,13 @@ impl Write {
                 inbox_id: text("inbox_id")?,
                 message_id: id()?,
                 status: text("status")?,
+                error: text("error"),
+            },
+            "mails" => Write::Mails(serde_json::from_value(v["batch"].clone()).ok()?),
+            "channel_status" => Write::ChannelStatus {
+                inbox_id: text("inbox_id")?,
+                status: text("status")?,
+                detail: text("detail")?,
             },
             "fire_timers" => Write::FireTimers {
                 conversation_id: id()?,
@@ -274,7 +296,15 @@ impl Write {
                         inbox_id,
                         message_id,
                         status,
-                    } => s.set_delivery_in(w, &inbox_id, &message_id, &status, actor).await?,
+                        error,
+                    } => {
+                        s.set_delivery_in(w, &inbox_id, &message_id, &status, error.as_deref(), actor)
+                            .await?
+                    }
+                    Write::Mails(batch) => s.mails_in(w, batch, actor).await?,
+                    Write::ChannelStatus { inbox_id, status, detail } => {
+                        s.set_channel_status_in(w, &inbox_id, &status, &detail, actor).await?
+                    }
                 })
             })
         })
@@ -349,7 +379,8 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
         // The inbox's token was just found, so the inbox is there (one deleted since
         // is the write's own error to report).
         Write::Inbound(m) => return Ok(inbox(Some(m.inbox_id.clone()))),
-        Write::Delivery { inbox_id, .. } => inbox(Some(inbox_id.clone())),
+        Write::Delivery { inbox_id, .. } | Write::ChannelStatus { inbox_id, .. } => inbox(Some(inbox_id.clone())),
+        Write::Mails(batch) => inbox(Some(batch.inbox_id.clone())),
         // A member's own reading, on their personal topic: no inbox's to order.
         Write::Read { .. } => None,
         Write::ApplyMacro { conversation_id, .. } | Write::FireTimers { conversation_id, .. } => inbox(

@@ -8,6 +8,7 @@ pub mod events;
 pub mod fields;
 pub mod hours;
 pub mod inbox;
+pub mod mail;
 pub mod objects;
 pub mod query;
 pub mod rank;

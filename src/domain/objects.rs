@@ -133,8 +133,11 @@ pub const CUSTOM_FIELD_KINDS: &[&str] = &["text", "number", "date", "bool", "sel
 pub const CUSTOM_FIELD_OBJECTS: &[&str] = &["contact", "company", "lead", "deal", "conversation"];
 pub const AUDIT_ACTIONS: &[&str] = &["create", "update", "delete"];
 /// How an inbox's conversations reach it: `api`, posted by an integrator or a chat
-/// widget with the inbox's token. (Channels are added with what serves them.)
-pub const INBOX_CHANNELS: &[&str] = &["api"];
+/// widget with the inbox's token; `email`, synced from a mailbox over IMAP and
+/// answered over SMTP.
+pub const INBOX_CHANNELS: &[&str] = &["api", "email"];
+/// How an e-mail inbox's sync is doing, said in `channel_detail` in words.
+pub const CHANNEL_STATUSES: &[&str] = &["connecting", "importing", "syncing", "failing"];
 pub const CONVERSATION_STATUSES: &[&str] = &["open", "pending", "snoozed", "resolved"];
 /// The statuses of a conversation still to be worked.
 pub const UNRESOLVED: [&str; 3] = ["open", "pending", "snoozed"];
@@ -267,6 +270,10 @@ static INBOX: &[FieldSpec] = &[
         .on_create()
         .default(Default::Text("api")),
     field("team_id", FieldKind::Ref(ObjectType::Team)),
+    // An e-mail inbox's sync, as its worker last said: the status and, in words, its
+    // progress or why it fails.
+    field("channel_status", FieldKind::Choice(CHANNEL_STATUSES)).server(),
+    field("channel_detail", FieldKind::Text { max: 1000 }).server(),
     field("auto_assign", FieldKind::Bool).required().default(Default::Int(0)),
     // At most this many open conversations per agent when assigning automatically;
     // none means no limit.
@@ -347,6 +354,10 @@ static MESSAGE: &[FieldSpec] = &[
     // [{"name", "content_type", "size", "url"?}]: what the message carries, described.
     field("attachments", FieldKind::Json).on_create(),
     field("delivery_status", FieldKind::Choice(DELIVERY_STATUSES)).server(),
+    // Why delivery failed, in the receiving server's words.
+    field("delivery_error", FieldKind::Text { max: 1000 }).server(),
+    // An e-mail's quoted history and signature, kept apart from its new text.
+    field("quoted", FieldKind::LongText).server(),
     // The channel's own id of the message, unique in the inbox: the same id posted
     // twice is one message.
     field("external_id", FieldKind::Text { max: 200 }).on_create(),

@@ -40,6 +40,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/inboxes/{id}/token").route(web::post().to(rotate_token)))
     .service(
+        web::resource("/inboxes/{id}/email")
+            .route(web::get().to(mail_settings))
+            .route(web::put().to(configure_mail)),
+    )
+    .service(web::resource("/inboxes/{id}/email/test").route(web::post().to(test_mail)))
+    .service(web::resource("/messages/{id}/attachments/{index}").route(web::get().to(download_attachment)))
+    .service(
         web::resource("/conversations")
             .route(web::get().to(list_conversations))
             .route(web::post().to(|s: State, p: Principal, r: HttpRequest, b: JsonBody| create(CONVERSATION, s, p, r, b))),
@@ -130,6 +137,45 @@ async fn create_inbox(state: State, p: Principal, req: HttpRequest, body: JsonBo
         Ok((StatusCode::CREATED, inbox))
     })
     .await
+}
+
+async fn mail_settings(state: State, p: Principal, id: web::Path<String>) -> Reply {
+    Ok(HttpResponse::Ok().json(crate::app::mail::settings(&state, &p, &path_id(&id)?).await?))
+}
+
+/// Saves an e-mail inbox's servers; passwords left out keep their saved values.
+async fn configure_mail(state: State, p: Principal, id: web::Path<String>, body: JsonBody) -> Reply {
+    let input = body.parse()?;
+    Ok(HttpResponse::Ok().json(crate::app::mail::configure(&state, &p, &path_id(&id)?, input).await?))
+}
+
+/// Tries an e-mail inbox's servers: the saved ones, or those in the body.
+async fn test_mail(state: State, p: Principal, id: web::Path<String>, body: JsonBody) -> Reply {
+    let input = if body.0.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(body.parse()?)
+    };
+    Ok(HttpResponse::Ok().json(crate::app::mail::test_connection(&state, &p, &path_id(&id)?, input).await?))
+}
+
+/// A kept attachment of a message, as a download.
+async fn download_attachment(state: State, p: Principal, path: web::Path<(String, String)>) -> Reply {
+    let (id, index) = path.into_inner();
+    let id = path_id(&id)?;
+    let index: usize = index
+        .parse()
+        .map_err(|_| ApiError::msg(Code::NotFound, "an attachment is named by its position: 0, 1, …"))?;
+    let (name, content_type, bytes) = crate::app::mail::attachment(&state, &p, &id, index).await?;
+    let safe: String = name
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe}\"")))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(bytes))
 }
 
 async fn rotate_token(state: State, p: Principal, id: web::Path<String>) -> Reply {

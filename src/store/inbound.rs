@@ -41,7 +41,7 @@ pub struct Inbound {
 
 impl Inbound {
     /// The message as it is written, from the sender's contact.
-    fn message(&self, contact: &str) -> Changes {
+    pub(super) fn message(&self, contact: &str) -> Changes {
         let mut msg = Changes::default();
         msg.set(MESSAGE, "kind", FieldValue::Text("message".into()));
         msg.set(MESSAGE, "author", FieldValue::Text(format!("contact:{contact}")));
@@ -76,7 +76,7 @@ impl Inbound {
 
     /// The conversation this message opens in `inbox` for `contact`, before the
     /// store fills in its number and times.
-    fn opening(&self, inbox: &Record, contact: &str) -> Changes {
+    pub(super) fn opening(&self, inbox: &Record, contact: &str) -> Changes {
         let mut c = Changes::default();
         c.set(CONVERSATION, "inbox_id", FieldValue::Text(self.inbox_id.clone()));
         c.set(CONVERSATION, "contact_id", FieldValue::Text(contact.to_string()));
@@ -156,7 +156,7 @@ impl Scoped<'_> {
     /// Round-robin: of the `available` members who may work the inbox's conversations
     /// (its team's, when it has one) and hold fewer open ones in it than its limit, the
     /// one whose turn is oldest (never first); their turn is then the newest.
-    async fn next_assignee(&self, conn: &mut AnyConnection, inbox: &Record, available: &[String]) -> Result<Option<String>> {
+    pub(super) async fn next_assignee(&self, conn: &mut AnyConnection, inbox: &Record, available: &[String]) -> Result<Option<String>> {
         if available.is_empty() {
             return Ok(None);
         }
@@ -236,7 +236,7 @@ impl Scoped<'_> {
     /// The sender's contact: known to the inbox by its source id (or e-mail), else
     /// the workspace's contact with that e-mail, else a new one; remembered for the
     /// next message either way.
-    async fn inbound_contact(&self, w: &mut WriteTx, m: &Inbound, actor: &str) -> Result<String> {
+    pub(super) async fn inbound_contact(&self, w: &mut WriteTx, m: &Inbound, actor: &str) -> Result<String> {
         let sources = m.sources();
         let sources: Vec<&String> = sources.iter().collect();
         for (i, source) in sources.iter().enumerate() {

@@ -67,7 +67,9 @@ pub(super) fn posted_changes(conv: &Record, msg: &Record, changes: &mut Changes)
         if conv.get("waiting_since").is_null() {
             changes.set(CONVERSATION, "waiting_since", FieldValue::Int(msg.created_at));
         }
-        if matches!(conv.text("status"), Some("pending" | "snoozed")) {
+        // A customer writing again reopens the conversation, even a resolved one an
+        // e-mail answers.
+        if matches!(conv.text("status"), Some("pending" | "snoozed" | "resolved")) {
             changes.set(CONVERSATION, "status", FieldValue::Text("open".into()));
         }
     } else {
@@ -393,7 +395,12 @@ impl Scoped<'_> {
     ) -> Result<(Record, Record)> {
         Self::prepare_message(&conv, &mut changes, actor)?;
         self.check_mentions(&mut w.tx, &changes).await?;
+        let to_customer = changes.get("direction").and_then(|d| d.as_text()) == Some("outgoing");
+        let by_mail = to_customer && self.outgoing_mail_id(&mut w.tx, &conv, &mut changes).await?;
         let msg = self.insert_in(w, MESSAGE, changes, actor, true).await?;
+        if by_mail {
+            self.queue_mail(&mut w.tx, &msg).await?;
+        }
         self.tell_mentioned(w, &msg, actor, msg.created_at).await?;
         if msg.text("kind") != Some("message") {
             return Ok((msg, conv));
@@ -712,6 +719,7 @@ impl Scoped<'_> {
         inbox_id: &str,
         message_id: &str,
         status: &str,
+        error: Option<&str>,
         actor: &str,
     ) -> Result<Value> {
         let msg = self
@@ -742,6 +750,9 @@ impl Scoped<'_> {
         }
         let mut c = Changes::default();
         c.set(MESSAGE, "delivery_status", FieldValue::Text(status.to_string()));
+        if let Some(e) = error.filter(|_| status == "failed") {
+            c.set(MESSAGE, "delivery_error", FieldValue::Text(e.chars().take(1000).collect()));
+        }
         Ok(self.update_from(w, MESSAGE, msg, None, c, actor, false).await?.to_json(MESSAGE))
     }
 }

@@ -2,4 +2,6 @@
 //! application layer like any adapter, so its writes take the same path, under the
 //! same single writers.
 
+pub mod mail_send;
+pub mod mail_sync;
 pub mod timers;

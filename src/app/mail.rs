@@ -1,0 +1,469 @@
+//! The e-mail channel's commands: an inbox's mail servers (passwords sealed at rest,
+//! never answered back), a connection test that says in words what failed, what the
+//! sync worker writes (fetched mail, how the channel is doing) and the attachments it
+//! keeps, and what the SMTP sender needs of a queued reply.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::error::{ApiError, Code};
+use super::principal::Principal;
+use super::writes::{self, Author, Write};
+use super::AppState;
+use crate::domain::mail::MailAttachment;
+use crate::domain::{Access, EmailAddress, FieldErrors, ObjectType};
+use crate::mail::{smtp, Endpoint, MailError, Security};
+use crate::store::{MailAccount, MailBatch};
+
+/// Who the sync worker's and the sender's writes are by.
+pub const ACTOR: &str = "system:mail";
+
+/// An inbox's IMAP server, as a client sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapInput {
+    pub host: String,
+    pub port: Option<u16>,
+    pub security: String,
+    pub username: String,
+    /// Unset on an update: the saved one is kept.
+    pub password: Option<String>,
+    pub folder: Option<String>,
+    /// How far back the first import goes, in days.
+    pub import_days: Option<i64>,
+    /// For a server without IDLE: how often to look for new mail, in seconds.
+    pub poll_secs: Option<i64>,
+}
+
+/// An inbox's SMTP server, as a client sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpInput {
+    pub host: String,
+    pub port: Option<u16>,
+    pub security: String,
+    pub username: Option<String>,
+    /// Unset on an update: the saved one is kept.
+    pub password: Option<String>,
+}
+
+/// An e-mail inbox's servers and address, as a client sends them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailInput {
+    pub imap: ImapInput,
+    pub smtp: SmtpInput,
+    pub from_name: Option<String>,
+    pub from_address: String,
+}
+
+const MAX_HOST: usize = 253;
+const MAX_CREDENTIAL: usize = 500;
+
+fn check_host(errors: &mut FieldErrors, field: &str, host: &str, security: &str) {
+    let valid = !host.is_empty()
+        && host.len() <= MAX_HOST
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if !valid {
+        errors.add(format!("{field}.host"), "a host name or IP address");
+    }
+    match Security::parse(security) {
+        None => errors.add(format!("{field}.security"), format!("one of {}", Security::NAMES.join(", "))),
+        Some(Security::None) if !crate::mail::is_loopback_host(host) => errors.add(
+            format!("{field}.security"),
+            "'none' sends the password in the clear: only for a server on this machine (127.0.0.1, ::1, localhost); use 'tls' or 'starttls'",
+        ),
+        Some(_) => {}
+    }
+}
+
+impl MailInput {
+    /// The account to save, with passwords sealed; `saved` gives the passwords an
+    /// update leaves out.
+    fn validate(self, state: &AppState, workspace_id: &str, inbox_id: &str, saved: Option<&MailAccount>) -> Result<MailAccount, ApiError> {
+        let mut errors = FieldErrors::default();
+        let i = self.imap;
+        let s = self.smtp;
+        check_host(&mut errors, "imap", i.host.trim(), &i.security);
+        check_host(&mut errors, "smtp", s.host.trim(), &s.security);
+        if i.username.trim().is_empty() || i.username.len() > MAX_CREDENTIAL {
+            errors.add("imap.username", "is required (at most 500 characters)");
+        }
+        let imap_password = match (i.password, saved) {
+            (Some(p), _) if !p.is_empty() && p.len() <= MAX_CREDENTIAL => Some(p),
+            (Some(_), _) => {
+                errors.add("imap.password", "1 to 500 characters");
+                None
+            }
+            (None, Some(_)) => None,
+            (None, None) => {
+                errors.add("imap.password", "is required");
+                None
+            }
+        };
+        let folder = i
+            .folder
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| "INBOX".into());
+        if folder.len() > 200 || folder.contains(['"', '\r', '\n']) {
+            errors.add(
+                "imap.folder",
+                "a folder name of at most 200 characters, without quotes or line breaks",
+            );
+        }
+        let import_days = i.import_days.unwrap_or(30);
+        if !(0..=3650).contains(&import_days) {
+            errors.add("imap.import_days", "0 to 3650 days");
+        }
+        let poll_secs = i.poll_secs.unwrap_or(60);
+        if !(5..=3600).contains(&poll_secs) {
+            errors.add("imap.poll_secs", "5 to 3600 seconds");
+        }
+        if s.username.as_ref().is_some_and(|u| u.len() > MAX_CREDENTIAL) || s.password.as_ref().is_some_and(|p| p.len() > MAX_CREDENTIAL) {
+            errors.add("smtp.username", "at most 500 characters");
+        }
+        let from = match EmailAddress::parse(&self.from_address) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                errors.add("from_address", why);
+                None
+            }
+        };
+        let from_name = self.from_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        if from_name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > 200 || n.contains(['\r', '\n']))
+        {
+            errors.add("from_name", "at most 200 characters on one line");
+        }
+        errors.into_result()?;
+        let seal = |p: &str| state.tokens.seal(p).map_err(ApiError::internal);
+        let imap_password = match imap_password {
+            Some(p) => seal(&p)?,
+            None => saved.map(|a| a.imap_password.clone()).unwrap_or_default(),
+        };
+        let smtp_username = s.username.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+        let smtp_password = match (&smtp_username, s.password) {
+            (None, _) => None,
+            (Some(_), Some(p)) if !p.is_empty() => Some(seal(&p)?),
+            (Some(_), _) => saved.and_then(|a| a.smtp_password.clone()),
+        };
+        let port = |p: Option<u16>, default: u16| i64::from(p.filter(|p| *p > 0).unwrap_or(default));
+        let imap_default = if i.security == "tls" { 993 } else { 143 };
+        let smtp_default = if s.security == "tls" { 465 } else { 587 };
+        Ok(MailAccount {
+            inbox_id: inbox_id.to_string(),
+            workspace_id: workspace_id.to_string(),
+            imap_host: i.host.trim().to_string(),
+            imap_port: port(i.port, imap_default),
+            imap_security: i.security,
+            imap_username: i.username.trim().to_string(),
+            imap_password,
+            imap_folder: folder,
+            import_days,
+            poll_secs,
+            smtp_host: s.host.trim().to_string(),
+            smtp_port: port(s.port, smtp_default),
+            smtp_security: s.security,
+            smtp_username,
+            smtp_password,
+            from_name,
+            from_address: from.map(|f| f.as_str().to_string()).unwrap_or_default(),
+            uid_validity: saved.and_then(|a| a.uid_validity),
+            last_uid: saved.map_or(0, |a| a.last_uid),
+            updated_at: 0,
+        })
+    }
+}
+
+/// An account as answered: everything but the passwords, which are only said to be
+/// set.
+pub fn view(a: &MailAccount) -> Value {
+    json!({
+        "inbox_id": a.inbox_id,
+        "imap": {
+            "host": a.imap_host, "port": a.imap_port, "security": a.imap_security, "username": a.imap_username,
+            "password_set": !a.imap_password.is_empty(), "folder": a.imap_folder, "import_days": a.import_days,
+            "poll_secs": a.poll_secs,
+        },
+        "smtp": {
+            "host": a.smtp_host, "port": a.smtp_port, "security": a.smtp_security, "username": a.smtp_username,
+            "password_set": a.smtp_password.is_some(),
+        },
+        "from_name": a.from_name,
+        "from_address": a.from_address,
+        "sync": {"uid_validity": a.uid_validity, "last_uid": a.last_uid},
+    })
+}
+
+async fn email_inbox(state: &AppState, p: &Principal, inbox_id: &str) -> Result<(), ApiError> {
+    let inbox = p.scoped(&state.store).get(ObjectType::Inbox, inbox_id).await?;
+    if inbox.text("channel") != Some("email") {
+        return Err(ApiError::msg(
+            Code::InvalidBody,
+            "only an inbox of channel 'email' has mail servers; create one with \"channel\": \"email\"",
+        ));
+    }
+    Ok(())
+}
+
+/// Saves an e-mail inbox's servers; its sync starts (or starts over) at once.
+pub async fn configure(state: &AppState, p: &Principal, inbox_id: &str, input: MailInput) -> Result<Value, ApiError> {
+    p.require(ObjectType::Inbox.resource(), Access::Write)?;
+    email_inbox(state, p, inbox_id).await?;
+    let scoped = p.scoped(&state.store);
+    let saved = scoped.mail_account_of(inbox_id).await?;
+    let account = input.validate(state, &p.workspace_id, inbox_id, saved.as_ref())?;
+    scoped.set_mail_account(&account).await?;
+    state.mail_changed.notify_waiters();
+    let stored = scoped
+        .mail_account_of(inbox_id)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::NotFound))?;
+    Ok(view(&stored))
+}
+
+/// An e-mail inbox's servers, without passwords.
+pub async fn settings(state: &AppState, p: &Principal, inbox_id: &str) -> Result<Value, ApiError> {
+    p.require(ObjectType::Inbox.resource(), Access::Write)?;
+    email_inbox(state, p, inbox_id).await?;
+    match p.scoped(&state.store).mail_account_of(inbox_id).await? {
+        Some(a) => Ok(view(&a)),
+        None => Err(ApiError::msg(Code::NotFound, "this inbox has no mail servers yet: PUT them first")),
+    }
+}
+
+/// The IMAP side of an account, as the worker and the test reach it.
+pub fn imap_endpoint(state: &AppState, a: &MailAccount) -> Endpoint {
+    Endpoint {
+        host: a.imap_host.clone(),
+        port: u16::try_from(a.imap_port).unwrap_or(993),
+        security: Security::parse(&a.imap_security).unwrap_or(Security::Tls),
+        allow_private: state.settings.mail_allow_private_hosts,
+    }
+}
+
+/// The SMTP side of an account, with its password opened.
+pub fn smtp_server(state: &AppState, a: &MailAccount) -> Result<smtp::Server, MailError> {
+    let credentials = match (&a.smtp_username, &a.smtp_password) {
+        (Some(u), Some(sealed)) => Some((u.clone(), open(state, sealed)?)),
+        _ => None,
+    };
+    Ok(smtp::Server {
+        endpoint: Endpoint {
+            host: a.smtp_host.clone(),
+            port: u16::try_from(a.smtp_port).unwrap_or(587),
+            security: Security::parse(&a.smtp_security).unwrap_or(Security::StartTls),
+            allow_private: state.settings.mail_allow_private_hosts,
+        },
+        credentials,
+    })
+}
+
+/// A sealed password, opened.
+pub fn open(state: &AppState, sealed: &str) -> Result<String, MailError> {
+    state.tokens.open(sealed).ok_or_else(|| {
+        let mut e = MailError::new(
+            crate::mail::Stage::Auth,
+            "the saved password cannot be read with this server's key (was the key changed?); save the password again",
+        );
+        e.permanent = true;
+        e
+    })
+}
+
+fn outcome(r: Result<(), MailError>) -> Value {
+    match r {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "stage": e.stage.name(), "error": e.message}),
+    }
+}
+
+/// Tries the saved servers (or `input`, before saving it): IMAP login and the folder,
+/// SMTP greeting and login. Answers, for each, whether it worked or at which step
+/// (dns, tcp, tls, auth, folder) it failed and why.
+pub async fn test_connection(state: &AppState, p: &Principal, inbox_id: &str, input: Option<MailInput>) -> Result<Value, ApiError> {
+    p.require(ObjectType::Inbox.resource(), Access::Write)?;
+    email_inbox(state, p, inbox_id).await?;
+    let saved = p.scoped(&state.store).mail_account_of(inbox_id).await?;
+    let account = match input {
+        Some(i) => i.validate(state, &p.workspace_id, inbox_id, saved.as_ref())?,
+        None => saved.ok_or_else(|| ApiError::msg(Code::NotFound, "this inbox has no mail servers yet: send them to test"))?,
+    };
+    let imap = async {
+        let password = open(state, &account.imap_password)?;
+        let mut session = crate::mail::imap::login(&imap_endpoint(state, &account), &account.imap_username, &password).await?;
+        let selected = crate::mail::imap::select(&mut session, &account.imap_folder).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), session.logout()).await;
+        selected.map(|_| ())
+    };
+    let smtp = async { smtp::check(&smtp_server(state, &account)?).await };
+    let (imap, smtp) = tokio::join!(imap, smtp);
+    Ok(json!({"imap": outcome(imap), "smtp": outcome(smtp)}))
+}
+
+/// Writes fetched mail through the inbox's actor.
+pub async fn take_mails(state: &AppState, workspace_id: &str, mut batch: MailBatch) -> Result<Value, ApiError> {
+    batch.available = state
+        .directory
+        .availability(workspace_id)
+        .into_iter()
+        .filter(|(_, status)| status == "online")
+        .map(|(user, _)| user)
+        .collect();
+    let author = Author {
+        workspace_id: workspace_id.to_string(),
+        actor: ACTOR.to_string(),
+    };
+    Ok(writes::execute(state, author, None, Write::Mails(batch)).await?.0)
+}
+
+/// Says how an inbox's channel is doing (an event on the inbox's topic when it
+/// changes).
+pub async fn set_channel(state: &AppState, workspace_id: &str, inbox_id: &str, status: &str, detail: &str) -> Result<(), ApiError> {
+    let author = Author {
+        workspace_id: workspace_id.to_string(),
+        actor: ACTOR.to_string(),
+    };
+    let write = Write::ChannelStatus {
+        inbox_id: inbox_id.to_string(),
+        status: status.to_string(),
+        detail: detail.to_string(),
+    };
+    writes::execute(state, author, None, write).await.map(|_| ())
+}
+
+/// Reports where a queued reply ended.
+pub async fn report_sent(
+    state: &AppState,
+    workspace_id: &str,
+    inbox_id: &str,
+    message_id: &str,
+    failed: Option<&str>,
+) -> Result<(), ApiError> {
+    let author = Author {
+        workspace_id: workspace_id.to_string(),
+        actor: ACTOR.to_string(),
+    };
+    let write = Write::Delivery {
+        inbox_id: inbox_id.to_string(),
+        message_id: message_id.to_string(),
+        status: if failed.is_some() { "failed" } else { "sent" }.to_string(),
+        error: failed.map(str::to_string),
+    };
+    writes::execute(state, author, None, write).await.map(|_| ())
+}
+
+fn attachments_dir(state: &AppState) -> PathBuf {
+    state.settings.data_dir.join("attachments")
+}
+
+/// Where a kept attachment's bytes are: named by their digest, so the same file sent
+/// twice is kept once.
+fn attachment_path(state: &AppState, sha256: &str) -> Option<PathBuf> {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(attachments_dir(state).join(&sha256[..2]).join(sha256))
+}
+
+/// Keeps an attachment's bytes under the data directory and answers its description:
+/// name, type judged from the content (the sender's claim when the content says
+/// nothing), size and digest. One larger than the limit is described, not kept.
+pub async fn keep_attachment(state: &AppState, a: &MailAttachment) -> std::io::Result<Value> {
+    let content_type = infer::get(&a.content)
+        .map(|k| k.mime_type().to_string())
+        .unwrap_or_else(|| a.declared_type.clone());
+    let name: String = a.name.chars().filter(|c| !c.is_control()).take(200).collect();
+    if a.content.len() > state.settings.mail_attachment_max_bytes {
+        return Ok(json!({
+            "name": name, "content_type": content_type, "size": a.content.len(),
+            "dropped": format!("larger than the {} bytes this server keeps", state.settings.mail_attachment_max_bytes),
+        }));
+    }
+    let digest: String = Sha256::digest(&a.content).iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(path) = attachment_path(state, &digest) {
+        if tokio::fs::metadata(&path).await.is_err() {
+            let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| attachments_dir(state));
+            tokio::fs::create_dir_all(&dir).await?;
+            // Written aside, then renamed: a crash never leaves half a file under the
+            // name a message points to.
+            let tmp = dir.join(format!(".{digest}.{}", uuid::Uuid::new_v4().simple()));
+            tokio::fs::write(&tmp, &a.content).await?;
+            tokio::fs::rename(&tmp, &path).await?;
+        }
+    }
+    Ok(json!({"name": name, "content_type": content_type, "size": a.content.len(), "sha256": digest}))
+}
+
+/// A message's attachment as a download: its name, type and bytes.
+pub async fn attachment(state: &AppState, p: &Principal, message_id: &str, index: usize) -> Result<(String, String, Vec<u8>), ApiError> {
+    p.require(ObjectType::Message.resource(), Access::Read)?;
+    let msg = p.scoped(&state.store).get(ObjectType::Message, message_id).await?;
+    let list: Value = serde_json::from_str(msg.text("attachments").unwrap_or("[]")).unwrap_or(Value::Null);
+    let not_found = || {
+        ApiError::msg(
+            Code::NotFound,
+            format!("message {message_id} has no attachment {index} kept on this server"),
+        )
+    };
+    let item = list.get(index).ok_or_else(not_found)?;
+    let path = item["sha256"]
+        .as_str()
+        .and_then(|d| attachment_path(state, d))
+        .ok_or_else(not_found)?;
+    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+    Ok((
+        item["name"].as_str().unwrap_or("attachment").to_string(),
+        item["content_type"].as_str().unwrap_or("application/octet-stream").to_string(),
+        bytes,
+    ))
+}
+
+/// A raw mail made ready to take: parsed, its attachments kept. None when it is not
+/// a mail at all (no headers).
+pub async fn prepare(state: &AppState, uid: u32, raw: &[u8]) -> std::io::Result<Option<crate::store::Mail>> {
+    use crate::domain::mail::MailKind;
+    let Some(parsed) = crate::domain::mail::parse(raw) else {
+        return Ok(None);
+    };
+    let mut kept = Vec::with_capacity(parsed.attachments.len());
+    for a in parsed.attachments.iter().take(crate::domain::inbox::MAX_ATTACHMENTS) {
+        kept.push(keep_attachment(state, a).await?);
+    }
+    let clip = |s: Option<String>, max: usize| s.map(|s| s.chars().take(max).collect::<String>());
+    let (kind, bounced_ids, bounce_recipient, bounce_reason) = match parsed.kind {
+        MailKind::Personal => ("personal", Vec::new(), None, None),
+        MailKind::Automatic(_) => ("automatic", Vec::new(), None, None),
+        MailKind::Bounce(b) => ("bounce", b.original_ids, b.recipient, b.reason),
+    };
+    let html = parsed.html.filter(|h| h.len() <= crate::domain::mail::MAX_TEXT * 4);
+    let text = if parsed.text.is_empty() {
+        "(no text)".to_string()
+    } else {
+        parsed.text
+    };
+    Ok(Some(crate::store::Mail {
+        uid: i64::from(uid),
+        message_id: parsed.message_id,
+        references: parsed.references.into_iter().take(100).collect(),
+        // The contact is who wrote it; where they want answers (Reply-To) is not who they are.
+        from: parsed.from.map(|a| a.as_str().to_string()),
+        from_name: clip(parsed.from_name, 200),
+        subject: clip(parsed.subject, 200),
+        text,
+        quoted: clip(parsed.quoted, crate::domain::mail::MAX_TEXT),
+        html,
+        attachments: (!kept.is_empty()).then(|| Value::Array(kept)),
+        kind: kind.to_string(),
+        bounced_ids,
+        bounce_recipient,
+        bounce_reason: clip(bounce_reason, 500),
+    }))
+}

@@ -1,0 +1,655 @@
+//! The e-mail channel's state: an inbox's mail servers (passwords sealed by the caller),
+//! where its sync stands, the outbox of replies waiting for SMTP, and taking fetched
+//! mail into conversations: dedupe by Message-ID, threading by the ids a mail answers
+//! (then Shoal's conversation token, then sender and subject), contacts matched or made,
+//! automatic mail that never opens a conversation, and bounces that fail the reply
+//! they report on. Taking mail runs inside the write of the inbox's actor.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Row};
+
+use super::inbound::Inbound;
+use super::records::{columns, decode, invalid};
+use super::{args, insert, list, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
+use crate::domain::mail::{conversation_of, normalize_subject, outgoing_message_id};
+use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record, Topic};
+
+const CONVERSATION: ObjectType = ObjectType::Conversation;
+const MESSAGE: ObjectType = ObjectType::Message;
+
+/// An e-mail inbox's servers, as stored (passwords sealed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailAccount {
+    pub inbox_id: String,
+    pub workspace_id: String,
+    pub imap_host: String,
+    pub imap_port: i64,
+    pub imap_security: String,
+    pub imap_username: String,
+    pub imap_password: String,
+    pub imap_folder: String,
+    pub import_days: i64,
+    pub poll_secs: i64,
+    pub smtp_host: String,
+    pub smtp_port: i64,
+    pub smtp_security: String,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    pub from_name: Option<String>,
+    pub from_address: String,
+    pub uid_validity: Option<i64>,
+    pub last_uid: i64,
+    pub updated_at: i64,
+}
+
+const ACCOUNT_COLUMNS: &str = "inbox_id, workspace_id, imap_host, imap_port, imap_security, imap_username, imap_password, imap_folder, import_days, poll_secs, smtp_host, smtp_port, smtp_security, smtp_username, smtp_password, from_name, from_address, uid_validity, last_uid, updated_at";
+
+fn account(row: &sqlx::any::AnyRow) -> Result<MailAccount> {
+    Ok(MailAccount {
+        inbox_id: row.try_get(0)?,
+        workspace_id: row.try_get(1)?,
+        imap_host: row.try_get(2)?,
+        imap_port: row.try_get(3)?,
+        imap_security: row.try_get(4)?,
+        imap_username: row.try_get(5)?,
+        imap_password: row.try_get(6)?,
+        imap_folder: row.try_get(7)?,
+        import_days: row.try_get(8)?,
+        poll_secs: row.try_get(9)?,
+        smtp_host: row.try_get(10)?,
+        smtp_port: row.try_get(11)?,
+        smtp_security: row.try_get(12)?,
+        smtp_username: row.try_get(13)?,
+        smtp_password: row.try_get(14)?,
+        from_name: row.try_get(15)?,
+        from_address: row.try_get(16)?,
+        uid_validity: row.try_get(17)?,
+        last_uid: row.try_get(18)?,
+        updated_at: row.try_get(19)?,
+    })
+}
+
+/// A mail fetched from the inbox's folder, parsed, its attachments already kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mail {
+    /// Its UID in the folder (under the batch's UIDVALIDITY).
+    pub uid: i64,
+    pub message_id: String,
+    /// The ids it answers, nearest first.
+    pub references: Vec<String>,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub subject: Option<String>,
+    pub text: String,
+    pub quoted: Option<String>,
+    pub html: Option<String>,
+    /// Kept attachments, described (`[{"name", "content_type", "size", "sha256"}]`).
+    pub attachments: Option<Value>,
+    /// `personal`, `automatic` or `bounce`.
+    pub kind: String,
+    /// For a bounce: the failed mail's ids, who could not be reached and why.
+    #[serde(default)]
+    pub bounced_ids: Vec<String>,
+    pub bounce_recipient: Option<String>,
+    pub bounce_reason: Option<String>,
+}
+
+/// Mails taken together, in UID order, from one folder under one UIDVALIDITY.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailBatch {
+    pub inbox_id: String,
+    pub uid_validity: i64,
+    pub mails: Vec<Mail>,
+    /// Members online when the batch was fetched: who new conversations may be
+    /// assigned to when the inbox assigns automatically.
+    #[serde(default)]
+    pub available: Vec<String>,
+}
+
+/// A reply waiting for SMTP, as the sender finds it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub message_id: String,
+    pub workspace_id: String,
+    pub inbox_id: String,
+    pub attempts: i64,
+}
+
+/// After this long a send left `sending` (its node died mid-send) is taken again.
+pub const SENDING_STALE_MS: i64 = 120_000;
+
+impl Store {
+    /// Every e-mail inbox that has its servers configured, with its workspace.
+    pub async fn mail_accounts(&self) -> Result<Vec<MailAccount>> {
+        let cols: Vec<String> = ACCOUNT_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect();
+        let sql = Sql::new(format!(
+            "SELECT {} FROM mail_accounts a JOIN inboxes i ON i.id = a.inbox_id AND i.workspace_id = a.workspace_id WHERE i.channel = 'email'",
+            cols.join(", ")
+        ));
+        sql.query().fetch_all(self.pool()).await?.iter().map(account).collect()
+    }
+
+    /// One e-mail inbox's servers and sync state.
+    pub async fn mail_account(&self, inbox_id: &str) -> Result<Option<MailAccount>> {
+        let mut sql = Sql::new(format!("SELECT {ACCOUNT_COLUMNS} FROM mail_accounts WHERE inbox_id = "));
+        sql.arg(inbox_id);
+        match sql.query().fetch_optional(self.pool()).await? {
+            Some(row) => Ok(Some(account(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The folder's UIDVALIDITY changed (or is first seen): UIDs start over, and what
+    /// was taken is recognised again by Message-ID.
+    pub async fn restart_mail_sync(&self, inbox_id: &str, uid_validity: i64) -> Result<()> {
+        let mut sql = Sql::new("UPDATE mail_accounts SET last_uid = 0, uid_validity = ");
+        sql.arg(uid_validity).push(" WHERE inbox_id = ").arg(inbox_id);
+        sql.query().execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Moves the folder's sync past `uid` (mail there was none to take, or none to
+    /// keep), under the UIDVALIDITY it was read with.
+    pub async fn advance_mail_sync(&self, inbox_id: &str, uid_validity: i64, uid: i64) -> Result<()> {
+        let mut sql = Sql::new("UPDATE mail_accounts SET last_uid = ");
+        sql.arg(uid)
+            .push(" WHERE inbox_id = ")
+            .arg(inbox_id)
+            .push(" AND uid_validity = ")
+            .arg(uid_validity)
+            .push(" AND last_uid < ")
+            .arg(uid);
+        sql.query().execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Replies due to be sent (or whose attempt was left behind), oldest first.
+    pub async fn due_mail(&self, now: i64, limit: i64) -> Result<Vec<Queued>> {
+        let mut sql =
+            Sql::new("SELECT message_id, workspace_id, inbox_id, attempts FROM mail_outbox WHERE (state = 'queued' AND next_at <= ");
+        sql.arg(now)
+            .push(") OR (state = 'sending' AND claimed_at <= ")
+            .arg(now - SENDING_STALE_MS)
+            .push(") ORDER BY next_at LIMIT ")
+            .arg(limit);
+        sql.query()
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Queued {
+                    message_id: r.try_get(0)?,
+                    workspace_id: r.try_get(1)?,
+                    inbox_id: r.try_get(2)?,
+                    attempts: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// When the next queued reply falls due, if any.
+    pub async fn next_mail_due(&self) -> Result<Option<i64>> {
+        let sql = Sql::new("SELECT MIN(next_at) FROM mail_outbox WHERE state = 'queued'");
+        Ok(sql.query().fetch_one(self.pool()).await?.try_get(0)?)
+    }
+
+    /// Takes a reply for sending: true for exactly one taker, so that two nodes (or a
+    /// node and itself) never send it at once.
+    pub async fn claim_mail(&self, message_id: &str, now: i64) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE mail_outbox SET state = 'sending', attempts = attempts + 1, claimed_at = ");
+        sql.arg(now)
+            .push(" WHERE message_id = ")
+            .arg(message_id)
+            .push(" AND ((state = 'queued' AND next_at <= ")
+            .arg(now)
+            .push(") OR (state = 'sending' AND claimed_at <= ")
+            .arg(now - SENDING_STALE_MS)
+            .push("))");
+        Ok(sql.query().execute(self.pool()).await?.rows_affected() == 1)
+    }
+
+    /// Where a taken reply ended: `sent`, `failed`, or `queued` again at `next_at`.
+    pub async fn settle_mail(&self, message_id: &str, state: &str, error: Option<&str>, next_at: i64) -> Result<()> {
+        let mut sql = Sql::new("UPDATE mail_outbox SET state = ");
+        sql.arg(state)
+            .push(", error = ")
+            .arg(error.map(str::to_string))
+            .push(", next_at = ")
+            .arg(next_at)
+            .push(", claimed_at = NULL WHERE message_id = ")
+            .arg(message_id);
+        sql.query().execute(self.pool()).await?;
+        Ok(())
+    }
+}
+
+impl Scoped<'_> {
+    /// Saves an e-mail inbox's servers (passwords already sealed). Changing the
+    /// mailbox or folder starts its sync over; anything else keeps where it stands.
+    pub async fn set_mail_account(&self, a: &MailAccount) -> Result<()> {
+        let mut w = self.begin().await?;
+        let inbox = self
+            .fetch(&mut w.tx, ObjectType::Inbox, &a.inbox_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if inbox.text("channel") != Some("email") {
+            return Err(invalid("inbox_id", "only an inbox of channel 'email' has mail servers"));
+        }
+        let mut sql = Sql::new("SELECT imap_host, imap_port, imap_username, imap_folder FROM mail_accounts WHERE inbox_id = ");
+        sql.arg(&a.inbox_id);
+        let same_mailbox = match sql.query().fetch_optional(&mut *w.tx).await? {
+            Some(r) => {
+                let (h, p, u, f): (String, i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                h == a.imap_host && p == a.imap_port && u == a.imap_username && f == a.imap_folder
+            }
+            None => false,
+        };
+        let mut sql = Sql::new("DELETE FROM mail_accounts WHERE inbox_id = ");
+        sql.arg(&a.inbox_id);
+        sql.query().execute(&mut *w.tx).await?;
+        let (validity, last) = if same_mailbox { (a.uid_validity, a.last_uid) } else { (None, 0) };
+        let sql = insert(
+            "mail_accounts",
+            ACCOUNT_COLUMNS,
+            args![
+                &a.inbox_id,
+                self.ws,
+                &a.imap_host,
+                a.imap_port,
+                &a.imap_security,
+                &a.imap_username,
+                &a.imap_password,
+                &a.imap_folder,
+                a.import_days,
+                a.poll_secs,
+                &a.smtp_host,
+                a.smtp_port,
+                &a.smtp_security,
+                a.smtp_username.clone(),
+                a.smtp_password.clone(),
+                a.from_name.clone(),
+                &a.from_address,
+                validity,
+                last,
+                now_ms(),
+            ],
+        );
+        sql.query().execute(&mut *w.tx).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// An e-mail inbox's servers, if set.
+    pub async fn mail_account_of(&self, inbox_id: &str) -> Result<Option<MailAccount>> {
+        let mut sql = Sql::new(format!("SELECT {ACCOUNT_COLUMNS} FROM mail_accounts WHERE workspace_id = "));
+        sql.arg(self.ws).push(" AND inbox_id = ").arg(inbox_id);
+        match sql.query().fetch_optional(self.store.pool()).await? {
+            Some(row) => Ok(Some(account(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Says how an inbox's channel is doing (an `inbox.updated` event when it
+    /// changes); turning `failing` tells the workspace's owners and admins.
+    pub(crate) async fn set_channel_status_in(
+        &self,
+        w: &mut WriteTx,
+        inbox_id: &str,
+        status: &str,
+        detail: &str,
+        actor: &str,
+    ) -> Result<Value> {
+        let inbox = self
+            .fetch(&mut w.tx, ObjectType::Inbox, inbox_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if inbox.text("channel_status") == Some(status) && inbox.text("channel_detail") == Some(detail) {
+            return Ok(inbox.to_json(ObjectType::Inbox));
+        }
+        let was_failing = inbox.text("channel_status") == Some("failing");
+        let mut c = Changes::default();
+        c.set(ObjectType::Inbox, "channel_status", FieldValue::Text(status.to_string()));
+        c.set(
+            ObjectType::Inbox,
+            "channel_detail",
+            FieldValue::Text(detail.chars().take(1000).collect()),
+        );
+        let after = self.update_from(w, ObjectType::Inbox, inbox, None, c, actor, true).await?;
+        if status == "failing" && !was_failing {
+            let mut sql = Sql::new("SELECT user_id FROM memberships WHERE workspace_id = ");
+            sql.arg(self.ws).push(" AND role IN ('owner', 'admin')");
+            let admins: Vec<String> = sql
+                .query()
+                .fetch_all(&mut *w.tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<_, _>>()?;
+            let now = now_ms();
+            for user in admins {
+                let topic = Topic::User {
+                    workspace_id: self.ws.to_string(),
+                    user_id: user,
+                };
+                let note = json!({"object_type": "inbox", "id": inbox_id, "name": after.text("name"), "detail": detail});
+                w.append_event(self.ws, &topic.key(), "channel_failing", note, actor, now).await?;
+            }
+        }
+        Ok(after.to_json(ObjectType::Inbox))
+    }
+
+    /// A reply to the customer in an e-mail inbox: it gets a Message-ID of Shoal's (its
+    /// external id) before it is written, and its place in the outbox after, both in
+    /// the reply's own transaction.
+    pub(super) async fn outgoing_mail_id(&self, conn: &mut AnyConnection, conv: &Record, changes: &mut Changes) -> Result<bool> {
+        let inbox_id = conv.text("inbox_id").unwrap_or_default();
+        let mut sql =
+            Sql::new("SELECT i.channel, a.from_address FROM inboxes i LEFT JOIN mail_accounts a ON a.inbox_id = i.id WHERE i.id = ");
+        sql.arg(inbox_id);
+        let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
+            return Ok(false);
+        };
+        let (channel, from): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+        if channel != "email" {
+            return Ok(false);
+        }
+        let from = from
+            .and_then(|f| EmailAddress::parse(&f).ok())
+            .or_else(|| EmailAddress::parse("mail@shoal.invalid").ok());
+        let Some(from) = from else { return Ok(false) };
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        changes.set(
+            MESSAGE,
+            "external_id",
+            FieldValue::Text(outgoing_message_id(&random, &conv.id, &from)),
+        );
+        Ok(true)
+    }
+
+    pub(super) async fn queue_mail(&self, conn: &mut AnyConnection, msg: &Record) -> Result<()> {
+        let now = now_ms();
+        let sql = insert(
+            "mail_outbox",
+            "message_id, workspace_id, inbox_id, state, attempts, next_at, created_at",
+            args![&msg.id, self.ws, msg.text("inbox_id").unwrap_or_default(), "queued", 0i64, now, now],
+        );
+        sql.query().execute(conn).await?;
+        Ok(())
+    }
+
+    /// Takes a batch of fetched mail into the inbox, in order, and moves the folder's
+    /// sync past it in the same transaction. Answers how many were taken, already
+    /// there, or left out (automatic mail answering nothing, bounces of unknown mail).
+    pub(crate) async fn mails_in(&self, w: &mut WriteTx, batch: MailBatch, actor: &str) -> Result<Value> {
+        let inbox = self
+            .fetch(&mut w.tx, ObjectType::Inbox, &batch.inbox_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if inbox.text("channel") != Some("email") {
+            return Err(invalid("inbox_id", "only an inbox of channel 'email' takes mail"));
+        }
+        let (mut taken, mut duplicates, mut left_out) = (0, 0, 0);
+        let mut last_uid = 0;
+        for mail in &batch.mails {
+            last_uid = last_uid.max(mail.uid);
+            let mut sql = Sql::new("SELECT id FROM messages WHERE inbox_id = ");
+            sql.arg(&batch.inbox_id).push(" AND external_id = ").arg(&mail.message_id);
+            if sql.query().fetch_optional(&mut *w.tx).await?.is_some() {
+                duplicates += 1;
+                continue;
+            }
+            let took = if mail.kind == "bounce" {
+                self.bounce_in(w, &batch.inbox_id, mail, actor).await?
+            } else {
+                self.mail_in(w, &inbox, mail, &batch.available, actor).await?
+            };
+            if took {
+                taken += 1;
+            } else {
+                left_out += 1;
+            }
+        }
+        let mut sql = Sql::new("UPDATE mail_accounts SET last_uid = ");
+        sql.arg(last_uid)
+            .push(" WHERE inbox_id = ")
+            .arg(&batch.inbox_id)
+            .push(" AND uid_validity = ")
+            .arg(batch.uid_validity)
+            .push(" AND last_uid < ")
+            .arg(last_uid);
+        sql.query().execute(&mut *w.tx).await?;
+        Ok(json!({"taken": taken, "duplicates": duplicates, "left_out": left_out, "last_uid": last_uid}))
+    }
+
+    /// A person's or a machine's mail: threaded into its conversation, or opening one
+    /// (a person's only). False when it was left out.
+    async fn mail_in(&self, w: &mut WriteTx, inbox: &Record, mail: &Mail, available: &[String], actor: &str) -> Result<bool> {
+        let email = mail.from.as_deref().and_then(|f| EmailAddress::parse(f).ok());
+        let found = self.thread_of(&mut w.tx, &inbox.id, mail, email.as_ref()).await?;
+        let automatic = mail.kind == "automatic";
+        if found.is_none() && (automatic || email.is_none()) {
+            return Ok(false);
+        }
+        let sender = Inbound {
+            inbox_id: inbox.id.clone(),
+            source_id: None,
+            email,
+            name: mail.from_name.clone(),
+            subject: mail.subject.clone(),
+            text: mail.text.clone(),
+            external_id: Some(mail.message_id.clone()),
+            html: mail.html.clone(),
+            attachments: mail.attachments.clone(),
+            available: available.to_vec(),
+        };
+        let contact = match (&sender.email, &found) {
+            (Some(_), _) => self.inbound_contact(w, &sender, actor).await?,
+            (None, Some(conv)) => conv.text("contact_id").unwrap_or_default().to_string(),
+            (None, None) => return Ok(false),
+        };
+        let conversation = match found {
+            Some(conv) => conv,
+            None => {
+                let mut c = sender.opening(inbox, &contact);
+                if inbox.get("auto_assign") == &FieldValue::Bool(true) {
+                    if let Some(agent) = self.next_assignee(&mut w.tx, inbox, available).await? {
+                        c.set(CONVERSATION, "assignee_id", FieldValue::Text(agent));
+                    }
+                }
+                self.create_in(w, CONVERSATION, c, actor).await?
+            }
+        };
+        let mut msg = sender.message(&contact);
+        if let Some(q) = &mail.quoted {
+            msg.set(MESSAGE, "quoted", FieldValue::Text(q.clone()));
+        }
+        if automatic {
+            // Kept in its conversation for the agents to see, as a line that changes
+            // nothing: no status, no waiting time, no SLA.
+            msg.set(MESSAGE, "kind", FieldValue::Text("activity".into()));
+        }
+        self.post_message_in(w, conversation, msg, actor).await?;
+        Ok(true)
+    }
+
+    /// The conversation a mail continues: the one holding a mail it answers (by
+    /// Message-ID, sent or received), then one Shoal's own Message-ID names, then the
+    /// sender's unresolved conversation with the same subject.
+    async fn thread_of(
+        &self,
+        conn: &mut AnyConnection,
+        inbox_id: &str,
+        mail: &Mail,
+        from: Option<&EmailAddress>,
+    ) -> Result<Option<Record>> {
+        if !mail.references.is_empty() {
+            let ids: Vec<&str> = mail.references.iter().map(String::as_str).take(100).collect();
+            let mut sql = Sql::new("SELECT external_id, conversation_id FROM messages WHERE inbox_id = ");
+            sql.arg(inbox_id).push(" AND external_id IN (");
+            list(&mut sql, &ids);
+            let rows = sql.query().fetch_all(&mut *conn).await?;
+            let mut found: Vec<(usize, String)> = Vec::new();
+            for r in rows {
+                let (ext, conv): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                if let Some(pos) = ids.iter().position(|i| *i == ext) {
+                    found.push((pos, conv));
+                }
+            }
+            found.sort();
+            for (_, conv) in found {
+                if let Some(c) = self.fetch(conn, CONVERSATION, &conv).await? {
+                    return Ok(Some(c));
+                }
+            }
+            for id in &ids {
+                if let Some(conv) = conversation_of(id) {
+                    if let Some(c) = self.fetch(conn, CONVERSATION, conv).await? {
+                        if c.text("inbox_id") == Some(inbox_id) {
+                            return Ok(Some(c));
+                        }
+                    }
+                }
+            }
+        }
+        let (Some(from), Some(subject)) = (from, mail.subject.as_deref()) else {
+            return Ok(None);
+        };
+        let subject = normalize_subject(subject);
+        let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
+        sql.arg(self.ws)
+            .push(" AND inbox_id = ")
+            .arg(inbox_id)
+            .push(" AND status <> 'resolved' AND contact_id IN (SELECT contact_id FROM inbox_contacts WHERE inbox_id = ")
+            .arg(inbox_id)
+            .push(" AND source_id = ")
+            .arg(format!("email:{}", from.as_str()))
+            .push(") ORDER BY created_at DESC LIMIT 50");
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            let conv = decode(CONVERSATION, &row)?;
+            if conv.text("subject").map(normalize_subject) == Some(subject.clone()) {
+                return Ok(Some(conv));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A bounce: the replies it reports on are marked failed with the server's reason,
+    /// and a line in their conversation says so. False when it names no reply of
+    /// this inbox's.
+    async fn bounce_in(&self, w: &mut WriteTx, inbox_id: &str, mail: &Mail, actor: &str) -> Result<bool> {
+        if mail.bounced_ids.is_empty() {
+            return Ok(false);
+        }
+        let ids: Vec<&str> = mail.bounced_ids.iter().map(String::as_str).take(100).collect();
+        let mut sql = Sql::new(format!("SELECT {} FROM messages WHERE inbox_id = ", columns(MESSAGE)));
+        sql.arg(inbox_id).push(" AND direction = 'outgoing' AND external_id IN (");
+        list(&mut sql, &ids);
+        let failed: Vec<Record> = sql
+            .query()
+            .fetch_all(&mut *w.tx)
+            .await?
+            .iter()
+            .map(|r| decode(MESSAGE, r))
+            .collect::<Result<_>>()?;
+        if failed.is_empty() {
+            return Ok(false);
+        }
+        let why = match (&mail.bounce_recipient, &mail.bounce_reason) {
+            (Some(to), Some(r)) => format!("Delivery to {to} failed: {r}"),
+            (Some(to), None) => format!("Delivery to {to} failed"),
+            (None, Some(r)) => format!("Delivery failed: {r}"),
+            (None, None) => "Delivery failed (the receiving server sent the mail back)".to_string(),
+        };
+        for (i, msg) in failed.into_iter().enumerate() {
+            let conv_id = msg.text("conversation_id").unwrap_or_default().to_string();
+            self.set_delivery_in(w, inbox_id, &msg.id, "failed", Some(&why), actor).await?;
+            let Some(conv) = self.fetch(&mut w.tx, CONVERSATION, &conv_id).await? else {
+                continue;
+            };
+            let mut line = Changes::default();
+            line.set(MESSAGE, "kind", FieldValue::Text("activity".into()));
+            line.set(MESSAGE, "text", FieldValue::Text(why.clone()));
+            // The bounce's own id, so that reading it again changes nothing.
+            let ext = if i == 0 {
+                mail.message_id.clone()
+            } else {
+                format!("{}#{i}", mail.message_id)
+            };
+            line.set(MESSAGE, "external_id", FieldValue::Text(ext));
+            self.post_message_in(w, conv, line, actor).await?;
+        }
+        Ok(true)
+    }
+
+    /// What the SMTP sender needs of a queued reply: the message, its conversation,
+    /// the customer's address, the author's name, and the Message-IDs of the thread
+    /// (oldest first) for In-Reply-To and References.
+    pub async fn outgoing(&self, message_id: &str) -> Result<Option<Outgoing>> {
+        let mut conn = self.store.pool().acquire().await?;
+        let conn: &mut AnyConnection = &mut conn;
+        let Some(msg) = self.fetch(conn, MESSAGE, message_id).await? else {
+            return Ok(None);
+        };
+        let conv_id = msg.text("conversation_id").unwrap_or_default().to_string();
+        let Some(conv) = self.fetch(conn, CONVERSATION, &conv_id).await? else {
+            return Ok(None);
+        };
+        let to = match conv.text("contact_id") {
+            Some(c) => self
+                .fetch(conn, ObjectType::Contact, c)
+                .await?
+                .and_then(|c| c.get("emails").as_list().first().cloned()),
+            None => None,
+        };
+        let author = msg.text("author").unwrap_or_default();
+        let agent = match author.strip_prefix("user:") {
+            Some(user) => {
+                let mut sql = Sql::new("SELECT name FROM users WHERE id = ");
+                sql.arg(user);
+                sql.query()
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .map(|r| r.try_get::<String, _>(0))
+                    .transpose()?
+            }
+            None => None,
+        };
+        let mut sql = Sql::new("SELECT external_id FROM messages WHERE workspace_id = ");
+        sql.arg(self.ws)
+            .push(" AND conversation_id = ")
+            .arg(&conv_id)
+            .push(" AND kind = 'message' AND external_id IS NOT NULL AND created_at <= ")
+            .arg(msg.created_at)
+            .push(" AND id <> ")
+            .arg(&msg.id)
+            .push(" ORDER BY created_at, id");
+        let thread: Vec<String> = sql
+            .query()
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Some(Outgoing {
+            message: msg,
+            conversation: conv,
+            to,
+            agent,
+            thread,
+        }))
+    }
+}
+
+/// A queued reply with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub message: Record,
+    pub conversation: Record,
+    /// The customer's address, if their contact has one.
+    pub to: Option<String>,
+    /// The replying member's name.
+    pub agent: Option<String>,
+    /// The thread's earlier Message-IDs, oldest first.
+    pub thread: Vec<String>,
+}

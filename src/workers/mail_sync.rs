@@ -1,0 +1,384 @@
+//! E-mail sync: one task per e-mail inbox reads its folder over IMAP and writes what
+//! arrives through the inbox's actor. In a cluster a node runs an inbox's task only
+//! while it holds that inbox's sync lease in Redis, so one node reads a folder at a
+//! time; should two ever overlap (a paused node), the store's Message-ID dedupe keeps
+//! every mail once.
+//!
+//! A task first imports the configured window of past mail, then waits in IDLE (or
+//! polls, for a server without it) and takes new mail as it comes. The last UID taken
+//! is written with the mail itself, so a restart resumes where it stopped; a new
+//! UIDVALIDITY starts the folder over, recognising what was taken by Message-ID. A lost
+//! connection is retried with exponential backoff and jitter; a refused login marks the
+//! inbox `failing`, says why, and is retried slowly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::app::mail as app_mail;
+use crate::app::{AppState, Code};
+use crate::mail::imap::{self, Woken};
+use crate::mail::{MailError, Stage};
+use crate::store::{MailAccount, MailBatch};
+
+/// How often the set of e-mail inboxes (and this node's leases) is looked at.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// Mails fetched and written together.
+const CHUNK: usize = 200;
+/// Chunks written at once across all inboxes: a large import takes its turn with the
+/// others instead of filling the writer's queue.
+const CONCURRENT_CHUNKS: usize = 2;
+/// The longest IDLE before it is renewed (servers drop it after 30 minutes).
+const IDLE_FOR: Duration = Duration::from_secs(25 * 60);
+/// Reconnection backoff after a lost connection: from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_LAST: Duration = Duration::from_secs(300);
+
+struct Running {
+    updated_at: i64,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    /// When this node's lease was last renewed (cluster only).
+    renewed: Instant,
+}
+
+fn lease_key(inbox_id: &str) -> String {
+    format!("mailsync:{inbox_id}")
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let chunks = Arc::new(Semaphore::new(CONCURRENT_CHUNKS));
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let leases = state.bus.as_ref().map(|b| b.leases());
+    let look_every = match &leases {
+        Some(l) => LOOK_EVERY.min(l.ttl / 3),
+        None => LOOK_EVERY,
+    };
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match state.store.mail_accounts().await {
+            Ok(accounts) => {
+                let wanted: HashMap<&str, &MailAccount> = accounts.iter().map(|a| (a.inbox_id.as_str(), a)).collect();
+                // Tasks whose inbox went, whose settings changed, or that ended.
+                let mut ended = Vec::new();
+                for (inbox, r) in &running {
+                    let changed = wanted.get(inbox.as_str()).is_none_or(|a| a.updated_at != r.updated_at);
+                    if changed || r.task.is_finished() {
+                        ended.push(inbox.clone());
+                    }
+                }
+                for inbox in ended {
+                    if let Some(r) = running.remove(&inbox) {
+                        let _ = r.stop.send(true);
+                        let _ = r.task.await;
+                        if let Some(l) = &leases {
+                            let _ = l.release(&lease_key(&inbox), 0).await;
+                        }
+                    }
+                }
+                // Leases of the tasks still running are renewed; one lost stops its task.
+                if let Some(l) = &leases {
+                    let mut lost = Vec::new();
+                    for (inbox, r) in running.iter_mut() {
+                        match l.renew(&lease_key(inbox), 0).await {
+                            Ok(true) => r.renewed = Instant::now(),
+                            Ok(false) => lost.push(inbox.clone()),
+                            // Redis unreachable: keep reading until the lease would have
+                            // run out, then stop, since another node may take over.
+                            Err(_) if r.renewed.elapsed() > l.ttl => lost.push(inbox.clone()),
+                            Err(_) => {}
+                        }
+                    }
+                    for inbox in lost {
+                        tracing::info!(inbox = %inbox, "another node holds this inbox's mail sync now; stopping here");
+                        if let Some(r) = running.remove(&inbox) {
+                            let _ = r.stop.send(true);
+                            let _ = r.task.await;
+                        }
+                    }
+                }
+                for account in accounts {
+                    if running.contains_key(&account.inbox_id) {
+                        continue;
+                    }
+                    if let Some(l) = &leases {
+                        match l.acquire(&lease_key(&account.inbox_id)).await {
+                            Ok(h) if l.is_mine(&h) => {}
+                            Ok(_) => continue,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot take an inbox's sync lease; trying again");
+                                continue;
+                            }
+                        }
+                    }
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    let inbox = account.inbox_id.clone();
+                    let updated_at = account.updated_at;
+                    // The write path's futures stay on this thread (its forwarding client is not Send).
+                    let task = actix_web::rt::spawn(sync(state.clone(), account, chunks.clone(), stop_rx));
+                    running.insert(
+                        inbox,
+                        Running {
+                            updated_at,
+                            stop: stop_tx,
+                            task,
+                            renewed: Instant::now(),
+                        },
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the e-mail inboxes; trying again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(look_every) => {}
+            _ = state.mail_changed.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for (inbox, r) in running {
+        let _ = r.stop.send(true);
+        let _ = r.task.await;
+        if let Some(l) = &leases {
+            let _ = l.release(&lease_key(&inbox), 0).await;
+        }
+    }
+}
+
+/// A random share of `d`, up to a quarter, added so that inboxes failing together do
+/// not all retry at the same instant.
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = getrandom::getrandom(&mut b).map(|_| u16::from_le_bytes(b)).unwrap_or(0);
+    d + d.mul_f64(f64::from(r) / f64::from(u16::MAX) / 4.0)
+}
+
+/// Sleeps, or returns true at once when `stop` fires.
+async fn stopped_during(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// One inbox's sync, until told to stop.
+async fn sync(state: Arc<AppState>, account: MailAccount, chunks: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let started = Instant::now();
+        let failure = match session(&state, &account, &chunks, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        // A session that ran a while was healthy: its loss starts the backoff over.
+        if started.elapsed() > BACKOFF_LAST {
+            backoff = BACKOFF_FIRST;
+        }
+        let (status, wait, detail) = if failure.permanent {
+            let wait = Duration::from_secs(state.settings.mail_failing_retry_secs.max(1));
+            (
+                "failing",
+                wait,
+                format!(
+                    "{} (trying again every {} s; saving the settings tries at once)",
+                    failure.message,
+                    wait.as_secs()
+                ),
+            )
+        } else {
+            let wait = jittered(backoff);
+            backoff = (backoff * 2).min(BACKOFF_LAST);
+            (
+                "connecting",
+                wait,
+                format!("{}; reconnecting in {} s", failure.message, wait.as_secs().max(1)),
+            )
+        };
+        tracing::warn!(inbox = %account.inbox_id, stage = failure.stage.name(), error = %failure.message, "e-mail sync failed");
+        note(&state, &account, status, &detail).await;
+        if stopped_during(&mut stop, wait).await {
+            return;
+        }
+    }
+}
+
+/// Says how the inbox's channel is doing; failing to say it is only logged.
+async fn note(state: &AppState, account: &MailAccount, status: &str, detail: &str) {
+    if let Err(e) = app_mail::set_channel(state, &account.workspace_id, &account.inbox_id, status, detail).await {
+        tracing::warn!(inbox = %account.inbox_id, code = e.code.name(), error = %e, "cannot record an e-mail inbox's status");
+    }
+}
+
+fn store_failed(e: impl std::fmt::Display) -> MailError {
+    MailError::new(Stage::Protocol, format!("the store failed: {e}"))
+}
+
+/// One connection's life: log in, select, catch up, then wait for new mail; returns
+/// Ok when told to stop, the failure otherwise.
+async fn session(
+    state: &Arc<AppState>,
+    account: &MailAccount,
+    chunks: &Semaphore,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), MailError> {
+    let endpoint = app_mail::imap_endpoint(state, account);
+    let password = app_mail::open(state, &account.imap_password)?;
+    let mut session = imap::login(&endpoint, &account.imap_username, &password).await?;
+    let folder = imap::select(&mut session, &account.imap_folder).await?;
+    let saved = state
+        .store
+        .mail_account(&account.inbox_id)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| MailError::new(Stage::Protocol, "the inbox's settings were removed"))?;
+    let validity = i64::from(folder.uid_validity);
+    let mut last_uid = saved.last_uid;
+    let first_import = saved.uid_validity.is_none() || last_uid == 0;
+    if saved.uid_validity != Some(validity) {
+        if saved.uid_validity.is_some() {
+            tracing::info!(inbox = %account.inbox_id, old = ?saved.uid_validity, new = validity, "the folder's UIDVALIDITY changed; reading it again");
+        }
+        state
+            .store
+            .restart_mail_sync(&account.inbox_id, validity)
+            .await
+            .map_err(store_failed)?;
+        last_uid = 0;
+    }
+    let idle = imap::has_idle(&mut session).await?;
+    let mut window = first_import || last_uid == 0;
+    loop {
+        let uids = if window {
+            let since = chrono::Utc::now() - chrono::Duration::days(account.import_days);
+            imap::uids_since(&mut session, &since.format("%-d-%b-%Y").to_string()).await?
+        } else {
+            imap::uids_after(&mut session, u32::try_from(last_uid).unwrap_or(u32::MAX)).await?
+        };
+        let uids: Vec<u32> = uids.into_iter().filter(|u| i64::from(*u) > last_uid).collect();
+        let total = uids.len();
+        for (n, part) in uids.chunks(CHUNK).enumerate() {
+            if total > CHUNK {
+                note(state, account, "importing", &format!("importing {} of {}", n * CHUNK, total)).await;
+            }
+            let permit = chunks
+                .acquire()
+                .await
+                .map_err(|_| MailError::new(Stage::Protocol, "shutting down"))?;
+            let fetched = imap::fetch(&mut session, part).await?;
+            let mut mails = Vec::with_capacity(fetched.len());
+            for (uid, raw) in &fetched {
+                match app_mail::prepare(state, *uid, raw).await {
+                    Ok(Some(m)) => mails.push(m),
+                    Ok(None) => {
+                        tracing::warn!(inbox = %account.inbox_id, uid, "a message in the folder is not a mail (no headers); left out")
+                    }
+                    Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot keep an attachment: {e}"))),
+                }
+            }
+            let highest = part.iter().copied().max().map_or(last_uid, i64::from);
+            take(state, account, validity, mails, highest, stop).await?;
+            drop(permit);
+            last_uid = last_uid.max(highest);
+            if *stop.borrow() {
+                return Ok(());
+            }
+        }
+        if window {
+            // Mail older than the window stays behind: the sync goes on from the
+            // folder's newest UID.
+            let newest = imap::uids_after(&mut session, u32::try_from(last_uid).unwrap_or(u32::MAX))
+                .await?
+                .into_iter()
+                .max()
+                .map_or(last_uid, i64::from);
+            if newest > last_uid {
+                state
+                    .store
+                    .advance_mail_sync(&account.inbox_id, validity, newest)
+                    .await
+                    .map_err(store_failed)?;
+                last_uid = newest;
+            }
+            window = false;
+        }
+        let detail = if idle {
+            "up to date; waiting for new mail (IDLE)".to_string()
+        } else {
+            format!("up to date; looking for new mail every {} s", account.poll_secs)
+        };
+        note(state, account, "syncing", &detail).await;
+        if idle {
+            let stop_signal = {
+                let mut s = stop.clone();
+                async move {
+                    let _ = s.wait_for(|v| *v).await;
+                }
+            };
+            let (back, woken) = imap::idle(session, IDLE_FOR, stop_signal).await?;
+            session = back;
+            if matches!(woken, Woken::Stopped) || *stop.borrow() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                return Ok(());
+            }
+        } else {
+            if stopped_during(stop, Duration::from_secs(u64::try_from(account.poll_secs).unwrap_or(60))).await {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                return Ok(());
+            }
+            tokio::time::timeout(imap::COMMAND_TIMEOUT, session.noop())
+                .await
+                .map_err(|_| MailError::new(Stage::Protocol, "IMAP NOOP timed out"))?
+                .map_err(|e| MailError::new(Stage::Protocol, format!("IMAP NOOP failed: {e}")))?;
+        }
+    }
+}
+
+/// Writes a chunk of mail, waiting out a busy writer; the chunk's UIDs count as taken
+/// even when some of it was left out (not mail, automatic mail answering nothing).
+async fn take(
+    state: &AppState,
+    account: &MailAccount,
+    validity: i64,
+    mails: Vec<crate::store::Mail>,
+    highest: i64,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), MailError> {
+    if mails.is_empty() {
+        return state
+            .store
+            .advance_mail_sync(&account.inbox_id, validity, highest)
+            .await
+            .map_err(store_failed);
+    }
+    let batch = MailBatch {
+        inbox_id: account.inbox_id.clone(),
+        uid_validity: validity,
+        mails,
+        available: Vec::new(),
+    };
+    loop {
+        match app_mail::take_mails(state, &account.workspace_id, batch.clone()).await {
+            Ok(_) => break,
+            Err(e) if matches!(e.code, Code::Overloaded | Code::Unavailable) => {
+                if stopped_during(stop, Duration::from_millis(200)).await {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot take mail: {e}"))),
+        }
+    }
+    // Mails left out at the chunk's end (not mail at all) still move the sync past them.
+    state
+        .store
+        .advance_mail_sync(&account.inbox_id, validity, highest)
+        .await
+        .map_err(store_failed)
+}
