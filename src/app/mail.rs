@@ -364,19 +364,26 @@ fn attachments_dir(state: &AppState) -> PathBuf {
     state.settings.data_dir.join("attachments")
 }
 
-/// Where a kept attachment's bytes are: named by their digest, so the same file sent
-/// twice is kept once.
-fn attachment_path(state: &AppState, sha256: &str) -> Option<PathBuf> {
+/// Where a kept attachment's bytes are: in the workspace's own folder (so that a
+/// digest leads only to files the workspace received), named by their digest (so the
+/// same file sent twice is kept once).
+fn attachment_path(state: &AppState, workspace_id: &str, sha256: &str) -> Option<PathBuf> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    Some(attachments_dir(state).join(&sha256[..2]).join(sha256))
+    crate::domain::fields::parse_id(workspace_id).ok()?;
+    Some(
+        attachments_dir(state)
+            .join(workspace_id)
+            .join(&sha256[..2])
+            .join(sha256.to_ascii_lowercase()),
+    )
 }
 
 /// Keeps an attachment's bytes under the data directory and answers its description:
 /// name, type judged from the content (the sender's claim when the content says
 /// nothing), size and digest. One larger than the limit is described, not kept.
-pub async fn keep_attachment(state: &AppState, a: &MailAttachment) -> std::io::Result<Value> {
+pub async fn keep_attachment(state: &AppState, workspace_id: &str, a: &MailAttachment) -> std::io::Result<Value> {
     let content_type = infer::get(&a.content)
         .map(|k| k.mime_type().to_string())
         .unwrap_or_else(|| a.declared_type.clone());
@@ -388,7 +395,7 @@ pub async fn keep_attachment(state: &AppState, a: &MailAttachment) -> std::io::R
         }));
     }
     let digest: String = Sha256::digest(&a.content).iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(path) = attachment_path(state, &digest) {
+    if let Some(path) = attachment_path(state, workspace_id, &digest) {
         if tokio::fs::metadata(&path).await.is_err() {
             let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| attachments_dir(state));
             tokio::fs::create_dir_all(&dir).await?;
@@ -416,7 +423,7 @@ pub async fn attachment(state: &AppState, p: &Principal, message_id: &str, index
     let item = list.get(index).ok_or_else(not_found)?;
     let path = item["sha256"]
         .as_str()
-        .and_then(|d| attachment_path(state, d))
+        .and_then(|d| attachment_path(state, &p.workspace_id, d))
         .ok_or_else(not_found)?;
     let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
     Ok((
@@ -428,14 +435,14 @@ pub async fn attachment(state: &AppState, p: &Principal, message_id: &str, index
 
 /// A raw mail made ready to take: parsed, its attachments kept. None when it is not
 /// a mail at all (no headers).
-pub async fn prepare(state: &AppState, uid: u32, raw: &[u8]) -> std::io::Result<Option<crate::store::Mail>> {
+pub async fn prepare(state: &AppState, workspace_id: &str, uid: u32, raw: &[u8]) -> std::io::Result<Option<crate::store::Mail>> {
     use crate::domain::mail::MailKind;
     let Some(parsed) = crate::domain::mail::parse(raw) else {
         return Ok(None);
     };
     let mut kept = Vec::with_capacity(parsed.attachments.len());
     for a in parsed.attachments.iter().take(crate::domain::inbox::MAX_ATTACHMENTS) {
-        kept.push(keep_attachment(state, a).await?);
+        kept.push(keep_attachment(state, workspace_id, a).await?);
     }
     let clip = |s: Option<String>, max: usize| s.map(|s| s.chars().take(max).collect::<String>());
     let (kind, bounced_ids, bounce_recipient, bounce_reason) = match parsed.kind {

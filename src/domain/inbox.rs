@@ -90,7 +90,12 @@ pub fn check_attachments(v: &Value) -> Result<(), String> {
         let obj = a.as_object().ok_or(format!(
             "attachment {i}: expected {{\"name\", \"content_type\", \"size\", \"url\"?}}"
         ))?;
-        if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "name" | "content_type" | "size" | "url")) {
+        // `sha256` names a file the server kept (an e-mail's attachment, in the
+        // workspace's own store); `dropped` says why one was not kept.
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "name" | "content_type" | "size" | "url" | "sha256" | "dropped"))
+        {
             return Err(format!("attachment {i}: unknown key '{k}'"));
         }
         let name = obj.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
@@ -112,6 +117,16 @@ pub fn check_attachments(v: &Value) -> Result<(), String> {
             .is_some_and(|s| (0..=10_000_000_000).contains(&s))
         {
             return Err(format!("attachment {i}: size is a number of bytes"));
+        }
+        match obj.get("sha256") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(d)) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+            Some(_) => return Err(format!("attachment {i}: sha256 is 64 hexadecimal digits")),
+        }
+        match obj.get("dropped") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(d)) if d.len() <= 500 => {}
+            Some(_) => return Err(format!("attachment {i}: dropped is a reason of at most 500 characters")),
         }
         match obj.get("url") {
             None | Some(Value::Null) => {}

@@ -45,6 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(configure_mail)),
     )
     .service(web::resource("/inboxes/{id}/email/test").route(web::post().to(test_mail)))
+    .service(web::resource("/messages").route(web::get().to(|s: State, p: Principal, r: HttpRequest| list(MESSAGE, s, p, r))))
+    .service(web::resource("/messages/{id}").route(web::get().to(|s: State, p: Principal, id: web::Path<String>| get(MESSAGE, s, p, id))))
     .service(web::resource("/messages/{id}/attachments/{index}").route(web::get().to(download_attachment)))
     .service(
         web::resource("/conversations")
@@ -151,11 +153,9 @@ async fn configure_mail(state: State, p: Principal, id: web::Path<String>, body:
 
 /// Tries an e-mail inbox's servers: the saved ones, or those in the body.
 async fn test_mail(state: State, p: Principal, id: web::Path<String>, body: JsonBody) -> Reply {
-    let input = if body.0.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(body.parse()?)
-    };
+    // An empty object (or no body) tries the saved servers.
+    let empty = body.0.iter().all(u8::is_ascii_whitespace) || body.object()?.is_empty();
+    let input = if empty { None } else { Some(body.parse()?) };
     Ok(HttpResponse::Ok().json(crate::app::mail::test_connection(&state, &p, &path_id(&id)?, input).await?))
 }
 

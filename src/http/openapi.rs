@@ -720,6 +720,134 @@ fn inbox_paths(schemas: &Map<String, Value>, add: &mut impl FnMut(&str, &str, Va
     );
     delivery["security"] = json!([{"inboxToken": []}]);
     add("/channels/api/messages/{id}/status", "post", delivery);
+    add(
+        "/messages",
+        "get",
+        op(
+            "List messages across conversations (filter by inbox_id, conversation_id, direction, delivery_status…)",
+            "messages",
+            None,
+            ("200", r("MessagePage")),
+            &with(AUTHED, &[Code::InvalidQuery, Code::UnknownParameter, Code::InvalidCursor]),
+            list_parameters(ObjectType::Message, true, None),
+        ),
+    );
+    add(
+        "/messages/{id}",
+        "get",
+        op(
+            "Get a message",
+            "messages",
+            None,
+            ("200", r("Message")),
+            &with(AUTHED, &[Code::NotFound]),
+            vec![path_param("id")],
+        ),
+    );
+    mail_paths(add);
+}
+
+/// An e-mail inbox's servers, their test, and attachments kept from mail.
+fn mail_paths(add: &mut impl FnMut(&str, &str, Value)) {
+    let security = json!({"enum": crate::mail::Security::NAMES, "description": "tls: TLS from the start; starttls: upgraded before login; none: plain, only to a server on this machine"});
+    let host = json!({"type": "string", "minLength": 1, "maxLength": 253, "pattern": "^[A-Za-z0-9.:\\[\\]-]+$"});
+    let port =
+        json!({"type": ["integer", "null"], "minimum": 0, "maximum": 65535, "description": "unset: the usual port for the security"});
+    let secret = json!({"type": ["string", "null"], "minLength": 1, "maxLength": 500, "writeOnly": true, "description": "never answered back; unset on an update keeps the saved one"});
+    let input = json!({
+        "type": "object", "additionalProperties": false, "required": ["imap", "smtp", "from_address"],
+        "properties": {
+            "imap": {"type": "object", "additionalProperties": false, "required": ["host", "security", "username"], "properties": {
+                "host": host, "port": port, "security": security, "username": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "\\S"},
+                "password": secret, "folder": {"type": ["string", "null"], "maxLength": 200, "pattern": "^[^\"\\r\\n]*$", "description": "default INBOX"},
+                "import_days": {"type": ["integer", "null"], "minimum": 0, "maximum": 3650, "description": "how far back the first import goes (default 30)"},
+                "poll_secs": {"type": ["integer", "null"], "minimum": 5, "maximum": 3600, "description": "for a server without IDLE (default 60)"}
+            }},
+            "smtp": {"type": "object", "additionalProperties": false, "required": ["host", "security"], "properties": {
+                "host": host, "port": port, "security": security, "username": {"type": ["string", "null"], "maxLength": 500}, "password": secret
+            }},
+            "from_name": {"type": ["string", "null"], "maxLength": 200, "pattern": "^[^\\r\\n]*$"},
+            "from_address": email()
+        },
+        "description": "plain security (none) is only accepted for a loopback host"
+    });
+    let settings = json!({
+        "type": "object", "required": ["inbox_id", "imap", "smtp", "from_address", "sync"],
+        "properties": {
+            "inbox_id": {"type": "string"},
+            "imap": {"type": "object", "required": ["host", "port", "security", "username", "password_set", "folder", "import_days", "poll_secs"], "properties": {
+                "host": {"type": "string"}, "port": {"type": "integer"}, "security": security, "username": {"type": "string"},
+                "password_set": {"type": "boolean"}, "folder": {"type": "string"}, "import_days": {"type": "integer"}, "poll_secs": {"type": "integer"}
+            }},
+            "smtp": {"type": "object", "required": ["host", "port", "security", "password_set"], "properties": {
+                "host": {"type": "string"}, "port": {"type": "integer"}, "security": security, "username": {"type": ["string", "null"]}, "password_set": {"type": "boolean"}
+            }},
+            "from_name": {"type": ["string", "null"]},
+            "from_address": {"type": "string"},
+            "sync": {"type": "object", "properties": {"uid_validity": {"type": ["integer", "null"]}, "last_uid": {"type": "integer"}}}
+        }
+    });
+    let inbox_errors = [Code::NotFound, Code::InvalidBody];
+    add(
+        "/inboxes/{id}/email",
+        "get",
+        op(
+            "An e-mail inbox's servers (passwords are never answered)",
+            "inboxes",
+            None,
+            ("200", settings.clone()),
+            &with(AUTHED, &inbox_errors),
+            vec![path_param("id")],
+        ),
+    );
+    add(
+        "/inboxes/{id}/email",
+        "put",
+        op(
+            "Save an e-mail inbox's IMAP and SMTP servers; its sync starts (over) at once",
+            "inboxes",
+            Some(input.clone()),
+            ("200", settings),
+            &with(WRITE, &inbox_errors),
+            vec![path_param("id")],
+        ),
+    );
+    let outcome = json!({"type": "object", "required": ["ok"], "properties": {
+        "ok": {"type": "boolean"},
+        "stage": {"enum": ["dns", "tcp", "tls", "auth", "folder", "protocol", "send"], "description": "the step that failed"},
+        "error": {"type": "string", "description": "what failed, in words"}
+    }});
+    let mut test_body = input;
+    test_body["description"] = json!("servers to try before saving them; {} tries the saved ones");
+    test_body["required"] = json!([]);
+    add(
+        "/inboxes/{id}/email/test",
+        "post",
+        op(
+            "Try an e-mail inbox's servers: IMAP login and folder, SMTP greeting and login",
+            "inboxes",
+            Some(test_body),
+            (
+                "200",
+                json!({"type": "object", "required": ["imap", "smtp"], "properties": {"imap": outcome.clone(), "smtp": outcome}}),
+            ),
+            &with(WRITE, &inbox_errors),
+            vec![path_param("id")],
+        ),
+    );
+    let mut download = op(
+        "Download an attachment kept from a mail (by its position in the message's attachments)",
+        "messages",
+        None,
+        ("200", Value::Null),
+        &with(AUTHED, &[Code::NotFound]),
+        vec![
+            path_param("id"),
+            json!({"name": "index", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0}}),
+        ],
+    );
+    download["responses"]["200"] = json!({"description": "the attachment's bytes, with its type", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    add("/messages/{id}/attachments/{index}", "get", download);
 }
 
 pub fn build() -> Value {

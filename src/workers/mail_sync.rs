@@ -275,7 +275,7 @@ async fn session(
             let fetched = imap::fetch(&mut session, part).await?;
             let mut mails = Vec::with_capacity(fetched.len());
             for (uid, raw) in &fetched {
-                match app_mail::prepare(state, *uid, raw).await {
+                match app_mail::prepare(state, &account.workspace_id, *uid, raw).await {
                     Ok(Some(m)) => mails.push(m),
                     Ok(None) => {
                         tracing::warn!(inbox = %account.inbox_id, uid, "a message in the folder is not a mail (no headers); left out")
@@ -372,7 +372,10 @@ async fn take(
                     return Ok(());
                 }
             }
-            Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot take mail: {e}"))),
+            Err(e) => {
+                let details = e.details.as_ref().map(|d| format!(" {d}")).unwrap_or_default();
+                return Err(MailError::new(Stage::Protocol, format!("cannot take mail: {e}{details}")));
+            }
         }
     }
     // Mails left out at the chunk's end (not mail at all) still move the sync past them.

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod mailserver;
 
 mod access;
 mod auth;
@@ -16,6 +17,7 @@ mod convergence;
 mod crash;
 mod csv_files;
 mod docs;
+mod email;
 mod failover;
 mod inbox;
 mod isolation;

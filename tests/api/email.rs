@@ -1,0 +1,510 @@
+//! The e-mail channel against real mail servers: Dovecot for IMAP (and the mailboxes
+//! replies land in) and Postfix for SMTP, each test with its own pair.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{test_settings, Backend, Session, TestApp, Ws};
+use crate::mailserver::MailServers;
+
+const SUPPORT_PASSWORD: &str = "support-secret";
+
+/// A server that may reach mail servers on this machine, with a data directory of its
+/// own (attachments live there) and a quick retry of a refused login.
+async fn app(backend: Backend) -> TestApp {
+    let mut settings = test_settings();
+    settings.mail_allow_private_hosts = true;
+    settings.mail_failing_retry_secs = 1;
+    settings.data_dir = std::env::temp_dir().join(format!("shoal-mail-{}", uuid::Uuid::new_v4().simple()));
+    TestApp::spawn_with(backend, settings).await
+}
+
+fn servers() -> MailServers {
+    MailServers::start(&[
+        ("support", SUPPORT_PASSWORD),
+        ("customer", "customer-secret"),
+        ("dora", "dora-secret"),
+    ])
+}
+
+/// An e-mail inbox of the owner's workspace reading `support`'s INBOX.
+async fn email_inbox(app: &TestApp, owner: &Session, mail: &MailServers, password: &str) -> String {
+    let id = app
+        .post("/inboxes", &owner.token, json!({"name": "Support mail", "channel": "email"}))
+        .await
+        .expect(201)
+        .id();
+    let saved = app
+        .send_json(
+            awc::http::Method::PUT,
+            &format!("/inboxes/{id}/email"),
+            &owner.token,
+            &[],
+            json!({
+                "imap": {"host": "127.0.0.1", "port": mail.imap_port, "security": "none", "username": "support", "password": password},
+                "smtp": {"host": "127.0.0.1", "port": mail.smtp_port, "security": "none"},
+                "from_name": "Shop Support",
+                "from_address": "support@example.test",
+            }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(saved.body["imap"]["password_set"], true);
+    assert!(!saved.text.contains(password), "a saved password is never answered: {}", saved.text);
+    id
+}
+
+/// Waits until the inbox's channel is in `status`; answers the inbox.
+async fn channel(app: &TestApp, token: &str, inbox: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = app.get(&format!("/inboxes/{inbox}"), token).await.expect(200);
+        if r.body["channel_status"] == status {
+            return r.body;
+        }
+        assert!(Instant::now() < deadline, "the channel never became {status}: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every conversation of the inbox.
+async fn conversations(app: &TestApp, token: &str, inbox: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("/conversations?inbox_id={inbox}&limit=200"), token)
+        .await
+        .expect(200);
+    r.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+async fn messages(app: &TestApp, token: &str, conversation: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("/conversations/{conversation}/messages?limit=200&sort=created_at"), token)
+        .await
+        .expect(200);
+    r.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the workspace holds `n` messages in the inbox's conversations.
+async fn wait_for_messages(app: &TestApp, token: &str, inbox: &str, n: usize, within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = app.get(&format!("/messages?inbox_id={inbox}&limit=200"), token).await.expect(200);
+        let mut all = r.body["data"].as_array().cloned().unwrap_or_default();
+        let mut cursor = r.body["next_cursor"].as_str().map(str::to_string);
+        while let Some(c) = cursor {
+            let more = app
+                .get(&format!("/messages?inbox_id={inbox}&limit=200&cursor={c}"), token)
+                .await
+                .expect(200);
+            all.extend(more.body["data"].as_array().cloned().unwrap_or_default());
+            cursor = more.body["next_cursor"].as_str().map(str::to_string);
+        }
+        if all.len() >= n {
+            return all;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} messages arrived", all.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn raw_mail(from: &str, subject: &str, id: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!("From: {from}\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Wed, 02 Dec 2026 09:00:00 +0000\r\n{extra}MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n")
+        .into_bytes()
+}
+
+/// The next event on the socket of `kind` (`message.created`).
+async fn event(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let f = ws.recv().await;
+        if f["type"] == "event" && f["kind"] == kind {
+            return f;
+        }
+    }
+}
+
+async fn a_mail_reaches_watching_agents_within_a_second_and_its_attachment_downloads(backend: Backend) {
+    let mail = servers();
+    let app = app(backend).await;
+    let owner = app.signup("Mail Co").await;
+    let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
+    channel(&app, &owner.token, &inbox, "syncing").await;
+    let agent = app.member(&owner, "agent").await;
+    let mut wa = app.ws(&owner.token).await;
+    let mut wb = app.ws(&agent.token).await;
+    wa.subscribe(&format!("inbox:{inbox}"), None).await;
+    wb.subscribe(&format!("inbox:{inbox}"), None).await;
+
+    let raw = format!(
+        "From: =?UTF-8?Q?Dora_M=C3=BCller?= <dora@example.test>\r\nTo: support@example.test\r\nSubject: =?UTF-8?Q?Broken_caf=C3=A9_machine?=\r\nMessage-ID: <first@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIt leaks.\r\n\r\n-- \r\nDora\r\n--XX\r\nContent-Type: application/octet-stream; name=\"photo.png\"\r\nContent-Disposition: attachment; filename=\"photo.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==\r\n--XX--\r\n"
+    );
+    let sent = Instant::now();
+    mail.deliver("support", raw.as_bytes());
+    let seen_a = event(&mut wa, "message.created").await;
+    let seen_b = event(&mut wb, "message.created").await;
+    let took = sent.elapsed();
+    // IMAP IDLE is told of new mail after the server's own 0.5 s batching; 2 s leaves
+    // room for a loaded machine.
+    assert!(took < Duration::from_secs(2), "the mail took {took:?} to reach the agents");
+    assert_eq!(seen_a["seq"], seen_b["seq"]);
+    let msg = &seen_a["data"]["record"];
+    assert_eq!(msg["text"], "It leaks.");
+    assert_eq!(msg["quoted"], "-- \nDora");
+    assert_eq!(msg["direction"], "incoming");
+    assert_eq!(msg["external_id"], "first@example.test");
+
+    let convs = conversations(&app, &owner.token, &inbox).await;
+    assert_eq!(convs.len(), 1);
+    assert_eq!(convs[0]["subject"], "Broken café machine");
+    let contact = app
+        .get(&format!("/contacts/{}", convs[0]["contact_id"].as_str().unwrap()), &owner.token)
+        .await
+        .expect(200);
+    assert_eq!(contact.body["name"], "Dora Müller");
+    assert_eq!(contact.body["emails"], json!(["dora@example.test"]));
+
+    let attachments = &msg["attachments"];
+    assert_eq!(attachments[0]["name"], "photo.png");
+    // The type is judged from the bytes, not from what the sender claimed.
+    assert_eq!(attachments[0]["content_type"], "image/png");
+    let id = msg["id"].as_str().unwrap();
+    let mut res = app
+        .client
+        .get(format!("{}/api/v1/messages/{id}/attachments/0", app.address))
+        .bearer_auth(&agent.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let bytes = res.body().await.unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    app.get(&format!("/messages/{id}/attachments/1"), &agent.token).await.expect(404);
+}
+
+#[actix_web::test]
+async fn a_mail_reaches_watching_agents_within_a_second_and_its_attachment_downloads_on_sqlite() {
+    a_mail_reaches_watching_agents_within_a_second_and_its_attachment_downloads(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn a_mail_reaches_watching_agents_within_a_second_and_its_attachment_downloads_on_postgres() {
+    a_mail_reaches_watching_agents_within_a_second_and_its_attachment_downloads(Backend::Postgres).await;
+}
+
+/// A header's value in a raw mail.
+fn header(raw: &str, name: &str) -> Option<String> {
+    let prefix = format!("{}:", name.to_lowercase());
+    raw.lines()
+        .find(|l| l.to_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim().to_string())
+}
+
+async fn a_reply_goes_out_threaded_and_the_customers_answer_lands_in_the_same_conversation(backend: Backend) {
+    let mail = servers();
+    let app = app(backend).await;
+    let owner = app.signup("Reply Co").await;
+    let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
+    channel(&app, &owner.token, &inbox, "syncing").await;
+    mail.deliver(
+        "support",
+        &mail_of_customer("Order 42", "c1@example.test", "", "Where is my order?"),
+    );
+    let first = wait_for_messages(&app, &owner.token, &inbox, 1, Duration::from_secs(10)).await;
+    let conv = first[0]["conversation_id"].as_str().unwrap().to_string();
+
+    let reply = app
+        .post(
+            &format!("/conversations/{conv}/messages"),
+            &owner.token,
+            json!({"text": "It ships today."}),
+        )
+        .await
+        .expect(201);
+    let reply_id = reply.id();
+    let our_id = reply.body["external_id"].as_str().unwrap().to_string();
+    assert!(our_id.ends_with(".shoal@example.test") && our_id.contains(&conv), "{our_id}");
+    assert_eq!(reply.body["delivery_status"], "pending");
+
+    let got = mail.wait_for_mails("customer", 1, Duration::from_secs(20)).await;
+    let raw = String::from_utf8_lossy(&got[0]).to_string();
+    assert_eq!(header(&raw, "Message-ID").as_deref(), Some(format!("<{our_id}>").as_str()), "{raw}");
+    assert_eq!(header(&raw, "In-Reply-To").as_deref(), Some("<c1@example.test>"), "{raw}");
+    assert_eq!(header(&raw, "References").as_deref(), Some("<c1@example.test>"), "{raw}");
+    assert_eq!(header(&raw, "Subject").as_deref(), Some("Re: Order 42"), "{raw}");
+    assert!(header(&raw, "From").unwrap().contains("support@example.test"), "{raw}");
+    assert!(raw.contains("It ships today."), "{raw}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = app.get(&format!("/messages/{reply_id}"), &owner.token).await.expect(200);
+        if m.body["delivery_status"] == "sent" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reply was never marked sent: {}", m.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The customer answers from a client that keeps the thread's ids, under a
+    // changed subject: it lands in the same conversation.
+    app.patch(&format!("/conversations/{conv}"), &owner.token, json!({"status": "resolved"}))
+        .await
+        .expect(200);
+    let refs = format!("In-Reply-To: <{our_id}>\r\nReferences: <c1@example.test> <{our_id}>\r\n");
+    mail.deliver(
+        "support",
+        &mail_of_customer("Re: Order 42 (thanks)", "c2@example.test", &refs, "Great, thanks!"),
+    );
+    let all = wait_for_messages(&app, &owner.token, &inbox, 3, Duration::from_secs(10)).await;
+    assert!(all.iter().all(|m| m["conversation_id"] == conv.as_str()), "{all:?}");
+    // An answer to a resolved conversation reopens it.
+    let c = app.get(&format!("/conversations/{conv}"), &owner.token).await.expect(200);
+    assert_eq!(c.body["status"], "open");
+
+    // A new subject from the same sender, answering nothing, is a new conversation;
+    // the same subject again continues it.
+    mail.deliver(
+        "support",
+        &mail_of_customer("Invoice question", "c3@example.test", "", "Can I get an invoice?"),
+    );
+    mail.deliver(
+        "support",
+        &mail_of_customer("RE: Invoice question", "c4@example.test", "", "Hello?"),
+    );
+    wait_for_messages(&app, &owner.token, &inbox, 5, Duration::from_secs(10)).await;
+    let convs = conversations(&app, &owner.token, &inbox).await;
+    assert_eq!(convs.len(), 2, "{convs:?}");
+    let invoice = convs.iter().find(|c| c["subject"] == "Invoice question").unwrap();
+    assert_eq!(messages(&app, &owner.token, invoice["id"].as_str().unwrap()).await.len(), 2);
+}
+
+fn mail_of_customer(subject: &str, id: &str, extra: &str, body: &str) -> Vec<u8> {
+    raw_mail("Carl Customer <customer@example.test>", subject, id, extra, body)
+}
+
+#[actix_web::test]
+async fn a_reply_goes_out_threaded_and_the_customers_answer_lands_in_the_same_conversation_on_sqlite() {
+    a_reply_goes_out_threaded_and_the_customers_answer_lands_in_the_same_conversation(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn a_reply_goes_out_threaded_and_the_customers_answer_lands_in_the_same_conversation_on_postgres() {
+    a_reply_goes_out_threaded_and_the_customers_answer_lands_in_the_same_conversation(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn the_imap_server_restarted_mid_import_and_a_new_uidvalidity_leave_no_mail_missing_or_twice() {
+    let mail = servers();
+    let total = 1_500;
+    for i in 0..total {
+        mail.deliver(
+            "support",
+            &raw_mail(
+                &format!("sender{}@example.test", i % 300),
+                &format!("Question {i}"),
+                &format!("bulk-{i}@example.test"),
+                "",
+                "hello",
+            ),
+        );
+    }
+    let app = app(Backend::Sqlite).await;
+    let owner = app.signup("Import Co").await;
+    let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
+    // Restarted while the import runs: the sync reconnects and goes on where it was.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = app
+            .get(&format!("/messages?inbox_id={inbox}&limit=1"), &owner.token)
+            .await
+            .expect(200);
+        if !r.body["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the import never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    mail.stop_imap();
+    mail.start_imap();
+    let all = wait_for_messages(&app, &owner.token, &inbox, total, Duration::from_secs(120)).await;
+    let mut ids: Vec<&str> = all.iter().map(|m| m["external_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "every mail once");
+    channel(&app, &owner.token, &inbox, "syncing").await;
+
+    // The folder's UIDVALIDITY changes: it is read again, and nothing is taken twice.
+    mail.reset_uidvalidity("support");
+    mail.deliver("support", &raw_mail("late@example.test", "One more", "late@example.test", "", "hi"));
+    let all = wait_for_messages(&app, &owner.token, &inbox, total + 1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    channel(&app, &owner.token, &inbox, "syncing").await;
+    let again = wait_for_messages(&app, &owner.token, &inbox, total + 1, Duration::from_secs(5)).await;
+    assert_eq!(again.len(), total + 1, "nothing twice after the new UIDVALIDITY");
+    assert!(all.iter().any(|m| m["external_id"] == "late@example.test"));
+}
+
+#[actix_web::test]
+async fn a_wrong_password_marks_the_inbox_failing_with_the_reason_and_it_recovers_by_itself_once_fixed() {
+    let mail = servers();
+    let app = app(Backend::Sqlite).await;
+    let owner = app.signup("Fail Co").await;
+    let mut ws = app.ws(&owner.token).await;
+    ws.subscribe(&format!("user:{}:{}", owner.workspace_id, owner.user_id), None).await;
+    mail.set_password("support", "changed-on-the-server");
+    let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
+    let failing = channel(&app, &owner.token, &inbox, "failing").await;
+    let detail = failing["channel_detail"].as_str().unwrap();
+    assert!(detail.contains("refused the login of 'support'"), "{detail}");
+    // The workspace's admins are told.
+    let told = loop {
+        let f = ws.recv().await;
+        if f["kind"] == "channel_failing" {
+            break f;
+        }
+    };
+    assert_eq!(told["data"]["id"], inbox.as_str());
+
+    // The password is put right on the server: the sync finds it by itself.
+    mail.set_password("support", SUPPORT_PASSWORD);
+    channel(&app, &owner.token, &inbox, "syncing").await;
+    mail.deliver(
+        "support",
+        &raw_mail("dora@example.test", "Back", "back@example.test", "", "Are you there?"),
+    );
+    wait_for_messages(&app, &owner.token, &inbox, 1, Duration::from_secs(10)).await;
+}
+
+#[actix_web::test]
+async fn auto_replies_and_bounces_open_no_conversation_and_a_bounce_fails_the_reply_it_reports() {
+    let mail = servers();
+    let app = app(Backend::Sqlite).await;
+    let owner = app.signup("Bounce Co").await;
+    let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
+    channel(&app, &owner.token, &inbox, "syncing").await;
+    // An out-of-office answering nothing opens nothing.
+    mail.deliver(
+        "support",
+        &raw_mail(
+            "away@example.test",
+            "Out of office",
+            "ooo@example.test",
+            "Auto-Submitted: auto-replied\r\n",
+            "I am away.",
+        ),
+    );
+    // A customer who does not exist: Postfix's bounce of our reply comes back to the
+    // support mailbox.
+    mail.deliver(
+        "support",
+        &raw_mail("Ghost <nobody-here@example.test>", "Help", "ghost@example.test", "", "Hello?"),
+    );
+    let msgs = wait_for_messages(&app, &owner.token, &inbox, 1, Duration::from_secs(10)).await;
+    let conv = msgs[0]["conversation_id"].as_str().unwrap().to_string();
+    let reply = app
+        .post(
+            &format!("/conversations/{conv}/messages"),
+            &owner.token,
+            json!({"text": "How can we help?"}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let m = app.get(&format!("/messages/{reply}"), &owner.token).await.expect(200);
+        if m.body["delivery_status"] == "failed" {
+            break m.body;
+        }
+        assert!(Instant::now() < deadline, "the bounce never failed the reply: {}", m.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let why = failed["delivery_error"].as_str().unwrap();
+    assert!(why.contains("nobody-here@example.test"), "{why}");
+    let convs = conversations(&app, &owner.token, &inbox).await;
+    assert_eq!(
+        convs.len(),
+        1,
+        "neither the auto-reply nor the bounce opened a conversation: {convs:?}"
+    );
+    let thread = messages(&app, &owner.token, &conv).await;
+    let line = thread
+        .iter()
+        .find(|m| m["kind"] == "activity")
+        .expect("a line says the delivery failed");
+    assert!(
+        line["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Delivery to nobody-here@example.test failed"),
+        "{line}"
+    );
+}
+
+#[actix_web::test]
+async fn the_connection_test_says_which_step_failed_and_settings_are_checked() {
+    let mail = servers();
+    let app = app(Backend::Sqlite).await;
+    let owner = app.signup("Test Co").await;
+    let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
+    let ok = app
+        .post(&format!("/inboxes/{inbox}/email/test"), &owner.token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(ok.body, json!({"imap": {"ok": true}, "smtp": {"ok": true}}));
+    let wrong = app
+        .post(
+            &format!("/inboxes/{inbox}/email/test"),
+            &owner.token,
+            json!({
+                "imap": {"host": "127.0.0.1", "port": mail.imap_port, "security": "none", "username": "support", "password": "nope", "folder": "INBOX"},
+                "smtp": {"host": "127.0.0.1", "port": 1, "security": "none"},
+                "from_address": "support@example.test",
+            }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(wrong.body["imap"]["ok"], false);
+    assert_eq!(wrong.body["imap"]["stage"], "auth");
+    assert_eq!(wrong.body["smtp"]["stage"], "tcp", "{}", wrong.text);
+    let folder = app
+        .post(
+            &format!("/inboxes/{inbox}/email/test"),
+            &owner.token,
+            json!({
+                "imap": {"host": "127.0.0.1", "port": mail.imap_port, "security": "none", "username": "support", "password": SUPPORT_PASSWORD, "folder": "Nope"},
+                "smtp": {"host": "127.0.0.1", "port": mail.smtp_port, "security": "none"},
+                "from_address": "support@example.test",
+            }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(folder.body["imap"]["stage"], "folder", "{}", folder.text);
+    assert_eq!(folder.body["smtp"]["ok"], true, "{}", folder.text);
+
+    // Plain text to a server elsewhere, bad hosts and a missing password are refused.
+    let api = app
+        .post("/inboxes", &owner.token, json!({"name": "New", "channel": "email"}))
+        .await
+        .expect(201)
+        .id();
+    let bad = app
+        .send_json(
+            awc::http::Method::PUT,
+            &format!("/inboxes/{api}/email"),
+            &owner.token,
+            &[],
+            json!({
+                "imap": {"host": "mail.example.com", "security": "none", "username": "u"},
+                "smtp": {"host": "bad host!", "security": "ssl"},
+                "from_address": "nope",
+            }),
+        )
+        .await
+        .expect(422);
+    let fields = &bad.body["error"]["details"]["fields"];
+    for f in ["imap.security", "imap.password", "smtp.host", "smtp.security", "from_address"] {
+        assert!(fields.get(f).is_some(), "{f} in {}", bad.text);
+    }
+    // An agent may not see or change the servers.
+    let agent = app.member(&owner, "agent").await;
+    app.get(&format!("/inboxes/{inbox}/email"), &agent.token).await.expect(403);
+}
