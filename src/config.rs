@@ -96,6 +96,13 @@ pub struct Settings {
     /// How long an e-mail inbox whose server refuses its login waits before trying
     /// again, in seconds (saving its settings tries at once).
     pub mail_failing_retry_secs: u64,
+    /// A reply left `sending` this long (its node died mid-send) is sent again, in
+    /// seconds. Shorter risks a second copy of a slow send; longer delays the reply.
+    pub mail_send_stale_secs: u64,
+    /// Run the e-mail workers (mailbox sync, reply sending) on this node. Off for a node
+    /// that should only serve clients; in a cluster the nodes that run them share the
+    /// work through leases.
+    pub mail_workers: bool,
 }
 
 impl Default for Settings {
@@ -127,6 +134,8 @@ impl Default for Settings {
             mail_allow_private_hosts: false,
             mail_attachment_max_bytes: 25 * 1024 * 1024,
             mail_failing_retry_secs: 300,
+            mail_send_stale_secs: 120,
+            mail_workers: true,
         }
     }
 }
@@ -158,6 +167,8 @@ const KEYS: &[&str] = &[
     "mail_allow_private_hosts",
     "mail_attachment_max_bytes",
     "mail_failing_retry_secs",
+    "mail_send_stale_secs",
+    "mail_workers",
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.

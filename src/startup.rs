@@ -118,11 +118,20 @@ impl Application {
         });
         let site = web::Data::new(http::Site::load(state.settings.web_dir.as_deref())?);
         let (stop_workers, stop) = tokio::sync::watch::channel(false);
-        let background = vec![
-            actix_web::rt::spawn(crate::workers::timers::run(state.clone().into_inner(), stop.clone())),
-            actix_web::rt::spawn(crate::workers::mail_sync::run(state.clone().into_inner(), stop.clone())),
-            actix_web::rt::spawn(crate::workers::mail_send::run(state.clone().into_inner(), stop)),
-        ];
+        let mut background = vec![actix_web::rt::spawn(crate::workers::timers::run(
+            state.clone().into_inner(),
+            stop.clone(),
+        ))];
+        if state.settings.mail_workers {
+            background.push(actix_web::rt::spawn(crate::workers::mail_sync::run(
+                state.clone().into_inner(),
+                stop.clone(),
+            )));
+            background.push(actix_web::rt::spawn(crate::workers::mail_send::run(
+                state.clone().into_inner(),
+                stop,
+            )));
+        }
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

@@ -1,6 +1,7 @@
 // The notification bell: the member's own topic (`user:<workspace>:<user>`) carries
 // what concerns them (assigned to them, a note mentioning them, SLA warnings and
-// breaches of their conversations). The bell follows it for the whole session, keeps
+// breaches of their conversations and, for owners and admins, an e-mail inbox that
+// cannot reach its mail server). The bell follows it for the whole session, keeps
 // the latest 50 and counts those not yet seen; which were seen is only a seq number,
 // kept in localStorage per member (nothing secret).
 
@@ -9,7 +10,7 @@ import * as live from "./live.js";
 import { link, when } from "./ui.js";
 
 const KEEP = 50;
-const KINDS = new Set(["assigned", "mentioned", "sla.warning", "sla.breached"]);
+const KINDS = new Set(["assigned", "mentioned", "sla.warning", "sla.breached", "channel_failing"]);
 const PATHS = { contact: "contacts", company: "companies", lead: "leads", deal: "deals", activity: "activities" };
 
 let state = null;
@@ -84,6 +85,9 @@ function describe(n) {
       return [`SLA warning: conversation ${title(r)}, ${String(d.target || "").replaceAll("_", " ")} due ${when(d.due_at)}`, `/inbox/c/${d.id}`];
     case "sla.breached":
       return [`SLA breached: conversation ${title(r)}, ${String(d.target || "").replaceAll("_", " ")}`, `/inbox/c/${d.id}`];
+    case "channel_failing":
+      // Its row in the settings shows the inbox's status as it goes on.
+      return [`Inbox “${d.name || "?"}” cannot reach its mail server: ${d.detail || "no reason given"}`, "/settings/inboxes"];
     default:
       return [n.kind, null];
   }

@@ -1,9 +1,11 @@
 // The workspace's settings, for owners and admins: members and invitations, API keys,
-// pipelines, custom fields, teams, tags and the support inbox's set-up. Every list is
-// read again after a change, and when the workspace topic says someone else changed it.
+// pipelines, custom fields, teams, tags and the support inbox's set-up, with the mail
+// servers of e-mail inboxes. Every list is read again after a change, and when the
+// workspace topic says someone else changed it; e-mail inboxes are followed on their
+// own topics, where their mail sync says how it goes.
 
 import { h, replace } from "./dom.js";
-import { api } from "./api.js";
+import { api, ApiFailure } from "./api.js";
 import * as live from "./live.js";
 import { me } from "./session.js";
 import { go, link, problem, when, dialog } from "./ui.js";
@@ -382,6 +384,26 @@ function recordSection(spec, ctx) {
     fresh();
     if (rec) load();
   }
+  /** Puts `el` (a record's own panel, such as an inbox's mail servers) in the form's place. */
+  function open(el) {
+    editing = null;
+    replace(formSlot, el);
+    el.scrollIntoView({ block: "nearest" });
+  }
+  const tools = { shown, status: listStatus, open, close: fresh, reload: () => load() };
+  const row = (rec) =>
+    h(
+      "tr",
+      { "data-id": rec.id },
+      spec.columns.map(([name, cell]) => h("td", { "data-label": name }, cell(rec))),
+      h(
+        "td",
+        { class: "settings-buttons" },
+        h("button", { type: "button", "aria-label": `Edit ${rec[spec.title]}`, onclick: () => edit(rec) }, "Edit"),
+        spec.more ? spec.more(rec, tools) : null,
+        h("button", { type: "button", class: "danger", "aria-label": `Delete ${rec[spec.title]}`, onclick: () => remove(rec) }, "Delete"),
+      ),
+    );
   async function load() {
     try {
       cache = {};
@@ -389,27 +411,71 @@ function recordSection(spec, ctx) {
       const page = await api("GET", `${spec.path}?limit=200&sort=${spec.sort}${filter}`);
       replace(
         list,
-        page.data.length
-          ? table(spec.columns.map((c) => c[0]), page.data, (rec) =>
-              h(
-                "tr",
-                { "data-id": rec.id },
-                spec.columns.map(([name, cell]) => h("td", { "data-label": name }, cell(rec))),
-                h(
-                  "td",
-                  { class: "settings-buttons" },
-                  h("button", { type: "button", "aria-label": `Edit ${rec[spec.title]}`, onclick: () => edit(rec) }, "Edit"),
-                  spec.more ? spec.more(rec, shown, listStatus) : null,
-                  h("button", { type: "button", class: "danger", "aria-label": `Delete ${rec[spec.title]}`, onclick: () => remove(rec) }, "Delete"),
-                ),
-              ))
-          : h("p", { class: "muted" }, `No ${spec.plural} yet.`),
+        page.data.length ? table(spec.columns.map((c) => c[0]), page.data, row) : h("p", { class: "muted" }, `No ${spec.plural} yet.`),
         page.next_cursor ? h("p", { class: "muted" }, "Only the first 200 are shown.") : null,
       );
+      follow(page.data);
     } catch (e) {
       replace(list, problem(e));
     }
   }
+
+  // Records with a topic of their own (e-mail inboxes) are followed while listed: what
+  // the server changes on them by itself (how the mail sync goes) is drawn in their
+  // row as it happens. Anything else changed elsewhere reads the list again.
+  const followed = new Map(); // topic → {rec, stop}
+  let again = null;
+  const reloadSoon = () => {
+    clearTimeout(again);
+    again = setTimeout(load, 300);
+  };
+  function follow(recs) {
+    if (!spec.follow) return;
+    const keep = new Set();
+    for (const rec of recs) {
+      const topic = spec.follow.topic(rec);
+      if (!topic) continue;
+      keep.add(topic);
+      if (followed.has(topic)) {
+        followed.get(topic).rec = rec;
+        continue;
+      }
+      const entry = { rec };
+      entry.stop = live.follow(topic, (msg) => onRecordEvent(entry, msg));
+      followed.set(topic, entry);
+    }
+    for (const [topic, entry] of followed) {
+      if (keep.has(topic)) continue;
+      entry.stop();
+      followed.delete(topic);
+    }
+  }
+  function onRecordEvent(entry, msg) {
+    const d = msg.data || {};
+    if (msg.type !== "event" || d.id !== entry.rec.id || !msg.kind.startsWith(`${spec.follow.type}.`)) return;
+    if (msg.kind !== `${spec.follow.type}.updated` || !d.record) return reloadSoon();
+    if (d.record.version <= entry.rec.version) return;
+    const own = new Set([...spec.follow.server, "version", "updated_at"]);
+    const before = entry.rec;
+    const others = Object.keys({ ...before, ...d.record }).filter((k) => !own.has(k));
+    if (others.some((k) => JSON.stringify(before[k]) !== JSON.stringify(d.record[k]))) return reloadSoon();
+    // Only what the server keeps changed: the row takes the new version, and so does
+    // the record an open form edits if it was the row's, so that saving the form is
+    // not refused as a conflict (an older one still is: someone else changed it).
+    const update = Object.fromEntries([...own].map((k) => [k, d.record[k]]));
+    const form = editing && editing !== before && editing.id === before.id && editing.version === before.version ? editing : null;
+    Object.assign(before, update);
+    if (form) Object.assign(form, update);
+    const tr = list.querySelector(`tr[data-id="${CSS.escape(before.id)}"]`);
+    if (!tr) return;
+    spec.columns.forEach(([, cell], i) => replace(tr.cells[i], cell(before)));
+  }
+  ctx.onLeave(() => {
+    clearTimeout(again);
+    for (const entry of followed.values()) entry.stop();
+    followed.clear();
+  });
+
   function edit(rec) {
     editing = rec;
     const form = recordForm(spec, rec, saved, edit);
@@ -792,6 +858,227 @@ function preview(rec) {
   ]);
 }
 
+// ---- an e-mail inbox's servers
+
+const SECURITY = [["tls", "TLS"], ["starttls", "STARTTLS"], ["none", "None (this machine only)"]];
+// The port the server uses when none is given, by security.
+const USUAL_PORT = { imap: { tls: 993, other: 143 }, smtp: { tls: 465, other: 587 } };
+// Where a connection test stopped.
+const STAGES = { dns: "finding the host", tcp: "connecting", tls: "setting up TLS", auth: "signing in", folder: "opening the folder", protocol: "talking with the server" };
+const SYNC = { connecting: "Connecting", importing: "Importing", syncing: "Syncing", failing: "Failing" };
+
+/** An inbox's channel; for e-mail, how its sync goes, in the server's words. */
+function channelCell(r) {
+  if (r.channel !== "email") return "API";
+  const state = r.channel_status;
+  return [
+    "E-mail",
+    state ? h("span", { class: `settings-status settings-status-${state}` }, SYNC[state] || state) : h("span", { class: "muted" }, ", not connected"),
+    r.channel_detail ? h("small", { class: "settings-status-detail" }, r.channel_detail) : null,
+  ];
+}
+
+/**
+ * The panel of an e-mail inbox's servers, drawn once they are read; an inbox without
+ * servers yet (the server answers not_found) gets an empty form.
+ */
+function mailSettings(inbox, tools) {
+  const panel = h("div", { class: "card settings-form" }, h("p", { class: "muted" }, `Loading the mail servers of “${inbox.name}”…`));
+  const show = (view) => {
+    if (!panel.isConnected) return;
+    const form = mailForm(inbox, view, tools);
+    panel.replaceWith(form);
+    form.scrollIntoView({ block: "nearest" });
+    form.querySelector("input")?.focus();
+  };
+  api("GET", `/inboxes/${inbox.id}/email`).then(show, (e) => {
+    if (e.code === "not_found") show(null);
+    else replace(panel, problem(e), h("div", { class: "settings-row" }, h("button", { type: "button", onclick: tools.close }, "Close")));
+  });
+  return panel;
+}
+
+/**
+ * Where an e-mail inbox reads its mail (IMAP) and sends its replies (SMTP), from `view`
+ * (the saved servers, or null). Passwords are never shown: one left empty keeps the
+ * saved one. The form is checked by the server alone (novalidate), so a test and a save
+ * show their reasons the same way, beside the fields they are about.
+ */
+function mailForm(inbox, view, tools, said) {
+  // Each input under the key the server names it by when it refuses it ("imap.host").
+  const inputs = new Map();
+  const entry = (key, text, control, help) => {
+    const why = h("small", { id: uid(), class: "settings-invalid", hidden: true });
+    const note = help ? h("small", { id: uid(), class: "muted" }, help) : null;
+    control.setAttribute("aria-describedby", note ? `${note.id} ${why.id}` : why.id);
+    inputs.set(key, { control, why });
+    return h("div", { class: "settings-field" }, h("label", {}, h("span", {}, text), control), note, why);
+  };
+  const text = (key, value, attrs = {}) => h("input", { type: "text", name: key, value: value ?? "", autocomplete: "off", spellcheck: "false", ...attrs });
+  const number = (key, value, min, max) => h("input", { type: "number", name: key, min, max, value: value ?? "" });
+  const orNull = (input) => (input.value === "" ? null : Number(input.value));
+
+  function server(side, legend, v, extra) {
+    const host = text(`${side}.host`, v && v.host);
+    const port = number(`${side}.port`, v && v.port, 1, 65535);
+    const security = h("select", { name: `${side}.security` }, SECURITY.map(([k, t]) => h("option", { value: k }, t)));
+    security.value = (v && v.security) || "tls";
+    const username = text(`${side}.username`, v && v.username);
+    const password = h("input", { type: "password", name: `${side}.password`, autocomplete: "new-password" });
+    // An empty port is the usual one for the security chosen: the placeholder says which.
+    const usual = () => {
+      port.placeholder = String(USUAL_PORT[side][security.value === "tls" ? "tls" : "other"]);
+    };
+    security.addEventListener("change", usual);
+    usual();
+    const el = h(
+      "fieldset",
+      { class: "settings-wide settings-mail" },
+      h("legend", {}, legend),
+      entry(`${side}.host`, "Host", host),
+      entry(`${side}.port`, "Port", port, "empty: the usual one for the security"),
+      entry(`${side}.security`, "Security", security),
+      entry(`${side}.username`, "Username", username, side === "smtp" ? "empty: send without signing in" : null),
+      entry(`${side}.password`, "Password", password, v && v.password_set ? "saved; leave empty to keep" : null),
+      extra ? extra.el : null,
+    );
+    const get = () => ({
+      host: host.value.trim(),
+      port: orNull(port),
+      security: security.value,
+      // IMAP needs a username (the server says so when it is empty); SMTP may go without.
+      username: username.value.trim() || (side === "smtp" ? null : ""),
+      // Passwords are taken as typed; none keeps the saved one.
+      password: password.value || null,
+      ...(extra ? extra.get() : {}),
+    });
+    return { el, get };
+  }
+
+  const folder = text("imap.folder", view && view.imap.folder, { placeholder: "INBOX" });
+  const importDays = number("imap.import_days", view && view.imap.import_days, 0, 3650);
+  const pollSecs = number("imap.poll_secs", view && view.imap.poll_secs, 5, 3600);
+  const imap = server("imap", "Incoming mail (IMAP)", view && view.imap, {
+    el: [
+      entry("imap.folder", "Folder", folder, "empty: INBOX"),
+      entry("imap.import_days", "Import days", importDays, "how far back the first import goes; empty: 30"),
+      entry("imap.poll_secs", "Poll seconds", pollSecs, "how often to look for mail when the server cannot say (no IDLE); empty: 60"),
+    ],
+    get: () => ({ folder: folder.value.trim() || null, import_days: orNull(importDays), poll_secs: orNull(pollSecs) }),
+  });
+  const smtp = server("smtp", "Outgoing mail (SMTP)", view && view.smtp);
+  const fromName = text("from_name", view && view.from_name);
+  const fromAddress = h("input", { type: "email", name: "from_address", value: (view && view.from_address) || "", autocomplete: "off" });
+  const body = () => ({
+    imap: imap.get(),
+    smtp: smtp.get(),
+    from_name: fromName.value.trim() || null,
+    from_address: fromAddress.value.trim(),
+  });
+
+  const status = h("div", { "aria-live": "polite" }, said ? h("p", { class: "notice" }, said) : null);
+  const results = h("div", { "aria-live": "polite" });
+  const save = h("button", { type: "submit", class: "primary" }, "Save");
+  const test = h("button", { type: "button", onclick: () => run(test, "Testing…", tested) }, "Test connection");
+
+  /** Marks the fields the server refused, with its reasons; says the rest above the buttons. */
+  function refused(e) {
+    const fields = (e.details && e.details.fields) || {};
+    const rest = {};
+    let marked = false;
+    for (const [key, why] of Object.entries(fields)) {
+      const at = inputs.get(key);
+      if (!at) {
+        rest[key] = why;
+        continue;
+      }
+      at.control.setAttribute("aria-invalid", "true");
+      at.why.textContent = why;
+      at.why.hidden = false;
+      marked = true;
+    }
+    const left = e instanceof ApiFailure && marked
+      ? new ApiFailure(e.status, { ...e.body, error: { ...e.body.error, message: `${e.message}: see beside the fields`, details: { ...e.details, fields: rest } } })
+      : e;
+    replace(status, problem(left));
+    form.querySelector('[aria-invalid="true"]')?.focus();
+  }
+  function clear() {
+    for (const { control, why } of inputs.values()) {
+      control.removeAttribute("aria-invalid");
+      why.hidden = true;
+      why.textContent = "";
+    }
+    replace(status);
+  }
+  // One request at a time: the buttons wait for it, and `button` says what is going on.
+  async function run(button, busy, work) {
+    const idle = button.textContent;
+    clear();
+    save.disabled = test.disabled = true;
+    button.textContent = busy;
+    form.setAttribute("aria-busy", "true");
+    try {
+      await work();
+    } catch (e) {
+      refused(e);
+    } finally {
+      save.disabled = test.disabled = false;
+      button.textContent = idle;
+      form.removeAttribute("aria-busy");
+    }
+  }
+  async function tested() {
+    replace(results, h("p", { class: "muted" }, "Testing both servers; one that does not answer takes up to 10 seconds."));
+    try {
+      const out = await api("POST", `/inboxes/${inbox.id}/email/test`, body());
+      replace(results, h("ul", { class: "settings-tests", "aria-label": "Connection test" }, outcome("Incoming mail (IMAP)", out.imap), outcome("Outgoing mail (SMTP)", out.smtp)));
+    } catch (e) {
+      replace(results);
+      throw e;
+    }
+  }
+  async function saved() {
+    const out = await api("PUT", `/inboxes/${inbox.id}/email`, body());
+    tools.reload();
+    form.replaceWith(mailForm(inbox, out, tools, "Saved. The inbox connects with these servers now; how it goes shows in its row."));
+  }
+
+  const form = h(
+    "form",
+    {
+      class: "card settings-form",
+      "aria-label": `E-mail settings of ${inbox.name}`,
+      novalidate: true,
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        run(save, "Saving…", saved);
+      },
+    },
+    h("h3", {}, `E-mail settings of “${inbox.name}”`),
+    h("p", { class: "muted" }, "Mail is read from the IMAP folder and replies are sent over SMTP from the From address. Passwords are kept sealed and never shown again."),
+    h(
+      "div",
+      { class: "settings-fields" },
+      imap.el,
+      smtp.el,
+      entry("from_name", "From name", fromName, "such as Acme Support; empty: the address alone"),
+      entry("from_address", "From address", fromAddress),
+    ),
+    results,
+    status,
+    h("div", { class: "settings-row" }, save, test, h("button", { type: "button", onclick: tools.close }, "Close")),
+  );
+  return form;
+}
+
+/** How one server's connection test went: a tick, or the stage it stopped at and why. */
+function outcome(name, r) {
+  if (r.ok) return h("li", { class: "settings-test-ok" }, h("strong", {}, `✓ ${name}`), ": works.");
+  const stage = STAGES[r.stage] ? `${r.stage} (${STAGES[r.stage]})` : r.stage;
+  return h("li", { class: "settings-test-failed" }, h("strong", {}, `✗ ${name}`), `: failed at ${stage}: `, r.error);
+}
+
 const TOKEN_NOTE = "Integrations post customers' messages with it. It is shown only now: copy it, you will not see it again.";
 
 const RECORDS = {
@@ -825,10 +1112,10 @@ const RECORDS = {
   },
   inboxes: {
     heading: "Inboxes", noun: "inbox", plural: "inboxes", path: "/inboxes", sort: "name", title: "name", refs: ["teams", "sla"],
-    intro: "Where customers' conversations arrive. An API inbox receives messages posted with its token.",
+    intro: "Where customers' conversations arrive. An API inbox receives messages posted with its token; an e-mail inbox reads a mailbox over IMAP and answers over SMTP.",
     fields: [
       { name: "name", label: "Name" },
-      { name: "channel", label: "Channel", type: "select", fixed: true, options: [["api", "API"]] },
+      { name: "channel", label: "Channel", type: "select", fixed: true, options: [["api", "API"], ["email", "E-mail"]], help: "fixed once created; an e-mail inbox's servers are set from its row" },
       { name: "team_id", label: "Team", type: "select", lookup: "teams", none: "No team" },
       { name: "sla_policy_id", label: "SLA policy", type: "select", lookup: "sla", none: "No SLA policy" },
       { name: "auto_assign", label: "Assign new conversations automatically (round-robin)", type: "check", initial: false },
@@ -839,21 +1126,30 @@ const RECORDS = {
     ],
     columns: [
       ["Name", (r) => r.name],
+      ["Channel", channelCell],
       ["Team", (r) => nameOf(r.team_id)],
       ["Assignment", (r) => (r.auto_assign ? `automatic${r.max_open_per_agent ? `, at most ${r.max_open_per_agent} each` : ""}` : "manual")],
       ["Hours", (r) => `${r.business_hours ? "business hours" : "always open"}, ${r.time_zone}`],
       ["SLA policy", (r) => nameOf(r.sla_policy_id)],
     ],
-    created: (r, shown) => r.token && replace(shown, secret(`Token of the inbox “${r.name}”`, r.token, "Inbox token", TOKEN_NOTE)),
-    more: (r, shown, status) => h("button", {
-      type: "button",
-      "aria-label": `New token for ${r.name}`,
-      onclick: () => confirm("New inbox token", `Give “${r.name}” a new token? The current one stops working at once.`, async () => {
-        const t = await api("POST", `/inboxes/${r.id}/token`);
-        replace(status);
-        replace(shown, secret(`New token of the inbox “${r.name}”`, t.token, "Inbox token", TOKEN_NOTE));
-      }, "New token"),
-    }, "New token"),
+    // The sync of an e-mail inbox says how it goes on the inbox's topic.
+    follow: { type: "inbox", topic: (r) => (r.channel === "email" ? `inbox:${r.id}` : null), server: ["channel_status", "channel_detail"] },
+    created: (r, shown) => {
+      if (r.token) replace(shown, secret(`Token of the inbox “${r.name}”`, r.token, "Inbox token", TOKEN_NOTE));
+      else if (r.channel === "email") replace(shown, h("p", { class: "notice" }, `The inbox “${r.name}” is made. Give it its mail servers with “E-mail settings” in its row.`));
+    },
+    more: (r, { shown, status, open, close, reload }) =>
+      r.channel === "email"
+        ? h("button", { type: "button", "aria-label": `E-mail settings of ${r.name}`, onclick: () => open(mailSettings(r, { close, reload })) }, "E-mail settings")
+        : h("button", {
+            type: "button",
+            "aria-label": `New token for ${r.name}`,
+            onclick: () => confirm("New inbox token", `Give “${r.name}” a new token? The current one stops working at once.`, async () => {
+              const t = await api("POST", `/inboxes/${r.id}/token`);
+              replace(status);
+              replace(shown, secret(`New token of the inbox “${r.name}”`, t.token, "Inbox token", TOKEN_NOTE));
+            }, "New token"),
+          }, "New token"),
   },
   "canned-responses": {
     heading: "Canned responses", noun: "canned response", plural: "canned responses", path: "/canned-responses", sort: "shortcode", title: "shortcode", types: ["canned_response"],

@@ -125,8 +125,11 @@ impl MailInput {
         if !(5..=3600).contains(&poll_secs) {
             errors.add("imap.poll_secs", "5 to 3600 seconds");
         }
-        if s.username.as_ref().is_some_and(|u| u.len() > MAX_CREDENTIAL) || s.password.as_ref().is_some_and(|p| p.len() > MAX_CREDENTIAL) {
+        if s.username.as_ref().is_some_and(|u| u.len() > MAX_CREDENTIAL) {
             errors.add("smtp.username", "at most 500 characters");
+        }
+        if s.password.as_ref().is_some_and(|p| p.len() > MAX_CREDENTIAL) {
+            errors.add("smtp.password", "at most 500 characters");
         }
         let from = match EmailAddress::parse(&self.from_address) {
             Ok(a) => Some(a),

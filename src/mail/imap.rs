@@ -73,11 +73,21 @@ pub async fn login(e: &Endpoint, username: &str, password: &str) -> Result<Sessi
         Ok(Ok(session)) => Ok(session),
         Ok(Err((async_imap::error::Error::No(why), _))) | Ok(Err((async_imap::error::Error::Bad(why), _))) => Err(MailError::new(
             Stage::Auth,
-            format!("the IMAP server refused the login of '{username}': {}", why.trim()),
+            format!("the IMAP server refused the login of '{username}': {}", server_words(&why)),
         )),
         Ok(Err((err, _))) => Err(MailError::new(Stage::Protocol, format!("IMAP login failed: {err}"))),
         Err(_) => Err(MailError::new(Stage::Protocol, "IMAP login timed out")),
     }
+}
+
+/// The server's own words from a refusal: the client library renders it as
+/// `code: …, info: Some("…")`, of which only the text is for people.
+fn server_words(raw: &str) -> String {
+    let text = match raw.split_once("info: Some(\"") {
+        Some((_, rest)) => rest.rsplit_once("\")").map_or(rest, |(t, _)| t),
+        None => raw,
+    };
+    text.replace("\\\"", "\"").trim().to_string()
 }
 
 /// Selects the folder (read-write, so that later commands may see new mail).
@@ -87,7 +97,7 @@ pub async fn select(session: &mut Session, folder: &str) -> Result<Folder, MailE
         Ok(Err(async_imap::error::Error::No(why))) => {
             return Err(MailError::new(
                 Stage::Folder,
-                format!("the folder '{folder}' cannot be opened: {}", why.trim()),
+                format!("the folder '{folder}' cannot be opened: {}", server_words(&why)),
             ))
         }
         Ok(Err(e)) => return Err(MailError::new(Stage::Protocol, format!("IMAP SELECT failed: {e}"))),
@@ -209,6 +219,15 @@ pub async fn idle(session: Session, wait: Duration, stop: impl std::future::Futu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_said_in_the_servers_words() {
+        assert_eq!(
+            server_words(r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(server_words(" Mailbox doesn't exist "), "Mailbox doesn't exist");
+    }
 
     #[test]
     fn uid_sets_collapse_runs() {

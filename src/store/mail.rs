@@ -116,9 +116,6 @@ pub struct Queued {
     pub attempts: i64,
 }
 
-/// After this long a send left `sending` (its node died mid-send) is taken again.
-pub const SENDING_STALE_MS: i64 = 120_000;
-
 impl Store {
     /// Every e-mail inbox that has its servers configured, with its workspace.
     pub async fn mail_accounts(&self) -> Result<Vec<MailAccount>> {
@@ -164,13 +161,14 @@ impl Store {
         Ok(())
     }
 
-    /// Replies due to be sent (or whose attempt was left behind), oldest first.
-    pub async fn due_mail(&self, now: i64, limit: i64) -> Result<Vec<Queued>> {
+    /// Replies due to be sent (or whose attempt was left `sending` longer than
+    /// `stale_ms` ago), oldest first.
+    pub async fn due_mail(&self, now: i64, stale_ms: i64, limit: i64) -> Result<Vec<Queued>> {
         let mut sql =
             Sql::new("SELECT message_id, workspace_id, inbox_id, attempts FROM mail_outbox WHERE (state = 'queued' AND next_at <= ");
         sql.arg(now)
             .push(") OR (state = 'sending' AND claimed_at <= ")
-            .arg(now - SENDING_STALE_MS)
+            .arg(now - stale_ms)
             .push(") ORDER BY next_at LIMIT ")
             .arg(limit);
         sql.query()
@@ -196,7 +194,7 @@ impl Store {
 
     /// Takes a reply for sending: true for exactly one taker, so that two nodes (or a
     /// node and itself) never send it at once.
-    pub async fn claim_mail(&self, message_id: &str, now: i64) -> Result<bool> {
+    pub async fn claim_mail(&self, message_id: &str, now: i64, stale_ms: i64) -> Result<bool> {
         let mut sql = Sql::new("UPDATE mail_outbox SET state = 'sending', attempts = attempts + 1, claimed_at = ");
         sql.arg(now)
             .push(" WHERE message_id = ")
@@ -204,7 +202,7 @@ impl Store {
             .push(" AND ((state = 'queued' AND next_at <= ")
             .arg(now)
             .push(") OR (state = 'sending' AND claimed_at <= ")
-            .arg(now - SENDING_STALE_MS)
+            .arg(now - stale_ms)
             .push("))");
         Ok(sql.query().execute(self.pool()).await?.rows_affected() == 1)
     }

@@ -7,7 +7,7 @@
 //!
 //! Duplicates: a reply is marked `sending` before it is handed to the server and
 //! `sent` after the server took it. A crash between the two leaves it `sending`, and it
-//! is sent again after two minutes: at most one extra copy
+//! is sent again after `mail_send_stale_secs` (two minutes): at most one extra copy
 //! per crash, with the same Message-ID, which mail clients show as one mail.
 
 use std::sync::Arc;
@@ -34,10 +34,11 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             return;
         }
         let now = crate::store::now_ms();
-        match state.store.due_mail(now, BATCH).await {
+        let stale = i64::try_from(state.settings.mail_send_stale_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        match state.store.due_mail(now, stale, BATCH).await {
             Ok(due) => {
                 for q in due {
-                    match state.store.claim_mail(&q.message_id, now).await {
+                    match state.store.claim_mail(&q.message_id, now, stale).await {
                         Ok(true) => send_one(&state, &q).await,
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, "cannot take a queued reply; trying again"),

@@ -31,6 +31,8 @@ const CHUNK: usize = 200;
 /// Chunks written at once across all inboxes: a large import takes its turn with the
 /// others instead of filling the writer's queue.
 const CONCURRENT_CHUNKS: usize = 2;
+/// How often an import says how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// The longest IDLE before it is renewed (servers drop it after 30 minutes).
 const IDLE_FOR: Duration = Duration::from_secs(25 * 60);
 /// Reconnection backoff after a lost connection: from the first to the last.
@@ -199,7 +201,9 @@ async fn sync(state: Arc<AppState>, account: MailAccount, chunks: Arc<Semaphore>
             (
                 "connecting",
                 wait,
-                format!("{}; reconnecting in {} s", failure.message, wait.as_secs().max(1)),
+                // The same words on every retry: each change is an event and a new
+                // version of the inbox, which would otherwise tick with the backoff.
+                format!("{}; reconnecting with growing waits", failure.message),
             )
         };
         tracing::warn!(inbox = %account.inbox_id, stage = failure.stage.name(), error = %failure.message, "e-mail sync failed");
@@ -264,9 +268,13 @@ async fn session(
         };
         let uids: Vec<u32> = uids.into_iter().filter(|u| i64::from(*u) > last_uid).collect();
         let total = uids.len();
+        let mut said = None::<Instant>;
         for (n, part) in uids.chunks(CHUNK).enumerate() {
-            if total > CHUNK {
+            // Progress at most every PROGRESS_EVERY: each note is an event and a new
+            // version of the inbox.
+            if total > CHUNK && said.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
                 note(state, account, "importing", &format!("importing {} of {}", n * CHUNK, total)).await;
+                said = Some(Instant::now());
             }
             let permit = chunks
                 .acquire()
@@ -364,24 +372,57 @@ async fn take(
         mails,
         available: Vec::new(),
     };
-    loop {
-        match app_mail::take_mails(state, &account.workspace_id, batch.clone()).await {
-            Ok(_) => break,
-            Err(e) if matches!(e.code, Code::Overloaded | Code::Unavailable) => {
-                if stopped_during(stop, Duration::from_millis(200)).await {
-                    return Ok(());
+    match write(state, account, batch.clone(), stop).await {
+        // Stopped before the writer took it: the sync resumes from the last UID written.
+        Ok(false) => return Ok(()),
+        Ok(true) => {}
+        Err(e) if batch.mails.len() > 1 => {
+            // One mail the store refuses must not hold back the others (nor the whole
+            // inbox): the chunk is taken one by one, and only the refused are left out.
+            tracing::warn!(inbox = %account.inbox_id, error = %e, "a chunk of mail was refused; taking it one mail at a time");
+            for mail in &batch.mails {
+                let uid = mail.uid;
+                let id = mail.message_id.clone();
+                let one = MailBatch {
+                    inbox_id: batch.inbox_id.clone(),
+                    uid_validity: batch.uid_validity,
+                    mails: vec![mail.clone()],
+                    available: Vec::new(),
+                };
+                match write(state, account, one, stop).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(e) => {
+                        tracing::error!(inbox = %account.inbox_id, uid, message_id = %id, error = %e, "a mail was refused by the store and left out")
+                    }
                 }
             }
-            Err(e) => {
-                let details = e.details.as_ref().map(|d| format!(" {d}")).unwrap_or_default();
-                return Err(MailError::new(Stage::Protocol, format!("cannot take mail: {e}{details}")));
-            }
         }
+        Err(e) => tracing::error!(inbox = %account.inbox_id, error = %e, "a mail was refused by the store and left out"),
     }
-    // Mails left out at the chunk's end (not mail at all) still move the sync past them.
+    // Mails left out (not mail at all, or refused) still move the sync past them.
     state
         .store
         .advance_mail_sync(&account.inbox_id, validity, highest)
         .await
         .map_err(store_failed)
+}
+
+/// Writes a batch, waiting out a busy writer: true once written, false when told to
+/// stop first; the error of a write that was refused.
+async fn write(state: &AppState, account: &MailAccount, batch: MailBatch, stop: &mut watch::Receiver<bool>) -> Result<bool, String> {
+    loop {
+        match app_mail::take_mails(state, &account.workspace_id, batch.clone()).await {
+            Ok(_) => return Ok(true),
+            Err(e) if matches!(e.code, Code::Overloaded | Code::Unavailable) => {
+                if stopped_during(stop, Duration::from_millis(200)).await {
+                    return Ok(false);
+                }
+            }
+            Err(e) => {
+                let details = e.details.as_ref().map(|d| format!(" {d}")).unwrap_or_default();
+                return Err(format!("{e}{details}"));
+            }
+        }
+    }
 }

@@ -13,7 +13,14 @@ const SUPPORT_PASSWORD: &str = "support-secret";
 /// A server that may reach mail servers on this machine, with a data directory of its
 /// own (attachments live there) and a quick retry of a refused login.
 async fn app(backend: Backend) -> TestApp {
+    app_with(backend, true).await
+}
+
+/// The same; `workers` false for a server that only provides the store to node
+/// processes, which then are the only ones reading mailboxes and sending.
+async fn app_with(backend: Backend, workers: bool) -> TestApp {
     let mut settings = test_settings();
+    settings.mail_workers = workers;
     settings.mail_allow_private_hosts = true;
     settings.mail_failing_retry_secs = 1;
     settings.data_dir = std::env::temp_dir().join(format!("shoal-mail-{}", uuid::Uuid::new_v4().simple()));
@@ -507,4 +514,171 @@ async fn the_connection_test_says_which_step_failed_and_settings_are_checked() {
     // An agent may not see or change the servers.
     let agent = app.member(&owner, "agent").await;
     app.get(&format!("/inboxes/{inbox}/email"), &agent.token).await.expect(403);
+}
+
+async fn put_servers(node: &TestApp, owner: &Session, inbox: &str, mail: &MailServers, smtp_port: u16) {
+    let body = json!({
+        "imap": {"host": "127.0.0.1", "port": mail.imap_port, "security": "none", "username": "support", "password": SUPPORT_PASSWORD},
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
+        "from_address": "support@example.test",
+    });
+    node.send_json(awc::http::Method::PUT, &format!("/inboxes/{inbox}/email"), &owner.token, &[], body)
+        .await
+        .expect(200);
+}
+
+/// The state of a reply's place in the outbox, read from the store itself.
+async fn outbox_state(app: &TestApp, message_id: &str) -> Option<String> {
+    use sqlx::{Connection, Row};
+    let url = format!("sqlite://{}", app.settings.data_dir.join("shoal.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT state FROM mail_outbox WHERE message_id = ?")
+        .bind(message_id)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[actix_web::test]
+async fn a_reply_whose_server_was_killed_before_it_was_sent_is_sent_once_after_the_restart() {
+    let mail = servers();
+    // The test app only provides the store; the servers are processes of their own.
+    let store = app_with(Backend::Sqlite, false).await;
+    // An SMTP server that takes the connection and never greets: the first send hangs
+    // there, between the reply's commit and its sending.
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tarpit_port = tarpit.local_addr().unwrap().port();
+    let env = [("SHOAL_MAIL_ALLOW_PRIVATE_HOSTS", "true"), ("SHOAL_MAIL_SEND_STALE_SECS", "1")];
+    let first = crate::helpers::Server::start(&store.settings, &env);
+    let node = TestApp::remote(&first.address);
+    let owner = node.signup("Crash Mail").await;
+    let inbox = node
+        .post("/inboxes", &owner.token, json!({"name": "Support", "channel": "email"}))
+        .await
+        .expect(201)
+        .id();
+    put_servers(&node, &owner, &inbox, &mail, tarpit_port).await;
+    mail.deliver(
+        "support",
+        &mail_of_customer("Refund", "refund@example.test", "", "I want a refund."),
+    );
+    let msgs = wait_for_messages(&node, &owner.token, &inbox, 1, Duration::from_secs(20)).await;
+    let conv = msgs[0]["conversation_id"].as_str().unwrap().to_string();
+    let reply = node
+        .post(
+            &format!("/conversations/{conv}/messages"),
+            &owner.token,
+            json!({"text": "Refunded."}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while outbox_state(&store, &reply).await.as_deref() != Some("sending") {
+        assert!(Instant::now() < deadline, "the reply was never taken for sending");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill9();
+
+    // Restarted, and the SMTP server put right: the reply left `sending` is sent, once.
+    let second = crate::helpers::Server::start(&store.settings, &env);
+    let node = TestApp::remote(&second.address);
+    put_servers(&node, &owner, &inbox, &mail, mail.smtp_port).await;
+    let got = mail.wait_for_mails("customer", 1, Duration::from_secs(30)).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("Refunded."));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = node.get(&format!("/messages/{reply}"), &owner.token).await.expect(200);
+        if m.body["delivery_status"] == "sent" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never marked sent: {}", m.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outbox_state(&store, &reply).await.as_deref(), Some("sent"));
+    assert_eq!(mail.mails("customer").len(), 1, "sent once");
+    drop(tarpit);
+}
+
+#[actix_web::test]
+async fn in_a_cluster_one_node_syncs_the_mailbox_and_another_takes_over_when_it_dies_importing_nothing_twice() {
+    let mail = servers();
+    // The in-process app provides the fresh database; the nodes are processes.
+    let store = app_with(Backend::Postgres, false).await;
+    let redis = crate::cluster::redis_url();
+    let channel = format!("shoal-test:{}", uuid::Uuid::new_v4().simple());
+    // Attachments live under the data directory, which the nodes of a cluster share.
+    let data = store.settings.data_dir.to_str().unwrap().to_string();
+    let env = [
+        ("SHOAL_REDIS_URL", redis.as_str()),
+        ("SHOAL_REDIS_CHANNEL", channel.as_str()),
+        ("SHOAL_LEASE_TTL_MS", "2000"),
+        ("SHOAL_MAIL_ALLOW_PRIVATE_HOSTS", "true"),
+        ("SHOAL_DATA_DIR", data.as_str()),
+    ];
+    let mut nodes: Vec<Option<crate::helpers::Server>> =
+        (0..2).map(|_| Some(crate::helpers::Server::start(&store.settings, &env))).collect();
+    let addresses: Vec<String> = nodes.iter().map(|n| n.as_ref().unwrap().address.clone()).collect();
+    let first = TestApp::remote(&addresses[0]);
+    let owner = first.signup("Cluster Mail").await;
+    let inbox = first
+        .post("/inboxes", &owner.token, json!({"name": "Support", "channel": "email"}))
+        .await
+        .expect(201)
+        .id();
+    put_servers(&first, &owner, &inbox, &mail, mail.smtp_port).await;
+    for i in 0..200 {
+        mail.deliver(
+            "support",
+            &raw_mail(
+                &format!("c{}@example.test", i % 40),
+                &format!("Q {i}"),
+                &format!("early-{i}@example.test"),
+                "",
+                "hi",
+            ),
+        );
+    }
+    wait_for_messages(&first, &owner.token, &inbox, 200, Duration::from_secs(60)).await;
+
+    // Exactly one node holds the inbox's sync.
+    let lease = || async {
+        let client = redis::Client::open(redis.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("GET")
+            .arg(format!("{channel}:lease:mailsync:{inbox}"))
+            .query_async::<Option<String>>(&mut c)
+            .await
+            .unwrap()
+    };
+    let holder = lease().await.expect("a node holds the sync");
+    let syncing = addresses
+        .iter()
+        .position(|a| holder.contains(a.as_str()))
+        .expect("the holder is one of the nodes");
+    let survivor = 1 - syncing;
+    nodes[syncing].take().unwrap().kill9();
+
+    // Mail keeps coming: the other node takes the sync over once the lease runs out.
+    for i in 0..200 {
+        mail.deliver(
+            "support",
+            &raw_mail(
+                &format!("c{}@example.test", i % 40),
+                &format!("Late {i}"),
+                &format!("late-{i}@example.test"),
+                "",
+                "hi",
+            ),
+        );
+    }
+    let other = TestApp::remote(&addresses[survivor]);
+    let all = wait_for_messages(&other, &owner.token, &inbox, 400, Duration::from_secs(60)).await;
+    let mut ids: Vec<&str> = all.iter().map(|m| m["external_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((all.len(), ids.len()), (400, 400), "every mail once");
+    let now = lease().await.expect("the survivor holds the sync");
+    assert!(now.contains(addresses[survivor].as_str()), "{now}");
 }

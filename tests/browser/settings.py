@@ -1,13 +1,17 @@
 """The settings screens in a real browser: members and invitations, API keys, pipelines,
-custom fields, teams, inboxes, canned responses, macros and SLA policies, each made
-through the screens and checked through the REST API.
+custom fields, teams, inboxes (an e-mail inbox's mail servers among them), canned
+responses, macros and SLA policies, each made through the screens and checked through
+the REST API.
 
     python3 tests/browser/settings.py --url http://127.0.0.1:PORT --screenshots DIR
 Exits non-zero, saying why, on any failed check.
 """
 
 import os
+import re
+import socket
 import sys
+import threading
 import urllib.error
 import uuid
 
@@ -23,6 +27,7 @@ def main() -> int:
         an_api_key_is_shown_once_works_and_stops_working_when_revoked,
         a_pipeline_is_created_with_stages_and_a_stage_renamed_and_reordered,
         inbox_set_up_is_created_through_the_screens_and_bad_input_is_refused,
+        an_email_inbox_gets_its_servers_tested_refused_saved_and_its_failing_said,
     )
 
 
@@ -421,6 +426,140 @@ def inbox_set_up_is_created_through_the_screens_and_bad_input_is_refused(browser
     page.get_by_label("Settings section").select_option(label="Inboxes")
     expect(page.get_by_role("row", name="Help desk")).to_be_visible()
     page.screenshot(path=os.path.join(shots, "settings-390.png"), full_page=True)
+    assert not errors, f"errors in the page: {errors}"
+    context.close()
+
+
+def refusing_imap_server():
+    """A port on this machine where an IMAP server greets and refuses every login: an
+    e-mail inbox pointed at it fails for good (at signing in), not for a while. Serves
+    until the script ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn):
+        with conn, conn.makefile("rb") as lines:
+            try:
+                conn.sendall(b"* OK IMAP4rev1 ready\r\n")
+                for line in lines:
+                    tag = line.split(b" ", 1)[0]
+                    if b" LOGOUT" in line.upper():
+                        conn.sendall(b"* BYE\r\n" + tag + b" OK LOGOUT done\r\n")
+                        return
+                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] wrong password\r\n")
+            except OSError:
+                pass
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def fill_server(group, host, port, security, username, password):
+    group.get_by_label("Host", exact=True).fill(host)
+    group.get_by_label("Port", exact=True).fill(str(port))
+    group.get_by_label(re.compile("^Security")).select_option(security)
+    group.get_by_label("Username", exact=True).fill(username)
+    group.get_by_label("Password", exact=True).fill(password)
+
+
+def an_email_inbox_gets_its_servers_tested_refused_saved_and_its_failing_said(browser, url, shots, expect):
+    email, token = workspace(url, "Mail")
+    context, page = sign_in(browser, url, email, PASSWORD, expect)
+    errors = watch_errors(page)
+
+    # An inbox of channel e-mail: no token, a hint to set its servers from its row.
+    page.goto(url + "/settings/inboxes")
+    form = page.get_by_role("form", name="New inbox")
+    form.get_by_label("Name").fill("Support mail")
+    form.get_by_label("Channel").select_option("email")
+    form.get_by_role("button", name="Create inbox").click()
+    expect(page.get_by_text("Give it its mail servers")).to_be_visible()
+    expect(page.get_by_label("Inbox token")).to_have_count(0)
+    row = page.get_by_role("row", name="Support mail")
+    expect(row).to_contain_text("E-mail, not connected")
+    expect(row.get_by_role("button", name="New token for Support mail")).to_have_count(0)
+    inbox = call(url, "GET", "/inboxes", None, token)["data"][0]
+    assert inbox["channel"] == "email" and inbox["channel_status"] is None, inbox
+
+    # Its servers: none saved yet, so an empty form.
+    row.get_by_role("button", name="E-mail settings of Support mail").click()
+    mail = page.get_by_role("form", name="E-mail settings of Support mail")
+    imap = mail.get_by_role("group", name="Incoming mail (IMAP)")
+    smtp = mail.get_by_role("group", name="Outgoing mail (SMTP)")
+    expect(imap.get_by_label("Host", exact=True)).to_have_value("")
+    expect(imap.get_by_label("Port", exact=True)).to_have_attribute("placeholder", "993")
+
+    # Tested before saving, against a closed port: each server fails, saying at which
+    # stage and why. (A server that does not connect to this machine's addresses stops
+    # at dns rather than tcp.)
+    fill_server(imap, "127.0.0.1", 1, "none", "support", "an imap password")
+    fill_server(smtp, "127.0.0.1", 1, "none", "support", "an smtp password")
+    expect(imap.get_by_label("Port", exact=True)).to_have_attribute("placeholder", "143")
+    mail.get_by_label("From name").fill("Acme Support")
+    mail.get_by_label("From address").fill("support@example.com")
+    mail.get_by_role("button", name="Test connection").click()
+    tests = mail.get_by_role("list", name="Connection test")
+    failed = re.compile(r"✗ .+: failed at (dns|tcp) \((finding the host|connecting)\): \S.{10,}")
+    expect(tests.get_by_role("listitem").filter(has_text="Incoming mail (IMAP)")).to_have_text(failed)
+    expect(tests.get_by_role("listitem").filter(has_text="Outgoing mail (SMTP)")).to_have_text(failed)
+    expect(mail.get_by_role("button", name="Test connection")).to_be_enabled()
+    page.screenshot(path=os.path.join(shots, "settings-email-test.png"), full_page=True)
+    # A test saves nothing.
+    assert status_of(lambda: call(url, "GET", f"/inboxes/{inbox['id']}/email", None, token)) == 404
+
+    # Plain text to a server elsewhere is refused, beside the field it is about.
+    imap.get_by_label("Host", exact=True).fill("mail.example.com")
+    mail.get_by_role("button", name="Save").click()
+    security = imap.get_by_label(re.compile("^Security"))
+    expect(security).to_have_attribute("aria-invalid", "true")
+    expect(imap).to_contain_text("sends the password in the clear")
+    expect(mail.get_by_role("alert")).to_contain_text("some fields are invalid")
+    expect(smtp.get_by_label(re.compile("^Security"))).not_to_have_attribute("aria-invalid", "true")
+    assert status_of(lambda: call(url, "GET", f"/inboxes/{inbox['id']}/email", None, token)) == 404
+
+    # Saved with an IMAP server that refuses the login: the passwords are kept, not
+    # shown, and the row says the inbox is failing as soon as the sync finds out (a
+    # server that does not connect to this machine's addresses fails for good too, at
+    # dns).
+    imap_port = refusing_imap_server()
+    imap.get_by_label("Host", exact=True).fill("127.0.0.1")
+    imap.get_by_label("Port", exact=True).fill(str(imap_port))
+    mail.get_by_role("button", name="Save").click()
+    expect(mail.get_by_text("Saved.")).to_be_visible()
+    expect(security).not_to_have_attribute("aria-invalid", "true")
+    expect(imap.get_by_label("Password", exact=True)).to_have_value("")
+    expect(imap).to_contain_text("saved; leave empty to keep")
+    expect(smtp).to_contain_text("saved; leave empty to keep")
+    saved = call(url, "GET", f"/inboxes/{inbox['id']}/email", None, token)
+    assert saved["imap"]["host"] == "127.0.0.1" and saved["imap"]["port"] == imap_port and saved["imap"]["security"] == "none", saved
+    assert saved["imap"]["password_set"] and saved["smtp"]["password_set"] and saved["smtp"]["port"] == 1, saved
+    assert saved["from_name"] == "Acme Support" and saved["from_address"] == "support@example.com", saved
+    status = row.locator(".settings-status")
+    expect(status).to_have_text(re.compile("Connecting|Importing|Syncing|Failing"))
+    expect(status).to_have_text("Failing", timeout=20_000)
+    expect(row).to_contain_text(re.compile(r"refused the login of 'support'|resolves only to private"))
+
+    # Tested again with the password fields left empty: the saved passwords are used.
+    mail.get_by_role("button", name="Test connection").click()
+    expect(mail.get_by_role("list", name="Connection test").get_by_role("listitem").filter(has_text="Incoming mail (IMAP)")).to_contain_text(
+        re.compile(r"failed at (auth|dns)")
+    )
+    expect(mail.get_by_role("alert")).to_have_count(0)
+
+    # The owner is told in the bell; its link leads back to the inbox's row.
+    bell = page.get_by_role("button", name=re.compile("Notifications, 1 unread"))
+    expect(bell).to_be_visible()
+    bell.click()
+    told = page.get_by_role("region", name="Notifications").get_by_role("link", name=re.compile("Inbox “Support mail” cannot reach its mail server: "))
+    expect(told).to_be_visible()
+    page.screenshot(path=os.path.join(shots, "settings-email-failing.png"))
+    told.click()
+    expect(page).to_have_url(url + "/settings/inboxes")
+    expect(page.get_by_role("row", name="Support mail").locator(".settings-status")).to_have_text("Failing")
     assert not errors, f"errors in the page: {errors}"
     context.close()
 
