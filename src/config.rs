@@ -103,6 +103,16 @@ pub struct Settings {
     /// that should only serve clients; in a cluster the nodes that run them share the
     /// work through leases.
     pub mail_workers: bool,
+    /// The SMTP server this server mails members' notifications through (assigned to
+    /// them, mentioned), for members who ask for it: `smtps://user:password@host:465`
+    /// (TLS), `smtp://user:password@host:587` (STARTTLS), or `smtp+plain://host:port`
+    /// (plain, only to this machine). Unset: no notification mails.
+    pub notify_smtp_url: Option<Secret>,
+    /// The address notification mails come from.
+    pub notify_from: Option<String>,
+    /// Where people reach this server's web app (`https://crm.example.com`), for the
+    /// links in notification mails; unset, the mails carry no link.
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -136,6 +146,9 @@ impl Default for Settings {
             mail_failing_retry_secs: 300,
             mail_send_stale_secs: 120,
             mail_workers: true,
+            notify_smtp_url: None,
+            notify_from: None,
+            public_url: None,
         }
     }
 }
@@ -169,6 +182,9 @@ const KEYS: &[&str] = &[
     "mail_failing_retry_secs",
     "mail_send_stale_secs",
     "mail_workers",
+    "notify_smtp_url",
+    "notify_from",
+    "public_url",
 ];
 
 /// Environment variables with the prefix that are not settings but still ours.

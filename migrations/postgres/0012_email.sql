@@ -47,3 +47,21 @@ CREATE TABLE mail_outbox (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX mail_outbox_due ON mail_outbox (state, next_at);
+
+-- Members may have their notifications (assigned to them, mentioned) sent by e-mail,
+-- through the server's own SMTP server; those mails wait here, written with the
+-- event that caused them.
+ALTER TABLE memberships ADD COLUMN notify_email BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE notify_outbox (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL,
+    error TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX notify_outbox_due ON notify_outbox (state, next_at);

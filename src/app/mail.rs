@@ -470,10 +470,161 @@ pub async fn prepare(state: &AppState, workspace_id: &str, uid: u32, raw: &[u8])
         text,
         quoted: clip(parsed.quoted, crate::domain::mail::MAX_TEXT),
         html,
-        attachments: (!kept.is_empty()).then(|| Value::Array(kept)),
+        attachments: (!kept.is_empty()).then_some(Value::Array(kept)),
         kind: kind.to_string(),
         bounced_ids,
         bounce_recipient,
         bounce_reason: clip(bounce_reason, 500),
     }))
+}
+
+/// The server's SMTP server for notification mails, from `notify_smtp_url`; none when
+/// unset. A malformed URL is an error in words (the setting is the operator's).
+pub fn notify_server(state: &AppState) -> Option<Result<smtp::Server, String>> {
+    let raw = state.settings.notify_smtp_url.as_ref()?;
+    Some(parse_smtp_url(raw.expose(), state.settings.mail_allow_private_hosts))
+}
+
+fn parse_smtp_url(raw: &str, allow_private: bool) -> Result<smtp::Server, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("notify_smtp_url is not a URL: {e}"))?;
+    let (security, default_port) = match url.scheme() {
+        "smtps" => (Security::Tls, 465),
+        "smtp" => (Security::StartTls, 587),
+        "smtp+plain" => (Security::None, 25),
+        other => return Err(format!("notify_smtp_url: scheme '{other}' is not smtps, smtp or smtp+plain")),
+    };
+    let host = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .ok_or("notify_smtp_url has no host")?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let credentials = match (url.username(), url.password()) {
+        ("", _) => None,
+        (user, pass) => Some((decode(user), decode(pass.unwrap_or_default()))),
+    };
+    if security == Security::None && !crate::mail::is_loopback_host(&host) {
+        return Err("notify_smtp_url: smtp+plain is only for a server on this machine".into());
+    }
+    Ok(smtp::Server {
+        endpoint: Endpoint {
+            host,
+            port: url.port().unwrap_or(default_port),
+            security,
+            allow_private,
+        },
+        credentials,
+    })
+}
+
+/// Whether the calling member has their notifications mailed, and whether this server
+/// can mail them at all.
+pub async fn notifications(state: &AppState, p: &Principal) -> Result<Value, ApiError> {
+    let (user, _) = p.user()?;
+    let on = p.scoped(&state.store).notify_email(user).await?;
+    Ok(json!({"email": on, "email_available": state.settings.notify_smtp_url.is_some()}))
+}
+
+/// The calling member chooses whether their notifications (assigned to them,
+/// mentioned) are mailed to them.
+pub async fn choose_notifications(state: &AppState, p: &Principal, email: bool) -> Result<Value, ApiError> {
+    let (user, _) = p.user()?;
+    if email && state.settings.notify_smtp_url.is_none() {
+        return Err(ApiError::msg(
+            Code::InvalidBody,
+            "this server sends no notification mails: its operator has not set notify_smtp_url",
+        ));
+    }
+    p.scoped(&state.store).set_notify_email(user, email).await?;
+    notifications(state, p).await
+}
+
+/// A notification as a mail to its member.
+pub fn notification_mail(state: &AppState, n: &crate::store::Notification) -> smtp::Outgoing {
+    let d = &n.data;
+    let record = &d["record"];
+    let ty = d["object_type"].as_str().unwrap_or("record");
+    let what = match ty {
+        "conversation" => format!(
+            "conversation #{}{}",
+            record["number"].as_i64().unwrap_or_default(),
+            record["subject"].as_str().map(|s| format!(" “{s}”")).unwrap_or_default()
+        ),
+        "message" => "a conversation".to_string(),
+        other => {
+            let title = ["title", "name", "subject"].iter().find_map(|f| record[*f].as_str());
+            format!(
+                "{} {}",
+                other.replace('_', " "),
+                title.map(|t| format!("“{t}”")).unwrap_or_default()
+            )
+        }
+    };
+    let (subject, lead) = match n.kind.as_str() {
+        "mentioned" => (format!("You were mentioned in {what}"), format!("You were mentioned in {what}:")),
+        _ => {
+            let mut lead: Vec<char> = format!("{what} was assigned to you.").chars().collect();
+            if let Some(c) = lead.first_mut() {
+                *c = c.to_ascii_uppercase();
+            }
+            (format!("Assigned to you: {what}"), lead.into_iter().collect())
+        }
+    };
+    let quote = record["text"]
+        .as_str()
+        .map(|t| format!("\n\n> {}", t.replace('\n', "\n> ")))
+        .unwrap_or_default();
+    let path = match ty {
+        "conversation" => d["id"].as_str().map(|id| format!("/inbox/c/{id}")),
+        "message" => d["conversation_id"].as_str().map(|id| format!("/inbox/c/{id}")),
+        "deal" | "contact" | "company" | "lead" => d["id"]
+            .as_str()
+            .map(|id| format!("/{}/{id}", crate::domain::ObjectType::from_name(ty).map_or(ty, |t| t.table()))),
+        _ => None,
+    };
+    let link = match (&state.settings.public_url, path) {
+        (Some(base), Some(path)) => format!("\n\nOpen it: {}{path}", base.trim_end_matches('/')),
+        _ => String::new(),
+    };
+    let text = format!(
+        "Hello {},\n\n{lead}{quote}{link}\n\n— Shoal, workspace {}\n(You get these mails because you asked for them; turn them off in the web app's notifications.)",
+        n.name, n.workspace_name
+    );
+    let from = state.settings.notify_from.clone().unwrap_or_else(|| "shoal@localhost".into());
+    let domain = from.rsplit('@').next().unwrap_or("localhost").to_string();
+    smtp::Outgoing {
+        message_id: format!("{}.notify@{domain}", n.id),
+        from_name: Some(format!("Shoal ({})", n.workspace_name)),
+        from,
+        to: n.email.clone(),
+        subject,
+        text,
+        html: None,
+        in_reply_to: None,
+        references: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notification_smtp_url_gives_security_port_and_credentials() {
+        let s = parse_smtp_url("smtps://ann%40x.test:p%40ss@mail.example.com", false).unwrap();
+        assert_eq!((s.endpoint.security, s.endpoint.port), (Security::Tls, 465));
+        assert_eq!(s.credentials, Some(("ann@x.test".into(), "p@ss".into())));
+        let s = parse_smtp_url("smtp://mail.example.com:2525", false).unwrap();
+        assert_eq!(
+            (s.endpoint.security, s.endpoint.port, s.credentials),
+            (Security::StartTls, 2525, None)
+        );
+        assert!(parse_smtp_url("smtp+plain://127.0.0.1:25", true).is_ok());
+        assert!(parse_smtp_url("smtp+plain://mail.example.com", true).is_err());
+        assert!(parse_smtp_url("http://mail.example.com", true).is_err());
+    }
 }

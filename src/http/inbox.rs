@@ -45,6 +45,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(configure_mail)),
     )
     .service(web::resource("/inboxes/{id}/email/test").route(web::post().to(test_mail)))
+    .service(
+        web::resource("/me/notifications")
+            .route(web::get().to(notifications))
+            .route(web::put().to(choose_notifications)),
+    )
     .service(web::resource("/messages").route(web::get().to(|s: State, p: Principal, r: HttpRequest| list(MESSAGE, s, p, r))))
     .service(web::resource("/messages/{id}").route(web::get().to(|s: State, p: Principal, id: web::Path<String>| get(MESSAGE, s, p, id))))
     .service(web::resource("/messages/{id}/attachments/{index}").route(web::get().to(download_attachment)))
@@ -139,6 +144,22 @@ async fn create_inbox(state: State, p: Principal, req: HttpRequest, body: JsonBo
         Ok((StatusCode::CREATED, inbox))
     })
     .await
+}
+
+async fn notifications(state: State, p: Principal) -> Reply {
+    Ok(HttpResponse::Ok().json(crate::app::mail::notifications(&state, &p).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationChoice {
+    email: bool,
+}
+
+/// The calling member chooses whether their notifications are mailed to them.
+async fn choose_notifications(state: State, p: Principal, body: JsonBody) -> Reply {
+    let c: NotificationChoice = body.parse()?;
+    Ok(HttpResponse::Ok().json(crate::app::mail::choose_notifications(&state, &p, c.email).await?))
 }
 
 async fn mail_settings(state: State, p: Principal, id: web::Path<String>) -> Reply {

@@ -787,6 +787,36 @@ fn mail_paths(add: &mut impl FnMut(&str, &str, Value)) {
             "sync": {"type": "object", "properties": {"uid_validity": {"type": ["integer", "null"]}, "last_uid": {"type": "integer"}}}
         }
     });
+    let choice = json!({"type": "object", "required": ["email", "email_available"], "properties": {
+        "email": {"type": "boolean", "description": "assigned-to-you and mention notifications are mailed to the member"},
+        "email_available": {"type": "boolean", "description": "this server has an SMTP server for notification mails"}
+    }});
+    add(
+        "/me/notifications",
+        "get",
+        op(
+            "Whether the calling member's notifications are mailed to them",
+            "me",
+            None,
+            ("200", choice.clone()),
+            AUTHED,
+            vec![],
+        ),
+    );
+    add(
+        "/me/notifications",
+        "put",
+        op(
+            "Choose whether the calling member's notifications are mailed to them",
+            "me",
+            Some(
+                json!({"type": "object", "additionalProperties": false, "required": ["email"], "properties": {"email": {"type": "boolean"}}}),
+            ),
+            ("200", choice),
+            &with(WRITE, &[Code::InvalidBody]),
+            vec![],
+        ),
+    );
     let inbox_errors = [Code::NotFound, Code::InvalidBody];
     add(
         "/inboxes/{id}/email",

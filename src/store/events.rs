@@ -10,6 +10,9 @@ use sqlx::Row;
 use super::{args, insert, Arg, Result, Sql, Store, WriteTx};
 use crate::domain::Event;
 
+/// The kinds of a member's own events that reach them by e-mail when they ask for it.
+pub const NOTIFIED_BY_EMAIL: [&str; 2] = ["assigned", "mentioned"];
+
 fn event(r: &AnyRow) -> Result<Event> {
     let payload: String = r.try_get(3)?;
     Ok(Event {
@@ -131,6 +134,30 @@ impl WriteTx {
                 seq
             }
         };
+        if let Some(user) = topic.strip_prefix("user:").and_then(|rest| rest.split_once(':')).map(|(_, u)| u) {
+            if NOTIFIED_BY_EMAIL.contains(&kind.as_str()) {
+                // Only for a member who asked for it: the statement adds nothing
+                // otherwise.
+                let mut sql = Sql::new(
+                    "INSERT INTO notify_outbox (id, workspace_id, user_id, kind, data, state, attempts, next_at, created_at) SELECT ",
+                );
+                sql.arg(super::new_id())
+                    .push(", workspace_id, user_id, ")
+                    .arg(kind.as_str())
+                    .push(", ")
+                    .arg(payload.clone())
+                    .push(", 'queued', 0, ")
+                    .arg(now)
+                    .push(", ")
+                    .arg(now)
+                    .push(" FROM memberships WHERE workspace_id = ")
+                    .arg(workspace_id)
+                    .push(" AND user_id = ")
+                    .arg(user)
+                    .push(" AND notify_email = 1");
+                sql.query().execute(&mut *self.tx).await?;
+            }
+        }
         let cause = self.cause.clone();
         self.event_rows
             .push(args![topic, seq, workspace_id, kind.as_str(), payload, actor, cause.clone(), now]);

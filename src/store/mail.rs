@@ -651,3 +651,87 @@ pub struct Outgoing {
     /// The thread's earlier Message-IDs, oldest first.
     pub thread: Vec<String>,
 }
+
+/// A member's notification waiting to be mailed, with where it goes.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub id: String,
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub kind: String,
+    pub data: Value,
+    pub attempts: i64,
+    pub email: String,
+    pub name: String,
+}
+
+impl Store {
+    /// Notifications due to be mailed, oldest first, with their member's address.
+    pub async fn due_notifications(&self, now: i64, limit: i64) -> Result<Vec<Notification>> {
+        let mut sql = Sql::new(
+            "SELECT n.id, n.workspace_id, w.name, n.kind, n.data, n.attempts, u.email, u.name FROM notify_outbox n \
+             JOIN users u ON u.id = n.user_id JOIN workspaces w ON w.id = n.workspace_id WHERE n.state = 'queued' AND n.next_at <= ",
+        );
+        sql.arg(now).push(" ORDER BY n.next_at LIMIT ").arg(limit);
+        sql.query()
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                let data: String = r.try_get(4)?;
+                Ok(Notification {
+                    id: r.try_get(0)?,
+                    workspace_id: r.try_get(1)?,
+                    workspace_name: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                    attempts: r.try_get(5)?,
+                    email: r.try_get(6)?,
+                    name: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes a notification for sending: true for exactly one taker.
+    pub async fn claim_notification(&self, id: &str) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE notify_outbox SET state = 'sending', attempts = attempts + 1 WHERE id = ");
+        sql.arg(id).push(" AND state = 'queued'");
+        Ok(sql.query().execute(self.pool()).await?.rows_affected() == 1)
+    }
+
+    /// Where a taken notification ended: `sent`, `failed`, or `queued` again at `next_at`.
+    pub async fn settle_notification(&self, id: &str, state: &str, error: Option<&str>, next_at: i64) -> Result<()> {
+        let mut sql = Sql::new("UPDATE notify_outbox SET state = ");
+        sql.arg(state)
+            .push(", error = ")
+            .arg(error.map(str::to_string))
+            .push(", next_at = ")
+            .arg(next_at)
+            .push(" WHERE id = ")
+            .arg(id);
+        sql.query().execute(self.pool()).await?;
+        Ok(())
+    }
+}
+
+impl Scoped<'_> {
+    /// Whether a member has their notifications mailed to them.
+    pub async fn notify_email(&self, user_id: &str) -> Result<bool> {
+        let mut sql = Sql::new("SELECT notify_email FROM memberships WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND user_id = ").arg(user_id);
+        let row = sql.query().fetch_optional(self.store.pool()).await?.ok_or(StoreError::NotFound)?;
+        Ok(row.try_get::<i64, _>(0)? == 1)
+    }
+
+    pub async fn set_notify_email(&self, user_id: &str, on: bool) -> Result<()> {
+        let mut sql = Sql::new("UPDATE memberships SET notify_email = ");
+        sql.arg(i64::from(on))
+            .push(" WHERE workspace_id = ")
+            .arg(self.ws)
+            .push(" AND user_id = ")
+            .arg(user_id);
+        sql.query().execute(self.store.pool()).await?;
+        Ok(())
+    }
+}

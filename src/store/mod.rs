@@ -34,7 +34,7 @@ pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use imports::{ImportCounts, ImportJob};
 pub use inbound::Inbound;
 pub(crate) use inbound::QueuedInbound;
-pub use mail::{Mail, MailAccount, MailBatch, Outgoing, Queued};
+pub use mail::{Mail, MailAccount, MailBatch, Notification, Outgoing, Queued};
 pub(crate) use moves::QueuedMove;
 pub use records::{DealMove, Page};
 pub use search::SearchHit;

@@ -50,6 +50,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the mail outbox; trying again"),
         }
+        notify(&state, now).await;
         let wait = match state.store.next_mail_due().await {
             Ok(Some(at)) => Duration::from_millis(u64::try_from(at - crate::store::now_ms()).unwrap_or(0)).min(LOOK_EVERY),
             _ => LOOK_EVERY,
@@ -58,6 +59,50 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(wait) => {}
             _ = state.mail_queued.notified() => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Mails members the notifications they asked for, through the server's own SMTP
+/// server; without one they wait (they were only queued for members who opted in
+/// while it was set).
+async fn notify(state: &AppState, now: i64) {
+    let server = match app_mail::notify_server(state) {
+        None => return,
+        Some(Ok(s)) => s,
+        Some(Err(why)) => {
+            tracing::warn!(error = %why, "notification mails are off: notify_smtp_url is not usable");
+            return;
+        }
+    };
+    let due = match state.store.due_notifications(now, BATCH).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the notification outbox; trying again");
+            return;
+        }
+    };
+    for n in due {
+        match state.store.claim_notification(&n.id).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a notification; trying again");
+                continue;
+            }
+        }
+        let attempts = n.attempts + 1;
+        let mail = app_mail::notification_mail(state, &n);
+        let (to, error, next_at) = match smtp::send(&server, &mail).await {
+            Ok(()) => ("sent", None, now),
+            Err(e) if e.permanent || attempts >= MAX_ATTEMPTS => ("failed", Some(e.message), now),
+            Err(e) => ("queued", Some(e.message), now + retry_after(attempts)),
+        };
+        if let Some(e) = &error {
+            tracing::warn!(notification = %n.id, attempts, error = %e, "a notification mail was not sent");
+        }
+        if let Err(e) = state.store.settle_notification(&n.id, to, error.as_deref(), next_at).await {
+            tracing::warn!(notification = %n.id, error = %e, "cannot record a notification's sending");
         }
     }
 }

@@ -142,9 +142,7 @@ async fn a_mail_reaches_watching_agents_within_a_second_and_its_attachment_downl
     wa.subscribe(&format!("inbox:{inbox}"), None).await;
     wb.subscribe(&format!("inbox:{inbox}"), None).await;
 
-    let raw = format!(
-        "From: =?UTF-8?Q?Dora_M=C3=BCller?= <dora@example.test>\r\nTo: support@example.test\r\nSubject: =?UTF-8?Q?Broken_caf=C3=A9_machine?=\r\nMessage-ID: <first@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIt leaks.\r\n\r\n-- \r\nDora\r\n--XX\r\nContent-Type: application/octet-stream; name=\"photo.png\"\r\nContent-Disposition: attachment; filename=\"photo.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==\r\n--XX--\r\n"
-    );
+    let raw = "From: =?UTF-8?Q?Dora_M=C3=BCller?= <dora@example.test>\r\nTo: support@example.test\r\nSubject: =?UTF-8?Q?Broken_caf=C3=A9_machine?=\r\nMessage-ID: <first@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIt leaks.\r\n\r\n-- \r\nDora\r\n--XX\r\nContent-Type: application/octet-stream; name=\"photo.png\"\r\nContent-Disposition: attachment; filename=\"photo.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==\r\n--XX--\r\n";
     let sent = Instant::now();
     mail.deliver("support", raw.as_bytes());
     let seen_a = event(&mut wa, "message.created").await;
@@ -681,4 +679,110 @@ async fn in_a_cluster_one_node_syncs_the_mailbox_and_another_takes_over_when_it_
     assert_eq!((all.len(), ids.len()), (400, 400), "every mail once");
     let now = lease().await.expect("the survivor holds the sync");
     assert!(now.contains(addresses[survivor].as_str()), "{now}");
+}
+
+#[actix_web::test]
+async fn members_who_ask_get_their_assignments_and_mentions_by_mail_through_the_servers_smtp() {
+    let mail = servers();
+    let mut settings = test_settings();
+    settings.mail_allow_private_hosts = true;
+    settings.notify_smtp_url = Some(shoal::config::Secret::new(format!("smtp+plain://127.0.0.1:{}", mail.smtp_port)));
+    settings.notify_from = Some("shoal@example.test".into());
+    settings.public_url = Some("https://crm.example.test".into());
+    let app = TestApp::spawn_with(Backend::Sqlite, settings).await;
+    let owner = app.signup("Notify Co").await;
+    let invitation = app
+        .post("/invitations", &owner.token, json!({"email": "dora@example.test", "role": "agent"}))
+        .await
+        .expect(201);
+    let dora = crate::helpers::session(
+        &app.anonymous_post(
+            "/auth/signup",
+            json!({"invitation_token": invitation.body["token"], "name": "Dora", "email": "dora@example.test", "password": "correct horse battery"}),
+        )
+        .await
+        .expect(201)
+        .body,
+    );
+    let off = app.get("/me/notifications", &dora.token).await.expect(200);
+    assert_eq!(off.body, json!({"email": false, "email_available": true}));
+    app.send_json(
+        awc::http::Method::PUT,
+        "/me/notifications",
+        &dora.token,
+        &[],
+        json!({"email": true}),
+    )
+    .await
+    .expect(200);
+
+    let inbox = app
+        .post("/inboxes", &owner.token, json!({"name": "Chat", "channel": "api"}))
+        .await
+        .expect(201);
+    let token = inbox.body["token"].as_str().unwrap().to_string();
+    let conv = app
+        .post(
+            "/channels/api/messages",
+            &token,
+            json!({"contact_identifier": "c1", "subject": "Broken lamp", "text": "It flickers"}),
+        )
+        .await
+        .expect(201)
+        .body["conversation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.patch(
+        &format!("/conversations/{conv}"),
+        &owner.token,
+        json!({"assignee_id": dora.user_id}),
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("/conversations/{conv}/messages"),
+        &owner.token,
+        json!({"kind": "note", "text": "@Dora the customer called again", "mentions": [dora.user_id]}),
+    )
+    .await
+    .expect(201);
+    let got = mail.wait_for_mails("dora", 2, Duration::from_secs(20)).await;
+    // (subject, text) of each mail, decoded as a mail client would.
+    let read: Vec<(String, String)> = got
+        .iter()
+        .map(|raw| {
+            let m = mail_parser::MessageParser::default().parse(raw).unwrap();
+            (
+                m.subject().unwrap_or_default().to_string(),
+                m.body_text(0).unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let (subject, text) = read
+        .iter()
+        .find(|(s, _)| s.starts_with("Assigned to you"))
+        .expect("an assignment mail");
+    assert_eq!(subject, "Assigned to you: conversation #1 “Broken lamp”");
+    assert!(text.contains(&format!("https://crm.example.test/inbox/c/{conv}")), "{text}");
+    let (_, text) = read
+        .iter()
+        .find(|(s, _)| s.starts_with("You were mentioned"))
+        .expect("a mention mail");
+    assert!(text.contains("> @Dora the customer called again"), "{text}");
+
+    // Without an SMTP server of its own, a server refuses the choice in words.
+    let plain = app_with(Backend::Sqlite, true).await;
+    let someone = plain.signup("Quiet Co").await;
+    let refused = plain
+        .send_json(
+            awc::http::Method::PUT,
+            "/me/notifications",
+            &someone.token,
+            &[],
+            json!({"email": true}),
+        )
+        .await
+        .expect(400);
+    assert!(refused.text.contains("notify_smtp_url"), "{}", refused.text);
 }
