@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -173,7 +174,16 @@ impl Persister {
         let run: Run = Box::new(move |w: &mut WriteTx| {
             let fut = f(w);
             Box::pin(async move {
-                let v = fut.await?;
+                // A bug that panics in one write fails that write (rolled back like any
+                // failed write) instead of stopping the one writer every write needs.
+                let v = std::panic::AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    StoreError::Other(anyhow::anyhow!("a write panicked and was rolled back: {why}"))
+                })??;
                 *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
                 Ok(())
             })

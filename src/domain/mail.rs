@@ -326,7 +326,9 @@ pub fn normalize_subject(subject: &str) -> String {
             }
         }
         for prefix in ["re:", "fwd:", "fw:", "aw:", "sv:", "wg:", "tr:", "rif:", "vs:"] {
-            if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            // `get` and not indexing: a subject in another script has no char boundary
+            // where an ASCII prefix would end.
+            if s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) {
                 s = s[prefix.len()..].trim_start();
             }
         }
@@ -453,6 +455,9 @@ mod tests {
         assert_eq!(normalize_subject("RE: Fwd: [Ticket]  Order   42"), "order 42");
         assert_eq!(normalize_subject("AW: order 42"), "order 42");
         assert_ne!(normalize_subject("Order 42"), normalize_subject("Order 43"));
+        assert_eq!(normalize_subject("Re: Заказ #55200 не доставлен"), "заказ #55200 не доставлен");
+        assert_eq!(normalize_subject("注文について"), "注文について");
+        assert_eq!(normalize_subject("[€] 🎉"), "🎉");
     }
 
     #[test]

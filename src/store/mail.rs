@@ -117,6 +117,16 @@ pub struct Queued {
 }
 
 impl Store {
+    /// Runs one statement on the writer, as its own transaction: on SQLite a write
+    /// from another connection would meet the writer's open transaction and fail as
+    /// busy.
+    async fn write_one(&self, sql: Sql) -> Result<u64> {
+        let mut w = self.write().await?;
+        let n = sql.query().execute(&mut *w.tx).await?.rows_affected();
+        w.commit().await?;
+        Ok(n)
+    }
+
     /// Every e-mail inbox that has its servers configured, with its workspace.
     pub async fn mail_accounts(&self) -> Result<Vec<MailAccount>> {
         let cols: Vec<String> = ACCOUNT_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect();
@@ -142,8 +152,7 @@ impl Store {
     pub async fn restart_mail_sync(&self, inbox_id: &str, uid_validity: i64) -> Result<()> {
         let mut sql = Sql::new("UPDATE mail_accounts SET last_uid = 0, uid_validity = ");
         sql.arg(uid_validity).push(" WHERE inbox_id = ").arg(inbox_id);
-        sql.query().execute(self.pool()).await?;
-        Ok(())
+        self.write_one(sql).await.map(|_| ())
     }
 
     /// Moves the folder's sync past `uid` (mail there was none to take, or none to
@@ -157,8 +166,7 @@ impl Store {
             .arg(uid_validity)
             .push(" AND last_uid < ")
             .arg(uid);
-        sql.query().execute(self.pool()).await?;
-        Ok(())
+        self.write_one(sql).await.map(|_| ())
     }
 
     /// Replies due to be sent (or whose attempt was left `sending` longer than
@@ -204,7 +212,7 @@ impl Store {
             .push(") OR (state = 'sending' AND claimed_at <= ")
             .arg(now - stale_ms)
             .push("))");
-        Ok(sql.query().execute(self.pool()).await?.rows_affected() == 1)
+        Ok(self.write_one(sql).await? == 1)
     }
 
     /// Where a taken reply ended: `sent`, `failed`, or `queued` again at `next_at`.
@@ -217,8 +225,7 @@ impl Store {
             .arg(next_at)
             .push(", claimed_at = NULL WHERE message_id = ")
             .arg(message_id);
-        sql.query().execute(self.pool()).await?;
-        Ok(())
+        self.write_one(sql).await.map(|_| ())
     }
 }
 
@@ -697,7 +704,7 @@ impl Store {
     pub async fn claim_notification(&self, id: &str) -> Result<bool> {
         let mut sql = Sql::new("UPDATE notify_outbox SET state = 'sending', attempts = attempts + 1 WHERE id = ");
         sql.arg(id).push(" AND state = 'queued'");
-        Ok(sql.query().execute(self.pool()).await?.rows_affected() == 1)
+        Ok(self.write_one(sql).await? == 1)
     }
 
     /// Where a taken notification ended: `sent`, `failed`, or `queued` again at `next_at`.
@@ -710,8 +717,7 @@ impl Store {
             .arg(next_at)
             .push(" WHERE id = ")
             .arg(id);
-        sql.query().execute(self.pool()).await?;
-        Ok(())
+        self.write_one(sql).await.map(|_| ())
     }
 }
 
@@ -731,7 +737,6 @@ impl Scoped<'_> {
             .arg(self.ws)
             .push(" AND user_id = ")
             .arg(user_id);
-        sql.query().execute(self.store.pool()).await?;
-        Ok(())
+        self.store.write_one(sql).await.map(|_| ())
     }
 }

@@ -158,7 +158,7 @@ async fn attempt(state: &AppState, q: &Queued) -> Result<(), (String, bool)> {
     };
     let server = app_mail::smtp_server(state, &account).map_err(|e| (e.message, true))?;
     let subject = out.conversation.text("subject").unwrap_or("Your message");
-    let subject = if subject.len() >= 3 && subject[..3].eq_ignore_ascii_case("re:") {
+    let subject = if subject.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("re:")) {
         subject.to_string()
     } else {
         format!("Re: {subject}")

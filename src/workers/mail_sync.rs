@@ -28,6 +28,8 @@ use crate::store::{MailAccount, MailBatch};
 const LOOK_EVERY: Duration = Duration::from_secs(2);
 /// Mails fetched and written together.
 const CHUNK: usize = 200;
+/// Mails written in one write (one transaction on the writer).
+const WRITE_BATCH: usize = 25;
 /// Chunks written at once across all inboxes: a large import takes its turn with the
 /// others instead of filling the writer's queue.
 const CONCURRENT_CHUNKS: usize = 2;
@@ -281,23 +283,27 @@ async fn session(
                 .await
                 .map_err(|_| MailError::new(Stage::Protocol, "shutting down"))?;
             let fetched = imap::fetch(&mut session, part).await?;
-            let mut mails = Vec::with_capacity(fetched.len());
-            for (uid, raw) in &fetched {
-                match app_mail::prepare(state, &account.workspace_id, *uid, raw).await {
-                    Ok(Some(m)) => mails.push(m),
-                    Ok(None) => {
-                        tracing::warn!(inbox = %account.inbox_id, uid, "a message in the folder is not a mail (no headers); left out")
+            // Written a few at a time: each write holds the one writer, and other
+            // inboxes, boards and REST wait behind it.
+            for group in part.chunks(WRITE_BATCH) {
+                let mut mails = Vec::with_capacity(group.len());
+                for (uid, raw) in fetched.iter().filter(|(uid, _)| group.contains(uid)) {
+                    match app_mail::prepare(state, &account.workspace_id, *uid, raw).await {
+                        Ok(Some(m)) => mails.push(m),
+                        Ok(None) => {
+                            tracing::warn!(inbox = %account.inbox_id, uid, "a message in the folder is not a mail (no headers); left out")
+                        }
+                        Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot keep an attachment: {e}"))),
                     }
-                    Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot keep an attachment: {e}"))),
+                }
+                let highest = group.iter().copied().max().map_or(last_uid, i64::from);
+                take(state, account, validity, mails, highest, stop).await?;
+                last_uid = last_uid.max(highest);
+                if *stop.borrow() {
+                    return Ok(());
                 }
             }
-            let highest = part.iter().copied().max().map_or(last_uid, i64::from);
-            take(state, account, validity, mails, highest, stop).await?;
             drop(permit);
-            last_uid = last_uid.max(highest);
-            if *stop.borrow() {
-                return Ok(());
-            }
         }
         if window {
             // Mail older than the window stays behind: the sync goes on from the

@@ -51,3 +51,25 @@ async fn a_full_write_queue_refuses_new_writes_and_drains_the_queued_ones() {
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[actix_web::test]
+async fn a_write_that_panics_fails_alone_and_the_writer_goes_on() {
+    let dir = std::env::temp_dir().join(format!("shoal-panic-{}", uuid::Uuid::new_v4().simple()));
+    let store = Store::connect(None, &dir, 2, std::time::Duration::from_secs(5)).await.unwrap();
+    store.migrate().await.unwrap();
+    let persister = Persister::start(store.clone());
+    let bad = job(|_: &mut WriteTx| -> BoxFuture<'_, Result<u32, StoreError>> {
+        Box::pin(async {
+            let subject = "Заказ";
+            // A bug of the kind that once stopped every write: slicing inside a char.
+            Ok(subject[..1].len() as u32)
+        })
+    });
+    let failed = persister.submit(None, bad).unwrap_or_else(|_| panic!("accepted")).outcome().await;
+    assert!(matches!(failed, Err(StoreError::Other(_))), "{failed:?}");
+    let good = job(|_: &mut WriteTx| -> BoxFuture<'_, Result<u32, StoreError>> { Box::pin(async { Ok(7) }) });
+    let ok = persister.submit(None, good).unwrap_or_else(|_| panic!("accepted")).outcome().await;
+    assert_eq!(ok.unwrap().0, 7);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

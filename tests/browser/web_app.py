@@ -209,6 +209,42 @@ def joining_by_link_the_bell_and_switching_workspaces(browser, url, shots, expec
     keys = page.evaluate("Object.keys(localStorage).concat(Object.keys(sessionStorage))")
     assert all(k.startswith("shoal:bell-seen:") for k in keys), keys
 
+    # The bell's panel offers to mail assignments and mentions only when the server can
+    # send mail (its operator set notify_smtp_url); the choice is asked for once.
+    bell = page.get_by_role("button", name="Notifications", exact=True)
+    panel = page.get_by_role("region", name="Notifications")
+    mail = panel.get_by_role("checkbox", name="E-mail me when I'm assigned or mentioned")
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/me/notifications")) as asked:
+        bell.click()
+    expect(panel).not_to_have_attribute("aria-busy", "true")
+    if not asked.value.json()["email_available"]:
+        expect(mail).to_have_count(0)
+    else:
+        jo_here = call(url, "POST", "/auth/login", {"email": "jo@example.com", "password": password, "workspace_id": owner["workspace_id"]})["access_token"]
+        choice = lambda: call(url, "GET", "/me/notifications", token=jo_here)["email"]
+        expect(mail).not_to_be_checked()
+        # With the keyboard.
+        mail.focus()
+        with page.expect_response(lambda r: r.request.method == "PUT" and r.url.endswith("/me/notifications")):
+            page.keyboard.press("Space")
+        expect(mail).to_be_checked()
+        expect(mail).to_be_focused()
+        assert choice() is True
+        # A refused change is undone, with the server's reason.
+        refusal = {"error": {"code": "invalid_body", "message": "this server sends no notification mails"}}
+        page.route("**/api/v1/me/notifications", lambda route: route.fulfill(status=400, json=refusal) if route.request.method == "PUT" else route.continue_())
+        mail.click()
+        expect(panel.get_by_role("alert")).to_contain_text("sends no notification mails")
+        expect(mail).to_be_checked()
+        page.unroute("**/api/v1/me/notifications")
+        assert choice() is True
+        # The choice is the server's: a reload shows it.
+        page.reload()
+        bell.click()
+        expect(mail).to_be_checked()
+    bell.click()
+    expect(panel).to_be_hidden()
+
     # Switching workspace: a fresh page in the other one, which a reload keeps.
     page.get_by_test_id("workspace").select_option(label="Own shop")
     expect(page.get_by_test_id("workspace")).to_have_value(own["workspace_id"])
