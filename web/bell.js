@@ -3,11 +3,13 @@
 // breaches of their conversations and, for owners and admins, an e-mail inbox that
 // cannot reach its mail server). The bell follows it for the whole session, keeps
 // the latest 50 and counts those not yet seen; which were seen is only a seq number,
-// kept in localStorage per member (nothing secret).
+// kept in localStorage per member (nothing secret). The panel also holds the member's
+// choice to have assignments and mentions mailed to them, when the server can send mail.
 
+import { api } from "./api.js";
 import { h, replace } from "./dom.js";
 import * as live from "./live.js";
-import { link, when } from "./ui.js";
+import { link, problem, when } from "./ui.js";
 
 const KEEP = 50;
 const KINDS = new Set(["assigned", "mentioned", "sla.warning", "sla.breached", "channel_failing"]);
@@ -69,6 +71,21 @@ function title(r) {
   return r.number ? `#${r.number} ${name}`.trim() : name;
 }
 
+/**
+ * Whether the member's notifications are mailed to them too: `{email, email_available}`,
+ * or null when the server could not be asked. Asked once per bell (the choice is per
+ * member and workspace, as the bell is); a failed ask is tried again on the next opening.
+ */
+function mailChoice(s) {
+  if (!s.mail) {
+    s.mail = api("GET", "/me/notifications").catch(() => {
+      s.mail = null;
+      return null;
+    });
+  }
+  return s.mail;
+}
+
 /** What one notification says, and where it leads. */
 function describe(n) {
   const d = n.data;
@@ -99,7 +116,9 @@ export function bell(m) {
   const s = follow(m);
   const count = h("span", { class: "bell-count" });
   const button = h("button", { class: "bell quiet", type: "button", "aria-haspopup": "true", "aria-expanded": "false" }, "Notifications ", count);
-  const panel = h("div", { class: "bell-panel", role: "region", "aria-label": "Notifications", hidden: true });
+  const list = h("div");
+  const prefs = h("div", { class: "bell-prefs" });
+  const panel = h("div", { class: "bell-panel", role: "region", "aria-label": "Notifications", hidden: true }, list, prefs);
   const el = h("div", { class: "bell-wrap" }, button, panel);
 
   const unread = () => s.items.filter((n) => n.seq > s.seen).length;
@@ -110,7 +129,7 @@ export function bell(m) {
     button.setAttribute("aria-label", n ? `Notifications, ${n} unread` : "Notifications");
     if (panel.hidden) return;
     replace(
-      panel,
+      list,
       s.items.length
         ? h(
             "ul",
@@ -122,6 +141,48 @@ export function bell(m) {
           )
         : h("p", { class: "muted" }, "Nothing yet: assignments, mentions and SLA warnings show here."),
     );
+  }
+  // The switch is drawn once per header: drawn again, it would drop the focus and
+  // could show a choice older than one still being saved.
+  let prefsAsked = false;
+  function askPrefs() {
+    if (prefsAsked) return;
+    prefsAsked = true;
+    // Busy until the server says whether it sends mail at all.
+    panel.setAttribute("aria-busy", "true");
+    mailChoice(s).then((choice) => {
+      panel.removeAttribute("aria-busy");
+      if (!choice) prefsAsked = false;
+      else if (choice.email_available) replace(prefs, mailSwitch(choice));
+    });
+  }
+  function mailSwitch(choice) {
+    const said = h("div", { "aria-live": "polite" });
+    const box = h("input", { type: "checkbox", checked: choice.email, onchange: save });
+    // A change made while one is being saved is sent when that one is answered, so
+    // the server gets the choices in the order they were made (not disabling the box
+    // keeps the focus on it).
+    let saving = false;
+    async function save() {
+      if (saving) return;
+      saving = true;
+      replace(said);
+      try {
+        while (box.checked !== choice.email) {
+          const want = box.checked;
+          choice = await api("PUT", "/me/notifications", { email: want });
+          s.mail = Promise.resolve(choice);
+          if (choice.email !== want) break;
+        }
+      } catch (e) {
+        replace(said, problem(e));
+      } finally {
+        // What the server holds, whether or not it took the change.
+        box.checked = choice.email;
+        saving = false;
+      }
+    }
+    return [h("label", { class: "bell-mail" }, box, h("span", {}, "E-mail me when I'm assigned or mentioned")), said];
   }
   function close() {
     panel.hidden = true;
@@ -136,6 +197,7 @@ export function bell(m) {
     panel.hidden = false;
     button.setAttribute("aria-expanded", "true");
     draw();
+    askPrefs();
     // Opening the panel is seeing what it holds.
     const latest = s.items.length ? s.items[0].seq : s.seen;
     if (latest > s.seen) {

@@ -210,7 +210,7 @@ def joining_by_link_the_bell_and_switching_workspaces(browser, url, shots, expec
     assert all(k.startswith("shoal:bell-seen:") for k in keys), keys
 
     # The bell's panel offers to mail assignments and mentions only when the server can
-    # send mail (its operator set notify_smtp_url); the choice is asked for once.
+    # send mail (its operator set notify_smtp_url), which it asks when the panel first opens.
     bell = page.get_by_role("button", name="Notifications", exact=True)
     panel = page.get_by_role("region", name="Notifications")
     mail = panel.get_by_role("checkbox", name="E-mail me when I'm assigned or mentioned")
