@@ -523,13 +523,13 @@ impl Scoped<'_> {
         let subject = normalize_subject(subject);
         let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
         sql.arg(self.ws)
-            .push(" AND inbox_id = ")
-            .arg(inbox_id)
-            .push(" AND status <> 'resolved' AND contact_id IN (SELECT contact_id FROM inbox_contacts WHERE inbox_id = ")
+            .push(" AND contact_id = (SELECT contact_id FROM inbox_contacts WHERE inbox_id = ")
             .arg(inbox_id)
             .push(" AND source_id = ")
             .arg(format!("email:{}", from.as_str()))
-            .push(") ORDER BY created_at DESC LIMIT 50");
+            .push(") AND inbox_id = ")
+            .arg(inbox_id)
+            .push(" AND status <> 'resolved' ORDER BY created_at DESC LIMIT 50");
         for row in sql.query().fetch_all(&mut *conn).await? {
             let conv = decode(CONVERSATION, &row)?;
             if conv.text("subject").map(normalize_subject) == Some(subject.clone()) {
