@@ -1,6 +1,6 @@
 """The e-mail channel's first import at size, against a running server:
 
-    python3 load-tests/email.py --url http://127.0.0.1:PORT --pid SERVER_PID [--mails 20000]
+    python3 load-tests/email_import.py --url http://127.0.0.1:PORT --pid SERVER_PID [--mails 20000]
         [--attachments 0.1] [--senders 2000] [--probe-url URL] [--probe-rate 10]
 
 1. A throwaway Dovecot (load-tests/mailserver.py) with one mailbox, filled before the
@@ -28,33 +28,26 @@ set-up is refused, or a signal comes. Loopback only; bounded by --mails and
 --timeout-secs; Dovecot and the probe threads are stopped on any way out.
 """
 
+import argparse
+import base64
+import email.header
+import email.utils
+import html
+import http.client
+import json
+import math
 import os
+import quopri
+import random
+import re
+import signal
 import sys
+import threading
+import time
+import unicodedata
+import urllib.parse
 
-# This file is named email.py, and Python puts a script's folder first on its path,
-# where this file would stand in for the standard library's `email` package (which
-# http.client needs too): the folder goes to the end, behind the standard library.
-HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != HERE] + [HERE]
-
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import email.header  # noqa: E402
-import email.utils  # noqa: E402
-import html  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import quopri  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import unicodedata  # noqa: E402
-import urllib.parse  # noqa: E402
-
-from mailserver import Dovecot  # noqa: E402
+from mailserver import Dovecot
 
 MAIL_USER = "support"
 MAIL_DOMAIN = "example.test"
