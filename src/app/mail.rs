@@ -21,8 +21,8 @@ use crate::store::{MailAccount, MailBatch};
 /// Who the sync worker's and the sender's writes are by.
 pub const ACTOR: &str = "system:mail";
 
-/// An inbox's IMAP server, as a client sends it.
-#[derive(Debug, Deserialize)]
+/// An inbox's IMAP server, as a client sends it (no `Debug`: it holds a password).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImapInput {
     pub host: String,
@@ -38,8 +38,8 @@ pub struct ImapInput {
     pub poll_secs: Option<i64>,
 }
 
-/// An inbox's SMTP server, as a client sends it.
-#[derive(Debug, Deserialize)]
+/// An inbox's SMTP server, as a client sends it (no `Debug`: it holds a password).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpInput {
     pub host: String,
@@ -51,7 +51,7 @@ pub struct SmtpInput {
 }
 
 /// An e-mail inbox's servers and address, as a client sends them.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailInput {
     pub imap: ImapInput,
@@ -94,14 +94,37 @@ impl MailInput {
         if i.username.trim().is_empty() || i.username.len() > MAX_CREDENTIAL {
             errors.add("imap.username", "is required (at most 500 characters)");
         }
-        let imap_password = match (i.password, saved) {
-            (Some(p), _) if !p.is_empty() && p.len() <= MAX_CREDENTIAL => Some(p),
-            (Some(_), _) => {
+        let port = |p: Option<u16>, default: u16| i64::from(p.filter(|p| *p > 0).unwrap_or(default));
+        let imap_port = port(i.port, if i.security == "tls" { 993 } else { 143 });
+        let smtp_port = port(s.port, if s.security == "tls" { 465 } else { 587 });
+        let smtp_username = s.username.clone().map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+        // A saved password is only ever sent where it was saved for: naming another
+        // server, port, security or user asks for the password again, or an admin could
+        // have the server hand it to a host of theirs.
+        let same_imap = saved.is_some_and(|a| {
+            a.imap_host == i.host.trim()
+                && a.imap_port == imap_port
+                && a.imap_security == i.security
+                && a.imap_username == i.username.trim()
+        });
+        let same_smtp = saved.is_some_and(|a| {
+            a.smtp_host == s.host.trim() && a.smtp_port == smtp_port && a.smtp_security == s.security && a.smtp_username == smtp_username
+        });
+        let imap_password = match i.password {
+            Some(p) if !p.is_empty() && p.len() <= MAX_CREDENTIAL => Some(p),
+            Some(_) => {
                 errors.add("imap.password", "1 to 500 characters");
                 None
             }
-            (None, Some(_)) => None,
-            (None, None) => {
+            None if same_imap => None,
+            None if saved.is_some() => {
+                errors.add(
+                    "imap.password",
+                    "is required again when the server, port, security or username changes",
+                );
+                None
+            }
+            None => {
                 errors.add("imap.password", "is required");
                 None
             }
@@ -128,8 +151,15 @@ impl MailInput {
         if s.username.as_ref().is_some_and(|u| u.len() > MAX_CREDENTIAL) {
             errors.add("smtp.username", "at most 500 characters");
         }
-        if s.password.as_ref().is_some_and(|p| p.len() > MAX_CREDENTIAL) {
-            errors.add("smtp.password", "at most 500 characters");
+        if s.password.as_ref().is_some_and(|p| p.is_empty() || p.len() > MAX_CREDENTIAL) {
+            errors.add("smtp.password", "1 to 500 characters (leave it out to keep the saved one)");
+        }
+        let kept_smtp = saved.and_then(|a| a.smtp_password.clone()).filter(|_| same_smtp);
+        if smtp_username.is_some() && s.password.is_none() && kept_smtp.is_none() {
+            errors.add(
+                "smtp.password",
+                "is required with a username (again when the server, port, security or username changes)",
+            );
         }
         let from = match EmailAddress::parse(&self.from_address) {
             Ok(a) => Some(a),
@@ -151,20 +181,16 @@ impl MailInput {
             Some(p) => seal(&p)?,
             None => saved.map(|a| a.imap_password.clone()).unwrap_or_default(),
         };
-        let smtp_username = s.username.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
         let smtp_password = match (&smtp_username, s.password) {
             (None, _) => None,
-            (Some(_), Some(p)) if !p.is_empty() => Some(seal(&p)?),
-            (Some(_), _) => saved.and_then(|a| a.smtp_password.clone()),
+            (Some(_), Some(p)) => Some(seal(&p)?),
+            (Some(_), None) => kept_smtp,
         };
-        let port = |p: Option<u16>, default: u16| i64::from(p.filter(|p| *p > 0).unwrap_or(default));
-        let imap_default = if i.security == "tls" { 993 } else { 143 };
-        let smtp_default = if s.security == "tls" { 465 } else { 587 };
         Ok(MailAccount {
             inbox_id: inbox_id.to_string(),
             workspace_id: workspace_id.to_string(),
             imap_host: i.host.trim().to_string(),
-            imap_port: port(i.port, imap_default),
+            imap_port,
             imap_security: i.security,
             imap_username: i.username.trim().to_string(),
             imap_password,
@@ -172,7 +198,7 @@ impl MailInput {
             import_days,
             poll_secs,
             smtp_host: s.host.trim().to_string(),
-            smtp_port: port(s.port, smtp_default),
+            smtp_port,
             smtp_security: s.security,
             smtp_username,
             smtp_password,
@@ -390,7 +416,20 @@ pub async fn keep_attachment(state: &AppState, workspace_id: &str, a: &MailAttac
     let content_type = infer::get(&a.content)
         .map(|k| k.mime_type().to_string())
         .unwrap_or_else(|| a.declared_type.clone());
+    // What senders declare is anything; a description the message's own check would
+    // refuse would lose the whole mail, so a bad type or an empty name is replaced.
+    let probe = json!([{"name": "x", "content_type": content_type, "size": 0}]);
+    let content_type = if crate::domain::inbox::check_attachments(&probe).is_ok() {
+        content_type
+    } else {
+        "application/octet-stream".to_string()
+    };
     let name: String = a.name.chars().filter(|c| !c.is_control()).take(200).collect();
+    let name = if name.trim().is_empty() {
+        "attachment".to_string()
+    } else {
+        name.trim().to_string()
+    };
     if a.content.len() > state.settings.mail_attachment_max_bytes {
         return Ok(json!({
             "name": name, "content_type": content_type, "size": a.content.len(),
@@ -482,7 +521,9 @@ pub async fn prepare(state: &AppState, workspace_id: &str, uid: u32, raw: &[u8])
 /// unset. A malformed URL is an error in words (the setting is the operator's).
 pub fn notify_server(state: &AppState) -> Option<Result<smtp::Server, String>> {
     let raw = state.settings.notify_smtp_url.as_ref()?;
-    Some(parse_smtp_url(raw.expose(), state.settings.mail_allow_private_hosts))
+    // The operator's own relay, often on the same machine or network: the address
+    // guard is for servers workspace admins name.
+    Some(parse_smtp_url(raw.expose(), true))
 }
 
 fn parse_smtp_url(raw: &str, allow_private: bool) -> Result<smtp::Server, String> {

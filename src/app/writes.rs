@@ -409,6 +409,23 @@ async fn owner_of(state: &AppState, author: &Author, write: &Write) -> Result<Op
 
 /// Runs a write and waits until it is durable.
 pub async fn execute(state: &AppState, author: Author, cause: Option<String>, write: Write) -> Result<Written, ApiError> {
+    // A new message may be a reply waiting in the mail outbox: the sender is woken
+    // rather than finding it on its next look.
+    let may_mail = matches!(
+        &write,
+        Write::Create {
+            ty: ObjectType::Message,
+            ..
+        } | Write::ApplyMacro { .. }
+    );
+    let done = execute_inner(state, author, cause, write).await;
+    if may_mail && done.is_ok() {
+        state.mail_queued.notify_one();
+    }
+    done
+}
+
+async fn execute_inner(state: &AppState, author: Author, cause: Option<String>, write: Write) -> Result<Written, ApiError> {
     match owner_of(state, &author, &write).await? {
         None => {
             let ty = write.ty();

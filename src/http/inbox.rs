@@ -188,14 +188,31 @@ async fn download_attachment(state: State, p: Principal, path: web::Path<(String
         .parse()
         .map_err(|_| ApiError::msg(Code::NotFound, "an attachment is named by its position: 0, 1, …"))?;
     let (name, content_type, bytes) = crate::app::mail::attachment(&state, &p, &id, index).await?;
-    let safe: String = name
+    let ascii: String = name
         .chars()
         .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
         .collect();
+    let ascii = if ascii.trim().is_empty() { "attachment".to_string() } else { ascii };
+    // The name as sent, for browsers (RFC 6266 `filename*`), beside an ASCII fallback.
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
-        .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe}\"")))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"),
+        ))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // A file customers sent is never a page of this site, whatever its type.
+        .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"))
         .body(bytes))
 }
 

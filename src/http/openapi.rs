@@ -753,7 +753,7 @@ fn mail_paths(add: &mut impl FnMut(&str, &str, Value)) {
     let host = json!({"type": "string", "minLength": 1, "maxLength": 253, "pattern": "^[A-Za-z0-9.:\\[\\]-]+$"});
     let port =
         json!({"type": ["integer", "null"], "minimum": 0, "maximum": 65535, "description": "unset: the usual port for the security"});
-    let secret = json!({"type": ["string", "null"], "minLength": 1, "maxLength": 500, "writeOnly": true, "description": "never answered back; unset on an update keeps the saved one"});
+    let secret = json!({"type": ["string", "null"], "minLength": 1, "maxLength": 500, "writeOnly": true, "description": "never answered back; unset on an update keeps the saved one, as long as the server, port, security and username stay the same"});
     let input = json!({
         "type": "object", "additionalProperties": false, "required": ["imap", "smtp", "from_address"],
         "properties": {
@@ -847,9 +847,10 @@ fn mail_paths(add: &mut impl FnMut(&str, &str, Value)) {
         "stage": {"enum": ["dns", "tcp", "tls", "auth", "folder", "protocol", "send"], "description": "the step that failed"},
         "error": {"type": "string", "description": "what failed, in words"}
     }});
-    let mut test_body = input;
-    test_body["description"] = json!("servers to try before saving them; {} tries the saved ones");
-    test_body["required"] = json!([]);
+    let test_body = json!({
+        "anyOf": [{"type": "object", "maxProperties": 0}, input],
+        "description": "servers to try before saving them (passwords left out: the saved ones, for the same server and user); {} tries the saved ones"
+    });
     add(
         "/inboxes/{id}/email/test",
         "post",
@@ -876,7 +877,7 @@ fn mail_paths(add: &mut impl FnMut(&str, &str, Value)) {
             json!({"name": "index", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0}}),
         ],
     );
-    download["responses"]["200"] = json!({"description": "the attachment's bytes, with its type", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    download["responses"]["200"] = json!({"description": "the attachment's bytes, with the type judged from them", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}});
     add("/messages/{id}/attachments/{index}", "get", download);
 }
 

@@ -126,6 +126,11 @@ pub async fn uids_after(session: &mut Session, after: u32) -> Result<Vec<u32>, M
     Ok(uids)
 }
 
+/// The folder's newest UID, if it holds any mail (`UID SEARCH UID *` names the last).
+pub async fn newest_uid(session: &mut Session) -> Result<Option<u32>, MailError> {
+    Ok(bounded("UID SEARCH", session.uid_search("UID *")).await?.into_iter().max())
+}
+
 /// UIDs of mail that arrived on or after `date` (`1-Dec-2026`), in order.
 pub async fn uids_since(session: &mut Session, date: &str) -> Result<Vec<u32>, MailError> {
     let found = bounded("UID SEARCH", session.uid_search(format!("SINCE {date}"))).await?;
@@ -191,6 +196,12 @@ pub enum Woken {
 /// Waits in IDLE until the folder changes, `wait` passes, or `stop` fires; the session
 /// is given back ready for commands.
 pub async fn idle(session: Session, wait: Duration, stop: impl std::future::Future<Output = ()>) -> Result<(Session, Woken), MailError> {
+    // New mail the server announced during the last commands (after their search) is
+    // only in the unsolicited channel: waiting now would miss it until the next change.
+    if !session.unsolicited_responses.is_empty() {
+        while session.unsolicited_responses.try_recv().is_ok() {}
+        return Ok((session, Woken::Changed));
+    }
     let mut handle = session.idle();
     bounded("IDLE", handle.init()).await?;
     let woken = {

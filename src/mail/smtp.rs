@@ -17,10 +17,20 @@ use super::{resolve, Endpoint, MailError, Security, Stage};
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An SMTP server and who we are to it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Server {
     pub endpoint: Endpoint,
     pub credentials: Option<(String, String)>,
+}
+
+/// The password stays out of any log line a `{:?}` makes.
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish()
+    }
 }
 
 /// A mail to send.

@@ -260,8 +260,9 @@ impl Scoped<'_> {
             let mut sql = Sql::new("SELECT id FROM contacts WHERE workspace_id = ");
             sql.arg(self.ws)
                 .push(" AND emails LIKE ")
-                .arg(format!("%\"{}\"%", email.as_str()))
-                .push(" ORDER BY created_at LIMIT 1");
+                // `_` and `%` are valid in addresses and must match only themselves.
+                .arg(format!("%\"{}\"%", like_literal(email.as_str())))
+                .push(" ESCAPE '\\' ORDER BY created_at LIMIT 1");
             if let Some(row) = sql.query().fetch_optional(&mut *w.tx).await? {
                 found = Some(row.try_get::<String, _>(0)?);
             }
@@ -298,6 +299,11 @@ impl Scoped<'_> {
             "duplicate": duplicate,
         }))
     }
+}
+
+/// `s` as a LIKE pattern that matches only itself (with `ESCAPE '\'`).
+pub(super) fn like_literal(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// One message of a run, with what the persister knows of its job.
@@ -749,6 +755,12 @@ mod tests {
     use crate::actors::Persister;
     use crate::store::testing::fresh_store;
     use crate::store::Store;
+
+    #[test]
+    fn a_like_literal_matches_only_itself() {
+        assert_eq!(like_literal("john_doe%1@x.test"), "john\\_doe\\%1@x.test");
+        assert_eq!(like_literal("a\\b"), "a\\\\b");
+    }
 
     fn post(from: &str, text: &str, ext: &str, inbox_id: &str) -> Inbound {
         Inbound {

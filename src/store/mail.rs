@@ -677,7 +677,7 @@ impl Store {
     pub async fn due_notifications(&self, now: i64, limit: i64) -> Result<Vec<Notification>> {
         let mut sql = Sql::new(
             "SELECT n.id, n.workspace_id, w.name, n.kind, n.data, n.attempts, u.email, u.name FROM notify_outbox n \
-             JOIN users u ON u.id = n.user_id JOIN workspaces w ON w.id = n.workspace_id WHERE n.state = 'queued' AND n.next_at <= ",
+             JOIN users u ON u.id = n.user_id JOIN workspaces w ON w.id = n.workspace_id WHERE n.state IN ('queued', 'sending') AND n.next_at <= ",
         );
         sql.arg(now).push(" ORDER BY n.next_at LIMIT ").arg(limit);
         sql.query()
@@ -700,10 +700,15 @@ impl Store {
             .collect()
     }
 
-    /// Takes a notification for sending: true for exactly one taker.
-    pub async fn claim_notification(&self, id: &str) -> Result<bool> {
-        let mut sql = Sql::new("UPDATE notify_outbox SET state = 'sending', attempts = attempts + 1 WHERE id = ");
-        sql.arg(id).push(" AND state = 'queued'");
+    /// Takes a notification for sending: true for exactly one taker. A claim left
+    /// `sending` (its node died) may be taken again after `stale_ms`.
+    pub async fn claim_notification(&self, id: &str, now: i64, stale_ms: i64) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE notify_outbox SET state = 'sending', attempts = attempts + 1, next_at = ");
+        sql.arg(now.saturating_add(stale_ms))
+            .push(" WHERE id = ")
+            .arg(id)
+            .push(" AND state IN ('queued', 'sending') AND next_at <= ")
+            .arg(now);
         Ok(self.write_one(sql).await? == 1)
     }
 

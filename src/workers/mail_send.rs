@@ -38,7 +38,9 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         match state.store.due_mail(now, stale, BATCH).await {
             Ok(due) => {
                 for q in due {
-                    match state.store.claim_mail(&q.message_id, now, stale).await {
+                    // A fresh clock: sends before this one may have taken long, and a
+                    // claim stamped with the loop's start would look stale sooner.
+                    match state.store.claim_mail(&q.message_id, crate::store::now_ms(), stale).await {
                         Ok(true) => send_one(&state, &q).await,
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, "cannot take a queued reply; trying again"),
@@ -83,7 +85,8 @@ async fn notify(state: &AppState, now: i64) {
         }
     };
     for n in due {
-        match state.store.claim_notification(&n.id).await {
+        let stale = i64::try_from(state.settings.mail_send_stale_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        match state.store.claim_notification(&n.id, crate::store::now_ms(), stale).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {

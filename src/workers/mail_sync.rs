@@ -245,6 +245,11 @@ async fn session(
         .await
         .map_err(store_failed)?
         .ok_or_else(|| MailError::new(Stage::Protocol, "the inbox's settings were removed"))?;
+    if saved.updated_at != account.updated_at {
+        // The settings changed while this task connected: the task for the new ones
+        // owns the sync state now.
+        return Ok(());
+    }
     let validity = i64::from(folder.uid_validity);
     let mut last_uid = saved.last_uid;
     let first_import = saved.uid_validity.is_none() || last_uid == 0;
@@ -262,6 +267,13 @@ async fn session(
     let idle = imap::has_idle(&mut session).await?;
     let mut window = first_import || last_uid == 0;
     loop {
+        // The newest UID before a window's search: mail arriving while the window is
+        // imported comes above it, and is taken after, not jumped over.
+        let top = if window {
+            imap::newest_uid(&mut session).await?.map(i64::from)
+        } else {
+            None
+        };
         let uids = if window {
             let since = chrono::Utc::now() - chrono::Duration::days(account.import_days);
             imap::uids_since(&mut session, &since.format("%-d-%b-%Y").to_string()).await?
@@ -282,7 +294,17 @@ async fn session(
                 .acquire()
                 .await
                 .map_err(|_| MailError::new(Stage::Protocol, "shutting down"))?;
-            let fetched = imap::fetch(&mut session, part).await?;
+            let mut fetched = imap::fetch(&mut session, part).await?;
+            let missing: Vec<u32> = part.iter().copied().filter(|u| !fetched.iter().any(|(f, _)| f == u)).collect();
+            for uid in missing {
+                // A server may leave a mail out of a large answer; asked alone it
+                // usually gives it. One it never gives is gone or damaged.
+                let again = imap::fetch(&mut session, &[uid]).await?;
+                if again.is_empty() {
+                    tracing::warn!(inbox = %account.inbox_id, uid, "the server gives no content for a mail (expunged meanwhile, or damaged); left out");
+                }
+                fetched.extend(again);
+            }
             // Written a few at a time: each write holds the one writer, and other
             // inboxes, boards and REST wait behind it.
             for group in part.chunks(WRITE_BATCH) {
@@ -307,19 +329,14 @@ async fn session(
         }
         if window {
             // Mail older than the window stays behind: the sync goes on from the
-            // folder's newest UID.
-            let newest = imap::uids_after(&mut session, u32::try_from(last_uid).unwrap_or(u32::MAX))
-                .await?
-                .into_iter()
-                .max()
-                .map_or(last_uid, i64::from);
-            if newest > last_uid {
+            // newest UID the folder had when the window was read.
+            if let Some(top) = top.filter(|t| *t > last_uid) {
                 state
                     .store
-                    .advance_mail_sync(&account.inbox_id, validity, newest)
+                    .advance_mail_sync(&account.inbox_id, validity, top)
                     .await
                     .map_err(store_failed)?;
-                last_uid = newest;
+                last_uid = top;
             }
             window = false;
         }
@@ -378,33 +395,44 @@ async fn take(
         mails,
         available: Vec::new(),
     };
-    match write(state, account, batch.clone(), stop).await {
+    match write(state, account, batch.clone(), stop).await? {
         // Stopped before the writer took it: the sync resumes from the last UID written.
-        Ok(false) => return Ok(()),
-        Ok(true) => {}
-        Err(e) if batch.mails.len() > 1 => {
+        Taken::Stopped => return Ok(()),
+        Taken::Written => {}
+        Taken::Refused(e) => {
             // One mail the store refuses must not hold back the others (nor the whole
-            // inbox): the chunk is taken one by one, and only the refused are left out.
+            // inbox): the chunk is taken one by one; a mail refused alone is tried once
+            // more without its HTML and attachments, and only then left out.
             tracing::warn!(inbox = %account.inbox_id, error = %e, "a chunk of mail was refused; taking it one mail at a time");
             for mail in &batch.mails {
-                let uid = mail.uid;
-                let id = mail.message_id.clone();
-                let one = MailBatch {
+                let one = |m: crate::store::Mail| MailBatch {
                     inbox_id: batch.inbox_id.clone(),
                     uid_validity: batch.uid_validity,
-                    mails: vec![mail.clone()],
+                    mails: vec![m],
                     available: Vec::new(),
                 };
-                match write(state, account, one, stop).await {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(()),
-                    Err(e) => {
-                        tracing::error!(inbox = %account.inbox_id, uid, message_id = %id, error = %e, "a mail was refused by the store and left out")
+                match write(state, account, one(mail.clone()), stop).await? {
+                    Taken::Written => {}
+                    Taken::Stopped => return Ok(()),
+                    Taken::Refused(e) => {
+                        let bare = crate::store::Mail {
+                            html: None,
+                            attachments: None,
+                            ..mail.clone()
+                        };
+                        match write(state, account, one(bare), stop).await? {
+                            Taken::Written => {
+                                tracing::warn!(inbox = %account.inbox_id, uid = mail.uid, error = %e, "a mail was taken without its HTML and attachments, which the store refused")
+                            }
+                            Taken::Stopped => return Ok(()),
+                            Taken::Refused(e) => {
+                                tracing::error!(inbox = %account.inbox_id, uid = mail.uid, message_id = %mail.message_id, error = %e, "a mail was refused by the store and left out")
+                            }
+                        }
                     }
                 }
             }
         }
-        Err(e) => tracing::error!(inbox = %account.inbox_id, error = %e, "a mail was refused by the store and left out"),
     }
     // Mails left out (not mail at all, or refused) still move the sync past them.
     state
@@ -414,21 +442,33 @@ async fn take(
         .map_err(store_failed)
 }
 
-/// Writes a batch, waiting out a busy writer: true once written, false when told to
-/// stop first; the error of a write that was refused.
-async fn write(state: &AppState, account: &MailAccount, batch: MailBatch, stop: &mut watch::Receiver<bool>) -> Result<bool, String> {
+/// How writing a batch ended.
+enum Taken {
+    Written,
+    /// Told to stop before the writer took it.
+    Stopped,
+    /// The store refused what the batch holds (a validation error): writing it again
+    /// as it is would be refused again.
+    Refused(String),
+}
+
+/// Writes a batch, waiting out a busy writer. Any failure but a refusal of the mail
+/// itself (a store or node failing) is the session's error: it reconnects and resumes
+/// from the last UID written, so no mail is left out for a passing fault.
+async fn write(state: &AppState, account: &MailAccount, batch: MailBatch, stop: &mut watch::Receiver<bool>) -> Result<Taken, MailError> {
     loop {
         match app_mail::take_mails(state, &account.workspace_id, batch.clone()).await {
-            Ok(_) => return Ok(true),
+            Ok(_) => return Ok(Taken::Written),
             Err(e) if matches!(e.code, Code::Overloaded | Code::Unavailable) => {
                 if stopped_during(stop, Duration::from_millis(200)).await {
-                    return Ok(false);
+                    return Ok(Taken::Stopped);
                 }
             }
-            Err(e) => {
+            Err(e) if matches!(e.code, Code::ValidationFailed | Code::InvalidBody) => {
                 let details = e.details.as_ref().map(|d| format!(" {d}")).unwrap_or_default();
-                return Err(format!("{e}{details}"));
+                return Ok(Taken::Refused(format!("{e}{details}")));
             }
+            Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot take mail: {e}"))),
         }
     }
 }

@@ -485,6 +485,35 @@ async fn the_connection_test_says_which_step_failed_and_settings_are_checked() {
     assert_eq!(folder.body["imap"]["stage"], "folder", "{}", folder.text);
     assert_eq!(folder.body["smtp"]["ok"], true, "{}", folder.text);
 
+    // The saved password goes only where it was saved for: naming another host
+    // without it is refused, for a test as for saving.
+    let elsewhere = json!({
+        "imap": {"host": "localhost", "port": mail.imap_port, "security": "none", "username": "support"},
+        "smtp": {"host": "127.0.0.1", "port": mail.smtp_port, "security": "none"},
+        "from_address": "support@example.test",
+    });
+    let refused = app
+        .post(&format!("/inboxes/{inbox}/email/test"), &owner.token, elsewhere.clone())
+        .await
+        .expect(422);
+    assert!(
+        refused.body["error"]["details"]["fields"]["imap.password"]
+            .as_str()
+            .unwrap()
+            .contains("again"),
+        "{}",
+        refused.text
+    );
+    app.send_json(
+        awc::http::Method::PUT,
+        &format!("/inboxes/{inbox}/email"),
+        &owner.token,
+        &[],
+        elsewhere,
+    )
+    .await
+    .expect(422);
+
     // Plain text to a server elsewhere, bad hosts and a missing password are refused.
     let api = app
         .post("/inboxes", &owner.token, json!({"name": "New", "channel": "email"}))
