@@ -320,6 +320,15 @@ fn outcome(r: Result<(), MailError>) -> Value {
 pub async fn test_connection(state: &AppState, p: &Principal, inbox_id: &str, input: Option<MailInput>) -> Result<Value, ApiError> {
     p.require(ObjectType::Inbox.resource(), Access::Write)?;
     email_inbox(state, p, inbox_id).await?;
+    // Each test opens connections to hosts an admin names, for up to tens of seconds:
+    // a few at once per node, so that no one turns the server into a scanner.
+    let _slot = TestSlot::take().ok_or_else(|| ApiError {
+        retry_after_secs: Some(5),
+        ..ApiError::msg(
+            Code::Overloaded,
+            "too many connection tests are running; try again in a few seconds",
+        )
+    })?;
     let saved = p.scoped(&state.store).mail_account_of(inbox_id).await?;
     let account = match input {
         Some(i) => i.validate(state, &p.workspace_id, inbox_id, saved.as_ref())?,
@@ -335,6 +344,27 @@ pub async fn test_connection(state: &AppState, p: &Principal, inbox_id: &str, in
     let smtp = async { smtp::check(&smtp_server(state, &account)?).await };
     let (imap, smtp) = tokio::join!(imap, smtp);
     Ok(json!({"imap": outcome(imap), "smtp": outcome(smtp)}))
+}
+
+/// Connection tests running on this node, and the most allowed at once.
+static TESTS_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_TESTS: usize = 4;
+
+/// One running connection test; dropping it frees the place.
+struct TestSlot;
+
+impl TestSlot {
+    fn take() -> Option<TestSlot> {
+        use std::sync::atomic::Ordering;
+        let taken = TESTS_RUNNING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_TESTS).then_some(n + 1));
+        taken.ok().map(|_| TestSlot)
+    }
+}
+
+impl Drop for TestSlot {
+    fn drop(&mut self) {
+        TESTS_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Writes fetched mail through the inbox's actor.

@@ -862,7 +862,7 @@ fn mail_paths(add: &mut impl FnMut(&str, &str, Value)) {
                 "200",
                 json!({"type": "object", "required": ["imap", "smtp"], "properties": {"imap": outcome.clone(), "smtp": outcome}}),
             ),
-            &with(WRITE, &inbox_errors),
+            &with(WRITE, &[Code::NotFound, Code::InvalidBody, Code::Overloaded]),
             vec![path_param("id")],
         ),
     );

@@ -118,18 +118,38 @@ pub type Stream = Box<dyn Io>;
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let o = v4.octets();
             v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()
-                // 100.64.0.0/10, carrier-grade NAT: inside someone's network.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+                // 0.0.0.0/8 "this network", 100.64.0.0/10 carrier-grade NAT, 192.0.0.0/24
+                // protocol assignments, 198.18.0.0/15 benchmarking, 240.0.0.0/4 reserved:
+                // none is a public mail server.
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // IPv6 forms that carry an IPv4 address are judged by that address:
+            // mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and
+            // 6to4 (2002:AABB:CCDD::/48).
+            let embedded = |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+                return is_private(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_private(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return is_private(IpAddr::V4(embedded(s[1], s[2])));
+            }
             v6.is_loopback() || v6.is_unspecified() || v6.is_multicast()
                 // fc00::/7 unique local, fe80::/10 link-local.
-                || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+                || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -240,10 +260,17 @@ mod tests {
             "fe80::1",
             "::ffff:10.0.0.1",
             "100.64.0.1",
+            "0.1.2.3",
+            "198.18.0.9",
+            "240.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
+        for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
         assert!(is_metadata("169.254.169.254".parse().unwrap()));

@@ -80,7 +80,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 for inbox in ended {
                     if let Some(r) = running.remove(&inbox) {
                         let _ = r.stop.send(true);
-                        let _ = r.task.await;
+                        finish(r.task).await;
                         if let Some(l) = &leases {
                             let _ = l.release(&lease_key(&inbox), 0).await;
                         }
@@ -103,7 +103,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                         tracing::info!(inbox = %inbox, "another node holds this inbox's mail sync now; stopping here");
                         if let Some(r) = running.remove(&inbox) {
                             let _ = r.stop.send(true);
-                            let _ = r.task.await;
+                            finish(r.task).await;
                         }
                     }
                 }
@@ -147,10 +147,24 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     }
     for (inbox, r) in running {
         let _ = r.stop.send(true);
-        let _ = r.task.await;
+        finish(r.task).await;
         if let Some(l) = &leases {
             let _ = l.release(&lease_key(&inbox), 0).await;
         }
+    }
+}
+
+/// How long a task told to stop may take (it stops between commands) before it is
+/// aborted: the loop that waits for it also renews the other inboxes' leases.
+const STOP_WITHIN: Duration = Duration::from_secs(2);
+
+/// Waits for a task told to stop, aborting it after [`STOP_WITHIN`]. Aborted mid-way it
+/// loses nothing: what it handed the writer is written or not as a whole, and the next
+/// task resumes from the last UID written.
+async fn finish(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(STOP_WITHIN, &mut task).await.is_err() {
+        task.abort();
+        let _ = task.await;
     }
 }
 
