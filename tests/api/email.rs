@@ -10,8 +10,9 @@ use crate::mailserver::MailServers;
 
 const SUPPORT_PASSWORD: &str = "support-secret";
 
-/// A server that may reach mail servers on this machine, with a data directory of its
-/// own (attachments live there) and a quick retry of a refused login.
+/// A server that may reach mail servers on this machine, with a quick retry of a
+/// refused login (every test server has a data directory of its own, where
+/// attachments live).
 async fn app(backend: Backend) -> TestApp {
     app_with(backend, true).await
 }
@@ -23,7 +24,6 @@ async fn app_with(backend: Backend, workers: bool) -> TestApp {
     settings.mail_workers = workers;
     settings.mail_allow_private_hosts = true;
     settings.mail_failing_retry_secs = 1;
-    settings.data_dir = std::env::temp_dir().join(format!("shoal-mail-{}", uuid::Uuid::new_v4().simple()));
     TestApp::spawn_with(backend, settings).await
 }
 

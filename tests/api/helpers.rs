@@ -48,7 +48,8 @@ pub fn postgres_admin_url() -> String {
 /// Removes the test's store when the test ends, pass or fail.
 enum Cleanup {
     Dir(PathBuf),
-    Database(String),
+    /// A database, and the server's data directory (attachments live there).
+    Database(String, PathBuf),
     None,
 }
 
@@ -59,7 +60,8 @@ impl Drop for Cleanup {
             Cleanup::Dir(d) => {
                 let _ = std::fs::remove_dir_all(d);
             }
-            Cleanup::Database(name) => {
+            Cleanup::Database(name, dir) => {
+                let _ = std::fs::remove_dir_all(&*dir);
                 let name = name.clone();
                 // Drop runs inside the test's runtime; a separate thread with its own
                 // runtime can block on the cleanup.
@@ -179,7 +181,11 @@ impl TestApp {
                     .expect("create the test database");
                 let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
                 settings.database_url = Some(Secret::new(format!("{base}/{name}")));
-                Cleanup::Database(name)
+                // The store is PostgreSQL, but files (mail attachments) still go under
+                // the data directory: one of the test's own, removed with it.
+                let dir = std::env::temp_dir().join(format!("shoal-test-{}", uuid::Uuid::new_v4().simple()));
+                settings.data_dir = dir.clone();
+                Cleanup::Database(name, dir)
             }
         };
         Self::launch(settings, cleanup).await
