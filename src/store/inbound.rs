@@ -93,7 +93,7 @@ impl Inbound {
 
     /// The ids the channel knows the sender by, in the order they are looked up: the
     /// integrator's own, then the e-mail address.
-    fn sources(&self) -> Vec<String> {
+    pub(super) fn sources(&self) -> Vec<String> {
         let by_email = self.email.as_ref().map(|e| format!("email:{}", e.as_str()));
         self.source_id.iter().cloned().chain(by_email).collect()
     }
@@ -320,29 +320,68 @@ pub type Taken = (Result<Value>, Range<usize>);
 
 /// What a run read of the inbox, and keeps up to date in memory as it threads its
 /// messages one after another.
-struct Threads {
-    inbox: Record,
-    /// External ids the inbox already holds, and those of the run's messages so far.
-    external_ids: HashSet<String>,
+pub(super) struct Threads {
+    pub(super) inbox: Record,
+    /// The conversation of each external id the inbox holds among those the run asked
+    /// about (its messages' own, and for mail those they answer), and of the run's
+    /// messages so far.
+    pub(super) threads_of: HashMap<String, String>,
     /// The contact each source id (or `email:` address) names in this inbox.
-    contact_of: HashMap<String, String>,
-    /// Per contact, their newest unresolved conversation in the inbox, as the run's
-    /// messages so far left it.
-    open: HashMap<String, Record>,
+    pub(super) contact_of: HashMap<String, String>,
+    /// For an address the inbox knows no one by: the workspace's oldest contact with
+    /// it, or `None` when there is none (the sender is made a contact).
+    by_email: HashMap<String, Option<String>>,
+    /// Every conversation the run read or opened, as its messages so far left it.
+    pub(super) convs: HashMap<String, Record>,
+    /// Per contact, their unresolved conversations in the inbox, newest first.
+    pub(super) open: HashMap<String, Vec<String>>,
     /// Conversations the run opens, each with its place among them: its number is
     /// the workspace's next but that many, taken once the run is planned.
     opened: HashMap<String, i64>,
 }
 
+/// What a run reads before it threads its messages.
+#[derive(Default)]
+pub(super) struct Wanted<'a> {
+    /// The messages' own external ids (those the inbox holds are duplicates).
+    pub(super) own: Vec<&'a str>,
+    /// Message ids the messages answer: their conversations are read.
+    pub(super) answered: Vec<&'a str>,
+    /// The ids the senders are known by.
+    pub(super) sources: HashSet<String>,
+    /// Conversations named by id (Shoal's own Message-IDs carry one).
+    pub(super) conversations: Vec<&'a str>,
+}
+
 /// A message threaded in memory: a contact made for a new sender and the
-/// conversation it opens, if so; the message; and its conversation before and after
-/// (no after when it does not change).
-struct Threaded {
+/// conversation it opens, if so; the sender's ids bound to their contact; the
+/// message; and its conversation before and after (no after when it does not change).
+pub(super) struct Threaded {
     contact: Option<Record>,
+    bound: Option<(String, Vec<String>)>,
     opened: Option<Record>,
     msg: Record,
     before: Record,
     after: Option<Record>,
+}
+
+/// Who sent a message, to a run: a contact it made, or one it knows; and whether
+/// the sender's ids are to be bound to it.
+pub(super) struct Sender {
+    made: Option<Record>,
+    pub(super) id: String,
+    bind: bool,
+}
+
+impl Sender {
+    /// The contact of a conversation a message from no known address continues.
+    pub(super) fn of(conversation: &Record) -> Self {
+        Sender {
+            made: None,
+            id: conversation.text("contact_id").unwrap_or_default().to_string(),
+            bind: false,
+        }
+    }
 }
 
 /// The conversation fields a message into an open conversation may change, written
@@ -379,46 +418,80 @@ fn new_record(ty: ObjectType, changes: &Changes, now: i64) -> Option<Record> {
 
 impl Threads {
     /// Threads `q` when everything it needs was read: into its contact's open
-    /// conversation, or opening one (with a contact for a sender the inbox has never
-    /// seen), in an inbox that neither assigns nor counts SLA targets by itself; with
-    /// a new external id, and nothing that needs statements of its own (a status
-    /// change, a target starting, a sender known by e-mail only). `None` leaves it to
-    /// run alone.
+    /// conversation, or opening one, with a new external id. `None` leaves it to run
+    /// alone (see [`Threads::step`] for what else does).
     fn thread(&mut self, q: &QueuedInbound<'_>, now: i64) -> Option<Threaded> {
         let m = q.m;
         if m.inbox_id != self.inbox.id {
             return None;
         }
-        if m.external_id.as_ref().is_some_and(|ext| self.external_ids.contains(ext)) {
+        if m.external_id.as_ref().is_some_and(|ext| self.threads_of.contains_key(ext)) {
             return None;
         }
+        let sender = self.sender(m, now)?;
+        let into = self.open.get(&sender.id).and_then(|o| o.first()).cloned();
+        let changes = m.message(&sender.id);
+        self.step(m, sender, into, changes, q.actor, now)
+    }
+
+    /// The sender of `m`: the contact the inbox knows by all of their ids; when it
+    /// knows them by none, the workspace's contact with their address, else a new
+    /// one. `None` when the run cannot tell (some of their ids known, or an address
+    /// not looked up).
+    pub(super) fn sender(&self, m: &Inbound, now: i64) -> Option<Sender> {
         let sources = m.sources();
-        let (contact, known) = match self.contact_of.get(sources.first()?) {
-            Some(c) => {
-                if sources.iter().any(|s| self.contact_of.get(s) != Some(c)) {
-                    return None;
-                }
-                (None, c.clone())
+        if let Some(c) = self.contact_of.get(sources.first()?) {
+            if sources.iter().any(|s| self.contact_of.get(s) != Some(c)) {
+                return None;
             }
-            None => {
-                // Known by none of their ids, and not to be found by e-mail (a lookup
-                // of its own).
-                if m.email.is_some() || sources.iter().any(|s| self.contact_of.contains_key(s)) {
-                    return None;
-                }
-                let c = new_record(ObjectType::Contact, &m.contact(), now)?;
-                let id = c.id.clone();
-                (Some(c), id)
+            return Some(Sender {
+                made: None,
+                id: c.clone(),
+                bind: false,
+            });
+        }
+        if sources.iter().any(|s| self.contact_of.contains_key(s)) {
+            return None;
+        }
+        if let Some(email) = &m.email {
+            if let Some(id) = self.by_email.get(email.as_str())?.clone() {
+                return Some(Sender {
+                    made: None,
+                    id,
+                    bind: true,
+                });
             }
-        };
-        let (opened, before) = match self.open.get(&known) {
-            Some(c) => (None, c.clone()),
+        }
+        let c = new_record(ObjectType::Contact, &m.contact(), now)?;
+        Some(Sender {
+            id: c.id.clone(),
+            made: Some(c),
+            bind: true,
+        })
+    }
+
+    /// `m` from `sender`, as the message `changes` describe, into the conversation
+    /// `into` (one the run read or opened) or opening one, in an inbox that neither
+    /// assigns nor counts SLA targets by itself. `None` when it needs statements of
+    /// its own: a conversation to open in such an inbox, a customer's message that
+    /// changes a conversation's status or starts a target.
+    pub(super) fn step(
+        &mut self,
+        m: &Inbound,
+        sender: Sender,
+        into: Option<String>,
+        mut changes: Changes,
+        actor: &str,
+        now: i64,
+    ) -> Option<Threaded> {
+        let (opened, before) = match into {
+            Some(id) => (None, self.convs.get(&id)?.clone()),
             None => {
                 let assigns = self.inbox.get("auto_assign") == &FieldValue::Bool(true);
                 if assigns || self.inbox.text("sla_policy_id").is_some() {
                     return None;
                 }
-                let mut c = m.opening(&self.inbox, &known);
+                let mut c = m.opening(&self.inbox, &sender.id);
                 // What the store fills in (see `prepare_conversation`); the number is
                 // this one's place until the run takes its numbers.
                 c.set(CONVERSATION, "number", FieldValue::Int(self.opened.len() as i64));
@@ -428,53 +501,62 @@ impl Threads {
                 (Some(c.clone()), c)
             }
         };
-        let starts_target =
-            before.text("sla_policy_id").is_some() && before.get("waiting_since").is_null() && !before.get("first_reply_at").is_null();
-        if before.text("status") != Some("open") || starts_target {
-            return None;
-        }
-        let mut changes = m.message(&known);
-        Scoped::prepare_message(&before, &mut changes, q.actor).ok()?;
+        Scoped::prepare_message(&before, &mut changes, actor).ok()?;
         let msg = new_record(MESSAGE, &changes, now)?;
-        let mut follows = Changes::default();
-        posted_changes(&before, &msg, &mut follows);
-        let (values, custom) = before.merged(&follows);
-        let after = if values == before.values && custom == before.custom {
-            None
-        } else {
-            let changed = CONVERSATION
-                .fields()
-                .iter()
-                .filter(|f| values.get(f.name) != before.values.get(f.name))
-                .all(|f| FOLLOWED.contains(&f.name));
-            if !changed || custom != before.custom || CONVERSATION.check(&values).is_err() {
+        // A note or a line changes nothing in its conversation.
+        let after = if msg.text("kind") == Some("message") {
+            let starts_target =
+                before.text("sla_policy_id").is_some() && before.get("waiting_since").is_null() && !before.get("first_reply_at").is_null();
+            if before.text("status") != Some("open") || starts_target {
                 return None;
             }
-            Some(Record {
-                id: before.id.clone(),
-                version: before.version + 1,
-                created_at: before.created_at,
-                // Strictly later than the previous write, so `updated_since` never
-                // misses it.
-                updated_at: now.max(before.updated_at + 1),
-                values,
-                custom,
-            })
+            let mut follows = Changes::default();
+            posted_changes(&before, &msg, &mut follows);
+            let (values, custom) = before.merged(&follows);
+            if values == before.values && custom == before.custom {
+                None
+            } else {
+                let changed = CONVERSATION
+                    .fields()
+                    .iter()
+                    .filter(|f| values.get(f.name) != before.values.get(f.name))
+                    .all(|f| FOLLOWED.contains(&f.name));
+                if !changed || custom != before.custom || CONVERSATION.check(&values).is_err() {
+                    return None;
+                }
+                Some(Record {
+                    id: before.id.clone(),
+                    version: before.version + 1,
+                    created_at: before.created_at,
+                    // Strictly later than the previous write, so `updated_since` never
+                    // misses it.
+                    updated_at: now.max(before.updated_at + 1),
+                    values,
+                    custom,
+                })
+            }
+        } else {
+            None
         };
         if let Some(ext) = &m.external_id {
-            self.external_ids.insert(ext.clone());
+            self.threads_of.insert(ext.clone(), before.id.clone());
         }
-        if contact.is_some() {
-            for s in sources {
-                self.contact_of.insert(s, known.clone());
+        let bound = sender.bind.then(|| {
+            let sources = m.sources();
+            for s in &sources {
+                self.contact_of.insert(s.clone(), sender.id.clone());
             }
-        }
+            (sender.id.clone(), sources)
+        });
         if let Some(c) = &opened {
             self.opened.insert(c.id.clone(), self.opened.len() as i64);
+            self.open.entry(sender.id.clone()).or_default().insert(0, c.id.clone());
         }
-        self.open.insert(known, after.clone().unwrap_or_else(|| before.clone()));
+        self.convs
+            .insert(before.id.clone(), after.clone().unwrap_or_else(|| before.clone()));
         Some(Threaded {
-            contact,
+            contact: sender.made,
+            bound,
             opened,
             msg,
             before,
@@ -495,7 +577,7 @@ impl Threads {
                 renumber(c);
             }
         }
-        self.open.values_mut().for_each(renumber);
+        self.convs.values_mut().for_each(renumber);
     }
 }
 
@@ -503,17 +585,17 @@ impl Scoped<'_> {
     /// Writes a run of messages posted to one inbox as a set. Posting is the inbox's
     /// busiest write, and a message on its own costs ten to twenty statements in
     /// sequence; a run reads the inbox, the external ids, the senders and their open
-    /// conversations for all its messages in four statements, threads each message
+    /// conversations for all its messages in a few statements, threads each message
     /// in memory, in order, then writes every contact, conversation, message and
     /// search document it made and updates every conversation it touched in a few
     /// round trips. Each message still gets its own answer, events and audit entries,
     /// exactly as it would alone.
     ///
     /// Returns the outcomes of a prefix of `msgs`: those it could thread from what it
-    /// read. The first it could not (a duplicate, a sender known by e-mail only, an
-    /// SLA target to start, a conversation to assign) is the caller's to run alone.
-    /// An error means the run's statements failed: the caller rolls back to before
-    /// the run.
+    /// read. The first it could not (a duplicate, a sender known by some of their ids
+    /// only, an SLA target to start, a conversation to assign) is the caller's to run
+    /// alone. An error means the run's statements failed: the caller rolls back to
+    /// before the run.
     pub(crate) async fn inbound_run(&self, w: &mut WriteTx, msgs: &[QueuedInbound<'_>]) -> Result<Vec<Taken>> {
         let Some(first) = msgs.first() else {
             return Ok(Vec::new());
@@ -523,7 +605,12 @@ impl Scoped<'_> {
             // Refused by the message alone, with its own error.
             _ => return Ok(Vec::new()),
         };
-        let mut threads = self.read_threads(w, inbox, msgs).await?;
+        let wanted = Wanted {
+            own: msgs.iter().filter_map(|q| q.m.external_id.as_deref()).collect(),
+            sources: msgs.iter().flat_map(|q| q.m.sources()).collect(),
+            ..Wanted::default()
+        };
+        let mut threads = self.read_threads(w, inbox, wanted).await?;
         let now = now_ms();
         let mut steps = Vec::with_capacity(msgs.len());
         for q in msgs {
@@ -535,19 +622,25 @@ impl Scoped<'_> {
         if steps.is_empty() {
             return Ok(Vec::new());
         }
-        if !threads.opened.is_empty() {
-            let n = threads.opened.len() as i64;
-            let last = self.take_numbers(&mut w.tx, "conversation", n).await?;
-            threads.number(&mut steps, last - n + 1);
-        }
+        self.number_opened(w, &mut threads, &mut steps).await?;
         // The audit entries, events and answers need nothing from the store: they are
         // made while it writes the run's rows (the writes go out first and are awaited
         // after), rather than after, when the store would wait for them instead.
-        let writes = async {
-            self.write_threaded(w, msgs, &steps, &threads).await?;
-            self.update_threaded(w, &steps, &threads).await
+        let writes = self.write_run(w, &steps, &threads);
+        let notes = async {
+            msgs.iter()
+                .zip(&steps)
+                .map(|(q, t)| {
+                    let conversation = t.after.as_ref().unwrap_or(&t.before);
+                    let answer = json!({
+                        "message": t.msg.to_json(MESSAGE),
+                        "conversation": conversation.to_json(CONVERSATION),
+                        "duplicate": false,
+                    });
+                    (self.step_notes(t, q.actor, now), answer)
+                })
+                .collect::<Vec<_>>()
         };
-        let notes = async { self.run_notes(msgs, &steps, now) };
         let (written, notes) = futures_util::future::join(writes, notes).await;
         written?;
         let mut taken = Vec::with_capacity(notes.len());
@@ -563,49 +656,51 @@ impl Scoped<'_> {
         Ok(taken)
     }
 
-    /// Per message of a run, in order: the audit entries and events of what it made
-    /// and changed (with the time each is stamped), and its answer.
-    #[allow(clippy::type_complexity)]
-    fn run_notes(&self, msgs: &[QueuedInbound<'_>], steps: &[Threaded], now: i64) -> Vec<(Vec<(ChangeNotes, i64)>, Value)> {
-        msgs.iter()
-            .zip(steps)
-            .map(|(q, t)| {
-                let mut notes = Vec::with_capacity(4);
-                if let Some(c) = &t.contact {
-                    notes.push((self.change_notes(ObjectType::Contact, None, Some(c), q.actor, now), now));
-                }
-                if let Some(c) = &t.opened {
-                    notes.push((self.change_notes(CONVERSATION, None, Some(c), q.actor, now), now));
-                }
-                notes.push((self.change_notes(MESSAGE, None, Some(&t.msg), q.actor, now), now));
-                let conversation = match &t.after {
-                    Some(after) => {
-                        let n = self.change_notes(CONVERSATION, Some(&t.before), Some(after), q.actor, after.updated_at);
-                        notes.push((n, after.updated_at));
-                        after
-                    }
-                    None => &t.before,
-                };
-                let answer = json!({
-                    "message": t.msg.to_json(MESSAGE),
-                    "conversation": conversation.to_json(CONVERSATION),
-                    "duplicate": false,
-                });
-                (notes, answer)
-            })
-            .collect()
+    /// Takes the numbers of the conversations a run opened.
+    pub(super) async fn number_opened(&self, w: &mut WriteTx, threads: &mut Threads, steps: &mut [Threaded]) -> Result<()> {
+        if !threads.opened.is_empty() {
+            let n = threads.opened.len() as i64;
+            let last = self.take_numbers(&mut w.tx, "conversation", n).await?;
+            threads.number(steps, last - n + 1);
+        }
+        Ok(())
+    }
+
+    /// Writes what a run made and changed: its new rows, then its conversations'
+    /// updates.
+    pub(super) async fn write_run(&self, w: &mut WriteTx, steps: &[Threaded], threads: &Threads) -> Result<()> {
+        self.write_threaded(w, steps, threads).await?;
+        self.update_threaded(w, steps, threads).await
+    }
+
+    /// The audit entries and events of what a threaded message made and changed,
+    /// each with the time it is stamped.
+    pub(super) fn step_notes(&self, t: &Threaded, actor: &str, now: i64) -> Vec<(ChangeNotes, i64)> {
+        let mut notes = Vec::with_capacity(4);
+        if let Some(c) = &t.contact {
+            notes.push((self.change_notes(ObjectType::Contact, None, Some(c), actor, now), now));
+        }
+        if let Some(c) = &t.opened {
+            notes.push((self.change_notes(CONVERSATION, None, Some(c), actor, now), now));
+        }
+        notes.push((self.change_notes(MESSAGE, None, Some(&t.msg), actor, now), now));
+        if let Some(after) = &t.after {
+            let n = self.change_notes(CONVERSATION, Some(&t.before), Some(after), actor, after.updated_at);
+            notes.push((n, after.updated_at));
+        }
+        notes
     }
 
     /// Inserts the contacts, the senders' ids, the conversations (as the run left
     /// them), the messages and their search documents the run made, joined into as
     /// few round trips as the engine allows.
-    async fn write_threaded(&self, w: &mut WriteTx, msgs: &[QueuedInbound<'_>], steps: &[Threaded], threads: &Threads) -> Result<()> {
-        let finals: HashMap<&str, &Record> = threads.open.values().map(|c| (c.id.as_str(), c)).collect();
+    async fn write_threaded(&self, w: &mut WriteTx, steps: &[Threaded], threads: &Threads) -> Result<()> {
+        let finals = &threads.convs;
         let contacts: Vec<&Record> = steps.iter().filter_map(|t| t.contact.as_ref()).collect();
         let opened: Vec<&Record> = steps
             .iter()
             .filter_map(|t| t.opened.as_ref())
-            .filter_map(|c| finals.get(c.id.as_str()).copied())
+            .filter_map(|c| finals.get(&c.id))
             .collect();
         let messages: Vec<&Record> = steps.iter().map(|t| &t.msg).collect();
         let mut script = Script::new(self.backend() == Backend::Sqlite);
@@ -621,12 +716,13 @@ impl Scoped<'_> {
             }
         }
         script.insert_rows("search_docs", "workspace_id, object_type, object_id, title, body", docs);
-        // A sender's id may still name a contact deleted since: it names the new one.
-        let sources = msgs
+        // A sender's id may still name a contact deleted since: it names theirs now.
+        // A run binds each id once (a bound id is known to the rest of the run).
+        let inbox_id = threads.inbox.id.as_str();
+        let sources = steps
             .iter()
-            .zip(steps)
-            .filter_map(|(q, t)| Some((q, t.contact.as_ref()?)))
-            .flat_map(|(q, c)| q.m.sources().into_iter().map(move |s| args![self.ws, &q.m.inbox_id, s, &c.id]))
+            .filter_map(|t| t.bound.as_ref())
+            .flat_map(|(contact, sources)| sources.iter().map(move |s| args![self.ws, inbox_id, s, contact]))
             .collect();
         script.upsert_rows(
             "inbox_contacts",
@@ -637,66 +733,129 @@ impl Scoped<'_> {
         w.run_script(script).await
     }
 
-    /// Reads what threading the run's messages needs, in three statements: which of
-    /// their external ids the inbox holds, the contacts their senders' source ids
-    /// name, and those contacts' newest unresolved conversations.
-    async fn read_threads(&self, w: &mut WriteTx, inbox: Record, msgs: &[QueuedInbound<'_>]) -> Result<Threads> {
+    /// Reads what threading the run's messages needs, in a statement for each of:
+    /// the external ids the inbox holds among those wanted, the contacts the senders'
+    /// ids name, the workspace's contacts with the addresses of senders the inbox
+    /// does not know, those contacts' unresolved conversations, and the conversations
+    /// answered or named.
+    pub(super) async fn read_threads(&self, w: &mut WriteTx, inbox: Record, wanted: Wanted<'_>) -> Result<Threads> {
         let inbox_id = inbox.id.clone();
         let inbox_id = inbox_id.as_str();
         let mut threads = Threads {
             inbox,
-            external_ids: HashSet::new(),
+            threads_of: HashMap::new(),
             contact_of: HashMap::new(),
+            by_email: HashMap::new(),
+            convs: HashMap::new(),
             open: HashMap::new(),
             opened: HashMap::new(),
         };
-        let ext: Vec<&str> = msgs.iter().filter_map(|q| q.m.external_id.as_deref()).collect();
+        let ext: Vec<&str> = wanted.own.iter().chain(&wanted.answered).copied().collect();
         if !ext.is_empty() {
-            let mut sql = Sql::new("SELECT external_id FROM messages WHERE inbox_id = ");
+            let mut sql = Sql::new("SELECT external_id, conversation_id FROM messages WHERE inbox_id = ");
             sql.arg(inbox_id).push(" AND external_id IN (");
             list(&mut sql, &ext);
             for row in sql.query().fetch_all(&mut *w.tx).await? {
-                threads.external_ids.insert(row.try_get(0)?);
+                threads.threads_of.insert(row.try_get(0)?, row.try_get(1)?);
             }
         }
-        let sources: HashSet<String> = msgs.iter().flat_map(|q| q.m.sources()).collect();
-        if sources.is_empty() {
-            return Ok(threads);
+        if !wanted.sources.is_empty() {
+            let sources: Vec<&str> = wanted.sources.iter().map(String::as_str).collect();
+            // A contact deleted since is not found, and made again.
+            let mut sql = Sql::new("SELECT ic.source_id, ic.contact_id FROM inbox_contacts ic JOIN contacts c ON c.id = ic.contact_id AND c.workspace_id = ic.workspace_id WHERE ic.inbox_id = ");
+            sql.arg(inbox_id).push(" AND ic.source_id IN (");
+            list(&mut sql, &sources);
+            for row in sql.query().fetch_all(&mut *w.tx).await? {
+                threads.contact_of.insert(row.try_get(0)?, row.try_get(1)?);
+            }
         }
-        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-        // A contact deleted since is not found, and made again by the message alone.
-        let mut sql = Sql::new("SELECT ic.source_id, ic.contact_id FROM inbox_contacts ic JOIN contacts c ON c.id = ic.contact_id AND c.workspace_id = ic.workspace_id WHERE ic.inbox_id = ");
-        sql.arg(inbox_id).push(" AND ic.source_id IN (");
-        list(&mut sql, &sources);
-        for row in sql.query().fetch_all(&mut *w.tx).await? {
-            threads.contact_of.insert(row.try_get(0)?, row.try_get(1)?);
+        self.read_by_email(w, &wanted, &mut threads).await?;
+        let mut contacts: HashSet<&str> = threads.contact_of.values().map(String::as_str).collect();
+        contacts.extend(threads.by_email.values().flatten().map(String::as_str));
+        let mut convs: Vec<Record> = Vec::new();
+        if !contacts.is_empty() {
+            let contacts: Vec<&str> = contacts.into_iter().collect();
+            let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
+            sql.arg(self.ws)
+                .push(" AND inbox_id = ")
+                .arg(inbox_id)
+                .push(" AND status <> 'resolved' AND contact_id IN (");
+            list(&mut sql, &contacts);
+            for row in sql.query().fetch_all(&mut *w.tx).await? {
+                convs.push(decode(CONVERSATION, &row)?);
+            }
         }
-        let contacts: HashSet<&str> = threads.contact_of.values().map(String::as_str).collect();
-        if contacts.is_empty() {
-            return Ok(threads);
-        }
-        let contacts: Vec<&str> = contacts.into_iter().collect();
-        let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
-        sql.arg(self.ws)
-            .push(" AND inbox_id = ")
-            .arg(inbox_id)
-            .push(" AND status <> 'resolved' AND contact_id IN (");
-        list(&mut sql, &contacts);
         // Sorted here, not by the statement: an ORDER BY would lead the planner to
         // walk the workspace's conversations in that order instead of looking each
-        // contact up.
-        for row in sql.query().fetch_all(&mut *w.tx).await? {
-            let conv = decode(CONVERSATION, &row)?;
+        // contact up. A contact's newest is the conversation a message threads into.
+        convs.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        for conv in convs {
             let contact = conv.text("contact_id").unwrap_or_default().to_string();
-            // A contact's newest is the conversation a message threads into alone.
-            match threads.open.get(&contact) {
-                Some(newer) if newer.created_at >= conv.created_at => {}
-                _ => {
-                    threads.open.insert(contact, conv);
-                }
+            threads.open.entry(contact).or_default().push(conv.id.clone());
+            threads.convs.insert(conv.id.clone(), conv);
+        }
+        let answered: HashSet<&str> = wanted.answered.iter().copied().collect();
+        let mut named: Vec<&str> = threads
+            .threads_of
+            .iter()
+            .filter(|(ext, _)| answered.contains(ext.as_str()))
+            .map(|(_, conv)| conv.as_str())
+            .chain(wanted.conversations.iter().copied())
+            .filter(|id| !threads.convs.contains_key(*id))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        if !named.is_empty() {
+            let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
+            sql.arg(self.ws).push(" AND id IN (");
+            list(&mut sql, &named);
+            let rows = sql.query().fetch_all(&mut *w.tx).await?;
+            for row in rows {
+                let conv = decode(CONVERSATION, &row)?;
+                threads.convs.insert(conv.id.clone(), conv);
             }
         }
         Ok(threads)
+    }
+
+    /// For each sender's address the inbox knows no one by: the workspace's oldest
+    /// contact with it, looked up for all of them in one pass over the contacts (as
+    /// [`Scoped::inbound_contact`] does for one).
+    async fn read_by_email(&self, w: &mut WriteTx, wanted: &Wanted<'_>, threads: &mut Threads) -> Result<()> {
+        let unknown: Vec<&str> = wanted
+            .sources
+            .iter()
+            .filter(|s| !threads.contact_of.contains_key(*s))
+            .filter_map(|s| s.strip_prefix("email:"))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut sql = Sql::new("SELECT id, emails FROM contacts WHERE workspace_id = ");
+        sql.arg(self.ws).push(" AND (");
+        for (i, email) in unknown.iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("emails LIKE ")
+                .arg(format!("%\"{}\"%", like_literal(email)))
+                .push(" ESCAPE '\\'");
+        }
+        sql.push(") ORDER BY created_at");
+        let rows = sql.query().fetch_all(&mut *w.tx).await?;
+        for email in unknown {
+            let quoted = format!("\"{email}\"");
+            let mut found = None;
+            for row in &rows {
+                let emails: Option<String> = row.try_get(1)?;
+                if emails.is_some_and(|e| e.to_lowercase().contains(&quoted)) {
+                    found = Some(row.try_get::<String, _>(0)?);
+                    break;
+                }
+            }
+            threads.by_email.insert(email.to_string(), found);
+        }
+        Ok(())
     }
 
     /// Writes each conversation the run changed as the run left it, in one statement
@@ -710,14 +869,14 @@ impl Scoped<'_> {
         {
             read.entry(t.before.id.as_str()).or_insert(t.before.version);
         }
-        let finals: HashMap<&str, &Record> = threads.open.values().map(|c| (c.id.as_str(), c)).collect();
+        let finals = &threads.convs;
         let mut written: Vec<(&str, i64)> = read.into_iter().collect();
         written.sort_unstable();
         for chunk in written.chunks(CHUNK) {
             let mut sql =
                 Sql::new("UPDATE conversations SET version = v.nv, updated_at = v.ua, last_message_at = v.lm, waiting_since = v.ws FROM ");
             let rows = chunk.iter().map(|(id, version)| {
-                let c = finals[id];
+                let c = &finals[*id];
                 let int = |name: &str| match c.get(name) {
                     FieldValue::Int(n) => Arg::from(*n),
                     _ => Arg::Int(None),

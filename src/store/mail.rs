@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 
-use super::inbound::Inbound;
+use super::inbound::{Inbound, Sender, Threaded, Threads, Wanted};
 use super::records::{columns, decode, invalid};
 use super::{args, insert, list, now_ms, Result, Scoped, Sql, Store, StoreError, WriteTx};
 use crate::domain::mail::{conversation_of, normalize_subject, outgoing_message_id};
@@ -105,6 +105,111 @@ pub struct MailBatch {
     /// assigned to when the inbox assigns automatically.
     #[serde(default)]
     pub available: Vec<String>,
+}
+
+/// The most ids a mail answers that threading looks at (nearest first).
+const MAX_REFERENCES: usize = 100;
+
+/// Of a sender's unresolved conversations, the newest this many are matched by
+/// subject.
+const THREAD_BY_SUBJECT: usize = 50;
+
+/// What became of a mail taken into an inbox (the index of its count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Took {
+    Taken = 0,
+    Duplicate = 1,
+    LeftOut = 2,
+}
+
+/// What a run makes of a mail it can take.
+enum MailStep {
+    Taken(Box<Threaded>),
+    Duplicate,
+    LeftOut,
+}
+
+/// A mail as a message from its sender to the inbox.
+fn inbound_of(inbox_id: &str, mail: &Mail, available: &[String]) -> Inbound {
+    Inbound {
+        inbox_id: inbox_id.to_string(),
+        source_id: None,
+        email: mail.from.as_deref().and_then(|f| EmailAddress::parse(f).ok()),
+        name: mail.from_name.clone(),
+        subject: mail.subject.clone(),
+        text: mail.text.clone(),
+        external_id: Some(mail.message_id.clone()),
+        html: mail.html.clone(),
+        attachments: mail.attachments.clone(),
+        available: available.to_vec(),
+    }
+}
+
+/// The message a mail is written as, from `contact`: with its quoted history, and an
+/// automatic mail as a line.
+fn mail_message(mail: &Mail, sender: &Inbound, contact: &str) -> Changes {
+    let mut msg = sender.message(contact);
+    if let Some(q) = &mail.quoted {
+        msg.set(MESSAGE, "quoted", FieldValue::Text(q.clone()));
+    }
+    if mail.kind == "automatic" {
+        // Kept in its conversation for the agents to see, as a line that changes
+        // nothing: no status, no waiting time, no SLA.
+        msg.set(MESSAGE, "kind", FieldValue::Text("activity".into()));
+    }
+    msg
+}
+
+impl Threads {
+    /// Threads a mail as [`Scoped::mail_in`] and [`Scoped::thread_of`] do, from what
+    /// the run read and made so far. `None` leaves it to be taken alone.
+    fn thread_mail(&mut self, mail: &Mail, m: &Inbound, actor: &str, now: i64) -> Option<MailStep> {
+        if mail.kind == "bounce" {
+            return None;
+        }
+        if self.threads_of.contains_key(&mail.message_id) {
+            return Some(MailStep::Duplicate);
+        }
+        let into = self.mail_thread(mail, m.email.as_ref());
+        if into.is_none() && (mail.kind == "automatic" || m.email.is_none()) {
+            return Some(MailStep::LeftOut);
+        }
+        let sender = match (&m.email, &into) {
+            (Some(_), _) => self.sender(m, now)?,
+            (None, Some(conv)) => Sender::of(self.convs.get(conv)?),
+            (None, None) => return Some(MailStep::LeftOut),
+        };
+        let changes = mail_message(mail, m, &sender.id);
+        self.step(m, sender, into, changes, actor, now).map(|t| MailStep::Taken(Box::new(t)))
+    }
+
+    /// The conversation a mail continues, among those the run holds: the one holding
+    /// a mail it answers, then one Shoal's own Message-ID names, then the sender's
+    /// newest unresolved one with the same subject.
+    fn mail_thread(&self, mail: &Mail, from: Option<&EmailAddress>) -> Option<String> {
+        let answered = || mail.references.iter().take(MAX_REFERENCES);
+        if let Some(conv) = answered()
+            .filter_map(|id| self.threads_of.get(id))
+            .find(|conv| self.convs.contains_key(*conv))
+        {
+            return Some(conv.clone());
+        }
+        if let Some(conv) = answered().filter_map(|id| conversation_of(id)).find(|conv| {
+            self.convs
+                .get(*conv)
+                .is_some_and(|c| c.text("inbox_id") == Some(self.inbox.id.as_str()))
+        }) {
+            return Some(conv.to_string());
+        }
+        let subject = normalize_subject(mail.subject.as_deref()?);
+        let contact = self.contact_of.get(&format!("email:{}", from?.as_str()))?;
+        self.open
+            .get(contact)?
+            .iter()
+            .take(THREAD_BY_SUBJECT)
+            .find(|id| self.convs.get(*id).and_then(|c| c.text("subject")).map(normalize_subject) == Some(subject.clone()))
+            .cloned()
+    }
 }
 
 /// A reply waiting for SMTP, as the sender finds it.
@@ -385,8 +490,20 @@ impl Scoped<'_> {
 
     /// Takes a batch of fetched mail into the inbox, in order, and moves the folder's
     /// sync past it in the same transaction. Answers how many were taken, already
-    /// there, or left out (automatic mail answering nothing, bounces of unknown mail).
+    /// there, or left out (automatic mail answering nothing, bounces of unknown mail),
+    /// and how many of them were taken alone.
+    ///
+    /// Mail is taken in runs, as the API channel's messages are (see
+    /// [`Scoped::inbound_run`]): what a run needs is read in a few statements, its
+    /// mails threaded in memory in order and written as a set. A mail a run cannot
+    /// take (a bounce, an answer that reopens a conversation, one that opens a
+    /// conversation in an inbox that assigns or counts SLA targets) is taken alone,
+    /// and the next run starts after it.
     pub(crate) async fn mails_in(&self, w: &mut WriteTx, batch: MailBatch, actor: &str) -> Result<Value> {
+        self.take_mails(w, batch, actor, true).await
+    }
+
+    async fn take_mails(&self, w: &mut WriteTx, batch: MailBatch, actor: &str, runs: bool) -> Result<Value> {
         let inbox = self
             .fetch(&mut w.tx, ObjectType::Inbox, &batch.inbox_id)
             .await?
@@ -394,27 +511,24 @@ impl Scoped<'_> {
         if inbox.text("channel") != Some("email") {
             return Err(invalid("inbox_id", "only an inbox of channel 'email' takes mail"));
         }
-        let (mut taken, mut duplicates, mut left_out) = (0, 0, 0);
-        let mut last_uid = 0;
-        for mail in &batch.mails {
-            last_uid = last_uid.max(mail.uid);
-            let mut sql = Sql::new("SELECT id FROM messages WHERE inbox_id = ");
-            sql.arg(&batch.inbox_id).push(" AND external_id = ").arg(&mail.message_id);
-            if sql.query().fetch_optional(&mut *w.tx).await?.is_some() {
-                duplicates += 1;
-                continue;
+        let (mut counts, mut alone) = ([0; 3], 0);
+        let mut rest = &batch.mails[..];
+        while !rest.is_empty() {
+            if runs {
+                let took = self.mail_run(w, &inbox, rest, &batch.available, actor).await?;
+                for t in &took {
+                    counts[*t as usize] += 1;
+                }
+                rest = &rest[took.len()..];
             }
-            let took = if mail.kind == "bounce" {
-                self.bounce_in(w, &batch.inbox_id, mail, actor).await?
-            } else {
-                self.mail_in(w, &inbox, mail, &batch.available, actor).await?
-            };
-            if took {
-                taken += 1;
-            } else {
-                left_out += 1;
+            if let Some((mail, after)) = rest.split_first() {
+                let took = self.mail_alone(w, &inbox, mail, &batch.available, actor).await?;
+                counts[took as usize] += 1;
+                alone += 1;
+                rest = after;
             }
         }
+        let last_uid = batch.mails.iter().map(|m| m.uid).max().unwrap_or(0);
         let mut sql = Sql::new("UPDATE mail_accounts SET last_uid = ");
         sql.arg(last_uid)
             .push(" WHERE inbox_id = ")
@@ -424,30 +538,83 @@ impl Scoped<'_> {
             .push(" AND last_uid < ")
             .arg(last_uid);
         sql.query().execute(&mut *w.tx).await?;
-        Ok(json!({"taken": taken, "duplicates": duplicates, "left_out": left_out, "last_uid": last_uid}))
+        let [taken, duplicates, left_out] = counts;
+        Ok(json!({
+            "taken": taken,
+            "duplicates": duplicates,
+            "left_out": left_out,
+            "alone": alone,
+            "last_uid": last_uid
+        }))
+    }
+
+    /// Takes a prefix of `mails` as a set: the mails it could thread from one read of
+    /// what they need, with what became of each. The first it could not is the
+    /// caller's to take alone.
+    async fn mail_run(&self, w: &mut WriteTx, inbox: &Record, mails: &[Mail], available: &[String], actor: &str) -> Result<Vec<Took>> {
+        let senders: Vec<Inbound> = mails.iter().map(|m| inbound_of(&inbox.id, m, available)).collect();
+        let answered: Vec<&str> = mails
+            .iter()
+            .flat_map(|m| m.references.iter().take(MAX_REFERENCES).map(String::as_str))
+            .collect();
+        let wanted = Wanted {
+            own: mails.iter().map(|m| m.message_id.as_str()).collect(),
+            conversations: answered.iter().copied().filter_map(conversation_of).collect(),
+            answered,
+            sources: senders.iter().flat_map(Inbound::sources).collect(),
+        };
+        let mut threads = self.read_threads(w, inbox.clone(), wanted).await?;
+        let now = now_ms();
+        let (mut took, mut steps) = (Vec::with_capacity(mails.len()), Vec::with_capacity(mails.len()));
+        for (mail, m) in mails.iter().zip(&senders) {
+            match threads.thread_mail(mail, m, actor, now) {
+                Some(MailStep::Taken(t)) => {
+                    steps.push(*t);
+                    took.push(Took::Taken);
+                }
+                Some(MailStep::Duplicate) => took.push(Took::Duplicate),
+                Some(MailStep::LeftOut) => took.push(Took::LeftOut),
+                None => break,
+            }
+        }
+        if steps.is_empty() {
+            return Ok(took);
+        }
+        self.number_opened(w, &mut threads, &mut steps).await?;
+        // Made while the store writes the rows, as in `inbound_run`.
+        let notes = async { steps.iter().map(|t| self.step_notes(t, actor, now)).collect::<Vec<_>>() };
+        let (written, notes) = futures_util::future::join(self.write_run(w, &steps, &threads), notes).await;
+        written?;
+        for (n, at) in notes.into_iter().flatten() {
+            w.add_notes(self.ws, n, actor, at).await?;
+        }
+        Ok(took)
+    }
+
+    /// Takes one mail on its own.
+    async fn mail_alone(&self, w: &mut WriteTx, inbox: &Record, mail: &Mail, available: &[String], actor: &str) -> Result<Took> {
+        let mut sql = Sql::new("SELECT id FROM messages WHERE inbox_id = ");
+        sql.arg(&inbox.id).push(" AND external_id = ").arg(&mail.message_id);
+        if sql.query().fetch_optional(&mut *w.tx).await?.is_some() {
+            return Ok(Took::Duplicate);
+        }
+        let took = if mail.kind == "bounce" {
+            self.bounce_in(w, &inbox.id, mail, actor).await?
+        } else {
+            self.mail_in(w, inbox, mail, available, actor).await?
+        };
+        Ok(if took { Took::Taken } else { Took::LeftOut })
     }
 
     /// A person's or a machine's mail: threaded into its conversation, or opening one
     /// (a person's only). False when it was left out.
     async fn mail_in(&self, w: &mut WriteTx, inbox: &Record, mail: &Mail, available: &[String], actor: &str) -> Result<bool> {
-        let email = mail.from.as_deref().and_then(|f| EmailAddress::parse(f).ok());
-        let found = self.thread_of(&mut w.tx, &inbox.id, mail, email.as_ref()).await?;
+        let sender = inbound_of(&inbox.id, mail, available);
+        let found = self.thread_of(&mut w.tx, &inbox.id, mail, sender.email.as_ref()).await?;
         let automatic = mail.kind == "automatic";
-        if found.is_none() && (automatic || email.is_none()) {
+        if found.is_none() && (automatic || sender.email.is_none()) {
             return Ok(false);
         }
-        let sender = Inbound {
-            inbox_id: inbox.id.clone(),
-            source_id: None,
-            email,
-            name: mail.from_name.clone(),
-            subject: mail.subject.clone(),
-            text: mail.text.clone(),
-            external_id: Some(mail.message_id.clone()),
-            html: mail.html.clone(),
-            attachments: mail.attachments.clone(),
-            available: available.to_vec(),
-        };
         let contact = match (&sender.email, &found) {
             (Some(_), _) => self.inbound_contact(w, &sender, actor).await?,
             (None, Some(conv)) => conv.text("contact_id").unwrap_or_default().to_string(),
@@ -465,16 +632,8 @@ impl Scoped<'_> {
                 self.create_in(w, CONVERSATION, c, actor).await?
             }
         };
-        let mut msg = sender.message(&contact);
-        if let Some(q) = &mail.quoted {
-            msg.set(MESSAGE, "quoted", FieldValue::Text(q.clone()));
-        }
-        if automatic {
-            // Kept in its conversation for the agents to see, as a line that changes
-            // nothing: no status, no waiting time, no SLA.
-            msg.set(MESSAGE, "kind", FieldValue::Text("activity".into()));
-        }
-        self.post_message_in(w, conversation, msg, actor).await?;
+        self.post_message_in(w, conversation, mail_message(mail, &sender, &contact), actor)
+            .await?;
         Ok(true)
     }
 
@@ -489,7 +648,7 @@ impl Scoped<'_> {
         from: Option<&EmailAddress>,
     ) -> Result<Option<Record>> {
         if !mail.references.is_empty() {
-            let ids: Vec<&str> = mail.references.iter().map(String::as_str).take(100).collect();
+            let ids: Vec<&str> = mail.references.iter().map(String::as_str).take(MAX_REFERENCES).collect();
             let mut sql = Sql::new("SELECT external_id, conversation_id FROM messages WHERE inbox_id = ");
             sql.arg(inbox_id).push(" AND external_id IN (");
             list(&mut sql, &ids);
@@ -529,7 +688,9 @@ impl Scoped<'_> {
             .arg(format!("email:{}", from.as_str()))
             .push(") AND inbox_id = ")
             .arg(inbox_id)
-            .push(" AND status <> 'resolved' ORDER BY created_at DESC LIMIT 50");
+            .push(&format!(
+                " AND status <> 'resolved' ORDER BY created_at DESC LIMIT {THREAD_BY_SUBJECT}"
+            ));
         for row in sql.query().fetch_all(&mut *conn).await? {
             let conv = decode(CONVERSATION, &row)?;
             if conv.text("subject").map(normalize_subject) == Some(subject.clone()) {
@@ -743,5 +904,274 @@ impl Scoped<'_> {
             .push(" AND user_id = ")
             .arg(user_id);
         self.store.write_one(sql).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::fresh_store;
+
+    fn mail(uid: i64, id: &str, from: Option<&str>, subject: &str, refs: &[&str], kind: &str) -> Mail {
+        Mail {
+            uid,
+            message_id: id.to_string(),
+            references: refs.iter().map(|r| r.to_string()).collect(),
+            from: from.map(str::to_string),
+            from_name: from.map(|f| f.split('@').next().unwrap_or_default().to_string()),
+            subject: Some(subject.to_string()),
+            text: format!("text of {id}"),
+            quoted: (uid % 2 == 0).then(|| format!("> quoted in {id}")),
+            html: (uid % 3 == 0).then(|| format!("<p>html of {id}<script>x()</script></p>")),
+            attachments: None,
+            kind: kind.to_string(),
+            bounced_ids: Vec::new(),
+            bounce_recipient: None,
+            bounce_reason: None,
+        }
+    }
+
+    /// What an inbox holds, without ids and times: each message (in the order taken)
+    /// with its conversation's first message, kind, direction, author's name, text,
+    /// quoted text and HTML; each conversation's number, status, subject, contact,
+    /// whether its customer waits and whether its last message time is its newest
+    /// message's; the kinds of events per topic; and how many contacts, search
+    /// documents and senders' ids there are.
+    ///
+    /// Not the conversations' versions and updates: a run stamps its mails with one
+    /// time, so a second mail into a conversation in the same run changes nothing in
+    /// it, where taken one at a time it moves its last message time by a millisecond.
+    async fn contents(store: &Store, ws: &str, inbox: &str) -> Value {
+        let s = store.scoped(ws);
+        let rows = sqlx::query("SELECT id, conversation_id FROM messages WHERE inbox_id = $1 ORDER BY created_at, rowid")
+            .bind(inbox)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        let mut first_of: std::collections::HashMap<String, String> = Default::default();
+        let mut messages = Vec::new();
+        let name_of = |contact: String| {
+            let s = store.scoped(ws);
+            async move {
+                s.get(ObjectType::Contact, &contact)
+                    .await
+                    .ok()
+                    .and_then(|c| c.text("name").map(str::to_string))
+            }
+        };
+        let mut newest: std::collections::HashMap<String, i64> = Default::default();
+        for row in rows {
+            let (id, conv): (String, String) = (row.get(0), row.get(1));
+            let m = s.get(MESSAGE, &id).await.unwrap();
+            if m.text("kind") == Some("message") {
+                let at = newest.entry(conv.clone()).or_default();
+                *at = (*at).max(m.created_at);
+            }
+            let ext = m.text("external_id").unwrap_or_default().to_string();
+            let first = first_of.entry(conv).or_insert(ext.clone()).clone();
+            let author = m
+                .text("author")
+                .unwrap_or_default()
+                .strip_prefix("contact:")
+                .unwrap_or_default()
+                .to_string();
+            messages.push(json!([
+                ext,
+                first,
+                m.text("kind"),
+                m.text("direction"),
+                name_of(author).await,
+                m.text("text"),
+                m.text("quoted"),
+                m.text("html")
+            ]));
+        }
+        let mut conversations = Vec::new();
+        for (conv, first) in &first_of {
+            let c = s.get(CONVERSATION, conv).await.unwrap();
+            let contact = name_of(c.text("contact_id").unwrap_or_default().to_string()).await;
+            conversations.push(json!([
+                first,
+                matches!(c.get("number"), FieldValue::Int(n) if *n > 0),
+                c.text("status"),
+                c.text("subject"),
+                contact,
+                !c.get("waiting_since").is_null(),
+                c.get("last_message_at") == &FieldValue::Int(newest[conv])
+            ]));
+        }
+        conversations.sort_by_key(|c| c[0].as_str().unwrap_or_default().to_string());
+        let kinds = |topic: String| async move {
+            let events = store.events_after(&topic, 0, 1000).await.unwrap();
+            events
+                .iter()
+                .map(|e| e.kind.clone())
+                .filter(|k| k != "conversation.updated")
+                .collect::<Vec<_>>()
+        };
+        let count = |table: &str| {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            async move { sqlx::query_scalar::<_, i64>(&sql).fetch_one(store.pool()).await.unwrap() }
+        };
+        json!({
+            "messages": messages,
+            "conversations": conversations,
+            "inbox events": kinds(format!("inbox:{inbox}")).await,
+            "workspace events": kinds(format!("workspace:{ws}")).await,
+            "contacts": count("contacts").await,
+            "search documents": count("search_docs").await,
+            "senders known": count("inbox_contacts").await,
+        })
+    }
+
+    /// Takes the same mail into a fresh store, in runs or one mail at a time, and
+    /// answers what the inbox then holds and what each batch answered.
+    async fn take_all(runs: bool) -> (Value, Vec<Value>) {
+        let (store, dir, ws) = fresh_store("mailrun").await;
+        let s = store.scoped(&ws);
+        let mut w = store.write().await.unwrap();
+        let input = json!({"name": "Support", "channel": "email"});
+        let c = ObjectType::Inbox.parse_input(input.as_object().unwrap(), true, &[]).unwrap();
+        let inbox = s.create_in(&mut w, ObjectType::Inbox, c, "user:u").await.unwrap().id;
+        let input = json!({"name": "Erin", "emails": ["erin@example.com"]});
+        let c = ObjectType::Contact.parse_input(input.as_object().unwrap(), true, &[]).unwrap();
+        s.create_in(&mut w, ObjectType::Contact, c, "user:u").await.unwrap();
+        w.commit().await.unwrap();
+        let take = |mails: Vec<Mail>| {
+            let (store, ws, inbox) = (store.clone(), ws.clone(), inbox.clone());
+            async move {
+                let batch = MailBatch {
+                    inbox_id: inbox,
+                    uid_validity: 1,
+                    mails,
+                    available: Vec::new(),
+                };
+                let mut w = store.write().await.unwrap();
+                let answer = store.scoped(&ws).take_mails(&mut w, batch, "inbox:x", runs).await.unwrap();
+                w.commit().await.unwrap();
+                answer
+            }
+        };
+        let mut answers = vec![
+            take(vec![
+                mail(1, "m1@a", Some("ann@example.com"), "Order 1", &[], "personal"),
+                mail(2, "m2@b", Some("bob@example.com"), "Help", &[], "personal"),
+            ])
+            .await,
+        ];
+        let conv_of = |ext: &str| {
+            let (store, ext) = (store.clone(), ext.to_string());
+            async move {
+                sqlx::query_scalar::<_, String>("SELECT conversation_id FROM messages WHERE external_id = $1")
+                    .bind(ext)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap()
+            }
+        };
+        sqlx::query("UPDATE conversations SET status = 'resolved' WHERE id = $1")
+            .bind(conv_of("m2@b").await)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let from = EmailAddress::parse("support@example.com").unwrap();
+        let token = outgoing_message_id("r4nd", &conv_of("m1@a").await, &from);
+        answers.push(
+            take(vec![
+                // Same sender and subject: Ann's conversation.
+                mail(3, "m3@a", Some("ann@example.com"), "Re: Order 1", &[], "personal"),
+                // A new sender answering Ann's mail: Ann's conversation, Cid a contact.
+                mail(4, "m4@c", Some("cid@example.com"), "New thing", &["m1@a"], "personal"),
+                // Cid's own new subject opens a conversation, which the next continues.
+                mail(5, "m5@c", Some("cid@example.com"), "New thing", &[], "personal"),
+                mail(6, "m6@c", Some("cid@example.com"), "Re: New thing", &[], "personal"),
+                // Already there.
+                mail(7, "m2@b", Some("bob@example.com"), "Help", &[], "personal"),
+                // Automatic, answering nothing: left out; answering: a line.
+                mail(8, "m8@d", Some("dan@example.com"), "Out of office", &[], "automatic"),
+                mail(
+                    9,
+                    "m9@n",
+                    Some("noreply@example.com"),
+                    "Auto: Order 1",
+                    &["nothing@x", "m3@a"],
+                    "automatic",
+                ),
+                // No sender, answering Cid's: Cid's conversation.
+                mail(10, "m10@x", None, "Re: New thing", &["m5@c"], "personal"),
+                // Answering a resolved conversation reopens it (alone), and the next
+                // mail with its subject joins it.
+                mail(11, "m11@b", Some("bob@example.com"), "Re: Help", &["m2@b"], "personal"),
+                mail(12, "m12@b", Some("bob@example.com"), "Re: Help", &[], "personal"),
+                // A contact the workspace has, new to the inbox.
+                mail(13, "m13@e", Some("erin@example.com"), "Invoice", &[], "personal"),
+                mail(14, "m14@e", Some("erin@example.com"), "Invoice", &[], "personal"),
+                // Shoal's own Message-ID names Ann's conversation.
+                mail(15, "m15@f", Some("fay@example.com"), "Whatever", &[&token], "personal"),
+                // The same mail twice in one batch.
+                mail(16, "m16@g", Some("gus@example.com"), "Twice", &[], "personal"),
+                mail(17, "m16@g", Some("gus@example.com"), "Twice", &[], "personal"),
+                // No sender and answering nothing.
+                mail(18, "m18@x", None, "Lost", &[], "personal"),
+            ])
+            .await,
+        );
+        let mut bounce = mail(19, "m19@mailer", Some("mailer-daemon@example.com"), "Undelivered", &[], "bounce");
+        bounce.bounced_ids = vec!["unknown@x".into()];
+        answers.push(take(vec![bounce, mail(20, "m20@a", Some("ann@example.com"), "Order 1", &[], "personal")]).await);
+        let held = contents(&store, &ws, &inbox).await;
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+        (held, answers)
+    }
+
+    #[tokio::test]
+    async fn mail_taken_in_runs_is_threaded_counted_and_noted_exactly_as_one_mail_at_a_time() {
+        let (alone, mut alone_answers) = take_all(false).await;
+        let (runs, mut run_answers) = take_all(true).await;
+        let taken_alone = |answers: &mut Vec<Value>| answers.iter_mut().map(|a| a["alone"].take()).collect::<Vec<_>>();
+        assert_eq!(taken_alone(&mut alone_answers), [json!(2), json!(16), json!(2)]);
+        // Only the answer that reopens a conversation and the bounce.
+        assert_eq!(taken_alone(&mut run_answers), [json!(0), json!(1), json!(1)]);
+        assert_eq!(run_answers, alone_answers);
+        assert_eq!(runs, alone);
+        // And what that is: the threads the comments in `take_all` describe.
+        let threads: std::collections::HashMap<&str, &str> = runs["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m[0].as_str().unwrap(), m[1].as_str().unwrap()))
+            .collect();
+        for (ext, first) in [
+            ("m3@a", "m1@a"),
+            ("m4@c", "m1@a"),
+            ("m6@c", "m5@c"),
+            ("m9@n", "m1@a"),
+            ("m10@x", "m5@c"),
+            ("m11@b", "m2@b"),
+            ("m12@b", "m2@b"),
+            ("m14@e", "m13@e"),
+            ("m15@f", "m1@a"),
+            ("m20@a", "m1@a"),
+        ] {
+            assert_eq!(threads.get(ext), Some(&first), "{ext} continues {first}'s conversation");
+        }
+        for ext in ["m5@c", "m13@e", "m16@g"] {
+            assert_eq!(threads.get(ext), Some(&ext), "{ext} opens a conversation");
+        }
+        for ext in ["m8@d", "m18@x", "m19@mailer"] {
+            assert!(!threads.contains_key(ext), "{ext} is left out");
+        }
+        assert_eq!(run_answers[1]["taken"], 12);
+        assert_eq!(run_answers[1]["duplicates"], 2);
+        assert_eq!(run_answers[1]["left_out"], 2);
+        let erin = runs["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c[0] == "m13@e")
+            .unwrap()
+            .clone();
+        assert_eq!(erin[4], "Erin", "the workspace's contact, not a new one");
     }
 }
