@@ -11,6 +11,10 @@
 //!
 //! Messages posted to one inbox and queued next to each other form a run the same way
 //! (`Scoped::inbound_run`).
+//!
+//! Background work (a mailbox's import, written a few mails at a time back to back)
+//! keeps its place in the order but commits in a transaction of its own: a write queued
+//! behind it waits for it once, not again inside its own transaction.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -69,6 +73,10 @@ struct MoveJob {
 }
 
 struct Job {
+    /// Background work (a mailbox's import): committed in a transaction of its own, so
+    /// that the writes of people waiting for an answer never wait for its work inside
+    /// their transaction.
+    background: bool,
     cause: Option<String>,
     /// The board topic and token this write is fenced on (cluster mode).
     fence: Option<(String, i64)>,
@@ -169,6 +177,24 @@ impl Persister {
         T: Send + 'static,
         F: for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<T, StoreError>> + Send + 'static,
     {
+        self.submit_run(cause, fence, f, false)
+    }
+
+    /// Queues background work, fenced like [`Persister::submit_fenced`]: it keeps its
+    /// place in the order, and commits in a transaction of its own.
+    pub fn submit_background<T, F>(&self, cause: Option<String>, fence: Option<(String, i64)>, f: F) -> Result<Pending<T>, Refused>
+    where
+        T: Send + 'static,
+        F: for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<T, StoreError>> + Send + 'static,
+    {
+        self.submit_run(cause, fence, f, true)
+    }
+
+    fn submit_run<T, F>(&self, cause: Option<String>, fence: Option<(String, i64)>, f: F, background: bool) -> Result<Pending<T>, Refused>
+    where
+        T: Send + 'static,
+        F: for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<T, StoreError>> + Send + 'static,
+    {
         let slot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         let run: Run = Box::new(move |w: &mut WriteTx| {
@@ -188,7 +214,7 @@ impl Persister {
                 Ok(())
             })
         });
-        self.queue(cause, fence, Work::Run(run), slot)
+        self.queue(cause, fence, Work::Run(run), slot, background)
     }
 
     /// Queues a deal's move, fenced like [`Persister::submit_fenced`]; it answers the
@@ -210,7 +236,7 @@ impl Persister {
             to,
             out: slot.clone(),
         };
-        self.queue(cause, fence, Work::Move(job), slot)
+        self.queue(cause, fence, Work::Move(job), slot, false)
     }
 
     /// Queues a message posted to an API-channel inbox, fenced like
@@ -231,7 +257,7 @@ impl Persister {
             m,
             out: slot.clone(),
         };
-        self.queue(cause, fence, Work::Inbound(job), slot)
+        self.queue(cause, fence, Work::Inbound(job), slot, false)
     }
 
     fn queue<T>(
@@ -240,10 +266,12 @@ impl Persister {
         fence: Option<(String, i64)>,
         work: Work,
         slot: Arc<Mutex<Option<T>>>,
+        background: bool,
     ) -> Result<Pending<T>, Refused> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Job {
+                background,
                 cause,
                 fence,
                 work: Some(work),
@@ -260,12 +288,28 @@ impl Persister {
 }
 
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
+    // A background job taken from the queue while a batch was being formed: the next
+    // batch, alone.
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
         // Whatever queued while the last batch committed goes into this one: batches
-        // grow with load and stay at one write when the node is idle.
+        // grow with load and stay at one write when the node is idle. Background work
+        // goes alone: the writes behind it commit in the next batch instead of waiting
+        // for it twice (its work, then its commit with theirs).
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while !batch[0].background && batch.len() < MAX_BATCH {
             match rx.try_recv() {
+                Ok(j) if j.background => {
+                    held = Some(j);
+                    break;
+                }
                 Ok(j) => batch.push(j),
                 Err(_) => break,
             }
@@ -479,5 +523,85 @@ fn share(e: &Arc<StoreError>) -> StoreError {
     match &**e {
         StoreError::Unavailable(_) => StoreError::Unavailable(sqlx::Error::PoolTimedOut),
         other => StoreError::Other(anyhow::anyhow!("the batch failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::fresh_store;
+
+    /// A job that writes the counter `name` in its transaction, and answers whether
+    /// the counter `before` was committed (seen from outside the writer) when it ran.
+    fn counting(
+        store: &Store,
+        ws: &str,
+        name: &'static str,
+        before: &'static str,
+    ) -> impl for<'w> FnOnce(&'w mut WriteTx) -> BoxFuture<'w, Result<bool, StoreError>> + Send + 'static {
+        let (store, ws) = (store.clone(), ws.to_string());
+        job(move |w: &mut WriteTx| -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async move {
+                let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counters WHERE name = $1")
+                    .bind(before)
+                    .fetch_one(store.pool())
+                    .await?;
+                sqlx::query("INSERT INTO counters (workspace_id, name, value) VALUES ($1, $2, 1)")
+                    .bind(ws)
+                    .bind(name)
+                    .execute(&mut *w.tx)
+                    .await?;
+                Ok(seen == 1)
+            })
+        })
+    }
+
+    #[actix_web::test]
+    async fn background_work_keeps_its_place_and_commits_in_a_transaction_of_its_own() {
+        let (store, dir, ws) = fresh_store("background").await;
+        let persister = Persister::start(store.clone());
+        // Held open until all the others are queued, so that they could share a batch.
+        let release = Arc::new(tokio::sync::Notify::new());
+        let hold = release.clone();
+        let (started_tx, started) = oneshot::channel();
+        let first = persister
+            .submit(
+                None,
+                job(move |_: &mut WriteTx| -> BoxFuture<'_, Result<bool, StoreError>> {
+                    Box::pin(async move {
+                        let _ = started_tx.send(());
+                        hold.notified().await;
+                        Ok(true)
+                    })
+                }),
+            )
+            .unwrap_or_else(|_| panic!("accepted"));
+        started.await.unwrap();
+        let a = persister
+            .submit(None, counting(&store, &ws, "a", "none"))
+            .unwrap_or_else(|_| panic!("accepted"));
+        let a2 = persister
+            .submit(None, counting(&store, &ws, "a2", "a"))
+            .unwrap_or_else(|_| panic!("accepted"));
+        let b = persister
+            .submit_background(None, None, counting(&store, &ws, "b", "a2"))
+            .unwrap_or_else(|_| panic!("accepted"));
+        let c = persister
+            .submit(None, counting(&store, &ws, "c", "b"))
+            .unwrap_or_else(|_| panic!("accepted"));
+        let d = persister
+            .submit(None, counting(&store, &ws, "d", "c"))
+            .unwrap_or_else(|_| panic!("accepted"));
+        release.notify_one();
+        assert!(first.outcome().await.unwrap().0);
+        let seen = [a, a2, b, c, d];
+        let mut committed_before = Vec::new();
+        for p in seen {
+            committed_before.push(p.outcome().await.unwrap().0);
+        }
+        // a and a2 share a batch, b has its own, and c and d share the next.
+        assert_eq!(committed_before, [false, false, true, true, false]);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -3,7 +3,8 @@
 //! sync worker writes (fetched mail, how the channel is doing) and the attachments it
 //! keeps, and what the SMTP sender needs of a queued reply.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -419,66 +420,89 @@ pub async fn report_sent(
     writes::execute(state, author, None, write).await.map(|_| ())
 }
 
-fn attachments_dir(state: &AppState) -> PathBuf {
-    state.settings.data_dir.join("attachments")
+fn attachments_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("attachments")
 }
 
 /// Where a kept attachment's bytes are: in the workspace's own folder (so that a
 /// digest leads only to files the workspace received), named by their digest (so the
 /// same file sent twice is kept once).
-fn attachment_path(state: &AppState, workspace_id: &str, sha256: &str) -> Option<PathBuf> {
+fn attachment_path(data_dir: &Path, workspace_id: &str, sha256: &str) -> Option<PathBuf> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     crate::domain::fields::parse_id(workspace_id).ok()?;
     Some(
-        attachments_dir(state)
+        attachments_dir(data_dir)
             .join(workspace_id)
             .join(&sha256[..2])
             .join(sha256.to_ascii_lowercase()),
     )
 }
 
-/// Keeps an attachment's bytes under the data directory and answers its description:
-/// name, type judged from the content (the sender's claim when the content says
-/// nothing), size and digest. One larger than the limit is described, not kept.
-pub async fn keep_attachment(state: &AppState, workspace_id: &str, a: &MailAttachment) -> std::io::Result<Value> {
-    let content_type = infer::get(&a.content)
-        .map(|k| k.mime_type().to_string())
-        .unwrap_or_else(|| a.declared_type.clone());
-    // What senders declare is anything; a description the message's own check would
-    // refuse would lose the whole mail, so a bad type or an empty name is replaced.
-    let probe = json!([{"name": "x", "content_type": content_type, "size": 0}]);
-    let content_type = if crate::domain::inbox::check_attachments(&probe).is_ok() {
-        content_type
-    } else {
-        "application/octet-stream".to_string()
-    };
-    let name: String = a.name.chars().filter(|c| !c.is_control()).take(200).collect();
-    let name = if name.trim().is_empty() {
-        "attachment".to_string()
-    } else {
-        name.trim().to_string()
-    };
-    if a.content.len() > state.settings.mail_attachment_max_bytes {
-        return Ok(json!({
-            "name": name, "content_type": content_type, "size": a.content.len(),
-            "dropped": format!("larger than the {} bytes this server keeps", state.settings.mail_attachment_max_bytes),
-        }));
-    }
-    let digest: String = Sha256::digest(&a.content).iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(path) = attachment_path(state, workspace_id, &digest) {
-        if tokio::fs::metadata(&path).await.is_err() {
-            let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| attachments_dir(state));
-            tokio::fs::create_dir_all(&dir).await?;
-            // Written aside, then renamed: a crash never leaves half a file under the
-            // name a message points to.
-            let tmp = dir.join(format!(".{digest}.{}", uuid::Uuid::new_v4().simple()));
-            tokio::fs::write(&tmp, &a.content).await?;
-            tokio::fs::rename(&tmp, &path).await?;
+/// Where fetched mail's attachments are kept, and the largest kept.
+struct Keeper<'a> {
+    data_dir: &'a Path,
+    max_bytes: usize,
+    workspace_id: &'a str,
+    /// Folders a file was added to: synced once the group is kept, so that no
+    /// message is committed naming a file a crash could lose.
+    touched: HashSet<PathBuf>,
+}
+
+impl Keeper<'_> {
+    /// Keeps an attachment's bytes (synced to disk) and answers its description:
+    /// name, type judged from the content (the sender's claim when the content says
+    /// nothing), size and digest. One larger than the limit is described, not kept.
+    fn keep(&mut self, a: &MailAttachment) -> std::io::Result<Value> {
+        let content_type = infer::get(&a.content)
+            .map(|k| k.mime_type().to_string())
+            .unwrap_or_else(|| a.declared_type.clone());
+        // What senders declare is anything; a description the message's own check would
+        // refuse would lose the whole mail, so a bad type or an empty name is replaced.
+        let probe = json!([{"name": "x", "content_type": content_type, "size": 0}]);
+        let content_type = if crate::domain::inbox::check_attachments(&probe).is_ok() {
+            content_type
+        } else {
+            "application/octet-stream".to_string()
+        };
+        let name: String = a.name.chars().filter(|c| !c.is_control()).take(200).collect();
+        let name = if name.trim().is_empty() {
+            "attachment".to_string()
+        } else {
+            name.trim().to_string()
+        };
+        if a.content.len() > self.max_bytes {
+            return Ok(json!({
+                "name": name, "content_type": content_type, "size": a.content.len(),
+                "dropped": format!("larger than the {} bytes this server keeps", self.max_bytes),
+            }));
         }
+        let digest: String = Sha256::digest(&a.content).iter().map(|b| format!("{b:02x}")).collect();
+        if let Some(path) = attachment_path(self.data_dir, self.workspace_id, &digest) {
+            if std::fs::metadata(&path).is_err() {
+                let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| attachments_dir(self.data_dir));
+                std::fs::create_dir_all(&dir)?;
+                // Written aside and synced, then renamed: a crash never leaves half a
+                // file under the name a message points to.
+                let tmp = dir.join(format!(".{digest}.{}", uuid::Uuid::new_v4().simple()));
+                let mut file = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut file, &a.content)?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                self.touched.insert(dir);
+            }
+        }
+        Ok(json!({"name": name, "content_type": content_type, "size": a.content.len(), "sha256": digest}))
     }
-    Ok(json!({"name": name, "content_type": content_type, "size": a.content.len(), "sha256": digest}))
+
+    /// Syncs the folders files were added to (their new names).
+    fn sync(&mut self) -> std::io::Result<()> {
+        for dir in self.touched.drain() {
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 /// A message's attachment as a download: its name, type and bytes.
@@ -495,7 +519,7 @@ pub async fn attachment(state: &AppState, p: &Principal, message_id: &str, index
     let item = list.get(index).ok_or_else(not_found)?;
     let path = item["sha256"]
         .as_str()
-        .and_then(|d| attachment_path(state, &p.workspace_id, d))
+        .and_then(|d| attachment_path(&state.settings.data_dir, &p.workspace_id, d))
         .ok_or_else(not_found)?;
     let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
     Ok((
@@ -505,16 +529,42 @@ pub async fn attachment(state: &AppState, p: &Principal, message_id: &str, index
     ))
 }
 
-/// A raw mail made ready to take: parsed, its attachments kept. None when it is not
-/// a mail at all (no headers).
-pub async fn prepare(state: &AppState, workspace_id: &str, uid: u32, raw: &[u8]) -> std::io::Result<Option<crate::store::Mail>> {
+/// Raw mails made ready to take, off the async threads: each parsed, its
+/// attachments kept and synced to disk. None for one that is not a mail at all (no
+/// headers).
+pub async fn prepare(
+    state: &AppState,
+    workspace_id: &str,
+    raws: Vec<(u32, Vec<u8>)>,
+) -> std::io::Result<Vec<(u32, Option<crate::store::Mail>)>> {
+    let data_dir = state.settings.data_dir.clone();
+    let max_bytes = state.settings.mail_attachment_max_bytes;
+    let workspace_id = workspace_id.to_string();
+    let work = move || {
+        let mut keeper = Keeper {
+            data_dir: &data_dir,
+            max_bytes,
+            workspace_id: &workspace_id,
+            touched: HashSet::new(),
+        };
+        let prepared = raws
+            .into_iter()
+            .map(|(uid, raw)| Ok((uid, prepare_one(&mut keeper, uid, &raw)?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        keeper.sync()?;
+        Ok(prepared)
+    };
+    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)?
+}
+
+fn prepare_one(keeper: &mut Keeper<'_>, uid: u32, raw: &[u8]) -> std::io::Result<Option<crate::store::Mail>> {
     use crate::domain::mail::MailKind;
     let Some(parsed) = crate::domain::mail::parse(raw) else {
         return Ok(None);
     };
     let mut kept = Vec::with_capacity(parsed.attachments.len());
     for a in parsed.attachments.iter().take(crate::domain::inbox::MAX_ATTACHMENTS) {
-        kept.push(keep_attachment(state, workspace_id, a).await?);
+        kept.push(keeper.keep(a)?);
     }
     let clip = |s: Option<String>, max: usize| s.map(|s| s.chars().take(max).collect::<String>());
     let (kind, bounced_ids, bounce_recipient, bounce_reason) = match parsed.kind {

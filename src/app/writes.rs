@@ -249,6 +249,8 @@ impl Write {
             // those queued together as one.
             Write::Move { id, to } => persister.submit_move(cause, fence, author.workspace_id, author.actor, id, to),
             Write::Inbound(m) => persister.submit_inbound(cause, fence, author.workspace_id, author.actor, m),
+            // A mailbox's import: many of these back to back.
+            mails @ Write::Mails(_) => persister.submit_background(cause, fence, mails.job(store, author)),
             other => persister.submit_fenced(cause, fence, other.job(store, author)),
         }
     }

@@ -180,7 +180,8 @@ impl Threads {
             (None, None) => return Some(MailStep::LeftOut),
         };
         let changes = mail_message(mail, m, &sender.id);
-        self.step(m, sender, into, changes, actor, now).map(|t| MailStep::Taken(Box::new(t)))
+        self.step(m, sender, into, changes, actor, now)
+            .map(|t| MailStep::Taken(Box::new(t)))
     }
 
     /// The conversation a mail continues, among those the run holds: the one holding

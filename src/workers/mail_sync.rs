@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -30,6 +31,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(2);
 const CHUNK: usize = 200;
 /// Mails written in one write (one transaction on the writer).
 const WRITE_BATCH: usize = 25;
+/// Groups of a chunk prepared (parsed, attachments kept) ahead of its writes.
+const PREPARED_AHEAD: usize = 4;
 /// Chunks written at once across all inboxes: a large import takes its turn with the
 /// others instead of filling the writer's queue.
 const CONCURRENT_CHUNKS: usize = 2;
@@ -297,7 +300,9 @@ async fn session(
         let uids: Vec<u32> = uids.into_iter().filter(|u| i64::from(*u) > last_uid).collect();
         let total = uids.len();
         let mut said = None::<Instant>;
-        for (n, part) in uids.chunks(CHUNK).enumerate() {
+        let parts: Vec<&[u32]> = uids.chunks(CHUNK).collect();
+        let mut fetched = None;
+        for (n, part) in parts.iter().enumerate() {
             // Progress at most every PROGRESS_EVERY: each note is an event and a new
             // version of the inbox.
             if total > CHUNK && said.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
@@ -308,38 +313,27 @@ async fn session(
                 .acquire()
                 .await
                 .map_err(|_| MailError::new(Stage::Protocol, "shutting down"))?;
-            let mut fetched = imap::fetch(&mut session, part).await?;
-            let missing: Vec<u32> = part.iter().copied().filter(|u| !fetched.iter().any(|(f, _)| f == u)).collect();
-            for uid in missing {
-                // A server may leave a mail out of a large answer; asked alone it
-                // usually gives it. One it never gives is gone or damaged.
-                let again = imap::fetch(&mut session, &[uid]).await?;
-                if again.is_empty() {
-                    tracing::warn!(inbox = %account.inbox_id, uid, "the server gives no content for a mail (expunged meanwhile, or damaged); left out");
+            let this = match fetched.take() {
+                Some(f) => f,
+                None => fetch_chunk(&mut session, account, part).await?,
+            };
+            // The next chunk is fetched while this one is taken: the server and the
+            // network work while the store does.
+            let next = parts.get(n + 1);
+            let fetching = async {
+                match next {
+                    Some(p) => fetch_chunk(&mut session, account, p).await.map(Some),
+                    None => Ok(None),
                 }
-                fetched.extend(again);
-            }
-            // Written a few at a time: each write holds the one writer, and other
-            // inboxes, boards and REST wait behind it.
-            for group in part.chunks(WRITE_BATCH) {
-                let mut mails = Vec::with_capacity(group.len());
-                for (uid, raw) in fetched.iter().filter(|(uid, _)| group.contains(uid)) {
-                    match app_mail::prepare(state, &account.workspace_id, *uid, raw).await {
-                        Ok(Some(m)) => mails.push(m),
-                        Ok(None) => {
-                            tracing::warn!(inbox = %account.inbox_id, uid, "a message in the folder is not a mail (no headers); left out")
-                        }
-                        Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot keep an attachment: {e}"))),
-                    }
-                }
-                let highest = group.iter().copied().max().map_or(last_uid, i64::from);
-                take(state, account, validity, mails, highest, stop).await?;
-                last_uid = last_uid.max(highest);
-                if *stop.borrow() {
-                    return Ok(());
-                }
-            }
+            };
+            let taking = take_chunk(state, account, validity, part, this, &mut last_uid, stop);
+            let (taken, next) = tokio::join!(taking, fetching);
+            taken?;
+            fetched = next?;
             drop(permit);
+            if *stop.borrow() {
+                return Ok(());
+            }
         }
         if window {
             // Mail older than the window stays behind: the sync goes on from the
@@ -384,6 +378,77 @@ async fn session(
                 .map_err(|e| MailError::new(Stage::Protocol, format!("IMAP NOOP failed: {e}")))?;
         }
     }
+}
+
+/// A chunk's mails from the server, by UID.
+async fn fetch_chunk(session: &mut imap::Session, account: &MailAccount, part: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, MailError> {
+    let mut fetched = imap::fetch(session, part).await?;
+    let missing: Vec<u32> = part.iter().copied().filter(|u| !fetched.iter().any(|(f, _)| f == u)).collect();
+    for uid in missing {
+        // A server may leave a mail out of a large answer; asked alone it usually
+        // gives it. One it never gives is gone or damaged.
+        let again = imap::fetch(session, &[uid]).await?;
+        if again.is_empty() {
+            tracing::warn!(inbox = %account.inbox_id, uid, "the server gives no content for a mail (expunged meanwhile, or damaged); left out");
+        }
+        fetched.extend(again);
+    }
+    Ok(fetched)
+}
+
+/// Takes a fetched chunk, a few mails to a write: each write holds the one writer,
+/// and other inboxes, boards and REST wait behind it. The next groups are parsed (and
+/// their attachments kept) while a write is under way; writes go one at a time, in
+/// UID order, and `last_uid` follows them.
+async fn take_chunk(
+    state: &AppState,
+    account: &MailAccount,
+    validity: i64,
+    part: &[u32],
+    mut fetched: Vec<(u32, Vec<u8>)>,
+    last_uid: &mut i64,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), MailError> {
+    fetched.sort_by_key(|(uid, _)| *uid);
+    let groups: Vec<&[u32]> = part.chunks(WRITE_BATCH).collect();
+    let mut fetched = fetched.into_iter().peekable();
+    let mut group_of = |group: &[u32]| {
+        let top = group.iter().copied().max().unwrap_or(0);
+        let mut raw = Vec::with_capacity(group.len());
+        while let Some(r) = fetched.next_if(|(uid, _)| *uid <= top) {
+            raw.push(r);
+        }
+        raw
+    };
+    let prepare = |raw: Vec<(u32, Vec<u8>)>| async move {
+        let prepared = app_mail::prepare(state, &account.workspace_id, raw)
+            .await
+            .map_err(|e| MailError::new(Stage::Protocol, format!("cannot keep an attachment: {e}")))?;
+        let mut mails = Vec::with_capacity(prepared.len());
+        for (uid, mail) in prepared {
+            match mail {
+                Some(m) => mails.push(m),
+                None => tracing::warn!(inbox = %account.inbox_id, uid, "a message in the folder is not a mail (no headers); left out"),
+            }
+        }
+        Ok::<_, MailError>(mails)
+    };
+    let raws: Vec<Vec<(u32, Vec<u8>)>> = groups.iter().map(|g| group_of(g)).collect();
+    // Prepared a few groups ahead, in order: parsing is work for the CPU, keeping
+    // attachments waits for the disk, and both go on while the store writes.
+    let mut prepared = futures_util::stream::iter(raws.into_iter().map(prepare)).buffered(PREPARED_AHEAD);
+    for group in groups {
+        let Some(mails) = prepared.next().await else {
+            break;
+        };
+        let highest = group.iter().copied().max().map_or(*last_uid, i64::from);
+        take(state, account, validity, mails?, highest, stop).await?;
+        *last_uid = (*last_uid).max(highest);
+        if *stop.borrow() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Writes a chunk of mail, waiting out a busy writer; the chunk's UIDs count as taken
