@@ -416,7 +416,10 @@ async fn take_chunk(
         let top = group.iter().copied().max().unwrap_or(0);
         let mut raw = Vec::with_capacity(group.len());
         while let Some(r) = fetched.next_if(|(uid, _)| *uid <= top) {
-            raw.push(r);
+            // Only what was asked for, should the server have said more.
+            if group.contains(&r.0) {
+                raw.push(r);
+            }
         }
         raw
     };
