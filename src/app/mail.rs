@@ -584,6 +584,7 @@ fn prepare_one(keeper: &mut Keeper<'_>, uid: u32, raw: &[u8]) -> std::io::Result
         references: parsed.references.into_iter().take(100).collect(),
         // The contact is who wrote it; where they want answers (Reply-To) is not who they are.
         from: parsed.from.map(|a| a.as_str().to_string()),
+        reply_to: parsed.reply_to.map(|a| a.as_str().to_string()),
         from_name: clip(parsed.from_name, 200),
         subject: clip(parsed.subject, 200),
         text,

@@ -358,6 +358,8 @@ static MESSAGE: &[FieldSpec] = &[
     field("delivery_error", FieldKind::Text { max: 1000 }).server(),
     // An e-mail's quoted history and signature, kept apart from its new text.
     field("quoted", FieldKind::LongText).server(),
+    // Where answers to an e-mail go: its Reply-To, else its sender.
+    field("reply_to", FieldKind::Text { max: 320 }).server(),
     // The channel's own id of the message, unique in the inbox: the same id posted
     // twice is one message.
     field("external_id", FieldKind::Text { max: 200 }).on_create(),

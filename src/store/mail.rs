@@ -80,6 +80,9 @@ pub struct Mail {
     pub references: Vec<String>,
     pub from: Option<String>,
     pub from_name: Option<String>,
+    /// Where answers go: its Reply-To, else its sender.
+    #[serde(default)]
+    pub reply_to: Option<String>,
     pub subject: Option<String>,
     pub text: String,
     pub quoted: Option<String>,
@@ -151,6 +154,9 @@ fn mail_message(mail: &Mail, sender: &Inbound, contact: &str) -> Changes {
     let mut msg = sender.message(contact);
     if let Some(q) = &mail.quoted {
         msg.set(MESSAGE, "quoted", FieldValue::Text(q.clone()));
+    }
+    if let Some(to) = mail.reply_to.as_ref().or(mail.from.as_ref()) {
+        msg.set(MESSAGE, "reply_to", FieldValue::Text(to.clone()));
     }
     if mail.kind == "automatic" {
         // Kept in its conversation for the agents to see, as a line that changes
@@ -762,12 +768,23 @@ impl Scoped<'_> {
         let Some(conv) = self.fetch(conn, CONVERSATION, &conv_id).await? else {
             return Ok(None);
         };
-        let to = match conv.text("contact_id") {
-            Some(c) => self
+        // Where the customer's newest mail in the conversation asked answers to go;
+        // else the contact's first address (a conversation opened by an agent).
+        let mut sql = Sql::new("SELECT reply_to FROM messages WHERE workspace_id = ");
+        sql.arg(self.ws)
+            .push(" AND conversation_id = ")
+            .arg(&conv_id)
+            .push(" AND direction = 'incoming' AND reply_to IS NOT NULL AND created_at <= ")
+            .arg(msg.created_at)
+            .push(" ORDER BY created_at DESC, id DESC LIMIT 1");
+        let asked: Option<String> = sql.query().fetch_optional(&mut *conn).await?.map(|r| r.try_get(0)).transpose()?;
+        let to = match (asked, conv.text("contact_id")) {
+            (Some(to), _) => Some(to),
+            (None, Some(c)) => self
                 .fetch(conn, ObjectType::Contact, c)
                 .await?
                 .and_then(|c| c.get("emails").as_list().first().cloned()),
-            None => None,
+            (None, None) => None,
         };
         let author = msg.text("author").unwrap_or_default();
         let agent = match author.strip_prefix("user:") {
@@ -920,6 +937,7 @@ mod tests {
             references: refs.iter().map(|r| r.to_string()).collect(),
             from: from.map(str::to_string),
             from_name: from.map(|f| f.split('@').next().unwrap_or_default().to_string()),
+            reply_to: None,
             subject: Some(subject.to_string()),
             text: format!("text of {id}"),
             quoted: (uid % 2 == 0).then(|| format!("> quoted in {id}")),

@@ -27,8 +27,14 @@ const BATCH: i64 = 50;
 /// Attempts before a reply that keeps failing temporarily is given up as failed.
 const MAX_ATTEMPTS: i64 = 8;
 
-/// Runs until `stop` turns true.
-pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true: replies and members' notifications in loops of their
+/// own, so that a slow or unreachable notification server never holds a reply back
+/// (nor the other way round).
+pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
+    tokio::join!(replies(state.clone(), stop.clone()), notifications(state, stop));
+}
+
+async fn replies(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
@@ -52,7 +58,6 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the mail outbox; trying again"),
         }
-        notify(&state, now).await;
         let wait = match state.store.next_mail_due().await {
             Ok(Some(at)) => Duration::from_millis(u64::try_from(at - crate::store::now_ms()).unwrap_or(0)).min(LOOK_EVERY),
             _ => LOOK_EVERY,
@@ -65,10 +70,24 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+async fn notifications(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        notify(&state, &stop).await;
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
 /// Mails members the notifications they asked for, through the server's own SMTP
 /// server; without one they wait (they were only queued for members who opted in
 /// while it was set).
-async fn notify(state: &AppState, now: i64) {
+async fn notify(state: &AppState, stop: &watch::Receiver<bool>) {
+    let now = crate::store::now_ms();
     let server = match app_mail::notify_server(state) {
         None => return,
         Some(Ok(s)) => s,
@@ -106,6 +125,9 @@ async fn notify(state: &AppState, now: i64) {
         }
         if let Err(e) = state.store.settle_notification(&n.id, to, error.as_deref(), next_at).await {
             tracing::warn!(notification = %n.id, error = %e, "cannot record a notification's sending");
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }

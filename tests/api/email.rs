@@ -278,7 +278,35 @@ async fn a_reply_goes_out_threaded_and_the_customers_answer_lands_in_the_same_co
     let convs = conversations(&app, &owner.token, &inbox).await;
     assert_eq!(convs.len(), 2, "{convs:?}");
     let invoice = convs.iter().find(|c| c["subject"] == "Invoice question").unwrap();
-    assert_eq!(messages(&app, &owner.token, invoice["id"].as_str().unwrap()).await.len(), 2);
+    let invoice = invoice["id"].as_str().unwrap().to_string();
+    assert_eq!(messages(&app, &owner.token, &invoice).await.len(), 2);
+
+    // A customer who asks for answers elsewhere (Reply-To) gets them there.
+    mail.deliver(
+        "support",
+        &mail_of_customer(
+            "RE: Invoice question",
+            "c5@example.test",
+            "Reply-To: Dora Desk <dora@example.test>\r\n",
+            "Please send it to my colleague.",
+        ),
+    );
+    let all = wait_for_messages(&app, &owner.token, &inbox, 6, Duration::from_secs(10)).await;
+    let asked = all.iter().find(|m| m["external_id"] == "c5@example.test").unwrap();
+    assert_eq!(asked["reply_to"], "dora@example.test");
+    assert_eq!(asked["conversation_id"], invoice.as_str());
+    app.post(
+        &format!("/conversations/{invoice}/messages"),
+        &owner.token,
+        json!({"text": "Here is the invoice."}),
+    )
+    .await
+    .expect(201);
+    let got = mail.wait_for_mails("dora", 1, Duration::from_secs(20)).await;
+    let raw = String::from_utf8_lossy(&got[0]).to_string();
+    assert!(header(&raw, "To").unwrap().contains("dora@example.test"), "{raw}");
+    assert!(raw.contains("Here is the invoice."), "{raw}");
+    assert_eq!(mail.mails("customer").len(), 1, "only the first reply went to the sender");
 }
 
 fn mail_of_customer(subject: &str, id: &str, extra: &str, body: &str) -> Vec<u8> {
@@ -814,4 +842,85 @@ async fn members_who_ask_get_their_assignments_and_mentions_by_mail_through_the_
         .await
         .expect(400);
     assert!(refused.text.contains("notify_smtp_url"), "{}", refused.text);
+}
+
+/// A member's notification goes to a server that takes the connection and never
+/// answers (sending to it waits out the 30 s SMTP timeout): a customer's reply is sent
+/// meanwhile all the same.
+#[actix_web::test]
+async fn a_notification_server_that_never_answers_holds_no_reply_back() {
+    let mail = servers();
+    // The kernel completes connections to it; nothing ever reads or writes them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut settings = test_settings();
+    settings.mail_allow_private_hosts = true;
+    settings.notify_smtp_url = Some(shoal::config::Secret::new(format!(
+        "smtp+plain://127.0.0.1:{}",
+        silent.local_addr().unwrap().port()
+    )));
+    settings.notify_from = Some("shoal@example.test".into());
+    let app = TestApp::spawn_with(Backend::Sqlite, settings).await;
+    let owner = app.signup("Busy Co").await;
+    let invitation = app
+        .post("/invitations", &owner.token, json!({"email": "dora@example.test", "role": "agent"}))
+        .await
+        .expect(201);
+    let dora = crate::helpers::session(
+        &app.anonymous_post(
+            "/auth/signup",
+            json!({"invitation_token": invitation.body["token"], "name": "Dora", "email": "dora@example.test", "password": "correct horse battery"}),
+        )
+        .await
+        .expect(201)
+        .body,
+    );
+    app.send_json(
+        awc::http::Method::PUT,
+        "/me/notifications",
+        &dora.token,
+        &[],
+        json!({"email": true}),
+    )
+    .await
+    .expect(200);
+    let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
+    channel(&app, &owner.token, &inbox, "syncing").await;
+    mail.deliver("support", &mail_of_customer("Lamp", "lamp1@example.test", "", "It flickers."));
+    let first = wait_for_messages(&app, &owner.token, &inbox, 1, Duration::from_secs(10)).await;
+    let conv = first[0]["conversation_id"].as_str().unwrap().to_string();
+    // Dora's assignment mail goes to the silent server first: once it has connected,
+    // the notification waits for a greeting that never comes.
+    let (connected_tx, connected) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        if let Ok((conn, _)) = silent.accept() {
+            let _ = connected_tx.send(conn);
+        }
+    });
+    app.patch(
+        &format!("/conversations/{conv}"),
+        &owner.token,
+        json!({"assignee_id": dora.user_id}),
+    )
+    .await
+    .expect(200);
+    // Held open, unanswered, until the test ends.
+    let _held = tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .expect("the notification is sent to the silent server")
+        .unwrap();
+    let asked = Instant::now();
+    app.post(
+        &format!("/conversations/{conv}/messages"),
+        &owner.token,
+        json!({"text": "A new lamp is on its way."}),
+    )
+    .await
+    .expect(201);
+    let got = mail.wait_for_mails("customer", 1, Duration::from_secs(25)).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("A new lamp is on its way."));
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the reply waited {:?} behind the notification",
+        asked.elapsed()
+    );
 }
