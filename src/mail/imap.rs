@@ -156,6 +156,21 @@ pub async fn fetch(session: &mut Session, uids: &[u32]) -> Result<Vec<(u32, Vec<
     Ok(out)
 }
 
+/// The size in bytes of each of the mails (RFC822.SIZE), by UID; a mail the server
+/// gives no size for is left out (it is fetched on its own).
+pub async fn sizes(session: &mut Session, uids: &[u32]) -> Result<Vec<(u32, u32)>, MailError> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let set = uid_set(uids);
+    let fetched = async {
+        let stream = session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let fetched = bounded("UID FETCH", fetched).await?;
+    Ok(fetched.iter().filter_map(|f| Some((f.uid?, f.size?))).collect())
+}
+
 /// `1:3,7,9:10` for the UIDs, runs collapsed.
 fn uid_set(uids: &[u32]) -> String {
     let mut sorted = uids.to_vec();

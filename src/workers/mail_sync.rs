@@ -31,6 +31,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(2);
 const CHUNK: usize = 200;
 /// Mails written in one write (one transaction on the writer).
 const WRITE_BATCH: usize = 25;
+/// Bytes of mail asked for in one FETCH.
+const FETCH_BYTES: u64 = 16 * 1024 * 1024;
 /// Groups of a chunk prepared (parsed, attachments kept) ahead of its writes.
 const PREPARED_AHEAD: usize = 4;
 /// Chunks written at once across all inboxes: a large import takes its turn with the
@@ -380,9 +382,14 @@ async fn session(
     }
 }
 
-/// A chunk's mails from the server, by UID.
+/// A chunk's mails from the server, by UID, asked for a few megabytes at a time (by
+/// their sizes): a chunk of large mails is never held twice over in one answer.
 async fn fetch_chunk(session: &mut imap::Session, account: &MailAccount, part: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, MailError> {
-    let mut fetched = imap::fetch(session, part).await?;
+    let sizes = imap::sizes(session, part).await?;
+    let mut fetched = Vec::with_capacity(part.len());
+    for uids in by_size(&sizes, FETCH_BYTES) {
+        fetched.extend(imap::fetch(session, &uids).await?);
+    }
     let missing: Vec<u32> = part.iter().copied().filter(|u| !fetched.iter().any(|(f, _)| f == u)).collect();
     for uid in missing {
         // A server may leave a mail out of a large answer; asked alone it usually
@@ -394,6 +401,24 @@ async fn fetch_chunk(session: &mut imap::Session, account: &MailAccount, part: &
         fetched.extend(again);
     }
     Ok(fetched)
+}
+
+/// The UIDs in runs of at most `max` bytes together (a larger mail alone), in order.
+fn by_size(sizes: &[(u32, u32)], max: u64) -> Vec<Vec<u32>> {
+    let mut runs: Vec<Vec<u32>> = Vec::new();
+    let mut bytes = 0u64;
+    for &(uid, size) in sizes {
+        let size = u64::from(size);
+        match runs.last_mut() {
+            Some(run) if bytes + size <= max => run.push(uid),
+            _ => {
+                runs.push(vec![uid]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    runs
 }
 
 /// Takes a fetched chunk, a few mails to a write: each write holds the one writer,
@@ -552,5 +577,18 @@ async fn write(state: &AppState, account: &MailAccount, batch: MailBatch, stop: 
             }
             Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot take mail: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mails_are_asked_for_in_runs_of_at_most_the_bytes_given_a_larger_one_alone() {
+        let sizes = [(1, 400), (2, 500), (3, 200), (4, 2000), (5, 100), (7, 900)];
+        assert_eq!(by_size(&sizes, 1000), vec![vec![1, 2], vec![3], vec![4], vec![5, 7]]);
+        assert_eq!(by_size(&sizes, u64::MAX), vec![vec![1, 2, 3, 4, 5, 7]]);
+        assert!(by_size(&[], 1000).is_empty());
     }
 }
