@@ -480,9 +480,21 @@ impl Keeper<'_> {
         }
         let digest: String = Sha256::digest(&a.content).iter().map(|b| format!("{b:02x}")).collect();
         if let Some(path) = attachment_path(self.data_dir, self.workspace_id, &digest) {
-            if std::fs::metadata(&path).is_err() {
-                let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| attachments_dir(self.data_dir));
-                std::fs::create_dir_all(&dir)?;
+            let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| attachments_dir(self.data_dir));
+            if std::fs::metadata(&path).is_ok() {
+                // Perhaps just renamed there by a group prepared alongside, whose folder
+                // is not synced yet: this group syncs it too before its mail commits.
+                self.touched.insert(dir);
+            } else {
+                if std::fs::metadata(&dir).is_err() {
+                    std::fs::create_dir_all(&dir)?;
+                    // The new folders' names live in their parents.
+                    let mut up = dir.parent();
+                    while let Some(parent) = up.filter(|p| p.starts_with(self.data_dir)) {
+                        self.touched.insert(parent.to_path_buf());
+                        up = parent.parent();
+                    }
+                }
                 // Written aside and synced, then renamed: a crash never leaves half a
                 // file under the name a message points to.
                 let tmp = dir.join(format!(".{digest}.{}", uuid::Uuid::new_v4().simple()));

@@ -9,6 +9,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::events::ChangeNotes;
 use super::inbox::posted_changes;
+use super::mail::THREAD_BY_SUBJECT;
 use super::records::{columns, decode, invalid};
 use super::{args, derived_table, insert, list, new_id, now_ms, Arg, Backend, Result, Scoped, Script, Sql, StoreError, WriteTx};
 use crate::domain::{Changes, EmailAddress, FieldValue, ObjectType, Record};
@@ -95,6 +96,8 @@ impl Inbound {
     /// integrator's own, then the e-mail address.
     pub(super) fn sources(&self) -> Vec<String> {
         let by_email = self.email.as_ref().map(|e| format!("email:{}", e.as_str()));
+        // An integrator's id may be spelt like the address one: it is one id.
+        let by_email = by_email.filter(|e| self.source_id.as_ref() != Some(e));
         self.source_id.iter().cloned().chain(by_email).collect()
     }
 }
@@ -775,12 +778,18 @@ impl Scoped<'_> {
         let mut convs: Vec<Record> = Vec::new();
         if !contacts.is_empty() {
             let contacts: Vec<&str> = contacts.into_iter().collect();
-            let mut sql = Sql::new(format!("SELECT {} FROM conversations WHERE workspace_id = ", columns(CONVERSATION)));
+            // Each contact's newest `THREAD_BY_SUBJECT`, as a message alone looks at: a
+            // sender with thousands open (an alerting system) costs no more than that.
+            let mut sql = Sql::new(format!(
+                "SELECT {} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY contact_id ORDER BY created_at DESC) AS newest FROM conversations WHERE workspace_id = ",
+                columns(CONVERSATION)
+            ));
             sql.arg(self.ws)
                 .push(" AND inbox_id = ")
                 .arg(inbox_id)
                 .push(" AND status <> 'resolved' AND contact_id IN (");
             list(&mut sql, &contacts);
+            sql.push(&format!(") AS open WHERE newest <= {THREAD_BY_SUBJECT}"));
             for row in sql.query().fetch_all(&mut *w.tx).await? {
                 convs.push(decode(CONVERSATION, &row)?);
             }

@@ -108,6 +108,10 @@ pub struct MailBatch {
     /// assigned to when the inbox assigns automatically.
     #[serde(default)]
     pub available: Vec<String>,
+    /// Taken one mail at a time, not in runs: how a batch whose run failed is tried
+    /// again.
+    #[serde(default)]
+    pub alone: bool,
 }
 
 /// The most ids a mail answers that threading looks at (nearest first).
@@ -115,7 +119,7 @@ const MAX_REFERENCES: usize = 100;
 
 /// Of a sender's unresolved conversations, the newest this many are matched by
 /// subject.
-const THREAD_BY_SUBJECT: usize = 50;
+pub(super) const THREAD_BY_SUBJECT: usize = 50;
 
 /// What became of a mail taken into an inbox (the index of its count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,7 +511,8 @@ impl Scoped<'_> {
     /// conversation in an inbox that assigns or counts SLA targets) is taken alone,
     /// and the next run starts after it.
     pub(crate) async fn mails_in(&self, w: &mut WriteTx, batch: MailBatch, actor: &str) -> Result<Value> {
-        self.take_mails(w, batch, actor, true).await
+        let runs = !batch.alone;
+        self.take_mails(w, batch, actor, runs).await
     }
 
     async fn take_mails(&self, w: &mut WriteTx, batch: MailBatch, actor: &str, runs: bool) -> Result<Value> {
@@ -769,22 +774,30 @@ impl Scoped<'_> {
             return Ok(None);
         };
         // Where the customer's newest mail in the conversation asked answers to go;
-        // else the contact's first address (a conversation opened by an agent).
-        let mut sql = Sql::new("SELECT reply_to FROM messages WHERE workspace_id = ");
-        sql.arg(self.ws)
-            .push(" AND conversation_id = ")
-            .arg(&conv_id)
-            .push(" AND direction = 'incoming' AND reply_to IS NOT NULL AND created_at <= ")
-            .arg(msg.created_at)
-            .push(" ORDER BY created_at DESC, id DESC LIMIT 1");
-        let asked: Option<String> = sql.query().fetch_optional(&mut *conn).await?.map(|r| r.try_get(0)).transpose()?;
-        let to = match (asked, conv.text("contact_id")) {
-            (Some(to), _) => Some(to),
-            (None, Some(c)) => self
-                .fetch(conn, ObjectType::Contact, c)
-                .await?
-                .and_then(|c| c.get("emails").as_list().first().cloned()),
-            (None, None) => None,
+        // else the contact's first address (a conversation opened by an agent). Only
+        // the conversation's own contact's mail counts: anyone can answer a thread's
+        // Message-IDs, and must not be able to turn its replies to themselves.
+        let to = match conv.text("contact_id") {
+            Some(contact) => {
+                let mut sql = Sql::new("SELECT reply_to FROM messages WHERE workspace_id = ");
+                sql.arg(self.ws)
+                    .push(" AND conversation_id = ")
+                    .arg(&conv_id)
+                    .push(" AND author = ")
+                    .arg(format!("contact:{contact}"))
+                    .push(" AND direction = 'incoming' AND reply_to IS NOT NULL AND created_at <= ")
+                    .arg(msg.created_at)
+                    .push(" ORDER BY created_at DESC LIMIT 1");
+                let asked: Option<String> = sql.query().fetch_optional(&mut *conn).await?.map(|r| r.try_get(0)).transpose()?;
+                match asked {
+                    Some(to) => Some(to),
+                    None => self
+                        .fetch(conn, ObjectType::Contact, contact)
+                        .await?
+                        .and_then(|c| c.get("emails").as_list().first().cloned()),
+                }
+            }
+            None => None,
         };
         let author = msg.text("author").unwrap_or_default();
         let agent = match author.strip_prefix("user:") {
@@ -1064,6 +1077,7 @@ mod tests {
                     uid_validity: 1,
                     mails,
                     available: Vec::new(),
+                    alone: false,
                 };
                 let mut w = store.write().await.unwrap();
                 let answer = store.scoped(&ws).take_mails(&mut w, batch, "inbox:x", runs).await.unwrap();

@@ -328,14 +328,29 @@ async fn session(
                     None => Ok(None),
                 }
             };
-            let taking = take_chunk(state, account, validity, part, this, &mut last_uid, stop);
-            let (taken, next) = tokio::join!(taking, fetching);
-            taken?;
+            let mut stop_taking = stop.clone();
+            let next = {
+                let taking = take_chunk(state, account, validity, part, this, &mut last_uid, &mut stop_taking);
+                tokio::pin!(taking, fetching);
+                let mut next = None;
+                let taken = loop {
+                    tokio::select! {
+                        t = &mut taking => break t,
+                        f = &mut fetching, if next.is_none() => next = Some(f),
+                    }
+                };
+                // Stopping, or failing, the next chunk is not waited for.
+                taken?;
+                if *stop.borrow() {
+                    return Ok(());
+                }
+                match next {
+                    Some(f) => f,
+                    None => fetching.await,
+                }
+            };
             fetched = next?;
             drop(permit);
-            if *stop.borrow() {
-                return Ok(());
-            }
         }
         if window {
             // Mail older than the window stays behind: the sync goes on from the
@@ -382,7 +397,7 @@ async fn session(
     }
 }
 
-/// A chunk's mails from the server, by UID, asked for a few megabytes at a time (by
+/// A chunk's mails from the server, by UID, asked for `FETCH_BYTES` at a time (by
 /// their sizes): a chunk of large mails is never held twice over in one answer.
 async fn fetch_chunk(session: &mut imap::Session, account: &MailAccount, part: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, MailError> {
     let sizes = imap::sizes(session, part).await?;
@@ -501,6 +516,7 @@ async fn take(
         uid_validity: validity,
         mails,
         available: Vec::new(),
+        alone: false,
     };
     match write(state, account, batch.clone(), stop).await? {
         // Stopped before the writer took it: the sync resumes from the last UID written.
@@ -517,6 +533,7 @@ async fn take(
                     uid_validity: batch.uid_validity,
                     mails: vec![m],
                     available: Vec::new(),
+                    alone: false,
                 };
                 match write(state, account, one(mail.clone()), stop).await? {
                     Taken::Written => {}
@@ -562,7 +579,12 @@ enum Taken {
 /// Writes a batch, waiting out a busy writer. Any failure but a refusal of the mail
 /// itself (a store or node failing) is the session's error: it reconnects and resumes
 /// from the last UID written, so no mail is left out for a passing fault.
-async fn write(state: &AppState, account: &MailAccount, batch: MailBatch, stop: &mut watch::Receiver<bool>) -> Result<Taken, MailError> {
+async fn write(
+    state: &AppState,
+    account: &MailAccount,
+    mut batch: MailBatch,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Taken, MailError> {
     loop {
         match app_mail::take_mails(state, &account.workspace_id, batch.clone()).await {
             Ok(_) => return Ok(Taken::Written),
@@ -574,6 +596,13 @@ async fn write(state: &AppState, account: &MailAccount, batch: MailBatch, stop: 
             Err(e) if matches!(e.code, Code::ValidationFailed | Code::InvalidBody) => {
                 let details = e.details.as_ref().map(|d| format!(" {d}")).unwrap_or_default();
                 return Ok(Taken::Refused(format!("{e}{details}")));
+            }
+            // Runs are an optimisation of the write: one that fails for a reason of its
+            // own must not hold the inbox back, so the batch is tried once more one
+            // mail at a time before the failure is the session's.
+            Err(e) if e.code == Code::Internal && !batch.alone => {
+                tracing::warn!(inbox = %account.inbox_id, error = %e, "a batch of mail failed in a run; taking it one mail at a time");
+                batch.alone = true;
             }
             Err(e) => return Err(MailError::new(Stage::Protocol, format!("cannot take mail: {e}"))),
         }
