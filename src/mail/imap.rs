@@ -142,15 +142,7 @@ pub async fn uids_since(session: &mut Session, date: &str) -> Result<Vec<u32>, M
 /// The whole mails of these UIDs, as (uid, raw bytes), in UID order. The bodies are
 /// read with BODY.PEEK so the mails stay unread for anyone else reading the folder.
 pub async fn fetch(session: &mut Session, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, MailError> {
-    if uids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let set = uid_set(uids);
-    let fetched = async {
-        let stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
-        stream.try_collect::<Vec<_>>().await
-    };
-    let fetched = bounded("UID FETCH", fetched).await?;
+    let fetched = uid_fetch(session, uids, "(UID BODY.PEEK[])").await?;
     let mut out: Vec<(u32, Vec<u8>)> = fetched.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).collect();
     out.sort_by_key(|(uid, _)| *uid);
     Ok(out)
@@ -159,16 +151,22 @@ pub async fn fetch(session: &mut Session, uids: &[u32]) -> Result<Vec<(u32, Vec<
 /// The size in bytes of each of the mails (RFC822.SIZE), by UID; a mail the server
 /// gives no size for is left out (it is fetched on its own).
 pub async fn sizes(session: &mut Session, uids: &[u32]) -> Result<Vec<(u32, u32)>, MailError> {
+    let fetched = uid_fetch(session, uids, "(UID RFC822.SIZE)").await?;
+    Ok(fetched.iter().filter_map(|f| Some((f.uid?, f.size?))).collect())
+}
+
+/// The server's answers to `UID FETCH` of `items` for the UIDs, within the command
+/// timeout.
+async fn uid_fetch(session: &mut Session, uids: &[u32], items: &str) -> Result<Vec<async_imap::types::Fetch>, MailError> {
     if uids.is_empty() {
         return Ok(Vec::new());
     }
     let set = uid_set(uids);
     let fetched = async {
-        let stream = session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
+        let stream = session.uid_fetch(&set, items).await?;
         stream.try_collect::<Vec<_>>().await
     };
-    let fetched = bounded("UID FETCH", fetched).await?;
-    Ok(fetched.iter().filter_map(|f| Some((f.uid?, f.size?))).collect())
+    bounded("UID FETCH", fetched).await
 }
 
 /// `1:3,7,9:10` for the UIDs, runs collapsed.

@@ -738,6 +738,36 @@ async fn in_a_cluster_one_node_syncs_the_mailbox_and_another_takes_over_when_it_
     assert!(now.contains(addresses[survivor].as_str()), "{now}");
 }
 
+/// Dora, invited by the owner as an agent and signed up (her mailbox is `dora`).
+async fn agent_dora(app: &TestApp, owner: &Session) -> Session {
+    let invitation = app
+        .post("/invitations", &owner.token, json!({"email": "dora@example.test", "role": "agent"}))
+        .await
+        .expect(201);
+    crate::helpers::session(
+        &app.anonymous_post(
+            "/auth/signup",
+            json!({"invitation_token": invitation.body["token"], "name": "Dora", "email": "dora@example.test", "password": "correct horse battery"}),
+        )
+        .await
+        .expect(201)
+        .body,
+    )
+}
+
+/// The member asks for their notifications by e-mail.
+async fn wants_mail(app: &TestApp, member: &Session) {
+    app.send_json(
+        awc::http::Method::PUT,
+        "/me/notifications",
+        &member.token,
+        &[],
+        json!({"email": true}),
+    )
+    .await
+    .expect(200);
+}
+
 #[actix_web::test]
 async fn members_who_ask_get_their_assignments_and_mentions_by_mail_through_the_servers_smtp() {
     let mail = servers();
@@ -748,30 +778,10 @@ async fn members_who_ask_get_their_assignments_and_mentions_by_mail_through_the_
     settings.public_url = Some("https://crm.example.test".into());
     let app = TestApp::spawn_with(Backend::Sqlite, settings).await;
     let owner = app.signup("Notify Co").await;
-    let invitation = app
-        .post("/invitations", &owner.token, json!({"email": "dora@example.test", "role": "agent"}))
-        .await
-        .expect(201);
-    let dora = crate::helpers::session(
-        &app.anonymous_post(
-            "/auth/signup",
-            json!({"invitation_token": invitation.body["token"], "name": "Dora", "email": "dora@example.test", "password": "correct horse battery"}),
-        )
-        .await
-        .expect(201)
-        .body,
-    );
+    let dora = agent_dora(&app, &owner).await;
     let off = app.get("/me/notifications", &dora.token).await.expect(200);
     assert_eq!(off.body, json!({"email": false, "email_available": true}));
-    app.send_json(
-        awc::http::Method::PUT,
-        "/me/notifications",
-        &dora.token,
-        &[],
-        json!({"email": true}),
-    )
-    .await
-    .expect(200);
+    wants_mail(&app, &dora).await;
 
     let inbox = app
         .post("/inboxes", &owner.token, json!({"name": "Chat", "channel": "api"}))
@@ -861,28 +871,8 @@ async fn a_notification_server_that_never_answers_holds_no_reply_back() {
     settings.notify_from = Some("shoal@example.test".into());
     let app = TestApp::spawn_with(Backend::Sqlite, settings).await;
     let owner = app.signup("Busy Co").await;
-    let invitation = app
-        .post("/invitations", &owner.token, json!({"email": "dora@example.test", "role": "agent"}))
-        .await
-        .expect(201);
-    let dora = crate::helpers::session(
-        &app.anonymous_post(
-            "/auth/signup",
-            json!({"invitation_token": invitation.body["token"], "name": "Dora", "email": "dora@example.test", "password": "correct horse battery"}),
-        )
-        .await
-        .expect(201)
-        .body,
-    );
-    app.send_json(
-        awc::http::Method::PUT,
-        "/me/notifications",
-        &dora.token,
-        &[],
-        json!({"email": true}),
-    )
-    .await
-    .expect(200);
+    let dora = agent_dora(&app, &owner).await;
+    wants_mail(&app, &dora).await;
     let inbox = email_inbox(&app, &owner, &mail, SUPPORT_PASSWORD).await;
     channel(&app, &owner.token, &inbox, "syncing").await;
     mail.deliver("support", &mail_of_customer("Lamp", "lamp1@example.test", "", "It flickers."));
